@@ -1,0 +1,1 @@
+//! TODO(dlist): being written.

@@ -1,0 +1,13 @@
+//! Cyrus IMAP 3.x on-disk formats.
+//!
+//! * [`dlist`]: the typed list notation Cyrus writes into cyrus.header and mailboxes.db.
+//! * [`header`]: a mailbox's cyrus.header.
+//! * [`index`]: a mailbox's cyrus.index (header and message records).
+//! * [`twoskip`]: the twoskip key-value database file (mailboxes.db and others).
+//! * [`mailboxes`]: the mailbox list entries kept in mailboxes.db.
+
+pub mod dlist;
+pub mod header;
+pub mod index;
+pub mod mailboxes;
+pub mod twoskip;

@@ -1,0 +1,3 @@
+//! mailbackup-tools: operator and developer tools (inspect, spool generation, benchmarks).
+
+fn main() {}
