@@ -10,3 +10,42 @@
 
 pub mod archive;
 pub mod cyrus;
+
+use std::fmt;
+
+/// A parse error placed in the file it came from: parsers see bytes and report offsets; the
+/// caller that read the file knows its name and wraps the error with it.
+#[derive(Debug)]
+pub struct InFile<E> {
+    /// The file the bytes came from, as the operator would name it (usually its path).
+    pub file: String,
+    /// What the parser found wrong, with the offset inside that file.
+    pub error: E,
+}
+
+impl<E: fmt::Display> fmt::Display for InFile<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.file, self.error)
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for InFile<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+/// Attaches a file name to the error of a parse result.
+pub trait InFileExt<T, E> {
+    /// `Err(e)` becomes `Err(InFile { file, error: e })`.
+    fn in_file(self, file: impl fmt::Display) -> Result<T, InFile<E>>;
+}
+
+impl<T, E> InFileExt<T, E> for Result<T, E> {
+    fn in_file(self, file: impl fmt::Display) -> Result<T, InFile<E>> {
+        self.map_err(|error| InFile {
+            file: file.to_string(),
+            error,
+        })
+    }
+}
