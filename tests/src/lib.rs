@@ -1,2 +1,8 @@
 //! Helpers for the end-to-end tests: a private Cyrus IMAP on loopback, started and stopped
-//! by the scripts in `tests/cyrus/`.
+//! by the scripts in `tests/cyrus/`, and the IMAP server's own view of its spool ("truth").
+
+pub mod cyrus;
+pub mod truth;
+
+pub use cyrus::{CyrusInstance, ScriptSummary};
+pub use truth::{FolderTruth, MessageTruth, Truth};
