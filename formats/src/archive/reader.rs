@@ -1,0 +1,121 @@
+//! Reading one entry by its location: seek to the chunk, inflate that one gzip member from
+//! its start up to the entry, decode the entry's headers, hand out its data.
+
+use std::io::{self, Read, Seek, SeekFrom};
+
+use super::member::{to_io, Member, Source};
+use super::pax::padded;
+use super::{ArchiveError, EntryHeader, EntryLocation};
+
+/// Opens the entry whose first header block is at `header_offset` in the uncompressed
+/// stream of the chunk at `chunk_offset` (both as [`EntryLocation`] gives them).
+///
+/// Only that chunk's gzip member is inflated: `flate2`'s `bufread::GzDecoder` stops at the
+/// member's end. Reads of the file go at most [`SOURCE_BUF`](super::SOURCE_BUF) bytes past it.
+pub fn open_entry<R: Read + Seek>(
+    mut file: R,
+    chunk_offset: u64,
+    header_offset: u64,
+) -> Result<EntryReader<R>, ArchiveError> {
+    file.seek(SeekFrom::Start(chunk_offset))
+        .map_err(|source| ArchiveError::Io {
+            offset: chunk_offset,
+            source,
+        })?;
+    let mut member = Member::new(Source::new(file, chunk_offset));
+    let skipped = member.skip(header_offset)?;
+    if skipped < header_offset {
+        return Err(ArchiveError::EntryOutsideChunk {
+            chunk: chunk_offset,
+            at: header_offset,
+            chunk_len: skipped,
+        });
+    }
+    let (header, location) =
+        member
+            .read_entry_header()?
+            .ok_or(ArchiveError::EntryOutsideChunk {
+                chunk: chunk_offset,
+                at: header_offset,
+                chunk_len: header_offset,
+            })?;
+    Ok(EntryReader {
+        remaining: header.size,
+        header,
+        location,
+        member,
+    })
+}
+
+/// One entry being read: its header, and its data through [`Read`] (bounded by its length).
+pub struct EntryReader<R: Read> {
+    header: EntryHeader,
+    location: EntryLocation,
+    member: Member<R>,
+    remaining: u64,
+}
+
+impl<R: Read> EntryReader<R> {
+    /// The entry's metadata.
+    pub fn header(&self) -> &EntryHeader {
+        &self.header
+    }
+
+    /// Where the entry is.
+    pub fn location(&self) -> EntryLocation {
+        self.location
+    }
+
+    /// Uncompressed bytes inflated so far, headers and skipped entries included: never
+    /// more than the chunk's uncompressed length.
+    pub fn inflated(&self) -> u64 {
+        self.member.pos
+    }
+
+    /// Bytes read from the file so far (read-ahead included).
+    pub fn file_bytes_read(&self) -> u64 {
+        self.member.source().pulled()
+    }
+
+    /// Inflates the rest of the chunk, checking its gzip CRC-32 and length; returns the
+    /// chunk's (compressed, uncompressed) lengths. Use it to verify the entry's bytes after
+    /// reading them.
+    pub fn finish_chunk(mut self) -> Result<(u64, u64), ArchiveError> {
+        self.member.skip_to_end()?;
+        let uncompressed_len = self.member.pos;
+        // Tar padding must be there: a chunk ending right after the data is malformed.
+        let data_end = self.location.data_offset + padded(self.location.data_len);
+        if uncompressed_len < data_end {
+            return Err(ArchiveError::Truncated {
+                chunk: self.location.chunk_offset,
+                at: uncompressed_len,
+            });
+        }
+        let compressed_len = self.member.source().offset() - self.location.chunk_offset;
+        Ok((compressed_len, uncompressed_len))
+    }
+}
+
+impl<R: Read> Read for EntryReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 || out.is_empty() {
+            return Ok(0);
+        }
+        let want = out
+            .len()
+            .min(self.remaining.min(usize::MAX as u64) as usize);
+        let n = self.member.read(&mut out[..want]).map_err(|e| to_io(&e))?;
+        if n == 0 {
+            // The member ended (its CRC checked) inside the entry's data: the chunk is
+            // malformed, never a short read to pass off as the whole message.
+            return Err(to_io(&ArchiveError::Tar {
+                chunk: self.location.chunk_offset,
+                at: self.member.pos,
+                expected: "the rest of the entry's data",
+                found: "the end of the chunk".into(),
+            }));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
