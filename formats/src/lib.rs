@@ -7,9 +7,13 @@
 //! * [`cyrus`]: what Cyrus IMAP 3.x keeps on disk (cyrus.header, cyrus.index, the mailbox
 //!   list in mailboxes.db and the dlist notation they share).
 //! * [`archive`]: mailbackup's data file, gzip members of tar entries.
+//! * [`Guid`] and [`Timestamp`]: the message GUID and the point in time both of them carry.
 
 pub mod archive;
 pub mod cyrus;
+mod types;
+
+pub use types::{Guid, ParseGuidError, ParseTimestampError, Timestamp};
 
 use std::fmt;
 

@@ -81,12 +81,11 @@ fn scanner_hashes_data_and_skips_unread_data() {
             ScanEvent::Entry(mut e) => {
                 // Hash every other entry; leave the rest unread.
                 if i % 2 == 0 {
-                    assert_eq!(e.sha1().unwrap(), sha1_of(&entries[i].1));
+                    assert_eq!(e.sha1().unwrap(), Guid::of(&entries[i].1));
                 }
-                if let EntryMeta::Message(m) = &e.header.meta {
-                    if i % 2 == 0 && i == 1 {
-                        assert_eq!(m.guid.0, sha1_of(&entries[i].1));
-                    }
+                // Entry 1 is the sample message stored under its real GUID.
+                if let (1, EntryMeta::Message(m)) = (i, &e.header.meta) {
+                    assert_eq!(m.guid, Guid::of(&entries[i].1));
                 }
                 i += 1;
             }

@@ -238,7 +238,7 @@ fn reading_one_entry_inflates_only_its_chunk() {
     for i in 0..9u8 {
         let data = noise(100_000 + i as usize);
         let meta = EntryMeta::Message(Message {
-            guid: Guid(sha1_of(&data)),
+            guid: Guid::of(&data),
             run: 1,
             time: t,
             origin: None,

@@ -2,6 +2,7 @@
 //! fixture, checked against what the IMAP server itself said (truth.json).
 
 use formats::cyrus::{header, index};
+use formats::{Guid, Timestamp};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -66,7 +67,7 @@ fn folders() -> Vec<Folder> {
 }
 
 /// `23-Nov-2026 06:30:24 +0000` as seconds since the epoch.
-fn imap_date(s: &str) -> u64 {
+fn imap_date(s: &str) -> Timestamp {
     let months = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
@@ -87,7 +88,7 @@ fn imap_date(s: &str) -> u64 {
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146097 + doe - 719468;
-    (days * 86400 + hms[0] * 3600 + hms[1] * 60 + hms[2]) as u64
+    Timestamp::from_secs(days * 86400 + hms[0] * 3600 + hms[1] * 60 + hms[2])
 }
 
 fn status_item(status: &str, item: &str) -> u64 {
@@ -101,8 +102,15 @@ fn status_item(status: &str, item: &str) -> u64 {
 
 #[test]
 fn imap_date_converts() {
-    assert_eq!(imap_date("01-Jan-1970 00:00:00 +0000"), 0);
-    assert_eq!(imap_date("29-Feb-2000 12:00:01 +0000"), 951_825_601);
+    assert_eq!(imap_date("01-Jan-1970 00:00:00 +0000"), Timestamp::EPOCH);
+    assert_eq!(
+        imap_date("29-Feb-2000 12:00:01 +0000"),
+        Timestamp::from_secs(951_825_601)
+    );
+    assert_eq!(
+        imap_date("31-Dec-1969 23:59:59 +0000"),
+        Timestamp::from_secs(-1)
+    );
 }
 
 #[test]
@@ -156,15 +164,12 @@ fn live_records_match_what_imap_said() {
             assert_eq!(u64::from(r.uid), uid, "{ctx}");
             assert_eq!(r.size, t["size"].as_u64().unwrap(), "{ctx}: RFC822.SIZE");
             assert_eq!(
-                r.internaldate.secs,
+                r.internaldate,
                 imap_date(t["internaldate"].as_str().unwrap()),
                 "{ctx}: INTERNALDATE"
             );
-            assert_eq!(
-                r.guid.unwrap().to_hex(),
-                t["sha1"].as_str().unwrap(),
-                "{ctx}: GUID"
-            );
+            let sha1: Guid = t["sha1"].as_str().unwrap().parse().unwrap();
+            assert_eq!(r.guid, Some(sha1), "{ctx}: GUID");
             let mut flags = r.flag_names(&mh.user_flags);
             flags.sort();
             let mut want: Vec<String> = t["flags"]
@@ -178,6 +183,7 @@ fn live_records_match_what_imap_said() {
             // The message file is the one whose SHA-1 is the GUID.
             let file = std::fs::read(f.dir.join(format!("{uid}."))).unwrap();
             assert_eq!(file.len() as u64, r.size, "{ctx}: file size");
+            assert_eq!(Guid::of(&file), sha1, "{ctx}: SHA-1 of the file");
         }
 
         // The fixture expunged one message in each folder of 3 or more; its record stays,
@@ -238,6 +244,13 @@ fn json_output_names_flags_and_hex_guid() {
     let (_, records) = index::parse_all(&bytes).unwrap();
     let v = serde_json::to_value(&records[0]).unwrap();
     assert_eq!(v["guid"], "ceea60118a7b84dcdbde028fff958f73a8d18b5c");
+    // Times as the inspect tool documents them: whole seconds and nanoseconds.
+    let t = records[0].internaldate;
+    assert_eq!(
+        v["internaldate"],
+        serde_json::json!({"secs": t.secs, "nanos": 0})
+    );
+    assert!(t.secs > 1_700_000_000);
     assert_eq!(v["system_flags"], serde_json::json!(["\\Flagged"]));
     assert_eq!(v["user_flags"], serde_json::json!([0]));
     let v = serde_json::to_value(&records[2]).unwrap();

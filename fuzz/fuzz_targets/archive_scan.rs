@@ -4,7 +4,8 @@
 
 use std::io::{Cursor, Read};
 
-use formats::archive::{open_entry, ScanEvent, Scanner};
+use formats::archive::{open_entry, EntryMeta, ScanEvent, Scanner};
+use formats::{Guid, Timestamp};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let mut scanner = Scanner::new(data);
@@ -13,8 +14,15 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         match scanner.next_event() {
             Ok(ScanEvent::Entry(mut e)) => {
                 n += 1;
+                // Whatever parsed writes back to the same text.
+                if let Some(t) = e.header.meta.time() {
+                    assert_eq!(t.to_string().parse::<Timestamp>(), Ok(t));
+                }
+                if let EntryMeta::Message(m) = &e.header.meta {
+                    assert_eq!(m.guid.to_string().parse::<Guid>(), Ok(m.guid));
+                }
                 if n % 2 == 0 {
-                    let _ = e.sha1();
+                    let _: Result<Guid, _> = e.sha1();
                 } else {
                     let mut buf = [0u8; 100];
                     let _ = e.read(&mut buf);

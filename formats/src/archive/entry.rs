@@ -4,11 +4,9 @@
 //! [`RunMarker`], wrap it in [`EntryMeta`] and hand it to the writer; readers get the same
 //! value back. Key strings (`MAILBACKUP.*`) appear only in this file.
 
-use std::fmt;
-use std::str::FromStr;
-
 use super::pax::{PaxFields, PaxRecords};
 use super::{ArchiveError, FieldError};
+use crate::{Guid, Timestamp};
 
 /// Prefix of every PAX key this format defines.
 pub const VENDOR_PREFIX: &str = "MAILBACKUP.";
@@ -47,104 +45,6 @@ pub(crate) mod key {
     pub const STAT_SIZE: &str = "MAILBACKUP.stat.size";
     pub const STAT_MTIME: &str = "MAILBACKUP.stat.mtime";
     pub const STAT_INO: &str = "MAILBACKUP.stat.ino";
-}
-
-/// A point in time: unix seconds and nanoseconds.
-///
-/// Written as `<secs>` or `<secs>.<9 digits>`; the fraction is always added to `secs`, also
-/// when `secs` is negative (`-2.500000000` is 1.5 s before the epoch).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Timestamp {
-    /// Seconds since 1970-01-01T00:00:00Z.
-    pub secs: i64,
-    /// Nanoseconds to add, `0..1_000_000_000`.
-    pub nanos: u32,
-}
-
-impl Timestamp {
-    /// A whole number of seconds.
-    pub const fn from_secs(secs: i64) -> Self {
-        Timestamp { secs, nanos: 0 }
-    }
-
-    /// Seconds and nanoseconds; `None` when `nanos` is a second or more.
-    pub const fn new(secs: i64, nanos: u32) -> Option<Self> {
-        if nanos < 1_000_000_000 {
-            Some(Timestamp { secs, nanos })
-        } else {
-            None
-        }
-    }
-}
-
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.nanos == 0 {
-            write!(f, "{}", self.secs)
-        } else {
-            write!(f, "{}.{:09}", self.secs, self.nanos)
-        }
-    }
-}
-
-impl FromStr for Timestamp {
-    type Err = &'static str;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        const EXPECTED: &str = "unix seconds, optionally with '.' and 1 to 9 digits";
-        let (whole, frac) = match s.split_once('.') {
-            Some((w, f)) => (w, Some(f)),
-            None => (s, None),
-        };
-        let digits = whole.strip_prefix('-').unwrap_or(whole);
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(EXPECTED);
-        }
-        let secs: i64 = whole.parse().map_err(|_| EXPECTED)?;
-        let nanos = match frac {
-            None => 0,
-            Some(f) => {
-                if f.is_empty() || f.len() > 9 || !f.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(EXPECTED);
-                }
-                let n: u32 = f.parse().map_err(|_| EXPECTED)?;
-                n * 10u32.pow(9 - f.len() as u32)
-            }
-        };
-        Ok(Timestamp { secs, nanos })
-    }
-}
-
-/// A message GUID: the SHA-1 of the message file, as Cyrus keeps it in cyrus.index.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Guid(pub [u8; 20]);
-
-impl fmt::Display for Guid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Guid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Guid({self})")
-    }
-}
-
-impl FromStr for Guid {
-    type Err = &'static str;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut out = [0u8; 20];
-        if s.len() != 40 {
-            return Err("40 hex digits");
-        }
-        hex::decode_to_slice(s, &mut out).map_err(|_| "40 hex digits")?;
-        Ok(Guid(out))
-    }
 }
 
 /// What the mail server's stat() said about a file when it was copied: the data the planner
@@ -396,7 +296,7 @@ impl EntryMeta {
             .into_iter()
             .flatten()
         {
-            if t.nanos >= 1_000_000_000 {
+            if !t.is_valid() {
                 return Err(ArchiveError::InvalidMeta {
                     what: "timestamp",
                     expected: "nanoseconds below 1000000000",

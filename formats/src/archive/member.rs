@@ -239,6 +239,28 @@ impl<R: Read> Member<R> {
         Ok(done)
     }
 
+    /// Reads some of the `left` data bytes of the current entry: 0 only when `left` or `out`
+    /// is empty. The member ending (its CRC checked) before them is an error: the chunk is
+    /// malformed, never a short read to pass off as the whole message.
+    pub(crate) fn read_entry_data(
+        &mut self,
+        out: &mut [u8],
+        left: u64,
+    ) -> Result<usize, ArchiveError> {
+        if left == 0 || out.is_empty() {
+            return Ok(0);
+        }
+        let want = out.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        match self.read(&mut out[..want])? {
+            0 => Err(self.tar_error(
+                self.pos,
+                "the rest of the entry's data",
+                "the end of the chunk".into(),
+            )),
+            n => Ok(n),
+        }
+    }
+
     /// Reads to the end of the member (checking CRC and ISIZE); returns the bytes skipped.
     pub(crate) fn skip_to_end(&mut self) -> Result<u64, ArchiveError> {
         self.skip(u64::MAX)

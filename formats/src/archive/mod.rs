@@ -24,10 +24,12 @@ mod reader;
 mod scan;
 mod writer;
 
+// The shared types, here too so that `use formats::archive::*` brings everything an entry names.
+pub use crate::{Guid, Timestamp};
 pub use entry::{
-    EntryMeta, FileStat, FolderMeta, Guid, Message, MetaFile, NameLink, RunEvent, RunMarker,
-    Timestamp, UserFile, UserFileKind, FORMAT_VERSION, MAX_NAME_LEN, MAX_SCRIPT_NAME_LEN,
-    MAX_UNIQUE_ID_LEN, VENDOR_PREFIX,
+    EntryMeta, FileStat, FolderMeta, Message, MetaFile, NameLink, RunEvent, RunMarker, UserFile,
+    UserFileKind, FORMAT_VERSION, MAX_NAME_LEN, MAX_SCRIPT_NAME_LEN, MAX_UNIQUE_ID_LEN,
+    VENDOR_PREFIX,
 };
 pub use error::ArchiveError;
 pub(crate) use error::FieldError;

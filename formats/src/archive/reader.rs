@@ -98,23 +98,10 @@ impl<R: Read> EntryReader<R> {
 
 impl<R: Read> Read for EntryReader<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.remaining == 0 || out.is_empty() {
-            return Ok(0);
-        }
-        let want = out
-            .len()
-            .min(self.remaining.min(usize::MAX as u64) as usize);
-        let n = self.member.read(&mut out[..want]).map_err(|e| to_io(&e))?;
-        if n == 0 {
-            // The member ended (its CRC checked) inside the entry's data: the chunk is
-            // malformed, never a short read to pass off as the whole message.
-            return Err(to_io(&ArchiveError::Tar {
-                chunk: self.location.chunk_offset,
-                at: self.member.pos,
-                expected: "the rest of the entry's data",
-                found: "the end of the chunk".into(),
-            }));
-        }
+        let n = self
+            .member
+            .read_entry_data(out, self.remaining)
+            .map_err(|e| to_io(&e))?;
         self.remaining -= n as u64;
         Ok(n)
     }

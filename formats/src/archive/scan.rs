@@ -22,6 +22,7 @@ use sha1::{Digest, Sha1};
 use super::member::{copy_error, to_io, Member, Source, GZIP_MAGIC};
 use super::pax::padded;
 use super::{ArchiveError, ChunkInfo, EntryHeader, EntryLocation};
+use crate::Guid;
 
 /// How a scan ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,15 +77,15 @@ pub struct ScannedEntry<'a, R: Read> {
 }
 
 impl<R: Read> ScannedEntry<'_, R> {
-    /// Reads the rest of the data and returns its SHA-1 (for a message, its GUID if the
-    /// data is intact). Call it before reading any data to hash all of it.
-    pub fn sha1(&mut self) -> Result<[u8; 20], ArchiveError> {
+    /// Reads the rest of the data and returns its SHA-1, as a [`Guid`]: for a message, its
+    /// GUID if the data is intact. Call it before reading any data to hash all of it.
+    pub fn sha1(&mut self) -> Result<Guid, ArchiveError> {
         let mut hasher = Sha1::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = self.chunk.read_data(&mut buf)?;
             if n == 0 {
-                return Ok(hasher.finalize().into());
+                return Ok(Guid(hasher.finalize().into()));
             }
             hasher.update(&buf[..n]);
         }
@@ -114,22 +115,7 @@ impl<R: Read> ChunkScan<R> {
         if let Some(e) = &self.error {
             return Err(copy_error(e));
         }
-        if self.data_left == 0 || out.is_empty() {
-            return Ok(0);
-        }
-        let want = out
-            .len()
-            .min(self.data_left.min(usize::MAX as u64) as usize);
-        let result = match self.member.read(&mut out[..want]) {
-            Ok(0) => Err(ArchiveError::Tar {
-                chunk: self.member.chunk,
-                at: self.member.pos,
-                expected: "the rest of the entry's data",
-                found: "the end of the chunk".into(),
-            }),
-            other => other,
-        };
-        match result {
+        match self.member.read_entry_data(out, self.data_left) {
             Ok(n) => {
                 self.data_left -= n as u64;
                 Ok(n)

@@ -14,8 +14,12 @@
 //! Records are read lazily ([`Index::records`]): an index can hold millions of them.
 
 use serde::{Serialize, Serializer};
-use std::fmt;
 use std::io::Write;
+
+// The shared types, also under this module's path. Cyrus stores times unsigned (32-bit
+// seconds before version 20, 64-bit nanoseconds from it): every stored value converts to a
+// `Timestamp`, and the writer refuses times before 1970 (`EncodeError::BeforeEpoch`).
+pub use crate::{Guid, Timestamp};
 
 /// The minor versions this module reads and writes.
 pub const SUPPORTED_VERSIONS: [u32; 14] = [6, 7, 8, 9, 10, 12, 13, 14, 15, 16, 17, 18, 19, 20];
@@ -72,71 +76,6 @@ impl Layout {
     }
 }
 
-/// A point in time as Cyrus stores it: seconds since the Unix epoch (versions before 20 keep
-/// whole seconds in 32 bits), plus nanoseconds (version 20 keeps 64-bit nanoseconds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
-pub struct Timestamp {
-    /// Whole seconds since 1970-01-01T00:00:00Z.
-    pub secs: u64,
-    /// Nanoseconds past `secs` (always 0 before version 20).
-    pub nanos: u32,
-}
-
-impl Timestamp {
-    /// A whole-second time.
-    pub fn from_secs(secs: u64) -> Self {
-        Timestamp { secs, nanos: 0 }
-    }
-
-    /// Nanoseconds since the epoch, as version 20 stores them (`None` if they overflow 64 bits).
-    pub fn as_nanos(&self) -> Option<u64> {
-        self.secs
-            .checked_mul(1_000_000_000)?
-            .checked_add(u64::from(self.nanos))
-    }
-
-    fn from_nanos(n: u64) -> Self {
-        Timestamp {
-            secs: n / 1_000_000_000,
-            nanos: (n % 1_000_000_000) as u32,
-        }
-    }
-}
-
-/// A message GUID: the SHA-1 of the message file. All zeros means "not known" to Cyrus.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Guid(pub [u8; 20]);
-
-impl Guid {
-    /// Whether this is the all-zero GUID Cyrus uses for "not computed".
-    pub fn is_null(&self) -> bool {
-        self.0 == [0; 20]
-    }
-
-    /// Lowercase hex, 40 characters (the form Cyrus prints and `sha1sum` prints).
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
-}
-
-impl fmt::Display for Guid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
-
-impl fmt::Debug for Guid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Guid({})", self.to_hex())
-    }
-}
-
-impl Serialize for Guid {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
-    }
-}
-
 /// The IMAP system flags of a record: the low 16 bits of the stored flags word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct SystemFlags(pub u16);
@@ -169,16 +108,8 @@ impl SystemFlags {
     /// The IMAP names of the set flags. Bits Cyrus does not define (none are written today)
     /// are shown as `0x....` so that nothing is silently dropped.
     pub fn names(&self) -> Vec<String> {
-        let mut out: Vec<String> = Self::NAMES
-            .iter()
-            .filter(|(bit, _)| self.contains(*bit))
-            .map(|(_, name)| (*name).to_string())
-            .collect();
-        let known = Self::NAMES.iter().fold(0, |acc, (bit, _)| acc | bit);
-        if self.0 & !known != 0 {
-            out.push(format!("{:#06x}", self.0 & !known));
-        }
-        out
+        let names = Self::NAMES.map(|(bit, name)| (u32::from(bit), name));
+        bit_names(u32::from(self.0), &names, 4)
     }
 }
 
@@ -186,6 +117,21 @@ impl Serialize for SystemFlags {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.names().serialize(s)
     }
+}
+
+/// The names of the bits of `word` that `table` names, in table order, then the unnamed set
+/// bits as one hex number of `digits` digits.
+fn bit_names(word: u32, table: &[(u32, &str)], digits: usize) -> Vec<String> {
+    let mut out: Vec<String> = table
+        .iter()
+        .filter(|(bit, _)| word & bit == *bit)
+        .map(|(_, name)| (*name).to_string())
+        .collect();
+    let unknown = word & !table.iter().fold(0, |acc, (bit, _)| acc | bit);
+    if unknown != 0 {
+        out.push(format!("{unknown:#0w$x}", w = digits + 2));
+    }
+    out
 }
 
 /// Cyrus's own bookkeeping bits of a record: the high 16 bits of the stored flags word,
@@ -223,16 +169,7 @@ impl InternalFlags {
 
     /// Lowercase names of the set bits; unknown bits as `0x........`.
     pub fn names(&self) -> Vec<String> {
-        let mut out: Vec<String> = Self::NAMES
-            .iter()
-            .filter(|(bit, _)| self.contains(*bit))
-            .map(|(_, name)| (*name).to_string())
-            .collect();
-        let known = Self::NAMES.iter().fold(0, |acc, (bit, _)| acc | bit);
-        if self.0 & !known != 0 {
-            out.push(format!("{:#010x}", self.0 & !known));
-        }
-        out
+        bit_names(self.0, &Self::NAMES, 8)
     }
 }
 
@@ -540,6 +477,14 @@ pub enum EncodeError {
         /// The version.
         version: u32,
     },
+    /// A time before 1970: Cyrus stores times as unsigned numbers.
+    #[error("{field} = {value} is before 1970, which cyrus.index cannot store")]
+    BeforeEpoch {
+        /// The field.
+        field: String,
+        /// The time, as [`Timestamp`] displays it.
+        value: String,
+    },
     /// The number of records written differs from the header's `num_records`.
     #[error("header says {expected} records, {found} were given")]
     CountMismatch {
@@ -804,13 +749,32 @@ fn be64(b: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(w)
 }
 
+/// Header and records (12+) end with the CRC-32 of the bytes before it: fills it in.
+fn put_crc(block: &mut [u8]) {
+    let end = block.len() - 4;
+    let crc = crc32fast::hash(&block[..end]);
+    block[end..].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Checks the CRC-32 at the end of `block`; `Err((stored, computed))` if it does not match.
+fn check_crc(block: &[u8]) -> Result<(), (u32, u32)> {
+    let end = block.len() - 4;
+    let stored = be32(block, end);
+    let computed = crc32fast::hash(&block[..end]);
+    if stored == computed {
+        Ok(())
+    } else {
+        Err((stored, computed))
+    }
+}
+
 /// Reads one field; `b` must hold at least `at + ty.len()` bytes (the layout guarantees it).
 fn read(b: &[u8], at: usize, ty: Ty) -> Val {
     match ty {
         U32 => Val::N(u64::from(be32(b, at))),
         U64 => Val::N(be64(b, at)),
-        Secs => Val::T(Timestamp::from_secs(u64::from(be32(b, at)))),
-        Nanos => Val::T(Timestamp::from_nanos(be64(b, at))),
+        Secs => Val::T(Timestamp::from_secs(i64::from(be32(b, at)))),
+        Nanos => Val::T(Timestamp::from_unsigned_nanos(be64(b, at))),
         Ty::Guid => {
             let mut g = [0; 20];
             g.copy_from_slice(&b[at..at + 20]);
@@ -834,9 +798,7 @@ fn write(b: &mut [u8], at: usize, ty: Ty, v: Val) -> Result<(), ()> {
         (Secs, Val::T(t)) if t.nanos == 0 => {
             dst.copy_from_slice(&u32::try_from(t.secs).map_err(drop)?.to_be_bytes())
         }
-        (Nanos, Val::T(t)) if t.nanos < 1_000_000_000 => {
-            dst.copy_from_slice(&t.as_nanos().ok_or(())?.to_be_bytes())
-        }
+        (Nanos, Val::T(t)) => dst.copy_from_slice(&t.to_unsigned_nanos().ok_or(())?.to_be_bytes()),
         (Ty::Guid, Val::G(g)) => dst.copy_from_slice(&g.0),
         (Bits, Val::B(words)) => {
             for (i, w) in words.iter().enumerate() {
@@ -851,9 +813,24 @@ fn write(b: &mut [u8], at: usize, ty: Ty, v: Val) -> Result<(), ()> {
 fn show(v: Val) -> String {
     match v {
         Val::N(n) => n.to_string(),
-        Val::T(t) => format!("{}.{:09}", t.secs, t.nanos),
+        Val::T(t) => t.to_string(),
         Val::G(g) => g.to_hex(),
         Val::B(w) => format!("{w:?}"),
+    }
+}
+
+/// The error for a value `write` refused: a time before 1970 says so, the rest do not fit.
+fn misfit(field: String, v: Val, value: String, version: u32) -> EncodeError {
+    match v {
+        Val::T(t) if t.secs < 0 => EncodeError::BeforeEpoch {
+            field,
+            value: t.to_string(),
+        },
+        _ => EncodeError::DoesNotFit {
+            field,
+            value,
+            version,
+        },
     }
 }
 
@@ -952,16 +929,11 @@ impl IndexHeader {
         let mut out = vec![0; self.start_offset as usize];
         for r in rows(HEADER_FIELDS, layout.version) {
             let v = self.get(r.field);
-            write(&mut out, r.at, r.ty, v).map_err(|()| EncodeError::DoesNotFit {
-                field: format!("{:?}", r.field),
-                value: show(v),
-                version: layout.version,
-            })?;
+            write(&mut out, r.at, r.ty, v)
+                .map_err(|()| misfit(format!("{:?}", r.field), v, show(v), layout.version))?;
         }
         if layout.has_crc() {
-            let end = layout.header_size - 4;
-            let crc = crc32fast::hash(&out[..end]);
-            out[end..end + 4].copy_from_slice(&crc.to_be_bytes());
+            put_crc(&mut out[..layout.header_size]);
         }
         Ok(out)
     }
@@ -981,20 +953,17 @@ impl IndexHeader {
             } else {
                 Err(())
             };
-            written.map_err(|()| EncodeError::DoesNotFit {
-                field: format!("{:?}", r.field),
-                value: if r.field == R::CacheVersion {
+            written.map_err(|()| {
+                let value = if r.field == R::CacheVersion {
                     format!("cache_offset {}", rec.cache_offset)
                 } else {
                     show(v)
-                },
-                version: layout.version,
+                };
+                misfit(format!("{:?}", r.field), v, value, layout.version)
             })?;
         }
         if layout.has_crc() {
-            let end = layout.record_size - 4;
-            let crc = crc32fast::hash(&out[..end]);
-            out[end..end + 4].copy_from_slice(&crc.to_be_bytes());
+            put_crc(&mut out[..layout.record_size]);
         }
         Ok(out)
     }
@@ -1122,15 +1091,13 @@ fn parse_header_layout(data: &[u8]) -> Result<(IndexHeader, Layout), IndexError>
     }
     if layout.has_crc() {
         let end = layout.header_size - 4;
-        let stored = be32(data, end);
-        let computed = crc32fast::hash(&data[..end]);
-        if stored != computed {
-            return Err(IndexError::BadHeaderCrc {
+        check_crc(&data[..layout.header_size]).map_err(|(stored, computed)| {
+            IndexError::BadHeaderCrc {
                 offset: end as u64,
                 stored,
                 computed,
-            });
-        }
+            }
+        })?;
     }
     let mut h = IndexHeader::default();
     for r in rows(HEADER_FIELDS, version) {
@@ -1166,16 +1133,14 @@ fn parse_record(
 ) -> Result<IndexRecord, IndexError> {
     if layout.has_crc() {
         let end = layout.record_size - 4;
-        let stored = be32(buf, end);
-        let computed = crc32fast::hash(&buf[..end]);
-        if stored != computed {
-            return Err(IndexError::BadRecordCrc {
+        check_crc(&buf[..layout.record_size]).map_err(|(stored, computed)| {
+            IndexError::BadRecordCrc {
                 recno,
                 offset: (offset + end) as u64,
                 stored,
                 computed,
-            });
-        }
+            }
+        })?;
     }
     let mut rec = IndexRecord::default();
     for r in fields {

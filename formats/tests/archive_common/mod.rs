@@ -15,7 +15,7 @@ pub fn samples() -> Vec<(EntryMeta, Vec<u8>)> {
         inode: 123_456,
     };
     let msg = b"From: a@example.com\r\nSubject: hi\r\n\r\nbody\r\n".to_vec();
-    let guid = Guid(sha1_of(&msg));
+    let guid = Guid::of(&msg);
     vec![
         (
             EntryMeta::Run(RunMarker {
@@ -155,11 +155,6 @@ pub fn samples() -> Vec<(EntryMeta, Vec<u8>)> {
             vec![],
         ),
     ]
-}
-
-pub fn sha1_of(data: &[u8]) -> [u8; 20] {
-    use sha1::{Digest, Sha1};
-    Sha1::digest(data).into()
 }
 
 /// What writing produced.

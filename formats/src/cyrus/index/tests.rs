@@ -291,6 +291,62 @@ fn writer_refuses_what_does_not_fit() {
 }
 
 #[test]
+fn writer_refuses_times_before_1970() {
+    for version in [17, 20] {
+        let h = header(version, 1);
+        let mut r = for_version_rec(&record(1), version);
+        r.sentdate = Timestamp::from_secs(-86_400); // a Date: header of 1969-12-31
+        let e = h.encode_record(&r).unwrap_err();
+        assert!(matches!(e, EncodeError::BeforeEpoch { .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "Sentdate = -86400 is before 1970, which cyrus.index cannot store"
+        );
+        let mut h = header(version, 0);
+        h.pop3_last_login = Timestamp::new(-1, 500_000_000).unwrap();
+        assert_eq!(
+            h.encode().unwrap_err().to_string(),
+            "Pop3LastLogin = -1.500000000 is before 1970, which cyrus.index cannot store"
+        );
+    }
+}
+
+#[test]
+fn largest_stored_times_read_and_write_back() {
+    // t32 and t64 are unsigned: their largest values are times after 2106 and 2554, which
+    // fit a Timestamp and are written back unchanged.
+    let mut bytes = file(17, 1);
+    bytes[160 + 4..160 + 8].fill(0xff); // internaldate of record 1
+    let crc = crc32fast::hash(&bytes[160..160 + 108]);
+    bytes[160 + 108..160 + 112].copy_from_slice(&crc.to_be_bytes());
+    let (h, recs) = parse_all(&bytes).unwrap();
+    assert_eq!(recs[0].internaldate, Timestamp::from_secs(0xffff_ffff));
+    let mut out = Vec::new();
+    write_index(&mut out, &h, &recs).unwrap();
+    assert_eq!(out, bytes);
+
+    let mut bytes = file(20, 1);
+    bytes[192 + 8..192 + 16].fill(0xff);
+    let crc = crc32fast::hash(&bytes[192..192 + 140]);
+    bytes[192 + 140..192 + 144].copy_from_slice(&crc.to_be_bytes());
+    let (h, recs) = parse_all(&bytes).unwrap();
+    assert_eq!(
+        recs[0].internaldate,
+        Timestamp::new(18_446_744_073, 709_551_615).unwrap()
+    );
+    let mut out = Vec::new();
+    write_index(&mut out, &h, &recs).unwrap();
+    assert_eq!(out, bytes);
+    // One nanosecond more does not fit 64 bits.
+    let mut r = recs[0].clone();
+    r.internaldate.nanos += 1;
+    assert!(matches!(
+        h.encode_record(&r),
+        Err(EncodeError::DoesNotFit { .. })
+    ));
+}
+
+#[test]
 fn flags_decode() {
     let mut r = record(1);
     r.system_flags = SystemFlags(SystemFlags::SEEN | SystemFlags::ANSWERED | 0x100);
@@ -473,7 +529,7 @@ fn header_offsets_agree_with_cyrus() {
 // Property: parse(write(x)) == x for every supported version.
 
 fn timestamp() -> impl Strategy<Value = Timestamp> {
-    (0u64..1 << 34, 0u32..1_000_000_000).prop_map(|(secs, nanos)| Timestamp { secs, nanos })
+    (0i64..1 << 34, 0u32..1_000_000_000).prop_map(|(secs, nanos)| Timestamp { secs, nanos })
 }
 
 fn any_header() -> impl Strategy<Value = IndexHeader> {
