@@ -2,6 +2,7 @@
 //! by the scripts in `tests/cyrus/`, and the IMAP server's own view of its spool ("truth").
 
 pub mod cyrus;
+pub mod readers;
 pub mod truth;
 
 pub use cyrus::{CyrusInstance, ScriptSummary};

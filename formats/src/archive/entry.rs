@@ -49,7 +49,7 @@ pub(crate) mod key {
 
 /// What the mail server's stat() said about a file when it was copied: the data the planner
 /// compares to decide whether a folder changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct FileStat {
     /// Size in bytes.
     pub size: u64,
@@ -63,7 +63,7 @@ pub struct FileStat {
 ///
 /// Flags, UIDs and folders are not here: they belong to the folder's cyrus.index snapshot
 /// ([`FolderMeta`]), which lists every record that points at this GUID.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Message {
     /// SHA-1 of the data.
     pub guid: Guid,
@@ -78,7 +78,8 @@ pub struct Message {
 }
 
 /// Which Cyrus meta file a [`FolderMeta`] entry holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MetaFile {
     /// `cyrus.header`
     Header,
@@ -110,7 +111,7 @@ impl MetaFile {
 ///
 /// A folder's snapshot at a run is the set of these entries with the same unique id and
 /// run; the writer puts them in one chunk, so a snapshot is committed whole or not at all.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FolderMeta {
     /// The folder's unique id (stable across renames).
     pub unique_id: String,
@@ -130,7 +131,7 @@ pub struct FolderMeta {
 
 /// A folder name pointing at a unique id from a run on, or the tombstone of a folder that
 /// vanished (`names/<unique id>/<run>` or `names/<unique id>/<run>.deleted`, no data).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct NameLink {
     /// The folder's name (Cyrus internal name).
     pub folder: String,
@@ -145,7 +146,8 @@ pub struct NameLink {
 }
 
 /// Which per-user file a [`UserFile`] entry holds.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum UserFileKind {
     /// The seen state database (`user/seen/<run>`).
     Seen,
@@ -161,7 +163,7 @@ pub enum UserFileKind {
 }
 
 /// A per-user file copied whole at one run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct UserFile {
     /// Which file.
     pub kind: UserFileKind,
@@ -174,7 +176,8 @@ pub struct UserFile {
 }
 
 /// Whether a [`RunMarker`] opens or closes a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RunEvent {
     /// The run started (`runs/<run>.start`).
     Start,
@@ -184,7 +187,7 @@ pub enum RunEvent {
 }
 
 /// Start or end of a backup run of this user (no data).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RunMarker {
     /// The run.
     pub run: u64,
@@ -197,7 +200,8 @@ pub struct RunMarker {
 }
 
 /// The typed metadata of one entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EntryMeta {
     /// A message file.
     Message(Message),
@@ -213,6 +217,7 @@ pub enum EntryMeta {
     /// `MAILBACKUP.kind`): readers skip it.
     Unknown {
         /// The `MAILBACKUP.kind` value, if any.
+        #[serde(rename = "unknown_kind")]
         kind: Option<String>,
     },
 }

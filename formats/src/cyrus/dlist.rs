@@ -242,10 +242,7 @@ impl Parser<'_> {
             }
             _ => {
                 let nil = self.input[self.pos..].starts_with(b"NIL")
-                    && self
-                        .input
-                        .get(self.pos + 3)
-                        .is_none_or(|&b| is_special(b));
+                    && self.input.get(self.pos + 3).is_none_or(|&b| is_special(b));
                 if nil {
                     self.pos += 3;
                     return Ok(Dlist::Nil);
@@ -288,9 +285,7 @@ impl Parser<'_> {
                 let mut out = Vec::new();
                 loop {
                     match self.peek() {
-                        None | Some(b'\r') | Some(b'\n') => {
-                            return Err(self.err("a closing '\"'"))
-                        }
+                        None | Some(b'\r') | Some(b'\n') => return Err(self.err("a closing '\"'")),
                         Some(b'"') => {
                             self.pos += 1;
                             return Ok(out);
@@ -299,7 +294,11 @@ impl Parser<'_> {
                             self.pos += 1;
                             match self.peek() {
                                 Some(c @ (b'"' | b'\\')) => out.push(c),
-                                _ => return Err(self.err("'\"' or '\\' after '\\' in a quoted string")),
+                                _ => {
+                                    return Err(
+                                        self.err("'\"' or '\\' after '\\' in a quoted string")
+                                    )
+                                }
                             }
                             self.pos += 1;
                         }
@@ -375,10 +374,14 @@ mod tests {
 
     #[test]
     fn cyrus_header_line() {
-        let v = p(b"%(T e N user.u3x0 I tr3g9qzoe6kapjm5i3coxngy A %(u3x0 lrswipkxtecdan) U ($Work))");
+        let v =
+            p(b"%(T e N user.u3x0 I tr3g9qzoe6kapjm5i3coxngy A %(u3x0 lrswipkxtecdan) U ($Work))");
         assert_eq!(v.get("T"), Some(&atom("e")));
         assert_eq!(v.get("N").unwrap().as_str(), Some("user.u3x0"));
-        assert_eq!(v.get("A").unwrap().get("u3x0").unwrap().as_str(), Some("lrswipkxtecdan"));
+        assert_eq!(
+            v.get("A").unwrap().get("u3x0").unwrap().as_str(),
+            Some("lrswipkxtecdan")
+        );
         assert_eq!(v.get("U").unwrap().list(), Some(&[atom("$Work")][..]));
         assert_eq!(v.get("Q"), None);
     }

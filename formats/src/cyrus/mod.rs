@@ -5,9 +5,11 @@
 //! * [`index`]: a mailbox's cyrus.index (header and message records).
 //! * [`twoskip`]: the twoskip key-value database file (mailboxes.db and others).
 //! * [`mailboxes`]: the mailbox list entries kept in mailboxes.db.
+//! * [`imapd_conf`]: imapd.conf, Cyrus's configuration (directories, partitions, switches).
 
 pub mod dlist;
 pub mod header;
+pub mod imapd_conf;
 pub mod index;
 pub mod mailboxes;
 pub mod twoskip;

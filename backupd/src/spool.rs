@@ -1,0 +1,652 @@
+//! The daemon's access to the Cyrus spool: where this module opens, locks and reads Cyrus's
+//! files. The formats themselves are parsed by the `formats` crate; this is the I/O edge.
+//!
+//! ## Reading mailboxes.db
+//!
+//! Cyrus's own readers (lib/cyrusdb_twoskip.c over lib/mappedfile.c, built with fcntl
+//! locking as Debian's package is) take a **shared fcntl lock on the whole file**
+//! (`F_SETLKW`, `F_RDLCK`, start 0, length 0), then compare the inode of the open file with
+//! the inode at the path, and reopen and lock again if they differ: a repack ("checkpoint")
+//! writes `mailboxes.db.NEW` and renames it over the old file, so a lock on the old inode
+//! protects nothing. Writers take the exclusive lock for a whole transaction, so under the
+//! shared lock the file holds only committed transactions, and no writer can start one.
+//!
+//! [`open_locked`] does the same with an open-file-description lock (`F_OFD_SETLKW`, Linux
+//! 3.15+). On Linux OFD locks and classic POSIX locks conflict with each other, so Cyrus's
+//! writers wait for it exactly as for one of their own readers; unlike a classic lock it
+//! belongs to this open file, not to the process, so another thread of the daemon that opens
+//! and closes the same file cannot drop it by accident.
+//!
+//! The file is not read whole, nor mapped: [`read_mailbox_list`] walks it through a 256 KiB
+//! window with `pread` (`formats::cyrus::twoskip::TwoskipReader`), seeking straight to the
+//! mailbox entries, and lets the lock go every [`BATCH`] mailboxes as Cyrus's own listing
+//! does; [`user_mailboxes`] seeks to one user's entries and reads a few dozen records.
+//! Memory is the window plus the list built; no `unsafe`. docs/mailbox-list.md has the
+//! measurements behind this choice (against reading the file whole, mapping it, and Cyrus's
+//! own tools).
+//!
+//! If Cyrus crashed in a transaction, the header is marked dirty and bytes past its
+//! `current_size` are uncommitted. Cyrus's next reader would repair the file under an
+//! exclusive lock; backupd never writes the spool, so it reads the committed state instead
+//! (see `formats::cyrus::twoskip`), which is what that repair keeps.
+
+use formats::cyrus::imapd_conf::{ImapdConf, ImapdConfError, VirtDomains};
+use formats::cyrus::mailboxes::{
+    layout_hint, Layout, MailboxEntry, MailboxKey, MailboxListError, MailboxType, SpoolHashing,
+};
+use formats::cyrus::twoskip::{Entry, ReadAt, TwoskipReader};
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Something on the spool that could not be read; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// A file could not be opened, stat'ed or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The lock could not be taken or released.
+    #[error("{path}: fcntl lock: {source}")]
+    Lock {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        source: Errno,
+    },
+    /// imapd.conf is malformed.
+    #[error("{path}: {source}")]
+    Conf {
+        /// The configuration file.
+        path: PathBuf,
+        /// Where and what.
+        source: ImapdConfError,
+    },
+    /// imapd.conf lacks something this reader needs, or asks for what it cannot read.
+    #[error("imapd.conf: {0}")]
+    Config(String),
+    /// The mailbox list is damaged.
+    #[error("{path}: {source}")]
+    MailboxList {
+        /// The mailboxes.db file.
+        path: PathBuf,
+        /// Where and what.
+        source: MailboxListError,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Reads imapd.conf at `path`, and the files it `@include`s (one level deep, as written).
+pub fn load_imapd_conf(path: &Path) -> Result<ImapdConf, SpoolError> {
+    let conf_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| SpoolError::Conf { path, source }
+    };
+    let text = std::fs::read(path).map_err(io(path))?;
+    let mut conf = ImapdConf::parse(&text).map_err(conf_err(path))?;
+    for include in conf.includes().to_vec() {
+        let inc = Path::new(&include);
+        let text = std::fs::read(inc).map_err(io(inc))?;
+        let other = ImapdConf::parse(&text).map_err(conf_err(inc))?;
+        conf.merge(other).map_err(conf_err(inc))?;
+    }
+    Ok(conf)
+}
+
+/// The whole of the Cyrus database file at `path`, read under the shared lock Cyrus's own
+/// readers take; the lock is released before returning. For small files (and the
+/// measurements in docs/mailbox-list.md); [`read_mailbox_list`] does not need the whole file.
+pub fn read_locked(path: &Path) -> Result<Vec<u8>, SpoolError> {
+    let mut file = open_locked(path)?;
+    let mut data = Vec::with_capacity(file.metadata().map_err(io(path))?.len() as usize);
+    file.read_to_end(&mut data).map_err(io(path))?;
+    set_lock(&file, nix::libc::F_UNLCK).map_err(|source| SpoolError::Lock {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(data)
+}
+
+/// Takes (waiting) or releases an OFD lock on the whole file.
+fn set_lock(file: &File, kind: nix::libc::c_int) -> Result<(), Errno> {
+    let flock = nix::libc::flock {
+        l_type: kind as nix::libc::c_short,
+        l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
+        l_start: 0,
+        l_len: 0, // to the end of the file, however it grows
+        l_pid: 0, // required for OFD locks
+    };
+    loop {
+        match fcntl(file, FcntlArg::F_OFD_SETLKW(&flock)) {
+            Err(Errno::EINTR) => continue,
+            other => return other.map(drop),
+        }
+    }
+}
+
+/// One mailbox as backupd keeps it in memory: what a backup needs to find, identify and
+/// compare it. The ACL and the name history stay in mailboxes.db (and cyrus.header, which is
+/// backed up whole); `formats::cyrus::mailboxes::MailboxEntry` has everything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mailbox {
+    /// The folder as the owner sees it: `INBOX`, `Work/Sub`; a shared mailbox's whole name.
+    pub folder: Box<str>,
+    /// The unique id (empty for the rare entry without one).
+    pub uniqueid: Box<str>,
+    /// The partition (empty if none); shared between the mailboxes of one partition.
+    pub partition: Arc<str>,
+    /// Kind and flags; [`MailboxType::has_spool_dir`] says whether files exist here.
+    pub mbtype: MailboxType,
+    /// Set for a delayed-deleted mailbox (`DELETED.user.alice.Work.<hex time>`): its time.
+    pub deleted_at: Option<u32>,
+    /// The directory under the partition root, for mailboxes stored by name (flag `l`);
+    /// `None` for those stored by unique id (see [`Mailbox::spool_dir`]).
+    pub legacy_dir: Option<Box<str>>,
+    /// `V`.
+    pub uidvalidity: u32,
+    /// `F`: bumped when the folder itself (name, ACL, annotations) changes.
+    pub foldermodseq: u64,
+}
+
+impl Mailbox {
+    /// The directory relative to the partition root (`uuid/<c1>/<c2>/<unique id>`, or the
+    /// name-based one), or `None` if the mailbox has no files on this server.
+    pub fn spool_dir(&self) -> Option<String> {
+        if !self.mbtype.has_spool_dir() || self.partition.is_empty() {
+            return None;
+        }
+        if let Some(dir) = &self.legacy_dir {
+            return Some(dir.to_string());
+        }
+        let mut c = self.uniqueid.chars();
+        let (c1, c2) = (c.next()?, c.next()?);
+        Some(format!("uuid/{c1}/{c2}/{}", self.uniqueid))
+    }
+}
+
+/// Every mailbox of the server, grouped by the user it belongs to.
+#[derive(Debug, Clone, Default)]
+pub struct MailboxList {
+    /// The key layout found (3.5+ by name, or 3.0 to 3.4 legacy).
+    pub layout: Option<Layout>,
+    /// User id (`alice`, `alice@example.com`) → that user's mailboxes in key order (INBOX,
+    /// then its sub folders; delayed-deleted ones apart).
+    pub users: BTreeMap<Box<str>, Vec<Mailbox>>,
+    /// Mailboxes that belong to no user (shared folders).
+    pub shared: Vec<Mailbox>,
+}
+
+impl MailboxList {
+    /// Number of mailboxes, users' and shared.
+    pub fn mailbox_count(&self) -> usize {
+        self.shared.len() + self.users.values().map(Vec::len).sum::<usize>()
+    }
+}
+
+/// A Cyrus file read with `pread`, for [`TwoskipReader`].
+struct FileAt(File);
+
+impl ReadAt for FileAt {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        FileExt::read_at(&self.0, buf, offset)
+    }
+}
+
+/// Mailboxes read per hold of the lock by [`read_mailbox_list`]: about 0.15 s on the machine
+/// of docs/mailbox-list.md, so that Cyrus never waits long to create or rename a mailbox.
+pub const BATCH: usize = 100_000;
+
+/// Reads the server's mailbox list: mailboxes.db as imapd.conf places it, through a 256 KiB
+/// window (the file is never held whole: see the module documentation), under Cyrus's
+/// shared lock. Like Cyrus's own listing, the lock is let go every [`BATCH`] mailboxes and
+/// the walk resumes after the last key read, so the list is not one snapshot of the whole
+/// server: a mailbox created or renamed meanwhile may be missed or seen twice. (A 3.0-3.4
+/// database, whose key order cannot be sought, is read in one hold.) For one user's
+/// consistent view use [`user_mailboxes`]. Entries without files on this server
+/// (tombstones, remote, reserved, intermediate) are kept and marked: see
+/// [`MailboxType::has_spool_dir`].
+pub fn read_mailbox_list(conf: &ImapdConf) -> Result<MailboxList, SpoolError> {
+    read_mailbox_list_in_batches(conf, BATCH)
+}
+
+fn read_mailbox_list_in_batches(conf: &ImapdConf, batch: usize) -> Result<MailboxList, SpoolError> {
+    let path = mailboxes_db_path(conf)?;
+    let hashing = conf
+        .spool_hashing()
+        .map_err(|source| SpoolError::Config(source.to_string()))?;
+    let list_err = |source| SpoolError::MailboxList {
+        path: path.clone(),
+        source,
+    };
+    let mut walk = ListWalk::new(conf.deletedprefix(), hashing);
+    let mut resume = None;
+    loop {
+        let file = open_locked(&path)?;
+        let db = TwoskipReader::open(FileAt(file)).map_err(|e| list_err(e.into()))?;
+        resume = walk.batch(db, resume, batch).map_err(list_err)?;
+        // The file, and with it the lock, is closed here.
+        if resume.is_none() {
+            return Ok(walk.finish());
+        }
+    }
+}
+
+/// The mailbox list in a twoskip mailboxes.db (any [`ReadAt`]: a file, or bytes), grouped by
+/// user, in one pass. No locking: the caller holds the lock.
+pub fn list_mailboxes<R: ReadAt>(
+    src: R,
+    deleted_prefix: &str,
+    hashing: SpoolHashing,
+) -> Result<MailboxList, MailboxListError> {
+    let mut walk = ListWalk::new(deleted_prefix, hashing);
+    walk.batch(TwoskipReader::open(src)?, None, usize::MAX)?;
+    Ok(walk.finish())
+}
+
+/// A walk over the mailbox entries that can stop after a number of them and resume later,
+/// in a newly opened file, after the last key read.
+struct ListWalk<'c> {
+    list: MailboxList,
+    partitions: Vec<Arc<str>>,
+    deleted_prefix: &'c str,
+    hashing: SpoolHashing,
+}
+
+impl<'c> ListWalk<'c> {
+    fn new(deleted_prefix: &'c str, hashing: SpoolHashing) -> Self {
+        ListWalk {
+            list: MailboxList::default(),
+            partitions: Vec::new(),
+            deleted_prefix,
+            hashing,
+        }
+    }
+
+    /// Adds up to `limit` mailboxes, starting after key `resume` (or at the start); returns
+    /// the last key read if it stopped at the limit.
+    fn batch<R: ReadAt>(
+        &mut self,
+        mut db: TwoskipReader<R>,
+        resume: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<Option<Vec<u8>>, MailboxListError> {
+        let layout = match self.list.layout {
+            Some(layout) => layout,
+            None => {
+                let mut layout = None;
+                while let Some(e) = db.next_entry()? {
+                    layout = layout_hint(e.key, e.value);
+                    if layout.is_some() {
+                        break;
+                    }
+                }
+                *self.list.layout.insert(layout.unwrap_or(Layout::Legacy))
+            }
+        };
+        // Keys of a legacy database are in mailbox-name order, which a seek cannot follow.
+        let limit = if layout == Layout::Legacy {
+            usize::MAX
+        } else {
+            limit
+        };
+        match (&resume, layout) {
+            (Some(key), _) => db.seek(key),
+            (None, Layout::ByName) => db.seek(b"N"),
+            (None, Layout::Legacy) => db.rewind(),
+        }
+        let mut count = 0;
+        while let Some(e) = db.next_entry()? {
+            if resume.as_deref() == Some(e.key) {
+                continue; // read in the previous batch
+            }
+            let name = match MailboxKey::classify(e.key, layout) {
+                MailboxKey::Name(name) => name,
+                _ if layout == Layout::ByName && !e.key.starts_with(b"N") => break,
+                _ => continue,
+            };
+            let (mailbox, user) = to_mailbox(
+                &e,
+                name,
+                layout,
+                self.deleted_prefix,
+                self.hashing,
+                &mut self.partitions,
+            )?;
+            match user {
+                Some(user) => self
+                    .list
+                    .users
+                    .entry(user.into())
+                    .or_default()
+                    .push(mailbox),
+                None => self.list.shared.push(mailbox),
+            }
+            count += 1;
+            if count == limit {
+                return Ok(Some(e.key.to_vec()));
+            }
+        }
+        Ok(None)
+    }
+
+    fn finish(mut self) -> MailboxList {
+        // Most users have a handful of mailboxes: do not keep Vec's growth slack.
+        self.list.users.values_mut().for_each(Vec::shrink_to_fit);
+        self.list
+    }
+}
+
+/// Where imapd.conf puts mailboxes.db, refusing database types other than twoskip.
+pub fn mailboxes_db_path(conf: &ImapdConf) -> Result<PathBuf, SpoolError> {
+    if conf.mboxlist_db() != "twoskip" {
+        return Err(SpoolError::Config(format!(
+            "mboxlist_db is {}; only twoskip (Cyrus's default) is read",
+            conf.mboxlist_db()
+        )));
+    }
+    conf.mailboxes_db()
+        .map(PathBuf::from)
+        .ok_or_else(|| SpoolError::Config("configdirectory is not set".into()))
+}
+
+/// Decodes one `N` entry into the compact form, with its user id.
+fn to_mailbox(
+    e: &Entry<'_>,
+    name: &[u8],
+    layout: Layout,
+    deleted_prefix: &str,
+    hashing: SpoolHashing,
+    partitions: &mut Vec<Arc<str>>,
+) -> Result<(Mailbox, Option<String>), MailboxListError> {
+    let m = MailboxEntry::decode(name, e.value, layout, deleted_prefix).map_err(|source| {
+        MailboxListError::Entry {
+            offset: e.offset,
+            source,
+        }
+    })?;
+    // A handful of partitions per server: share one string between their mailboxes.
+    let partition = match partitions.iter().find(|p| ***p == *m.partition) {
+        Some(p) => p.clone(),
+        None => {
+            let p: Arc<str> = Arc::from(m.partition.as_str());
+            partitions.push(p.clone());
+            p
+        }
+    };
+    let mailbox = Mailbox {
+        folder: m.name.folder().into(),
+        uniqueid: m.uniqueid.as_str().into(),
+        partition,
+        mbtype: m.mbtype,
+        deleted_at: m.name.deleted.as_ref().map(|d| d.at),
+        legacy_dir: m
+            .mbtype
+            .legacy_dirs
+            .then(|| m.name.legacy_dir(hashing).into()),
+        uidvalidity: m.uidvalidity,
+        foldermodseq: m.foldermodseq,
+    };
+    Ok((mailbox, m.name.userid()))
+}
+
+/// One user's live mailboxes (INBOX and the folders below it; not the delayed-deleted ones),
+/// found by seeking in mailboxes.db under Cyrus's shared lock: a few dozen records are read,
+/// whatever the size of the file. `userid` is `alice`, or `alice@example.com` with
+/// virtual domains. Needs a Cyrus 3.5+ database; an older one is reported as a config error.
+pub fn user_mailboxes(conf: &ImapdConf, userid: &str) -> Result<Vec<Mailbox>, SpoolError> {
+    let path = mailboxes_db_path(conf)?;
+    let config = |e: ImapdConfError| SpoolError::Config(e.to_string());
+    let hashing = conf.spool_hashing().map_err(config)?;
+    let (local, domain) = match userid.rsplit_once('@') {
+        Some((local, domain)) if conf.virtdomains().map_err(config)? != VirtDomains::Off => {
+            (local, Some(domain))
+        }
+        _ => (userid, None),
+    };
+    let mut prefix = b"N".to_vec();
+    if let Some(domain) = domain {
+        prefix.extend_from_slice(domain.as_bytes());
+        prefix.push(0x1d);
+    }
+    prefix.extend_from_slice(b"user\x1f");
+    prefix.extend_from_slice(local.as_bytes());
+    let list_err = |source| SpoolError::MailboxList {
+        path: path.clone(),
+        source,
+    };
+    let file = open_locked(&path)?;
+    // A seek reads a few dozen records scattered over the file: small reads suit it.
+    let mut db = TwoskipReader::with_window(FileAt(file), 4096).map_err(|e| list_err(e.into()))?;
+    db.seek(&prefix);
+    let mut partitions = Vec::new();
+    let mut found = Vec::new();
+    while let Some(e) = db.next_entry().map_err(|e| list_err(e.into()))? {
+        if !e.key.starts_with(&prefix) {
+            break; // past this user's keys
+        }
+        match e.key.get(prefix.len()) {
+            None | Some(0x1f) => {}
+            // `alice<control>` would sort before `alice\x1f`; `alice2` comes after it all.
+            Some(&b) if b < 0x1f => continue,
+            Some(_) => break,
+        }
+        let (mailbox, _) = to_mailbox(
+            &e,
+            &e.key[1..],
+            Layout::ByName,
+            conf.deletedprefix(),
+            hashing,
+            &mut partitions,
+        )
+        .map_err(list_err)?;
+        found.push(mailbox);
+    }
+    if found.is_empty() && !is_by_name(&mut db).map_err(list_err)? {
+        return Err(SpoolError::Config(format!(
+            "{}: a Cyrus 3.0-3.4 mailbox list; per-user lookups need 3.5 or later",
+            path.display()
+        )));
+    }
+    Ok(found)
+}
+
+/// Whether the database has the 3.5+ layout (checked only when a lookup found nothing).
+fn is_by_name<R: ReadAt>(db: &mut TwoskipReader<R>) -> Result<bool, MailboxListError> {
+    db.rewind();
+    while let Some(e) = db.next_entry()? {
+        if let Some(layout) = layout_hint(e.key, e.value) {
+            return Ok(layout == Layout::ByName);
+        }
+    }
+    Ok(true) // empty: nothing to find either way
+}
+
+/// Opens a Cyrus database file and takes the shared lock Cyrus's readers take, following a
+/// repack that renamed a new file over it (see the module documentation). The lock lasts
+/// as long as the returned file is open.
+pub fn open_locked(path: &Path) -> Result<File, SpoolError> {
+    let lock_err = |source| SpoolError::Lock {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io(path))?;
+    loop {
+        set_lock(&file, nix::libc::F_RDLCK).map_err(lock_err)?;
+        let open = file.metadata().map_err(io(path))?;
+        let named = std::fs::metadata(path).map_err(io(path))?;
+        if (open.dev(), open.ino()) == (named.dev(), named.ino()) {
+            return Ok(file);
+        }
+        // Repacked and renamed while we waited: lock the file that is there now.
+        file = File::open(path).map_err(io(path))?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    const FIXTURE: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/cyrus-3.6"
+    );
+
+    /// The fixture's conf directory, with an imapd.conf pointing at it.
+    fn instance() -> (tempfile::TempDir, ImapdConf) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("conf")).unwrap();
+        std::fs::copy(
+            Path::new(FIXTURE).join("conf/mailboxes.db"),
+            dir.path().join("conf/mailboxes.db"),
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(Path::new(FIXTURE).join("imapd.conf"))
+            .unwrap()
+            .replace("@ROOT@", dir.path().to_str().unwrap());
+        std::fs::write(dir.path().join("imapd.conf"), text).unwrap();
+        let conf = load_imapd_conf(&dir.path().join("imapd.conf")).unwrap();
+        (dir, conf)
+    }
+
+    #[test]
+    fn fixture_grouped_by_user() {
+        let (_dir, conf) = instance();
+        let list = read_mailbox_list(&conf).unwrap();
+        assert_eq!(list.layout, Some(Layout::ByName));
+        assert_eq!(list.mailbox_count(), 5);
+        assert!(list.shared.is_empty());
+        let inbox = &list.users["u3x0"][0];
+        assert_eq!(&*inbox.uniqueid, "tr3g9qzoe6kapjm5i3coxngy");
+        assert_eq!(&*inbox.partition, "default");
+        assert_eq!(inbox.uidvalidity, 1795415425);
+        assert_eq!(
+            inbox.spool_dir().unwrap(),
+            "uuid/t/r/tr3g9qzoe6kapjm5i3coxngy"
+        );
+        let folders: Vec<&str> = list.users["u3x0"].iter().map(|m| &*m.folder).collect();
+        assert_eq!(
+            folders,
+            ["INBOX", "Archive", "Archive/2025", "Lists", "Work"]
+        );
+        let p2: Vec<&str> = list.users["u3x0"].iter().map(|m| &*m.partition).collect();
+        assert_eq!(p2, ["default", "p2", "p2", "default", "default"]);
+    }
+
+    #[test]
+    fn batches_add_up_to_one_pass() {
+        let (dir, conf) = instance();
+        let data = std::fs::read(dir.path().join("conf/mailboxes.db")).unwrap();
+        let whole = list_mailboxes(&data[..], "DELETED", SpoolHashing::default()).unwrap();
+        for batch in [1, 2, 3, 100] {
+            let list = read_mailbox_list_in_batches(&conf, batch).unwrap();
+            assert_eq!(list.users, whole.users, "batch {batch}");
+            assert_eq!(list.mailbox_count(), 5);
+        }
+    }
+
+    #[test]
+    fn one_user_by_seeking() {
+        let (_dir, conf) = instance();
+        let found = user_mailboxes(&conf, "u3x0").unwrap();
+        let folders: Vec<&str> = found.iter().map(|m| &*m.folder).collect();
+        assert_eq!(
+            folders,
+            ["INBOX", "Archive", "Archive/2025", "Lists", "Work"]
+        );
+        assert_eq!(found, read_mailbox_list(&conf).unwrap().users["u3x0"]);
+        assert!(user_mailboxes(&conf, "u3x").unwrap().is_empty());
+        assert!(user_mailboxes(&conf, "u3x00").unwrap().is_empty());
+        assert!(user_mailboxes(&conf, "nobody").unwrap().is_empty());
+    }
+
+    #[test]
+    fn waits_for_a_cyrus_writer() {
+        // A writer's classic fcntl write lock (what Cyrus's twoskip takes for a transaction)
+        // holds the reader off until it is released. OFD and classic locks conflict even
+        // within one process, so the test needs no second process.
+        let (dir, conf) = instance();
+        let path = dir.path().join("conf/mailboxes.db");
+        let writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let mut flock = nix::libc::flock {
+            l_type: nix::libc::F_WRLCK as nix::libc::c_short,
+            l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        fcntl(&writer, FcntlArg::F_SETLK(&flock)).unwrap();
+        let (done_tx, done_rx) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let list = read_mailbox_list(&conf).map(|l| l.mailbox_count());
+            done_tx.send(()).unwrap();
+            list
+        });
+        assert!(
+            done_rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "reader waited"
+        );
+        flock.l_type = nix::libc::F_UNLCK as nix::libc::c_short;
+        fcntl(&writer, FcntlArg::F_SETLK(&flock)).unwrap();
+        assert_eq!(reader.join().unwrap().unwrap(), 5);
+    }
+
+    #[test]
+    fn follows_a_repack_that_renamed_the_file() {
+        // Lock the file, then replace it by rename as a checkpoint does: a reader that was
+        // waiting must read the new file, not the unlinked one.
+        let (dir, conf) = instance();
+        let path = dir.path().join("conf/mailboxes.db");
+        let old = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let mut flock = nix::libc::flock {
+            l_type: nix::libc::F_WRLCK as nix::libc::c_short,
+            l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        fcntl(&old, FcntlArg::F_SETLK(&flock)).unwrap();
+        let reader = {
+            let path = path.clone();
+            std::thread::spawn(move || read_locked(&path))
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        let new = dir.path().join("conf/mailboxes.db.NEW");
+        std::fs::write(&new, b"the repacked file").unwrap();
+        std::fs::rename(&new, &path).unwrap();
+        flock.l_type = nix::libc::F_UNLCK as nix::libc::c_short;
+        fcntl(&old, FcntlArg::F_SETLK(&flock)).unwrap();
+        assert_eq!(reader.join().unwrap().unwrap(), b"the repacked file");
+        drop(conf);
+    }
+
+    #[test]
+    fn errors_name_the_file() {
+        let (dir, conf) = instance();
+        let path = dir.path().join("conf/mailboxes.db");
+        let mut data = std::fs::read(&path).unwrap();
+        data[0x300] ^= 0xff;
+        std::fs::write(&path, data).unwrap();
+        let err = read_mailbox_list(&conf).unwrap_err().to_string();
+        assert!(
+            err.contains("mailboxes.db") && err.contains("record at byte"),
+            "{err}"
+        );
+    }
+}
