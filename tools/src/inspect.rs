@@ -6,7 +6,7 @@
 //! shape is documented in docs/inspect.md; keep the two in step.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -42,7 +42,9 @@ impl Kind {
 
 /// Recognises a file from its first bytes and its name.
 pub fn detect(path: &Path, head: &[u8]) -> Option<Kind> {
-    if head.starts_with(header::MAGIC) {
+    // cyrus.header's magic (with its quote) is longer than the bytes sniffed: compare what fits.
+    let header_magic = &header::MAGIC[..head.len().min(header::MAGIC.len())];
+    if head.len() >= 20 && head.starts_with(header_magic) {
         Some(Kind::CyrusHeader)
     } else if head.starts_with(twoskip::MAGIC) {
         Some(Kind::Twoskip)
@@ -73,7 +75,12 @@ pub fn inspect(path: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
         Kind::CyrusHeader => cyrus_header(&shown, &std::fs::read(path)?, json, out),
         Kind::CyrusIndex => cyrus_index(path, &std::fs::read(path)?, json, out),
         Kind::Twoskip => twoskip_db(path, json, out),
-        Kind::Archive => archive(&shown, BufReader::with_capacity(1 << 16, file), json, out),
+        Kind::Archive => {
+            // The sniffing above moved the file's position: scan from the start.
+            file.seek(SeekFrom::Start(0))
+                .with_context(|| format!("reading {}", path.display()))?;
+            archive(&shown, BufReader::with_capacity(1 << 16, file), json, out)
+        }
     }
 }
 
@@ -112,6 +119,15 @@ fn print_fields(out: &mut dyn Write, v: &Value) -> Result<()> {
         for (k, v) in map {
             let shown = match v {
                 Value::String(s) => s.clone(),
+                Value::Object(t)
+                    if t.len() == 2 && t.contains_key("secs") && t.contains_key("nanos") =>
+                {
+                    match (t["secs"].as_i64(), t["nanos"].as_u64()) {
+                        (Some(0), Some(0)) => "-".into(),
+                        (Some(secs), Some(0)) => when(secs),
+                        _ => v.to_string(),
+                    }
+                }
                 Value::Null => "-".into(),
                 other => other.to_string(),
             };
@@ -240,7 +256,7 @@ fn mailbox_list(shown: &str, bytes: &[u8], json: bool, out: &mut dyn Write) -> R
         writeln!(out, "{shown}: mailboxes.db")?;
         writeln!(
             out,
-            "{:<24}  {:<10}  {:<8}  {:<20}  name",
+            "{:<24}  {:<10}  {:<6}  {:<20}  folder",
             "uniqueid", "partition", "type", "user"
         )?;
     }
@@ -252,12 +268,12 @@ fn mailbox_list(shown: &str, bytes: &[u8], json: bool, out: &mut dyn Write) -> R
         } else {
             writeln!(
                 out,
-                "{:<24}  {:<10}  {:<8}  {:<20}  {}",
+                "{:<24}  {:<10}  {:<6}  {:<20}  {}",
                 m.uniqueid,
                 m.partition,
                 m.mbtype.to_string(),
-                m.name.userid().unwrap_or_default(),
-                m.name.intname()
+                m.name.userid().unwrap_or_else(|| "(shared)".into()),
+                m.name.folder()
             )?;
         }
     }
@@ -363,5 +379,138 @@ fn archive(shown: &str, file: impl Read, json: bool, out: &mut dyn Write) -> Res
                 return Ok(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use formats::archive::{ArchiveWriter, EntryMeta, Message};
+    use formats::{Guid, Timestamp};
+
+    const FIXTURE: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/cyrus-3.6"
+    );
+    const INBOX: &str = "spool/p1/uuid/t/r/tr3g9qzoe6kapjm5i3coxngy";
+
+    fn run(path: &Path, json: bool) -> String {
+        let mut out = Vec::new();
+        inspect(path, json, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn index_text_names_keywords_and_expunged_records() {
+        let text = run(&Path::new(FIXTURE).join(INBOX).join("cyrus.index"), false);
+        assert!(text.contains("minor_version: 17"), "{text}");
+        let uid1 = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("1  "))
+            .unwrap();
+        assert!(
+            uid1.contains("ceea60118a7b84dcdbde028fff958f73a8d18b5c"),
+            "{uid1}"
+        );
+        assert!(uid1.ends_with("\\Flagged $Work"), "{uid1}");
+        let uid3 = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("3  "))
+            .unwrap();
+        assert!(uid3.ends_with("[expunged]"), "{uid3}");
+    }
+
+    #[test]
+    fn index_json_is_one_document_with_every_record() {
+        let doc: Value = serde_json::from_str(&run(
+            &Path::new(FIXTURE).join(INBOX).join("cyrus.index"),
+            true,
+        ))
+        .unwrap();
+        assert_eq!(doc["kind"], "cyrus.index");
+        assert_eq!(doc["header"]["uidvalidity"], 1795415425);
+        let records = doc["records"].as_array().unwrap();
+        assert_eq!(records.len(), 11);
+        assert_eq!(records[0]["flags"], json!(["\\Flagged", "$Work"]));
+        assert_eq!(records[2]["expunged"], true);
+    }
+
+    #[test]
+    fn header_and_mailbox_list_are_recognised() {
+        let doc: Value = serde_json::from_str(&run(
+            &Path::new(FIXTURE).join(INBOX).join("cyrus.header"),
+            true,
+        ))
+        .unwrap();
+        assert_eq!(doc["header"]["unique_id"], "tr3g9qzoe6kapjm5i3coxngy");
+        let text = run(&Path::new(FIXTURE).join("conf/mailboxes.db"), false);
+        assert!(text.contains("b5a3bhur2i9t0gibp1lvyaqr  p2"), "{text}");
+        assert!(text.contains("Archive/2025"), "{text}");
+        let doc: Value =
+            serde_json::from_str(&run(&Path::new(FIXTURE).join("conf/mailboxes.db"), true))
+                .unwrap();
+        assert_eq!(doc["mailboxes"].as_array().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn archive_lists_chunks_entries_and_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("backupdata-1.tar.gz");
+        let mut w = ArchiveWriter::new(Vec::new(), 0);
+        w.start_chunk().unwrap();
+        for body in [
+            &b"Subject: one\r\n\r\nhello\r\n"[..],
+            b"Subject: two\r\n\r\nworld\r\n",
+        ] {
+            let meta = EntryMeta::Message(Message {
+                guid: Guid::of(body),
+                run: 1,
+                time: Timestamp::from_secs(1_795_415_424),
+                origin: None,
+                internal_date: None,
+            });
+            w.append(&meta, body).unwrap();
+        }
+        w.finish_chunk().unwrap();
+        let mut bytes = w.into_inner().unwrap();
+        let valid = bytes.len();
+        bytes.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0]); // a chunk cut short by a crash
+        std::fs::write(&path, &bytes).unwrap();
+
+        let text = run(&path, false);
+        assert!(
+            text.contains(&format!(
+                "files/{}",
+                Guid::of(b"Subject: one\r\n\r\nhello\r\n")
+            )),
+            "{text}"
+        );
+        assert!(text.contains("2 entries"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "valid data ends at byte {valid} of {}",
+                bytes.len()
+            )),
+            "{text}"
+        );
+        let doc: Value = serde_json::from_str(&run(&path, true)).unwrap();
+        assert_eq!(doc["valid_end"], valid);
+        let entries = doc["chunks"][0]["entries"].as_array().unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0]["meta"]["kind"], "message");
+    }
+
+    #[test]
+    fn unknown_files_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notes.txt");
+        std::fs::write(&path, "hello").unwrap();
+        let err = inspect(&path, false, &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("notes.txt") && err.contains("cannot tell"),
+            "{err}"
+        );
     }
 }
