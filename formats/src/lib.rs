@@ -13,7 +13,7 @@ pub mod archive;
 pub mod cyrus;
 mod types;
 
-pub use types::{Guid, ParseGuidError, ParseTimestampError, Timestamp};
+pub use types::{FileStat, Guid, ParseGuidError, ParseTimestampError, Timestamp};
 
 use std::fmt;
 

@@ -360,3 +360,15 @@ mod tests {
         assert_eq!(invalid.to_system_time(), None);
     }
 }
+
+/// What the mail server's stat() said about a file when it was copied: the data the planner
+/// compares to decide whether a folder changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct FileStat {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time.
+    pub mtime: Timestamp,
+    /// Inode number.
+    pub inode: u64,
+}

@@ -6,7 +6,7 @@
 
 use super::pax::{PaxFields, PaxRecords};
 use super::{ArchiveError, FieldError};
-use crate::{Guid, Timestamp};
+use crate::{FileStat, Guid, Timestamp};
 
 /// Prefix of every PAX key this format defines.
 pub const VENDOR_PREFIX: &str = "MAILBACKUP.";
@@ -45,18 +45,6 @@ pub(crate) mod key {
     pub const STAT_SIZE: &str = "MAILBACKUP.stat.size";
     pub const STAT_MTIME: &str = "MAILBACKUP.stat.mtime";
     pub const STAT_INO: &str = "MAILBACKUP.stat.ino";
-}
-
-/// What the mail server's stat() said about a file when it was copied: the data the planner
-/// compares to decide whether a folder changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-pub struct FileStat {
-    /// Size in bytes.
-    pub size: u64,
-    /// Modification time.
-    pub mtime: Timestamp,
-    /// Inode number.
-    pub inode: u64,
 }
 
 /// A message file, stored once per user under its GUID (`files/<guid>`).

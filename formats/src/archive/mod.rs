@@ -25,9 +25,10 @@ mod scan;
 mod writer;
 
 // The shared types, here too so that `use formats::archive::*` brings everything an entry names.
+pub use crate::FileStat;
 pub use crate::{Guid, Timestamp};
 pub use entry::{
-    EntryMeta, FileStat, FolderMeta, Message, MetaFile, NameLink, RunEvent, RunMarker, UserFile,
+    EntryMeta, FolderMeta, Message, MetaFile, NameLink, RunEvent, RunMarker, UserFile,
     UserFileKind, FORMAT_VERSION, MAX_NAME_LEN, MAX_SCRIPT_NAME_LEN, MAX_UNIQUE_ID_LEN,
     VENDOR_PREFIX,
 };
