@@ -7,10 +7,12 @@
 //! * [`cyrus`]: what Cyrus IMAP 3.x keeps on disk (cyrus.header, cyrus.index, the mailbox
 //!   list in mailboxes.db and the dlist notation they share).
 //! * [`archive`]: mailbackup's data file, gzip members of tar entries.
+//! * [`protocol`]: the frames backupd and the backup host exchange (docs/protocol.md).
 //! * [`Guid`] and [`Timestamp`]: the message GUID and the point in time both of them carry.
 
 pub mod archive;
 pub mod cyrus;
+pub mod protocol;
 mod types;
 
 pub use types::{FileStat, Guid, ParseGuidError, ParseTimestampError, Timestamp};
