@@ -42,7 +42,8 @@ pub enum UserFileId {
     Subscriptions,
     /// One sieve script by name (its source).
     SieveScript(String),
-    /// Which sieve script is active (its name as bytes; empty when none).
+    /// Which sieve script is active: its name as bytes (the target of `defaultbc`). Not
+    /// listed, and read as absent, when no script is active.
     SieveActive,
 }
 

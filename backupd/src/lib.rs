@@ -1,9 +1,31 @@
 //! backupd: the daemon that runs beside Cyrus on each mail server (library part; `main.rs`
 //! is the thin binary).
 //!
-//! * [`spool`]: reading Cyrus's files under Cyrus's locks.
+//! * [`spool`]: reading Cyrus's files under Cyrus's locks; [`spool::Spool`] is everything the
+//!   protocol side asks of the spool, built from:
+//!   [`folders`] (a user's folder listing, stat only), [`meta`] (meta files copied under
+//!   lock), [`messages`] (message files by UID), [`user_files`] (seen, subscriptions,
+//!   sieve), [`locks`] (Cyrus's locks, docs/cyrus-locks.md), [`layout`] (where the files are).
 //! * [`access`]: what one request reads, as plain data (the contract between the spool side
 //!   and the protocol side).
+//! * [`server`]: the network side: connections, authentication, requests answered from
+//!   the spool (the protocol itself is `formats::protocol`, specified in docs/protocol.md).
+//! * [`client`]: the backup host's side of the same protocol.
+//! * [`auth`]: the shared secret and the challenge-response proofs.
+//! * [`config`]: the daemon's TOML configuration; [`check`]: `backupd check`.
 
 pub mod access;
+pub mod auth;
+pub mod check;
+pub mod client;
+pub mod config;
+mod convert;
+pub mod folders;
+pub mod layout;
+pub mod locks;
+pub mod messages;
+pub mod meta;
+pub mod privileges;
+pub mod server;
 pub mod spool;
+pub mod user_files;

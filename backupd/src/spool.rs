@@ -30,13 +30,13 @@
 //! exclusive lock; backupd never writes the spool, so it reads the committed state instead
 //! (see `formats::cyrus::twoskip`), which is what that repair keeps.
 
+use crate::locks::set_lock;
 use formats::cyrus::imapd_conf::{ImapdConf, ImapdConfError, VirtDomains};
 use formats::cyrus::mailboxes::{
     layout_hint, Layout, MailboxEntry, MailboxKey, MailboxListError, MailboxType, SpoolHashing,
 };
 use formats::cyrus::twoskip::{Entry, ReadAt, TwoskipReader};
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
@@ -82,6 +82,65 @@ pub enum SpoolError {
         /// Where and what.
         source: MailboxListError,
     },
+    /// No live mailbox of this user is in the mailbox list.
+    #[error("unknown user {user:?}: the mailbox list holds no live mailbox of that user")]
+    UnknownUser {
+        /// The user id asked for.
+        user: String,
+    },
+    /// The user has no live mailbox with this unique id (never had, or it was deleted).
+    #[error("user {user:?} has no live folder with unique id {uniqueid:?}")]
+    UnknownFolder {
+        /// The user id asked for.
+        user: String,
+        /// The unique id asked for.
+        uniqueid: String,
+    },
+    /// A name was refused before any path was built from it.
+    #[error(
+        "refused {what} {name:?}: names must be non-empty, without `..`, `/`, NUL or \
+         control characters (unique ids: letters, digits, `-` and `_` only)"
+    )]
+    BadName {
+        /// What the name was meant to name (`user`, `unique id`, `sieve script`, ...).
+        what: &'static str,
+        /// The name as given (cut to 200 characters).
+        name: String,
+    },
+    /// A copied cyrus.header does not parse, in every copy taken under Cyrus's locks.
+    #[error("{path}: {source} (in each of {attempts} copies taken under Cyrus's locks)")]
+    BadHeader {
+        /// The cyrus.header file.
+        path: PathBuf,
+        /// How many copies were tried.
+        attempts: u32,
+        /// Where and what.
+        source: formats::cyrus::header::HeaderError,
+    },
+    /// A copied cyrus.index does not parse, in every copy taken under Cyrus's locks.
+    #[error("{path}: {source} (in each of {attempts} copies taken under Cyrus's locks)")]
+    BadIndex {
+        /// The cyrus.index file.
+        path: PathBuf,
+        /// How many copies were tried.
+        attempts: u32,
+        /// Where and what.
+        source: formats::cyrus::index::IndexError,
+    },
+    /// Cyrus compiled a sieve script whose source is not among the live messages of the
+    /// user's `#sieve` mailbox.
+    #[error(
+        "sieve script {name:?} of user {user:?}: {bytecode} exists, but no live message of \
+         the #sieve mailbox has that name as its Subject"
+    )]
+    SieveSource {
+        /// The user id.
+        user: String,
+        /// The script name.
+        name: String,
+        /// The compiled script.
+        bytecode: PathBuf,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
@@ -120,23 +179,6 @@ pub fn read_locked(path: &Path) -> Result<Vec<u8>, SpoolError> {
         source,
     })?;
     Ok(data)
-}
-
-/// Takes (waiting) or releases an OFD lock on the whole file.
-fn set_lock(file: &File, kind: nix::libc::c_int) -> Result<(), Errno> {
-    let flock = nix::libc::flock {
-        l_type: kind as nix::libc::c_short,
-        l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
-        l_start: 0,
-        l_len: 0, // to the end of the file, however it grows
-        l_pid: 0, // required for OFD locks
-    };
-    loop {
-        match fcntl(file, FcntlArg::F_OFD_SETLKW(&flock)) {
-            Err(Errno::EINTR) => continue,
-            other => return other.map(drop),
-        }
-    }
 }
 
 /// One mailbox as backupd keeps it in memory: what a backup needs to find, identify and
@@ -497,9 +539,178 @@ pub fn open_locked(path: &Path) -> Result<File, SpoolError> {
     }
 }
 
+/// The spool of one Cyrus server, as the daemon reads it: every request of the protocol that
+/// touches Cyrus's files goes through one of these methods. Shared by the daemon's blocking
+/// pool (`Send + Sync`); each call opens what it needs and holds no lock after it returns.
+///
+/// Names from clients are checked ([`check_name`], [`check_uniqueid`]) and looked up in the
+/// mailbox list; paths are built only from imapd.conf's roots and the unique ids and
+/// partitions mailboxes.db holds.
+#[derive(Debug)]
+pub struct Spool {
+    pub(crate) conf: ImapdConf,
+    pub(crate) layout: crate::layout::Layout,
+    /// (user, unique id) → message directories, so that streaming a folder's messages does
+    /// not look the mailbox up once per message. Checked again when a file is missing.
+    pub(crate) message_dirs: crate::messages::DirCache,
+}
+
+impl Spool {
+    /// Reads imapd.conf (and its `@include`s) and checks that the mailbox list is there.
+    pub fn open(imapd_conf: &Path) -> Result<Spool, SpoolError> {
+        let conf = load_imapd_conf(imapd_conf)?;
+        let layout = crate::layout::Layout::new(&conf)?;
+        std::fs::metadata(&layout.mailboxes_db).map_err(io(&layout.mailboxes_db))?;
+        Ok(Spool {
+            conf,
+            layout,
+            message_dirs: Default::default(),
+        })
+    }
+
+    /// The parsed imapd.conf.
+    pub fn imapd_conf(&self) -> &ImapdConf {
+        &self.conf
+    }
+
+    /// Every user with a live INBOX, and the partition of that INBOX (for the feeders), in
+    /// user id order. Reads the whole mailbox list ([`read_mailbox_list`]).
+    pub fn users(&self) -> Result<Vec<crate::access::UserEntry>, SpoolError> {
+        let list = read_mailbox_list(&self.conf)?;
+        Ok(list
+            .users
+            .into_iter()
+            .filter_map(|(user, mailboxes)| {
+                let inbox = mailboxes
+                    .iter()
+                    .find(|m| &*m.folder == "INBOX" && is_live(m))?;
+                Some(crate::access::UserEntry {
+                    user: user.into(),
+                    partition: inbox.partition.to_string(),
+                })
+            })
+            .collect())
+    }
+
+    /// One user's folders (mail folders only: not delayed-deleted ones, tombstones, the
+    /// hidden `#sieve` mailbox or DAV collections) with the stat data of their meta files,
+    /// and the stat data of the user's own files. Stat only: no lock is taken and no message
+    /// file is opened or stat'ed. See [`crate::folders`].
+    pub fn folders(&self, user: &str) -> Result<crate::access::UserListing, SpoolError> {
+        crate::folders::folders(self, user)
+    }
+
+    /// cyrus.header, cyrus.index and cyrus.annotations of one of the user's folders, copied
+    /// whole under the locks Cyrus takes (docs/cyrus-locks.md), and checked. See
+    /// [`crate::meta`].
+    pub fn copy_meta(
+        &self,
+        user: &str,
+        uniqueid: &str,
+    ) -> Result<crate::access::MetaCopy, SpoolError> {
+        crate::meta::copy_meta(self, user, uniqueid)
+    }
+
+    /// The message file of `uid` in one of the user's folders, open for reading, with its
+    /// size; `None` when Cyrus has removed it. See [`crate::messages`].
+    pub fn open_message(
+        &self,
+        user: &str,
+        uniqueid: &str,
+        uid: u32,
+    ) -> Result<Option<(File, u64)>, SpoolError> {
+        crate::messages::open_message(self, user, uniqueid, uid)
+    }
+
+    /// A user file's bytes and stat data; `None` when it does not exist. See
+    /// [`crate::user_files`].
+    pub fn read_user_file(
+        &self,
+        user: &str,
+        id: &crate::access::UserFileId,
+    ) -> Result<Option<(Vec<u8>, formats::FileStat)>, SpoolError> {
+        crate::user_files::read_user_file(self, user, id)
+    }
+
+    /// The user's live mailboxes (with files on this server), read from mailboxes.db; an
+    /// unknown user (none found) is an error. The name is checked first.
+    pub(crate) fn live_mailboxes(&self, user: &str) -> Result<Vec<Mailbox>, SpoolError> {
+        check_name("user", user)?;
+        let live: Vec<Mailbox> = user_mailboxes(&self.conf, user)?
+            .into_iter()
+            .filter(is_live)
+            .collect();
+        if live.is_empty() {
+            return Err(SpoolError::UnknownUser { user: user.into() });
+        }
+        for m in &live {
+            // mailboxes.db is Cyrus's, but a path is built from this: check it all the same.
+            check_uniqueid(&m.uniqueid)?;
+        }
+        Ok(live)
+    }
+}
+
+/// Whether a mailbox is live (not delayed-deleted) and has files on this server (not a
+/// tombstone, reservation, intermediate or remote entry).
+pub(crate) fn is_live(m: &Mailbox) -> bool {
+    m.deleted_at.is_none() && m.mbtype.has_spool_dir()
+}
+
+fn bad_name(what: &'static str, name: &str) -> SpoolError {
+    SpoolError::BadName {
+        what,
+        name: name.chars().take(200).collect(),
+    }
+}
+
+/// Refuses a user, folder or script name that is empty or holds `..`, `/`, NUL or another
+/// control character, before anything is looked up or built from it.
+pub fn check_name(what: &'static str, name: &str) -> Result<(), SpoolError> {
+    let bad = name.is_empty()
+        || name.len() > 1024
+        || name.contains("..")
+        || name.chars().any(|c| c == '/' || c.is_control());
+    if bad {
+        return Err(bad_name(what, name));
+    }
+    Ok(())
+}
+
+/// Refuses a unique id that is not 2 to 64 letters, digits, `-` or `_` (Cyrus 3.x makes
+/// 24 lower-case letters and digits; older servers made hex or UUID-like ones).
+pub fn check_uniqueid(id: &str) -> Result<(), SpoolError> {
+    let ok = (2..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !ok {
+        return Err(bad_name("unique id", id));
+    }
+    Ok(())
+}
+
+/// The stat data backupd reports for a file.
+pub(crate) fn file_stat(meta: &std::fs::Metadata) -> formats::FileStat {
+    formats::FileStat {
+        size: meta.size(),
+        mtime: formats::Timestamp {
+            secs: meta.mtime(),
+            // Always below 10^9 from the kernel.
+            nanos: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+        },
+        inode: meta.ino(),
+    }
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+    io(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::fcntl::{fcntl, FcntlArg};
     use std::sync::mpsc;
     use std::time::Duration;
 
@@ -523,6 +734,36 @@ mod tests {
         std::fs::write(dir.path().join("imapd.conf"), text).unwrap();
         let conf = load_imapd_conf(&dir.path().join("imapd.conf")).unwrap();
         (dir, conf)
+    }
+
+    #[test]
+    fn spool_is_shared_across_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Spool>();
+    }
+
+    #[test]
+    fn names_checked() {
+        for ok in ["alice", "u002.x", "bob@example.com", "Données"] {
+            check_name("user", ok).unwrap();
+        }
+        for bad in ["", "..", "a..b", "a/b", "/", "a\0", "a\tb", "a\u{85}b"] {
+            assert!(
+                matches!(
+                    check_name("user", bad),
+                    Err(SpoolError::BadName { what: "user", .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        check_uniqueid("9larhequg4n2vyip2tvslkaa").unwrap();
+        check_uniqueid("0a1b2c3d-4e5f").unwrap();
+        for bad in ["", "a", "a.b", "a/b", "ab\0", "é1"] {
+            assert!(check_uniqueid(bad).is_err(), "{bad:?}");
+        }
+        let long = "x".repeat(5000);
+        let err = check_name("user", &long).unwrap_err().to_string();
+        assert!(err.len() < 600, "the error quotes the name cut short");
     }
 
     #[test]

@@ -1,0 +1,191 @@
+//! backupd's configuration file (TOML). contrib/backupd.toml.example shows every key with
+//! its default; only `secret_file` has none.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The configuration as read from the file, defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address and port to listen on. Default `127.0.0.1:2912`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The shared secret, a file of mode 0600 (see [`crate::auth::Secret::load`]).
+    pub secret_file: PathBuf,
+    /// Cyrus's imapd.conf: configdirectory, partitions, sievedir come from it.
+    #[serde(default = "default_imapd_conf")]
+    pub imapd_conf: PathBuf,
+    /// Connections served at once; one more gets a "busy" error and is closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Threads reading the spool at once (the bounded blocking pool).
+    #[serde(default = "default_blocking_threads")]
+    pub blocking_threads: usize,
+    /// Seconds a connection may stay silent between requests (and a reply may wait on a
+    /// client that does not read) before it is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Seconds a new connection has to authenticate.
+    #[serde(default = "default_auth_timeout")]
+    pub auth_timeout_secs: u64,
+    /// Seconds a shutdown waits for replies under way before it cuts connections.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: u64,
+    /// The user to run as when started as root (after binding the port and reading the
+    /// secret). Its primary and supplementary groups are taken too.
+    #[serde(default = "default_run_as")]
+    pub run_as: String,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], formats::protocol::DEFAULT_PORT))
+}
+fn default_imapd_conf() -> PathBuf {
+    PathBuf::from("/etc/imapd.conf")
+}
+fn default_max_connections() -> usize {
+    64
+}
+fn default_blocking_threads() -> usize {
+    16
+}
+fn default_idle_timeout() -> u64 {
+    600
+}
+fn default_auth_timeout() -> u64 {
+    10
+}
+fn default_shutdown_grace() -> u64 {
+    30
+}
+fn default_run_as() -> String {
+    "cyrus".to_string()
+}
+
+/// A configuration that cannot be used; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}", path = .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, an unknown key, or a value of the wrong type.
+    #[error("{path}: {message}", path = .path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What toml said, with line and column.
+        message: String,
+    },
+    /// A value out of range.
+    #[error("{path}: {key}: {message}", path = .path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads, parses and checks the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks TOML text; `path` is only for error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let invalid = |key, message: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message: message.to_string(),
+        };
+        if config.max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1"));
+        }
+        if !(1..=1024).contains(&config.blocking_threads) {
+            return Err(invalid("blocking_threads", "must be between 1 and 1024"));
+        }
+        for (key, v) in [
+            ("idle_timeout_secs", config.idle_timeout_secs),
+            ("auth_timeout_secs", config.auth_timeout_secs),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if config.run_as.is_empty() {
+            return Err(invalid("run_as", "must name a user"));
+        }
+        Ok(config)
+    }
+
+    /// The server settings this configuration asks for.
+    pub fn settings(&self) -> crate::server::Settings {
+        crate::server::Settings {
+            max_connections: self.max_connections,
+            blocking_threads: self.blocking_threads,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            auth_timeout: Duration::from_secs(self.auth_timeout_secs),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            ..crate::server::Settings::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_errors() {
+        let p = Path::new("backupd.toml");
+        let c = Config::parse("secret_file = \"/etc/backupd/secret\"\n", p).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:2912");
+        assert_eq!(c.imapd_conf, Path::new("/etc/imapd.conf"));
+        assert_eq!((c.max_connections, c.blocking_threads), (64, 16));
+        assert_eq!(c.run_as, "cyrus");
+
+        let e = Config::parse("", p).unwrap_err().to_string();
+        assert!(
+            e.starts_with("backupd.toml: ") && e.contains("secret_file"),
+            "{e}"
+        );
+        let e = Config::parse("secret_file = \"s\"\nlisten_port = 3\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen_port"), "{e}");
+        let e = Config::parse("secret_file = \"s\"\nlisten = \"nowhere\"\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen") || e.contains("address"), "{e}");
+        let e = Config::parse("secret_file = \"s\"\nmax_connections = 0\n", p)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "backupd.toml: max_connections: must be at least 1");
+    }
+
+    #[test]
+    fn the_example_parses() {
+        let text = include_str!("../../contrib/backupd.toml.example");
+        let c = Config::parse(text, Path::new("backupd.toml.example")).unwrap();
+        assert_eq!(c.listen.port(), formats::protocol::DEFAULT_PORT);
+    }
+}

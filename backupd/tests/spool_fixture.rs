@@ -1,0 +1,383 @@
+//! `backupd::spool::Spool` over the captured Cyrus 3.6 spool (../shared/fixtures/cyrus-3.6):
+//! the API's answers, its refusals, and that it waits for the locks a Cyrus writer holds (and
+//! for nothing else). The tests against a running Cyrus are in the `tests` crate
+//! (tests/tests/backupd_spool_*.rs).
+
+use backupd::access::UserFileId;
+use backupd::spool::{Spool, SpoolError};
+use formats::cyrus::index::Index;
+use formats::Guid;
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/fixtures/cyrus-3.6"
+);
+const USER: &str = "u3x0";
+const INBOX: &str = "tr3g9qzoe6kapjm5i3coxngy";
+const WORK: &str = "c7dgmz0w4jyahhmmepic2ujw";
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), &dest).unwrap();
+            // The fixture is read-only; the tests lock copies as a Cyrus writer would.
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+}
+
+/// A writable copy of the fixture with an imapd.conf pointing at it, and its Spool.
+fn fixture() -> (tempfile::TempDir, Spool) {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&Path::new(FIXTURE).join("conf"), &dir.path().join("conf"));
+    copy_dir(&Path::new(FIXTURE).join("spool"), &dir.path().join("spool"));
+    std::fs::create_dir(dir.path().join("conf/lock")).unwrap();
+    let text = std::fs::read_to_string(Path::new(FIXTURE).join("imapd.conf"))
+        .unwrap()
+        .replace("@ROOT@", dir.path().to_str().unwrap());
+    std::fs::write(dir.path().join("imapd.conf"), text).unwrap();
+    let spool = Spool::open(&dir.path().join("imapd.conf")).unwrap();
+    (dir, spool)
+}
+
+#[test]
+fn users_folders_and_user_files() {
+    let (_dir, spool) = fixture();
+    let users = spool.users().unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!((&*users[0].user, &*users[0].partition), (USER, "default"));
+
+    let listing = spool.folders(USER).unwrap();
+    let got: Vec<(&str, &str, &str)> = listing
+        .folders
+        .iter()
+        .map(|f| (&*f.name, &*f.uniqueid, &*f.partition))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("INBOX", INBOX, "default"),
+            ("Archive", "m7g18s67qg582r2r9vtju5hp", "p2"),
+            ("Archive/2025", "b5a3bhur2i9t0gibp1lvyaqr", "p2"),
+            ("Lists", "wae1kisisjkq8u6ocidu3osu", "default"),
+            ("Work", WORK, "default"),
+        ]
+    );
+    let inbox = &listing.folders[0];
+    assert_eq!(inbox.uidvalidity, 1795415425);
+    let index_path = Path::new(_dir.path()).join(format!("spool/p1/uuid/t/r/{INBOX}/cyrus.index"));
+    let meta = std::fs::metadata(&index_path).unwrap();
+    assert_eq!(inbox.index.size, meta.len());
+    assert_eq!(
+        inbox.index.inode,
+        std::os::unix::fs::MetadataExt::ino(&meta)
+    );
+    assert!(inbox.annotations.is_some());
+    // Archive has no message, hence no cyrus.annotations.
+    assert_eq!(listing.folders[1].annotations, None);
+
+    // The fixture holds sub.db only (no seen.db, no sieve directory).
+    let ids: Vec<&UserFileId> = listing.user_files.iter().map(|f| &f.id).collect();
+    assert_eq!(ids, [&UserFileId::Subscriptions]);
+    let (subs, stat) = spool
+        .read_user_file(USER, &UserFileId::Subscriptions)
+        .unwrap()
+        .unwrap();
+    assert!(subs.starts_with(b"\x1fVER\x1f"), "{subs:?}");
+    assert_eq!(stat, listing.user_files[0].stat);
+    assert_eq!(spool.read_user_file(USER, &UserFileId::Seen).unwrap(), None);
+    assert_eq!(
+        spool
+            .read_user_file(USER, &UserFileId::SieveScript("main".into()))
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        spool
+            .read_user_file(USER, &UserFileId::SieveActive)
+            .unwrap(),
+        None
+    );
+}
+
+#[test]
+fn meta_copies_parse_and_messages_match_their_guids() {
+    let (_dir, spool) = fixture();
+    let mut checked = 0;
+    for folder in spool.folders(USER).unwrap().folders {
+        let copy = spool.copy_meta(USER, &folder.uniqueid).unwrap();
+        assert_eq!(copy.uniqueid, folder.uniqueid);
+        // Nothing changed in between: the copy's stat data are the listing's.
+        assert_eq!(copy.header.1, folder.header);
+        assert_eq!(copy.index.1, folder.index);
+        assert_eq!(copy.annotations.as_ref().map(|a| a.1), folder.annotations);
+        assert_eq!(copy.index.0.len() as u64, folder.index.size);
+        let idx = Index::parse(&copy.index.0).unwrap();
+        for rec in idx.records() {
+            let rec = rec.unwrap();
+            let (mut file, size) = spool
+                .open_message(USER, &folder.uniqueid, rec.uid)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{} uid {} is gone", folder.name, rec.uid));
+            let mut data = Vec::new();
+            file.read_to_end(&mut data).unwrap();
+            assert_eq!(data.len() as u64, size);
+            assert_eq!(
+                Some(Guid::of(&data)),
+                rec.guid,
+                "{} uid {}",
+                folder.name,
+                rec.uid
+            );
+            checked += 1;
+        }
+        // A UID past the last one: no file, not an error.
+        let next = idx.header().last_uid + 1;
+        assert!(spool
+            .open_message(USER, &folder.uniqueid, next)
+            .unwrap()
+            .is_none());
+    }
+    assert!(checked >= 20, "{checked} messages checked");
+}
+
+#[test]
+fn names_are_refused_before_use_and_errors_say_what_was_asked() {
+    let (dir, spool) = fixture();
+    let bad_users = [
+        "", "..", "../u3x0", "u3x0/..", "a/b", "a\0b", "a\nb", "a\x7fb",
+    ];
+    for user in bad_users {
+        for err in [
+            spool.folders(user).unwrap_err(),
+            spool.copy_meta(user, INBOX).unwrap_err(),
+            spool.open_message(user, INBOX, 1).unwrap_err(),
+            spool
+                .read_user_file(user, &UserFileId::Subscriptions)
+                .unwrap_err(),
+        ] {
+            assert!(
+                matches!(&err, SpoolError::BadName { what: "user", .. }),
+                "{user:?}: {err}"
+            );
+        }
+    }
+    for id in [
+        "",
+        "../../etc",
+        "a/b",
+        "x\0",
+        "tr3g9qzoe6kapjm5i3coxngy/../x",
+        "é",
+    ] {
+        for err in [
+            spool.copy_meta(USER, id).unwrap_err(),
+            spool.open_message(USER, id, 1).unwrap_err(),
+        ] {
+            assert!(
+                matches!(
+                    &err,
+                    SpoolError::BadName {
+                        what: "unique id",
+                        ..
+                    }
+                ),
+                "{id:?}: {err}"
+            );
+        }
+    }
+    for name in ["../main", "a/b", "", "x\0y"] {
+        let err = spool
+            .read_user_file(USER, &UserFileId::SieveScript(name.into()))
+            .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                SpoolError::BadName {
+                    what: "sieve script",
+                    ..
+                }
+            ),
+            "{name:?}: {err}"
+        );
+    }
+    assert!(matches!(
+        spool.open_message(USER, INBOX, 0).unwrap_err(),
+        SpoolError::BadName { what: "UID", .. }
+    ));
+
+    let err = spool.folders("nobody").unwrap_err();
+    assert!(matches!(&err, SpoolError::UnknownUser { user } if user == "nobody"));
+    assert!(err.to_string().contains("\"nobody\""), "{err}");
+    let err = spool.copy_meta("nobody", INBOX).unwrap_err();
+    assert!(matches!(err, SpoolError::UnknownUser { .. }), "{err}");
+    // No lock file is made for a user that does not exist.
+    assert!(!dir.path().join("conf/lock/*U*nobody.lock").exists());
+    for err in [
+        spool
+            .copy_meta(USER, "aaaabbbbccccddddeeeeffff")
+            .unwrap_err(),
+        spool
+            .open_message(USER, "aaaabbbbccccddddeeeeffff", 1)
+            .unwrap_err(),
+    ] {
+        let text = err.to_string();
+        assert!(
+            matches!(&err, SpoolError::UnknownFolder { .. })
+                && text.contains("\"u3x0\"")
+                && text.contains("aaaabbbbccccddddeeeeffff"),
+            "{text}"
+        );
+    }
+}
+
+/// A classic whole-file fcntl lock, as Cyrus (lib/lock_fcntl.c) takes it.
+fn cyrus_lock(path: &Path, kind: i32) -> File {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .unwrap();
+    let flock = nix::libc::flock {
+        l_type: kind as nix::libc::c_short,
+        l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETLK(&flock)).unwrap();
+    file
+}
+
+/// Runs a copy in a thread; returns whether it finished within `wait`, and its handle.
+fn copy_in_thread(
+    spool: &std::sync::Arc<Spool>,
+    wait: Duration,
+) -> (bool, std::thread::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel();
+    let spool = spool.clone();
+    let handle = std::thread::spawn(move || {
+        spool.copy_meta(USER, WORK).unwrap();
+        let _ = tx.send(()); // the receiver may have stopped waiting
+    });
+    (rx.recv_timeout(wait).is_ok(), handle)
+}
+
+#[test]
+fn copies_wait_for_cyrus_writers_and_nothing_else() {
+    let (dir, spool) = fixture();
+    let spool = std::sync::Arc::new(spool);
+    // The first copy creates the lock files Cyrus would have created.
+    spool.copy_meta(USER, WORK).unwrap();
+    let lock_dir = dir.path().join("conf/lock");
+    let namespace = lock_dir.join(format!("*U*{USER}.lock"));
+    let mailbox = lock_dir.join(format!("{WORK}.lock"));
+    assert!(namespace.exists() && mailbox.exists());
+    let index: PathBuf = dir
+        .path()
+        .join(format!("spool/p1/uuid/c/7/{WORK}/cyrus.index"));
+
+    for (what, path) in [
+        ("namespace lock", &namespace),
+        ("mailbox lock", &mailbox),
+        ("cyrus.index", &index),
+    ] {
+        // Another reader (shared): no wait.
+        let reader = cyrus_lock(path, nix::libc::F_RDLCK);
+        let (done, handle) = copy_in_thread(&spool, Duration::from_secs(10));
+        assert!(done, "a copy waited for a shared lock on the {what}");
+        handle.join().unwrap();
+        drop(reader);
+
+        // A writer (exclusive): the copy waits until it lets go; listings do not wait.
+        let writer = cyrus_lock(path, nix::libc::F_WRLCK);
+        let (done, handle) = copy_in_thread(&spool, Duration::from_millis(300));
+        assert!(
+            !done,
+            "a copy did not wait for an exclusive lock on the {what}"
+        );
+        spool.folders(USER).unwrap();
+        drop(writer);
+        handle.join().unwrap();
+    }
+}
+
+#[test]
+fn archived_messages_are_found_on_the_archive_partition() {
+    let (dir, _) = fixture();
+    // Cyrus moves archived records' files to `archivepartition-<name>`, same relative path.
+    let conf = dir.path().join("imapd.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str(&format!(
+        "archivepartition-default: {}/archive\n",
+        dir.path().display()
+    ));
+    std::fs::write(&conf, text).unwrap();
+    let rel = format!("uuid/c/7/{WORK}");
+    let archived = dir.path().join("archive").join(&rel);
+    std::fs::create_dir_all(&archived).unwrap();
+    std::fs::rename(
+        dir.path().join("spool/p1").join(&rel).join("1."),
+        archived.join("1."),
+    )
+    .unwrap();
+    let spool = Spool::open(&conf).unwrap();
+    let copy = spool.copy_meta(USER, WORK).unwrap();
+    let idx = Index::parse(&copy.index.0).unwrap();
+    let rec = idx.records().next().unwrap().unwrap();
+    assert_eq!(rec.uid, 1);
+    let (mut file, _) = spool.open_message(USER, WORK, 1).unwrap().unwrap();
+    let mut data = Vec::new();
+    file.read_to_end(&mut data).unwrap();
+    assert_eq!(Some(Guid::of(&data)), rec.guid);
+}
+
+#[test]
+fn sieve_scripts_kept_as_files_are_listed_and_read() {
+    // Before Cyrus 3.6 moved sources into the #sieve mailbox: `<name>.script` files.
+    let (dir, spool) = fixture();
+    let sieve = dir.path().join(format!("sieve/uuid/t/r/{INBOX}"));
+    std::fs::create_dir_all(&sieve).unwrap();
+    std::fs::write(sieve.join("main.script"), b"keep;\r\n").unwrap();
+    std::fs::write(sieve.join("main.bc"), b"compiled").unwrap();
+    std::fs::write(sieve.join("bad name.bc.NEW"), b"half-written").unwrap();
+    std::os::unix::fs::symlink("main.bc", sieve.join("defaultbc")).unwrap();
+    let listing = spool.folders(USER).unwrap();
+    let ids: Vec<&UserFileId> = listing.user_files.iter().map(|f| &f.id).collect();
+    assert_eq!(
+        ids,
+        [
+            &UserFileId::Subscriptions,
+            &UserFileId::SieveScript("main".into()),
+            &UserFileId::SieveActive
+        ]
+    );
+    let (script, stat) = spool
+        .read_user_file(USER, &UserFileId::SieveScript("main".into()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(script, b"keep;\r\n");
+    assert_eq!(stat, listing.user_files[1].stat);
+    assert_eq!(
+        stat.size, 7,
+        "the source's stat data, not the compiled file's"
+    );
+    let (active, _) = spool
+        .read_user_file(USER, &UserFileId::SieveActive)
+        .unwrap()
+        .unwrap();
+    assert_eq!(active, b"main");
+}
