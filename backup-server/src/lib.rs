@@ -1,2 +1,5 @@
 //! The backup host's library: store, planner, scheduler, state db, restore, compaction and
-//! report. Not built yet: see the backup-server issues.
+//! report. Built so far: the per-user store ([`store`]); the rest follows the backup-server
+//! issues.
+
+pub mod store;

@@ -1,0 +1,349 @@
+//! The index, `backupstate.sqlite3`: its schema, its migrations, and how it is opened.
+//!
+//! Settings, and why:
+//! * `journal_mode=WAL`: readers (ls, restore) keep a stable view while a run appends, and
+//!   a run's one long write transaction does not block them.
+//! * `synchronous=FULL`: a COMMIT is on disk when it returns. NORMAL would be consistent
+//!   too, but could lose the last commits on power loss *after* the state db recorded the
+//!   user as backed up; the data file's chunks would then be cut off as a torn tail and the
+//!   state db would claim a backup the store does not hold. FULL costs one fsync per run
+//!   per user, next to the data file's own.
+//! * `foreign_keys=ON`, with every reference to an entry or chunk `DEFERRABLE INITIALLY
+//!   DEFERRED`: a run writes its entry rows as it appends and the chunk row when the chunk
+//!   closes; the keys are checked at COMMIT.
+//! * Write transactions are `BEGIN IMMEDIATE`: the write lock is taken up front, never
+//!   upgraded half-way (no SQLITE_BUSY in the middle of a run).
+//!
+//! The schema version is SQLite's `user_version`. [`MIGRATIONS`] is a table: entry `i`
+//! takes a database from version `i` to `i + 1`, each in its own transaction. A database
+//! newer than the table is refused, never opened.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::error::{Result, SqlContext, StoreError};
+
+/// One step of the schema's history.
+pub struct Migration {
+    /// The version the step produces.
+    pub version: u32,
+    /// What it changes, for the log.
+    pub what: &'static str,
+    /// The SQL, run in one transaction.
+    pub sql: &'static str,
+}
+
+/// Every migration, in order. The schema of a new index is all of them applied.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    what: "initial schema",
+    sql: SCHEMA_V1,
+}];
+
+/// The schema version this program writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Version 1. Times named `time`, `started`, `ended`, `valid_from` and `valid_to` are
+/// nanoseconds since the epoch (64-bit); `stat_mtime` and `internaldate` are the archive's
+/// text form (`<secs>` or `<secs>.<9 digits>`), compared only for equality. docs/store.md
+/// describes every column.
+const SCHEMA_V1: &str = r#"
+CREATE TABLE store (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    user TEXT NOT NULL,
+    data_file TEXT NOT NULL
+);
+CREATE TABLE chunks (
+    offset INTEGER PRIMARY KEY,
+    compressed_len INTEGER NOT NULL,
+    uncompressed_len INTEGER NOT NULL,
+    entries INTEGER NOT NULL
+);
+CREATE TABLE entries (
+    id INTEGER PRIMARY KEY,
+    chunk INTEGER NOT NULL REFERENCES chunks(offset) DEFERRABLE INITIALLY DEFERRED,
+    header_offset INTEGER NOT NULL,
+    data_offset INTEGER NOT NULL,
+    data_len INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    run INTEGER,
+    time INTEGER,
+    UNIQUE (chunk, header_offset)
+);
+CREATE TABLE runs (
+    run INTEGER PRIMARY KEY,
+    user TEXT NOT NULL,
+    started INTEGER,
+    start_entry INTEGER REFERENCES entries(id) DEFERRABLE INITIALLY DEFERRED,
+    ended INTEGER,
+    end_entry INTEGER REFERENCES entries(id) DEFERRABLE INITIALLY DEFERRED
+);
+CREATE TABLE messages (
+    guid BLOB PRIMARY KEY,
+    entry INTEGER NOT NULL UNIQUE REFERENCES entries(id) DEFERRABLE INITIALLY DEFERRED,
+    internaldate TEXT,
+    origin_uniqueid TEXT,
+    origin_uid INTEGER
+) WITHOUT ROWID;
+CREATE TABLE names (
+    entry INTEGER PRIMARY KEY REFERENCES entries(id) DEFERRABLE INITIALLY DEFERRED,
+    uniqueid TEXT NOT NULL,
+    folder TEXT NOT NULL,
+    deleted INTEGER NOT NULL,
+    run INTEGER NOT NULL,
+    time INTEGER NOT NULL
+);
+CREATE INDEX names_by_uniqueid ON names(uniqueid, time);
+CREATE INDEX names_by_folder ON names(folder, time);
+CREATE TABLE meta_files (
+    entry INTEGER PRIMARY KEY REFERENCES entries(id) DEFERRABLE INITIALLY DEFERRED,
+    uniqueid TEXT NOT NULL,
+    run INTEGER NOT NULL,
+    file TEXT NOT NULL,
+    folder TEXT NOT NULL,
+    partition TEXT,
+    time INTEGER NOT NULL,
+    stat_size INTEGER,
+    stat_mtime TEXT,
+    stat_ino INTEGER
+);
+CREATE INDEX meta_files_by_snapshot ON meta_files(uniqueid, run, file);
+CREATE TABLE snapshots (
+    uniqueid TEXT NOT NULL,
+    run INTEGER NOT NULL,
+    time INTEGER NOT NULL,
+    folder TEXT NOT NULL,
+    partition TEXT,
+    index_entry INTEGER NOT NULL REFERENCES entries(id) DEFERRABLE INITIALLY DEFERRED,
+    minor_version INTEGER NOT NULL,
+    uidvalidity INTEGER NOT NULL,
+    last_uid INTEGER NOT NULL,
+    highestmodseq INTEGER,
+    records INTEGER NOT NULL,
+    exists_count INTEGER NOT NULL,
+    PRIMARY KEY (uniqueid, run)
+) WITHOUT ROWID;
+CREATE INDEX snapshots_by_time ON snapshots(uniqueid, time);
+CREATE TABLE records (
+    id INTEGER PRIMARY KEY,
+    uniqueid TEXT NOT NULL,
+    uid INTEGER NOT NULL,
+    guid BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    internaldate TEXT NOT NULL,
+    flags TEXT NOT NULL,
+    expunged INTEGER NOT NULL,
+    from_run INTEGER NOT NULL,
+    valid_from INTEGER NOT NULL,
+    to_run INTEGER,
+    valid_to INTEGER
+);
+CREATE INDEX records_by_uid ON records(uniqueid, uid, valid_from);
+CREATE INDEX records_by_guid ON records(guid);
+CREATE TABLE user_files (
+    entry INTEGER PRIMARY KEY REFERENCES entries(id) DEFERRABLE INITIALLY DEFERRED,
+    kind TEXT NOT NULL,
+    script TEXT NOT NULL,
+    active INTEGER,
+    run INTEGER NOT NULL,
+    time INTEGER NOT NULL,
+    stat_size INTEGER,
+    stat_mtime TEXT,
+    stat_ino INTEGER
+);
+CREATE INDEX user_files_by_kind ON user_files(kind, script, time);
+"#;
+
+/// Every table of the schema, in the order a comparison walks them.
+pub const TABLES: &[&str] = &[
+    "store",
+    "chunks",
+    "entries",
+    "runs",
+    "messages",
+    "names",
+    "meta_files",
+    "snapshots",
+    "records",
+    "user_files",
+];
+
+/// How an index is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpenMode {
+    /// Create it if missing, migrate it if old.
+    Create,
+    /// It must exist; migrate it if old.
+    Write,
+    /// It must exist at the current version; never written.
+    Read,
+}
+
+/// An open index connection and its path (for error messages).
+#[derive(Debug)]
+pub(crate) struct IndexDb {
+    pub(crate) conn: Connection,
+    pub(crate) path: PathBuf,
+}
+
+impl IndexDb {
+    /// Opens (or creates) the index at `path`, sets the pragmas, migrates.
+    pub(crate) fn open(path: &Path, mode: OpenMode) -> Result<IndexDb> {
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if mode == OpenMode::Create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = Connection::open_with_flags(path, flags).sql(path)?;
+        let db = IndexDb {
+            conn,
+            path: path.to_path_buf(),
+        };
+        db.conn.busy_timeout(Duration::from_secs(30)).sql(path)?;
+        let mode_now: String = db
+            .conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .sql(path)?;
+        if !mode_now.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::IndexInvalid {
+                path: path.to_path_buf(),
+                expected: "a database in WAL mode",
+                found: format!("journal mode {mode_now}"),
+            });
+        }
+        db.conn
+            .execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
+            .sql(path)?;
+        db.conn.set_prepared_statement_cache_capacity(64);
+        match mode {
+            OpenMode::Read => {
+                let v = db.version()?;
+                if v > SCHEMA_VERSION {
+                    return Err(StoreError::IndexTooNew {
+                        path: path.to_path_buf(),
+                        found: v,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+                if v < SCHEMA_VERSION {
+                    return Err(StoreError::IndexTooOld {
+                        path: path.to_path_buf(),
+                        found: v,
+                        expected: SCHEMA_VERSION,
+                    });
+                }
+            }
+            OpenMode::Create | OpenMode::Write => db.migrate()?,
+        }
+        Ok(db)
+    }
+
+    /// The schema version (`PRAGMA user_version`).
+    pub(crate) fn version(&self) -> Result<u32> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .sql(&self.path)
+    }
+
+    /// Applies the migrations the database lacks, one transaction each.
+    fn migrate(&self) -> Result<()> {
+        let v = self.version()?;
+        if v > SCHEMA_VERSION {
+            return Err(StoreError::IndexTooNew {
+                path: self.path.clone(),
+                found: v,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        for m in MIGRATIONS.iter().filter(|m| m.version > v) {
+            let sql = format!(
+                "BEGIN IMMEDIATE; {} PRAGMA user_version = {}; COMMIT;",
+                m.sql, m.version
+            );
+            if let Err(e) = self.conn.execute_batch(&sql) {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(StoreError::Sqlite {
+                    path: self.path.clone(),
+                    source: e,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `PRAGMA integrity_check` and `PRAGMA foreign_key_check`; returns what they
+    /// report (empty when both are clean).
+    pub(crate) fn integrity_check(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut st = self
+            .conn
+            .prepare("PRAGMA integrity_check")
+            .sql(&self.path)?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .sql(&self.path)?;
+        for r in rows {
+            let r = r.sql(&self.path)?;
+            if r != "ok" {
+                out.push(format!("integrity_check: {r}"));
+            }
+        }
+        let mut st = self
+            .conn
+            .prepare("PRAGMA foreign_key_check")
+            .sql(&self.path)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(format!(
+                    "foreign key: table {} row {:?} points at a missing row of {}",
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, String>(2)?
+                ))
+            })
+            .sql(&self.path)?;
+        for r in rows {
+            out.push(r.sql(&self.path)?);
+        }
+        Ok(out)
+    }
+
+    /// Checkpoints the WAL into the database file and empties it.
+    pub(crate) fn checkpoint(&self) -> Result<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .sql(&self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_migrates_and_refuses_newer() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("i.sqlite3");
+        let db = IndexDb::open(&p, OpenMode::Create).unwrap();
+        assert_eq!(db.version().unwrap(), SCHEMA_VERSION);
+        assert!(db.integrity_check().unwrap().is_empty());
+        for t in TABLES {
+            let n: i64 = db
+                .conn
+                .query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(n, 0);
+        }
+        db.conn.execute_batch("PRAGMA user_version = 99").unwrap();
+        drop(db);
+        assert!(matches!(
+            IndexDb::open(&p, OpenMode::Write),
+            Err(StoreError::IndexTooNew { found: 99, .. })
+        ));
+        assert!(matches!(
+            IndexDb::open(&dir.path().join("absent"), OpenMode::Write),
+            Err(StoreError::Sqlite { .. })
+        ));
+    }
+}

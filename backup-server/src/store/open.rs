@@ -1,0 +1,528 @@
+//! Opening a store, and what opening repairs: the crash story's reading side.
+//!
+//! [`LockedDir::open`], in order:
+//! 1. An interrupted index switch is finished: a complete `backupstate.sqlite3.new` means
+//!    a reindex or compaction had built and synced its new index and was replacing the old
+//!    one; the old index's `-wal`/`-shm` are removed and the new one renamed into place. A
+//!    `backupstate.sqlite3.tmp` (an index still being built) is removed.
+//! 2. No index: if no data file holds a byte, a new store is created (data file first,
+//!    then the index built aside and renamed into place, so neither half-exists). A data
+//!    file with bytes and no index is an error: only `reindex` may rebuild an index.
+//! 3. The index is opened (WAL, synchronous=FULL, migrated), its user checked.
+//! 4. The committed length is the end of the last chunk in `chunks`. A longer data file is
+//!    cut to it and synced (the torn tail of a run that never committed); a shorter one is
+//!    [`StoreError::DataFileShort`], naming both lengths.
+//! 5. Data files other than the one the index names are removed: they are the leftovers of
+//!    a compaction (its unfinished output, or its input once the switch was made).
+//!
+//! The switch ([`switch_index`]) is the writing side for index replacement: take the
+//! readers' lock exclusively; rename the synced `.tmp` to `.new`, sync the directory;
+//! remove the old `-wal` and `-shm`; rename `.new` over the index, sync the directory.
+
+use std::path::{Path, PathBuf};
+
+use formats::Timestamp;
+use rusqlite::{params, OptionalExtension};
+
+use super::catalog::Catalog;
+use super::datafile::{sync_dir, DataFile};
+use super::error::{IoContext, Result, SqlContext, StoreError};
+use super::index::{IndexDb, OpenMode};
+use super::ingest::from_ns;
+use super::layout::{
+    data_file_name, UserDir, INDEX_FILE, INDEX_NEW_FILE, INDEX_TMP_FILE, LOCK_FILE,
+    READERS_LOCK_FILE,
+};
+use super::lock::UserLock;
+use super::reindex::{rebuild_index, ReindexReport};
+use super::run::RunWriter;
+use super::StoreOptions;
+
+/// What opening a store did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// A new, empty store was created.
+    pub created: bool,
+    /// An interrupted index switch was finished.
+    pub finished_switch: bool,
+    /// Bytes cut off the end of the data file (a torn tail).
+    pub cut_bytes: u64,
+    /// Leftover files removed (data files the index does not name, unfinished indexes).
+    pub removed: Vec<String>,
+}
+
+impl UserDir {
+    /// Takes the user's writer lock (creating the directory if needed). A second taker
+    /// gets [`StoreError::Locked`] at once.
+    pub fn lock(self) -> Result<LockedDir> {
+        self.create()?;
+        let lock = UserLock::exclusive(&self.file(LOCK_FILE), self.user())?;
+        Ok(LockedDir { dir: self, lock })
+    }
+}
+
+/// A user's directory with the writer lock held: the only way to a [`Store`].
+#[derive(Debug)]
+pub struct LockedDir {
+    dir: UserDir,
+    lock: UserLock,
+}
+
+impl LockedDir {
+    /// The directory.
+    pub fn dir(&self) -> &UserDir {
+        &self.dir
+    }
+
+    /// Opens the store, creating it when the directory holds none, and recovers it (see
+    /// the module documentation).
+    pub fn open(self, opts: StoreOptions) -> Result<Store> {
+        self.open_inner(opts, true)
+    }
+
+    /// Opens an existing store; [`StoreError::NoStore`] when there is none.
+    pub fn open_existing(self, opts: StoreOptions) -> Result<Store> {
+        self.open_inner(opts, false)
+    }
+
+    /// Rebuilds the index from the data file alone (invariant 3), switches it in, and opens
+    /// the store. The data file is the one the old index names if it can be read, else the
+    /// only data file in the directory.
+    pub fn reindex(self, opts: StoreOptions) -> Result<(Store, ReindexReport)> {
+        let mut report = OpenReport::default();
+        cleanup(&self.dir, &mut report)?;
+        let data_name = self.current_data_file()?;
+        let tmp = self.dir.file(INDEX_TMP_FILE);
+        let r = rebuild_index(&self.dir.file(&data_name), self.dir.user(), &tmp)?;
+        switch_index(&self.dir)?;
+        let store = self.open_inner(opts, false)?;
+        Ok((store, r))
+    }
+
+    fn current_data_file(&self) -> Result<String> {
+        let index = self.dir.index_path();
+        if index.exists() {
+            if let Ok(db) = IndexDb::open(&index, OpenMode::Write) {
+                if let Ok(Some((_, name))) = store_row(&db) {
+                    if self.dir.file(&name).exists() {
+                        return Ok(name);
+                    }
+                }
+            }
+        }
+        let files = self.dir.data_files()?;
+        match files.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(StoreError::NoStore {
+                user: self.dir.user().to_owned(),
+                dir: self.dir.path().to_path_buf(),
+            }),
+            many => Err(StoreError::Invalid {
+                what: "reindex",
+                expected: "one data file, or an index naming one",
+                found: many.join(", "),
+            }),
+        }
+    }
+
+    fn open_inner(self, opts: StoreOptions, create: bool) -> Result<Store> {
+        let dir = &self.dir;
+        let mut report = OpenReport::default();
+        cleanup(dir, &mut report)?;
+        let index_path = dir.index_path();
+        if !index_path.exists() {
+            let mut nonempty = None;
+            let files = dir.data_files()?;
+            for f in &files {
+                let p = dir.file(f);
+                let len = std::fs::metadata(&p)
+                    .io(&p, "reading the data file's length")?
+                    .len();
+                if len > 0 {
+                    nonempty = Some(f.clone());
+                }
+            }
+            if let Some(data_file) = nonempty {
+                return Err(StoreError::IndexMissing {
+                    dir: dir.path().to_path_buf(),
+                    data_file,
+                });
+            }
+            if !create {
+                return Err(StoreError::NoStore {
+                    user: dir.user().to_owned(),
+                    dir: dir.path().to_path_buf(),
+                });
+            }
+            for f in files {
+                remove(&dir.file(&f), &mut report)?;
+            }
+            create_store(dir, &opts)?;
+            report.created = true;
+        }
+        let db = IndexDb::open(&index_path, OpenMode::Write)?;
+        let (user, data_name) = store_row(&db)?.ok_or_else(|| StoreError::IndexInvalid {
+            path: index_path.clone(),
+            expected: "one row in table store",
+            found: "none".into(),
+        })?;
+        if user != dir.user() {
+            return Err(StoreError::WrongUser {
+                path: index_path,
+                expected: dir.user().to_owned(),
+                found: user,
+            });
+        }
+        let committed = committed_len(&db)?;
+        let data_path = dir.file(&data_name);
+        let data = if data_path.exists() {
+            DataFile::open(&data_path, true)?
+        } else if committed == 0 {
+            DataFile::create(&data_path)?
+        } else {
+            return Err(StoreError::DataFileMissing {
+                path: data_path,
+                committed,
+            });
+        };
+        report.cut_bytes = cut_tail(&data, committed)?;
+        let mut removed_any = false;
+        for f in dir.data_files()? {
+            if f != data_name {
+                remove(&dir.file(&f), &mut report)?;
+                removed_any = true;
+            }
+        }
+        if removed_any {
+            sync_dir(dir.path())?;
+        }
+        let last_time = last_time(&db)?;
+        let cat = Catalog::new(db, data, user, data_name);
+        Ok(Store {
+            dir: self.dir,
+            _lock: self.lock,
+            cat,
+            opts,
+            committed_len: committed,
+            last_time,
+            needs_recovery: false,
+            report,
+        })
+    }
+}
+
+/// A store opened for writing: locked, recovered, ready for a [`RunWriter`].
+#[derive(Debug)]
+pub struct Store {
+    pub(crate) dir: UserDir,
+    _lock: UserLock,
+    pub(crate) cat: Catalog,
+    pub(crate) opts: StoreOptions,
+    pub(crate) committed_len: u64,
+    pub(crate) last_time: Option<Timestamp>,
+    pub(crate) needs_recovery: bool,
+    report: OpenReport,
+}
+
+impl Store {
+    /// Locks and opens `user`'s store under `root`, creating it if absent.
+    pub fn open(root: &Path, user: &str, opts: StoreOptions) -> Result<Store> {
+        UserDir::new(root, user)?.lock()?.open(opts)
+    }
+
+    /// Locks and opens `user`'s existing store under `root`.
+    pub fn open_existing(root: &Path, user: &str, opts: StoreOptions) -> Result<Store> {
+        let dir = UserDir::new(root, user)?;
+        if !dir.exists() {
+            // Not even a lock file is left behind for a user with no store.
+            return Err(StoreError::NoStore {
+                user: user.to_owned(),
+                dir: dir.path().to_path_buf(),
+            });
+        }
+        dir.lock()?.open_existing(opts)
+    }
+
+    /// What opening did (torn tail cut, leftovers removed, ...).
+    pub fn open_report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    /// The queries.
+    pub fn catalog(&self) -> &Catalog {
+        &self.cat
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &UserDir {
+        &self.dir
+    }
+
+    /// The options it writes with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.opts
+    }
+
+    /// Length of the data file's committed chunks.
+    pub fn committed_len(&self) -> u64 {
+        self.committed_len
+    }
+
+    /// Starts a backup run: one write transaction and, in the data file, a chunk opening
+    /// with the run's start marker. Commit it with [`RunWriter::commit`]; dropping it
+    /// aborts it and leaves no trace.
+    pub fn begin_run(&mut self) -> Result<RunWriter<'_>> {
+        if self.needs_recovery {
+            self.recover_tail()?;
+        }
+        RunWriter::begin(self)
+    }
+
+    /// Cuts the data file back to what the index committed (after an aborted run).
+    pub(crate) fn recover_tail(&mut self) -> Result<()> {
+        let committed = committed_len(&self.cat.db)?;
+        cut_tail(&self.cat.data, committed)?;
+        self.committed_len = committed;
+        self.last_time = last_time(&self.cat.db)?;
+        self.needs_recovery = false;
+        Ok(())
+    }
+
+    /// Checks the index against the store's rules (invariant 2 and the rest; see
+    /// [`Catalog::check`]); `deep` adds SQLite's `integrity_check`.
+    pub fn check(&self, deep: bool) -> Result<Vec<String>> {
+        self.cat.check(deep)
+    }
+
+    /// Closes the index (checkpointing its WAL) and gives back the locked directory, for
+    /// work that replaces files (compaction, reindex).
+    pub fn close(self) -> Result<LockedDir> {
+        self.cat.db.checkpoint()?;
+        Ok(LockedDir {
+            dir: self.dir,
+            lock: self._lock,
+        })
+    }
+}
+
+/// A read-only view of a store, for ls and restore. Holds the readers' lock (shared), so
+/// the index file is not replaced under it; does not take the writer lock, so a backup
+/// run may append meanwhile (SQLite's WAL keeps this view consistent).
+#[derive(Debug)]
+pub struct StoreReader {
+    dir: UserDir,
+    _lock: UserLock,
+    cat: Catalog,
+}
+
+impl StoreReader {
+    /// Opens `user`'s store under `root` for reading.
+    pub fn open(root: &Path, user: &str) -> Result<StoreReader> {
+        let dir = UserDir::new(root, user)?;
+        let index_path = dir.index_path();
+        if !dir.exists() || !index_path.exists() {
+            return Err(StoreError::NoStore {
+                user: user.to_owned(),
+                dir: dir.path().to_path_buf(),
+            });
+        }
+        let lock = UserLock::shared(&dir.file(READERS_LOCK_FILE), user)?;
+        if dir.file(INDEX_NEW_FILE).exists() {
+            return Err(StoreError::Invalid {
+                what: "opening for reading",
+                expected: "no interrupted index switch (the next writer finishes it)",
+                found: format!("{INDEX_NEW_FILE} present"),
+            });
+        }
+        let db = IndexDb::open(&index_path, OpenMode::Read)?;
+        let (u, data_name) = store_row(&db)?.ok_or_else(|| StoreError::IndexInvalid {
+            path: index_path.clone(),
+            expected: "one row in table store",
+            found: "none".into(),
+        })?;
+        if u != user {
+            return Err(StoreError::WrongUser {
+                path: index_path,
+                expected: user.to_owned(),
+                found: u,
+            });
+        }
+        let committed = committed_len(&db)?;
+        let data_path = dir.file(&data_name);
+        if !data_path.exists() {
+            return Err(StoreError::DataFileMissing {
+                path: data_path,
+                committed,
+            });
+        }
+        let data = DataFile::open(&data_path, false)?;
+        let actual = data.len()?;
+        if actual < committed {
+            return Err(StoreError::DataFileShort {
+                path: data_path,
+                committed,
+                actual,
+            });
+        }
+        Ok(StoreReader {
+            dir,
+            _lock: lock,
+            cat: Catalog::new(db, data, u, data_name),
+        })
+    }
+
+    /// The queries.
+    pub fn catalog(&self) -> &Catalog {
+        &self.cat
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &UserDir {
+        &self.dir
+    }
+}
+
+/// The store row: (user, data file name).
+fn store_row(db: &IndexDb) -> Result<Option<(String, String)>> {
+    db.conn
+        .query_row("SELECT user, data_file FROM store WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()
+        .sql(&db.path)
+}
+
+/// End of the last committed chunk.
+pub(crate) fn committed_len(db: &IndexDb) -> Result<u64> {
+    let n: i64 = db
+        .conn
+        .query_row(
+            "SELECT offset + compressed_len FROM chunks ORDER BY offset DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .sql(&db.path)?
+        .unwrap_or(0);
+    Ok(n as u64)
+}
+
+fn last_time(db: &IndexDb) -> Result<Option<Timestamp>> {
+    // Entry times increase in file order (a run starts after the previous entry), so the
+    // last entry has the newest: one step down the primary key, not a scan.
+    let t: Option<Option<i64>> = db
+        .conn
+        .query_row(
+            "SELECT time FROM entries ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .sql(&db.path)?;
+    Ok(t.flatten().map(from_ns))
+}
+
+/// Invariant 1: cuts the data file to `committed`; a shorter file is an error.
+fn cut_tail(data: &DataFile, committed: u64) -> Result<u64> {
+    let actual = data.len()?;
+    if actual < committed {
+        return Err(StoreError::DataFileShort {
+            path: data.path.clone(),
+            committed,
+            actual,
+        });
+    }
+    if actual > committed {
+        data.truncate(committed)?;
+    }
+    Ok(actual - committed)
+}
+
+fn remove(path: &Path, report: &mut OpenReport) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            report.removed.push(
+                path.file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            );
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).io(path, "removing a leftover file"),
+    }
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Removes an index being built, and finishes an interrupted switch.
+fn cleanup(dir: &UserDir, report: &mut OpenReport) -> Result<()> {
+    let tmp = dir.file(INDEX_TMP_FILE);
+    for p in [with_suffix(&tmp, "-wal"), with_suffix(&tmp, "-shm"), tmp] {
+        remove(&p, report)?;
+    }
+    if dir.file(INDEX_NEW_FILE).exists() {
+        finish_switch(dir)?;
+        report.finished_switch = true;
+    }
+    Ok(())
+}
+
+/// Replaces the index with the synced `backupstate.sqlite3.tmp` (see the module docs).
+pub(crate) fn switch_index(dir: &UserDir) -> Result<()> {
+    let _readers = UserLock::exclusive(&dir.file(READERS_LOCK_FILE), dir.user())?;
+    let tmp = dir.file(INDEX_TMP_FILE);
+    let new = dir.file(INDEX_NEW_FILE);
+    std::fs::rename(&tmp, &new).io(&new, "renaming the new index into place")?;
+    sync_dir(dir.path())?;
+    finish_switch_locked(dir)
+}
+
+fn finish_switch(dir: &UserDir) -> Result<()> {
+    let _readers = UserLock::exclusive(&dir.file(READERS_LOCK_FILE), dir.user())?;
+    finish_switch_locked(dir)
+}
+
+fn finish_switch_locked(dir: &UserDir) -> Result<()> {
+    let index = dir.file(INDEX_FILE);
+    let mut ignored = OpenReport::default();
+    // The old index's journal must not be applied to the new file.
+    remove(&with_suffix(&index, "-wal"), &mut ignored)?;
+    remove(&with_suffix(&index, "-shm"), &mut ignored)?;
+    let new = dir.file(INDEX_NEW_FILE);
+    std::fs::rename(&new, &index).io(&index, "switching to the new index")?;
+    sync_dir(dir.path())
+}
+
+/// Creates an empty store: the data file, then the index built aside and renamed in.
+fn create_store(dir: &UserDir, opts: &StoreOptions) -> Result<()> {
+    let mut secs = opts.clock.now().secs;
+    let name = loop {
+        let n = data_file_name(secs);
+        if !dir.file(&n).exists() {
+            break n;
+        }
+        secs += 1;
+    };
+    DataFile::create(&dir.file(&name))?;
+    let tmp = dir.file(INDEX_TMP_FILE);
+    {
+        let db = IndexDb::open(&tmp, OpenMode::Create)?;
+        db.conn
+            .execute(
+                "INSERT INTO store (id, user, data_file) VALUES (1, ?1, ?2)",
+                params![dir.user(), name],
+            )
+            .sql(&tmp)?;
+        db.checkpoint()?;
+    }
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .io(&tmp, "syncing the new index")?;
+    let index = dir.index_path();
+    std::fs::rename(&tmp, &index).io(&index, "renaming the new index into place")?;
+    sync_dir(dir.path())
+}
