@@ -102,7 +102,13 @@ pub fn check(path: &Path) -> Report {
             "not root (uid {uid}): spool checks run as this user; the daemon started as root would run as {:?}",
             config.run_as
         )),
-        Err(e) => r.fail(format!("privileges: {e}")),
+        Err(e) => {
+            // Still root, or half-way: what root may read says nothing of what the daemon
+            // will be able to read, and the spool is not to be touched as root.
+            r.fail(format!("privileges: {e}"));
+            r.fail("spool checks skipped: the privileges could not be dropped");
+            return r;
+        }
     }
     check_spool(&config.imapd_conf, &mut r);
     r
@@ -169,5 +175,43 @@ fn check_spool(imapd_conf: &Path, r: &mut Report) {
             }
         }
         Err(e) => r.fail(format!("spool: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn no_spool_check_as_root_when_the_drop_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"0123456789abcdef0123\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let config = dir.path().join("backupd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "secret_file = {:?}\nimapd_conf = {:?}\nrun_as = \"backupd-no-such-user\"\n",
+                secret,
+                dir.path().join("imapd.conf")
+            ),
+        )
+        .unwrap();
+        let report = check(&config);
+        let text = report.to_string();
+        assert!(!report.ok(), "{text}");
+        if !nix::unistd::geteuid().is_root() {
+            // Not root: nothing to drop, the spool checks run as this user.
+            assert!(text.contains("imapd.conf"), "{text}");
+            return;
+        }
+        assert!(text.contains("backupd-no-such-user"), "{text}");
+        assert!(text.contains("spool checks skipped"), "{text}");
+        assert!(
+            !text.contains("imapd.conf"),
+            "spool checked as root: {text}"
+        );
     }
 }

@@ -238,8 +238,27 @@ impl Client {
         Ok(client)
     }
 
+    /// A frame of the handshake; an error frame (busy, authentication failed, ...) is the
+    /// server refusing the connection.
+    fn handshake_frame(&mut self) -> Result<(FrameHeader, Vec<u8>), ClientError> {
+        let (h, body) = self.read_frame()?;
+        if h.kind == kind::ERROR {
+            let frame = wire::Frame {
+                kind: h.kind,
+                id: h.id,
+                body: &body,
+            };
+            let error = self.decode_error(&frame)?;
+            return Err(self.fail(ClientError::Refused {
+                addr: self.addr.clone(),
+                error,
+            }));
+        }
+        Ok((h, body))
+    }
+
     fn handshake(&mut self, secret: &Secret) -> Result<(), ClientError> {
-        let (h, body) = self.read_frame().map_err(|e| match e {
+        let (h, body) = self.handshake_frame().map_err(|e| match e {
             ClientError::Protocol { addr, message } => ClientError::Protocol {
                 addr,
                 message: format!("not a backupd greeting: {message}"),
@@ -251,13 +270,6 @@ impl Client {
             id: h.id,
             body: &body,
         };
-        if h.kind == kind::ERROR {
-            let error = self.decode_error(&frame)?;
-            return Err(self.fail(ClientError::Refused {
-                addr: self.addr.clone(),
-                error,
-            }));
-        }
         let g = Greeting::decode(&frame).map_err(|e| self.protocol(e.to_string()))?;
         if !(g.min_version..=g.max_version).contains(&wire::VERSION) {
             return Err(self.protocol(format!(
@@ -281,19 +293,12 @@ impl Client {
         .map_err(|e| self.protocol(e.to_string()))?;
         self.write(&out)?;
         self.flush()?;
-        let (h, body) = self.read_frame()?;
+        let (h, body) = self.handshake_frame()?;
         let frame = wire::Frame {
             kind: h.kind,
             id: h.id,
             body: &body,
         };
-        if h.kind == kind::ERROR {
-            let error = self.decode_error(&frame)?;
-            return Err(self.fail(ClientError::Refused {
-                addr: self.addr.clone(),
-                error,
-            }));
-        }
         let ok = AuthOk::decode(&frame).map_err(|e| self.protocol(e.to_string()))?;
         if !secret.verify_server(wire::VERSION, &g.nonce, &nonce, &ok.proof) {
             return Err(self.fail(ClientError::ServerProof {

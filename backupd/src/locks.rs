@@ -215,6 +215,32 @@ mod tests {
     }
 
     #[test]
+    fn the_systemd_unit_leaves_the_lock_directory_writable() {
+        // Under ProtectSystem=strict only ReadWritePaths can be written, and backupd must
+        // create a lock file Cyrus has not created yet. Debian's stock imapd.conf puts the
+        // locks in /run/cyrus/lock (a tmpfs, empty after every reboot).
+        let unit = include_str!("../../contrib/backupd.service");
+        let writable: Vec<&str> = unit
+            .lines()
+            .filter_map(|l| l.strip_prefix("ReadWritePaths="))
+            .flat_map(str::split_whitespace)
+            .map(|p| p.trim_start_matches(['-', '+']))
+            .collect();
+        for conf in [
+            &b"configdirectory: /var/lib/cyrus\nmboxname_lockpath: /run/cyrus/lock\n"[..],
+            b"configdirectory: /var/lib/cyrus\n",
+        ] {
+            let conf = formats::cyrus::imapd_conf::ImapdConf::parse(conf).unwrap();
+            let root = lock_root(&conf).unwrap();
+            assert!(
+                writable.iter().any(|w| root.starts_with(w)),
+                "{} is not among ReadWritePaths {writable:?}",
+                root.display()
+            );
+        }
+    }
+
+    #[test]
     fn a_missing_lock_file_is_created_and_locked() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();

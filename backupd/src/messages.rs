@@ -96,10 +96,7 @@ pub(crate) fn open_message(
     spool::check_name("user", user)?;
     check_uniqueid(uniqueid)?;
     if uid == 0 {
-        return Err(SpoolError::BadName {
-            what: "UID",
-            name: "0".into(),
-        });
+        return Err(spool::bad_name("UID", "0", "UIDs start at 1"));
     }
     if let Some(dirs) = spool.message_dirs.get(user, uniqueid) {
         if let Some(found) = open_in(&dirs, uid)? {

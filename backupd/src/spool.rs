@@ -97,15 +97,14 @@ pub enum SpoolError {
         uniqueid: String,
     },
     /// A name was refused before any path was built from it.
-    #[error(
-        "refused {what} {name:?}: names must be non-empty, without `..`, `/`, NUL or \
-         control characters (unique ids: letters, digits, `-` and `_` only)"
-    )]
+    #[error("refused {what} {name:?}: {rule}")]
     BadName {
         /// What the name was meant to name (`user`, `unique id`, `sieve script`, ...).
         what: &'static str,
         /// The name as given (cut to 200 characters).
         name: String,
+        /// The rule it breaks.
+        rule: &'static str,
     },
     /// A copied cyrus.header does not parse, in every copy taken under Cyrus's locks.
     #[error("{path}: {source} (in each of {attempts} copies taken under Cyrus's locks)")]
@@ -657,22 +656,44 @@ pub(crate) fn is_live(m: &Mailbox) -> bool {
     m.deleted_at.is_none() && m.mbtype.has_spool_dir()
 }
 
-fn bad_name(what: &'static str, name: &str) -> SpoolError {
+pub(crate) fn bad_name(what: &'static str, name: &str, rule: &'static str) -> SpoolError {
     SpoolError::BadName {
         what,
         name: name.chars().take(200).collect(),
+        rule,
     }
 }
 
-/// Refuses a user, folder or script name that is empty or holds `..`, `/`, NUL or another
-/// control character, before anything is looked up or built from it.
+/// Refuses a user or folder name that is empty or holds `..`, `/`, NUL or another control
+/// character, before anything is looked up or built from it.
 pub fn check_name(what: &'static str, name: &str) -> Result<(), SpoolError> {
     let bad = name.is_empty()
         || name.len() > 1024
         || name.contains("..")
         || name.chars().any(|c| c == '/' || c.is_control());
     if bad {
-        return Err(bad_name(what, name));
+        return Err(bad_name(
+            what,
+            name,
+            "names must be non-empty, at most 1024 bytes, without `..`, `/`, NUL or control \
+             characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a sieve script name Cyrus would refuse (imap/sievedir.c `sievedir_valid_name`:
+/// empty, or holding `/` or NUL), or one over 1024 bytes. Anything else is a valid Cyrus
+/// script name (`v1..v2`, a tab) and must be backed up: the name only ever becomes
+/// `<name>.script` or `<name>.bc` inside the user's sieve directory, which with the suffix
+/// can be neither `.` nor `..`.
+pub fn check_script_name(name: &str) -> Result<(), SpoolError> {
+    if name.is_empty() || name.len() > 1024 || name.contains(['/', '\0']) {
+        return Err(bad_name(
+            "sieve script",
+            name,
+            "sieve script names must be non-empty, at most 1024 bytes, without `/` or NUL",
+        ));
     }
     Ok(())
 }
@@ -685,7 +706,11 @@ pub fn check_uniqueid(id: &str) -> Result<(), SpoolError> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !ok {
-        return Err(bad_name("unique id", id));
+        return Err(bad_name(
+            "unique id",
+            id,
+            "unique ids are 2 to 64 ASCII letters, digits, `-` and `_`",
+        ));
     }
     Ok(())
 }
@@ -752,6 +777,21 @@ mod tests {
                 matches!(
                     check_name("user", bad),
                     Err(SpoolError::BadName { what: "user", .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        for ok in ["v1..v2", "..", "a\tb", "é"] {
+            check_script_name(ok).unwrap();
+        }
+        for bad in ["", "../x", "a/b", "a\0b"] {
+            assert!(
+                matches!(
+                    check_script_name(bad),
+                    Err(SpoolError::BadName {
+                        what: "sieve script",
+                        ..
+                    })
                 ),
                 "{bad:?}"
             );

@@ -24,7 +24,7 @@ use crate::access::{UserFileId, UserFileStat};
 use crate::folders::stat_opt;
 use crate::layout::{by_id, dir_hash, Layout};
 use crate::meta::{lock_mailbox, open_read, Target};
-use crate::spool::{self, check_name, file_stat, io_err, Mailbox, Spool, SpoolError};
+use crate::spool::{self, check_script_name, file_stat, io_err, Mailbox, Spool, SpoolError};
 use formats::cyrus::index;
 use formats::FileStat;
 use std::collections::BTreeMap;
@@ -134,11 +134,11 @@ fn list_sieve_dir(dir: &Path) -> Result<Vec<UserFileStat>, SpoolError> {
         if name == "defaultbc" {
             active = Some(stat()?);
         } else if let Some(script) = name.strip_suffix(".script") {
-            if check_name("sieve script", script).is_ok() {
+            if check_script_name(script).is_ok() {
                 scripts.entry(script.into()).or_default().0 = Some(stat()?);
             }
         } else if let Some(script) = name.strip_suffix(".bc") {
-            if check_name("sieve script", script).is_ok() {
+            if check_script_name(script).is_ok() {
                 scripts.entry(script.into()).or_default().1 = Some(stat()?);
             }
         }
@@ -168,7 +168,7 @@ pub(crate) fn read_user_file(
     id: &UserFileId,
 ) -> Result<Option<(Vec<u8>, FileStat)>, SpoolError> {
     if let UserFileId::SieveScript(name) = id {
-        check_name("sieve script", name)?;
+        check_script_name(name)?;
     }
     let mailboxes = spool.live_mailboxes(user)?;
     let Some(inbox) = mailboxes.iter().find(|m| &*m.folder == "INBOX") else {

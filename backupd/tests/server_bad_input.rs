@@ -292,3 +292,31 @@ fn the_client_checks_the_server_proof() {
     drop(err);
     t.join().unwrap();
 }
+
+#[test]
+fn a_huge_user_file_list_is_refused_from_its_count() {
+    // 16 MiB of one-byte ids ("seen state", again and again) would decode into about
+    // 400 MB of ids and millions of spool reads; it is refused as a bad frame instead,
+    // and the connection goes on.
+    let (server, _spool) = start(FakeSpool::new(10), settings());
+    let mut s = raw_auth(server.addr());
+    let n = MAX_BODY as usize - 2 - 5 - 4;
+    let mut body = vec![0, 5];
+    body.extend_from_slice(b"alice");
+    body.extend_from_slice(&(n as u32).to_be_bytes());
+    body.resize(MAX_BODY as usize, 1);
+    let mut out = Vec::new();
+    wire::frame::write_frame(kind::FETCH_USER_FILES, 3, &body, &mut out).unwrap();
+    let t = Instant::now();
+    s.write_all(&out).unwrap();
+    let (id, reply) = read_reply(&mut s);
+    assert_eq!(id, 3);
+    let Reply::Error(e) = reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(e.code, ErrorCode::BadFrame, "{e}");
+    assert!(e.text.contains("at most 1024 ids"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    raw_ping(&mut s, 4);
+    server.shutdown().unwrap();
+}

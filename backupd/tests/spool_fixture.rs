@@ -381,3 +381,49 @@ fn sieve_scripts_kept_as_files_are_listed_and_read() {
         .unwrap();
     assert_eq!(active, b"main");
 }
+
+#[test]
+fn sieve_script_names_cyrus_accepts_are_backed_up() {
+    // Cyrus accepts any script name without `/` or NUL (sievedir_valid_name): `v1..v2` and
+    // a tab must be listed and read, not skipped in silence. The name only ever becomes
+    // `<name>.script` / `<name>.bc` inside the sieve directory.
+    let (dir, spool) = fixture();
+    let sieve = dir.path().join(format!("sieve/uuid/t/r/{INBOX}"));
+    std::fs::create_dir_all(&sieve).unwrap();
+    for name in ["v1..v2", "a\tb", ".."] {
+        std::fs::write(sieve.join(format!("{name}.script")), name.as_bytes()).unwrap();
+    }
+    let listing = spool.folders(USER).unwrap();
+    let names: Vec<&str> = listing
+        .user_files
+        .iter()
+        .filter_map(|f| match &f.id {
+            UserFileId::SieveScript(n) => Some(n.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names, ["..", "a\tb", "v1..v2"]);
+    for name in names {
+        let (bytes, _) = spool
+            .read_user_file(USER, &UserFileId::SieveScript(name.into()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(bytes, name.as_bytes());
+    }
+    // Still refused: what could leave the directory.
+    for name in ["../v1..v2", "a/b", "x\0"] {
+        let err = spool
+            .read_user_file(USER, &UserFileId::SieveScript(name.into()))
+            .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                SpoolError::BadName {
+                    what: "sieve script",
+                    ..
+                }
+            ),
+            "{name:?}: {err}"
+        );
+    }
+}

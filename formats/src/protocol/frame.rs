@@ -144,13 +144,16 @@ pub enum EncodeError {
         /// Its length.
         len: usize,
     },
-    /// A list has more items than its 32-bit count allows.
-    #[error("{what} with {len} items exceeds the limit of {max} items", max = u32::MAX)]
+    /// A list has more items than its count allows (32 bits, or a lower bound the
+    /// protocol sets for that list).
+    #[error("{what} with {len} items exceeds the limit of {max} items")]
     ListTooLong {
         /// Which field.
         what: &'static str,
         /// Its length.
         len: usize,
+        /// The most items allowed.
+        max: usize,
     },
     /// A data frame must carry at least one byte.
     #[error("a data frame must not be empty")]

@@ -186,7 +186,7 @@ pub enum UserFileId {
     Subscriptions,
     /// One sieve script, by name, its source.
     SieveScript(String),
-    /// Which sieve script is active (its name; empty when none).
+    /// Which sieve script is active (its name; [`Reply::Absent`] when none is).
     SieveActive,
 }
 
@@ -320,7 +320,7 @@ pub enum ErrorCode {
     UnknownUser,
     /// 8: no such folder (unique id) for that user.
     UnknownFolder,
-    /// 9: a name that is not acceptable (empty, `..`, `/`, NUL, control characters).
+    /// 9: a name that is not acceptable (empty, `/`, NUL, ...: docs/protocol.md, "Names").
     BadName,
     /// 10: reading a file failed (the text names the file).
     Io,
@@ -528,6 +528,13 @@ impl Request {
                 }
                 Request::FetchUserFiles { user, ids } => {
                     w.string("user", user)?;
+                    if ids.len() > MAX_USER_FILE_IDS {
+                        return Err(EncodeError::ListTooLong {
+                            what: "user file list",
+                            len: ids.len(),
+                            max: MAX_USER_FILE_IDS,
+                        });
+                    }
                     w.count("user file list", ids.len())?;
                     for id in ids {
                         id.encode(w)?;
@@ -568,7 +575,15 @@ impl Request {
             }
             kind::FETCH_USER_FILES => {
                 let user = r.string("user")?;
+                let at = r.position();
                 let n = r.count("user file list", 1)?;
+                if n > MAX_USER_FILE_IDS {
+                    return Err(r.err(
+                        at,
+                        "a user file list of at most 1024 ids",
+                        format_args!("a count of {n}"),
+                    ));
+                }
                 let mut ids = Vec::with_capacity(n);
                 for _ in 0..n {
                     ids.push(UserFileId::decode(&mut r)?);
@@ -581,6 +596,11 @@ impl Request {
         Ok(req)
     }
 }
+
+/// The most file ids one [`Request::FetchUserFiles`] may name. A user has a handful of
+/// files (Cyrus allows 5 sieve scripts by default); without a bound, a 16 MiB body of
+/// one-byte ids would decode into some 400 MB of `UserFileId`s.
+pub const MAX_USER_FILE_IDS: usize = 1024;
 
 /// `expected` of the [`DecodeError`] for a frame kind that is not a request.
 pub const REQUEST: &str = "a request";

@@ -23,7 +23,7 @@ pub use frame::{check, parse, EncodeError, Frame, FrameError, FrameHeader, HEADE
 pub use message::{
     encode_data_header, encode_folders, encode_users, Auth, AuthOk, ErrorCode, ErrorReply,
     FolderStat, Greeting, MetaKind, Reply, Request, UserEntry, UserFileId, UserFileStat,
-    LIST_FRAME_TARGET, MAGIC, NONCE_LEN,
+    LIST_FRAME_TARGET, MAGIC, MAX_USER_FILE_IDS, NONCE_LEN,
 };
 pub use wire::DecodeError;
 

@@ -207,3 +207,42 @@ fn unknown_error_codes_keep_their_number() {
     }
     assert_eq!(ErrorCode::from_code(999), ErrorCode::Other(999));
 }
+
+#[test]
+fn user_file_lists_are_bounded_both_ways() {
+    // A 16 MiB body of one-byte ids would decode into some 400 MB of ids: refused from the
+    // count alone, before anything is allocated.
+    let n = MAX_BODY as usize - 6;
+    let mut body = vec![0, 0];
+    body.extend_from_slice(&(n as u32).to_be_bytes());
+    body.resize(MAX_BODY as usize, 1);
+    let mut out = Vec::new();
+    frame::write_frame(kind::FETCH_USER_FILES, 1, &body, &mut out).unwrap();
+    let e = Request::decode(&one(&out)).unwrap_err();
+    assert_eq!(e.offset, 2);
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "fetch user files body: expected a user file list of at most {MAX_USER_FILE_IDS} \
+             ids at byte 2, found a count of {n}"
+        )
+    );
+    // The bound itself is accepted, one more is refused by the encoder too.
+    let ids = |n| Request::FetchUserFiles {
+        user: "u".into(),
+        ids: vec![UserFileId::Seen; n],
+    };
+    out.clear();
+    ids(MAX_USER_FILE_IDS).encode(1, &mut out).unwrap();
+    assert_eq!(Request::decode(&one(&out)).unwrap(), ids(MAX_USER_FILE_IDS));
+    out.clear();
+    assert_eq!(
+        ids(MAX_USER_FILE_IDS + 1).encode(1, &mut out),
+        Err(EncodeError::ListTooLong {
+            what: "user file list",
+            len: MAX_USER_FILE_IDS + 1,
+            max: MAX_USER_FILE_IDS
+        })
+    );
+    assert!(out.is_empty(), "nothing half-written");
+}

@@ -211,7 +211,11 @@ impl Writer<'_> {
         Ok(())
     }
     pub(crate) fn count(&mut self, what: &'static str, n: usize) -> Result<(), EncodeError> {
-        let n32 = u32::try_from(n).map_err(|_| EncodeError::ListTooLong { what, len: n })?;
+        let n32 = u32::try_from(n).map_err(|_| EncodeError::ListTooLong {
+            what,
+            len: n,
+            max: u32::MAX as usize,
+        })?;
         self.u32(n32);
         Ok(())
     }
