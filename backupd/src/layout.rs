@@ -168,22 +168,7 @@ impl Layout {
     }
 }
 
-/// Cyrus's `dir_hash_c` (lib/util.c): the first letter in lower case (`q` for anything
-/// else), or with `fulldirhash` a hash of the name up to its first dot as `A`..`W`.
-pub(crate) fn dir_hash(name: &str, full: bool) -> char {
-    if full {
-        let mut n: u32 = 0;
-        for &b in name.as_bytes().iter().take_while(|&&b| b != b'.') {
-            n = ((n << 3) ^ (n >> 5)) ^ u32::from(b);
-        }
-        char::from(b'A' + (n % 23) as u8)
-    } else {
-        match name.bytes().next().map(|b| b.to_ascii_lowercase()) {
-            Some(c @ b'a'..=b'z') => char::from(c),
-            _ => 'q',
-        }
-    }
-}
+pub(crate) use formats::cyrus::mailboxes::dir_hash;
 
 /// `<root>/uuid/<c1>/<c2>/<id>` (imap/mboxname.c `mboxname_id_hash`), for a unique id that
 /// [`crate::spool::check_uniqueid`] accepted.

@@ -258,9 +258,10 @@ pub struct SpoolHashing {
     pub fulldirhash: bool,
 }
 
-/// Cyrus's dir_hash_c: the first letter (lower case, `q` if not a letter), or with
-/// `fulldirhash` a hash of the name up to its first dot mapped to `A`..`W`.
-fn dir_hash(name: &str, full: bool) -> char {
+/// Cyrus's `dir_hash_c` (lib/util.c): the first letter (lower case, `q` if not a letter), or
+/// with `fulldirhash` a hash of the name up to its first dot mapped to `A`..`W`. Names the
+/// hashed directories of name-based spools, user files and lock files.
+pub fn dir_hash(name: &str, full: bool) -> char {
     if full {
         let mut n: u32 = 0;
         for &b in name.as_bytes().iter().take_while(|&&b| b != b'.') {
