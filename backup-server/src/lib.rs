@@ -1,5 +1,15 @@
 //! The backup host's library: store, planner, scheduler, state db, restore, compaction and
-//! report. Built so far: the per-user store ([`store`]); the rest follows the backup-server
-//! issues.
+//! report. Built so far: the per-user store ([`store`]), one user's backup ([`planner`],
+//! [`ls`]), and the nightly run: [`config`], [`state`] (the state db), [`scheduler`],
+//! [`nightly`] (run and users refresh), [`summary`] (output, exit status), [`cli`].
+//! docs/backup-server.md describes the run.
 
+pub mod cli;
+pub mod config;
+pub mod ls;
+pub mod nightly;
+pub mod planner;
+pub mod scheduler;
+pub mod state;
 pub mod store;
+pub mod summary;

@@ -1,8 +1,43 @@
 //! backup-server: the nightly job and every operation on the stores.
 //!
-//! Not built yet (see the backup-server run issue); this binary refuses to run.
+//! Thin: parse the arguments, set up logging and the stop flag, call the library, exit
+//! with the status it decided (0 all done, 2 some users or messages not backed up, 1 the
+//! run failed).
 
-fn main() {
-    eprintln!("backup-server: not built yet (see the backup-server run issue); nothing was done");
-    std::process::exit(1);
+use backup_server::cli::{execute, Cli};
+use clap::Parser;
+use std::io::IsTerminal;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+fn main() -> std::process::ExitCode {
+    // Usage errors exit 1, not clap's 2: 2 means "done, some users not backed up" here.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return std::process::ExitCode::from(if e.use_stderr() {
+                backup_server::summary::EXIT_FAILED
+            } else {
+                0
+            });
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    // SIGINT/SIGTERM: workers finish the user under way, then the run ends with its summary.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {
+            eprintln!("backup-server: cannot handle signal {sig}: {e}");
+            return std::process::ExitCode::from(backup_server::summary::EXIT_FAILED);
+        }
+    }
+    std::process::ExitCode::from(execute(&cli, &stop))
 }

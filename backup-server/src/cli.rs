@@ -1,0 +1,179 @@
+//! The command line: `backup-server --config FILE run | users refresh | ls`.
+
+use crate::config::Config;
+use crate::nightly::{self, ProgressMode, RunRequest};
+use crate::summary::{self, EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+/// The backup host's program.
+#[derive(Debug, Parser)]
+#[command(name = "backup-server", version, about)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(long, short, default_value = "/etc/mailbackup/backup-server.toml")]
+    pub config: PathBuf,
+    /// Log filter (tracing EnvFilter syntax); the RUST_LOG variable overrides it.
+    #[arg(long, default_value = "info")]
+    pub log: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The nightly job: back up every user (or those named), oldest backup first.
+    Run {
+        /// Only this user (repeatable).
+        #[arg(long = "user", value_name = "USER")]
+        users: Vec<String>,
+        /// Only the users of this RAID set.
+        #[arg(long, value_name = "NAME")]
+        raidset: Option<String>,
+        /// Read every server's user list first, however recent the last refresh.
+        #[arg(long)]
+        refresh: bool,
+        /// Progress: auto (a bar on a terminal, log lines otherwise), log, quiet.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "log", "quiet"])]
+        progress: String,
+    },
+    /// The state db's user list.
+    Users {
+        /// What to do with it.
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// Folders and messages of a user's backup, as of a point in time.
+    Ls {
+        /// The user.
+        #[arg(long)]
+        user: String,
+        /// Only this folder (its messages are listed).
+        #[arg(long)]
+        folder: Option<String>,
+        /// The point in time: RFC 3339 (2026-11-23T04:00:00Z) or unix seconds.
+        #[arg(long, value_parser = parse_time)]
+        at: Option<formats::Timestamp>,
+    },
+}
+
+/// `backup-server users ...`.
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Read every backupd's user list into the state db (vanished users are marked).
+    Refresh,
+}
+
+/// Parses `--at`: RFC 3339 (an offset or `Z` is required) or whole unix seconds.
+pub fn parse_time(s: &str) -> Result<formats::Timestamp, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<i64>() {
+        return Ok(formats::Timestamp::from_secs(secs));
+    }
+    let ts: jiff::Timestamp = s.parse().map_err(|e| {
+        format!("expected RFC 3339 (2026-11-23T04:00:00Z) or unix seconds, found {s:?}: {e}")
+    })?;
+    formats::Timestamp::new(ts.as_second(), ts.subsec_nanosecond().max(0) as u32)
+        .ok_or_else(|| format!("time out of range: {s:?}"))
+}
+
+/// Runs the command; returns the process exit status (0, 1 or 2; see
+/// [`crate::summary::RunSummary::exit_status`]). `stop` is set by SIGINT/SIGTERM.
+pub fn execute(cli: &Cli, stop: &AtomicBool) -> u8 {
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("backup-server: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    match &cli.command {
+        Command::Run {
+            users,
+            raidset,
+            refresh,
+            progress,
+        } => {
+            let req = RunRequest {
+                users: users.clone(),
+                raidset: raidset.clone(),
+                force_refresh: *refresh,
+            };
+            let mode = match progress.as_str() {
+                "log" => ProgressMode::Log,
+                "quiet" => ProgressMode::Quiet,
+                _ => ProgressMode::Auto,
+            };
+            let result = nightly::run(&config, &req, stop, mode);
+            match &result {
+                Ok(s) => {
+                    println!("{s}");
+                    tracing::info!(
+                        status = s.status_word(),
+                        done = s.users_done,
+                        incomplete = s.users_incomplete,
+                        skipped = s.users_skipped,
+                        failed = s.users_failed,
+                        not_reached = s.users_not_reached,
+                        "run ended"
+                    );
+                }
+                Err(e) => {
+                    let e = nightly::error_chain(e);
+                    tracing::error!("run failed: {e}");
+                    eprintln!("backup-server: run failed: {e}");
+                }
+            }
+            summary::exit_status(&result)
+        }
+        Command::Users {
+            command: UsersCommand::Refresh,
+        } => {
+            let result = crate::state::StateDb::open(&config.state_db)
+                .map_err(anyhow::Error::from)
+                .and_then(|mut db| nightly::refresh(&config, &mut db, true));
+            match result {
+                Ok(report) => {
+                    for (server, r) in &report.servers {
+                        match r {
+                            Ok(c) => println!(
+                                "{server}: {} users listed, {} new, {} moved, {} vanished, {} back, {} on no RAID set",
+                                c.listed, c.added, c.moved, c.vanished, c.returned, c.unassigned
+                            ),
+                            Err(e) => println!("{server}: not refreshed: {e}"),
+                        }
+                    }
+                    match report.failed() {
+                        0 => EXIT_OK,
+                        n if n == report.servers.len() => EXIT_FAILED,
+                        _ => EXIT_INCOMPLETE,
+                    }
+                }
+                Err(e) => {
+                    eprintln!("backup-server: users refresh: {}", nightly::error_chain(&e));
+                    EXIT_FAILED
+                }
+            }
+        }
+        Command::Ls { user, folder, at } => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let r = crate::ls::ls(&config.store_root, user, folder.as_deref(), *at, &mut out)
+                .and_then(|()| {
+                    use std::io::Write;
+                    out.flush().map_err(Into::into)
+                });
+            match r {
+                Ok(()) => EXIT_OK,
+                Err(e) => {
+                    eprintln!("backup-server: ls: {}", nightly::error_chain(&e));
+                    EXIT_FAILED
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! The backup host's configuration file (TOML). contrib/backup-server.toml.example shows
+//! every key with its default; docs/backup-server.md describes them.
+//!
+//! Relative paths are taken relative to the directory of the configuration file, so a test
+//! (or an administrator) can keep a self-contained directory.
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The configuration as read from the file, defaults filled in and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file it was read from (error messages name it).
+    pub path: PathBuf,
+    /// Where the per-user stores live.
+    pub store_root: PathBuf,
+    /// The state db (an SQLite file). Default `<store_root>/state.sqlite3`.
+    pub state_db: PathBuf,
+    /// Worker threads backing up users at once. Default 8.
+    pub workers: usize,
+    /// Users handed out to a worker at once from one RAID set. Default 50.
+    pub batch_size: usize,
+    /// A chunk is closed before it grows past this many uncompressed bytes.
+    pub chunk_size_cap: u64,
+    /// gzip level of new chunks, 0 to 9.
+    pub gzip_level: u32,
+    /// Days an expunged message or deleted folder stays restorable.
+    pub retention_days: u32,
+    /// `run` refreshes a server's user list when it is older than this. Default 24 h.
+    pub refresh_after: Duration,
+    /// Seconds between progress lines in the log when not on a terminal.
+    pub log_interval: Duration,
+    /// The mail servers, by name, in file order.
+    pub servers: Vec<Server>,
+    /// The RAID sets, in file order.
+    pub raidsets: Vec<RaidSet>,
+}
+
+/// A mail server running backupd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// Its name in this file and in the state db.
+    pub name: String,
+    /// backupd's `host:port`.
+    pub address: String,
+    /// The shared secret (a file of mode 0600).
+    pub secret_file: PathBuf,
+    /// Longest wait for the TCP connection.
+    pub connect_timeout: Duration,
+    /// Longest wait for one read or write once connected.
+    pub io_timeout: Duration,
+}
+
+/// A set of drives on one mail server: the Cyrus partitions on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaidSet {
+    /// Its name.
+    pub name: String,
+    /// The server it belongs to ([`Server::name`]).
+    pub server: String,
+    /// The Cyrus partitions on it.
+    pub partitions: Vec<String>,
+}
+
+/// A configuration that cannot be used; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}", path = .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, an unknown key, or a value of the wrong type (the message names the
+    /// key and the line).
+    #[error("{path}: {message}", path = .path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said.
+        message: String,
+    },
+    /// A value that parses but cannot be used.
+    #[error("{path}: key {key}: {message}", path = .path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key, as a dotted path (`raidset[2].server`).
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    store_root: PathBuf,
+    state_db: Option<PathBuf>,
+    #[serde(default = "default_workers")]
+    workers: usize,
+    #[serde(default = "default_batch_size")]
+    batch_size: usize,
+    #[serde(default = "default_chunk_cap")]
+    chunk_size_cap: u64,
+    #[serde(default = "default_gzip_level")]
+    gzip_level: u32,
+    #[serde(default = "default_retention_days")]
+    retention_days: u32,
+    #[serde(default = "default_refresh_hours")]
+    refresh_after_hours: u64,
+    #[serde(default = "default_log_interval")]
+    log_interval_secs: u64,
+    #[serde(default)]
+    server: Vec<RawServer>,
+    #[serde(default)]
+    raidset: Vec<RawRaidSet>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    name: String,
+    address: String,
+    secret_file: PathBuf,
+    #[serde(default = "default_connect_timeout")]
+    connect_timeout_secs: u64,
+    #[serde(default = "default_io_timeout")]
+    io_timeout_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRaidSet {
+    name: String,
+    server: String,
+    partitions: Vec<String>,
+}
+
+/// Default worker threads.
+pub const DEFAULT_WORKERS: usize = 8;
+/// Default users per batch.
+pub const DEFAULT_BATCH_SIZE: usize = 50;
+/// Default retention in days.
+pub const DEFAULT_RETENTION_DAYS: u32 = 90;
+
+fn default_workers() -> usize {
+    DEFAULT_WORKERS
+}
+fn default_batch_size() -> usize {
+    DEFAULT_BATCH_SIZE
+}
+fn default_chunk_cap() -> u64 {
+    crate::store::DEFAULT_CHUNK_CAP
+}
+fn default_gzip_level() -> u32 {
+    formats::archive::DEFAULT_LEVEL
+}
+fn default_retention_days() -> u32 {
+    DEFAULT_RETENTION_DAYS
+}
+fn default_refresh_hours() -> u64 {
+    24
+}
+fn default_log_interval() -> u64 {
+    60
+}
+fn default_connect_timeout() -> u64 {
+    10
+}
+fn default_io_timeout() -> u64 {
+    300
+}
+
+impl Config {
+    /// Reads and checks the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and checks `text`, read from `path` (named in errors; relative paths in the
+    /// file are taken relative to its directory).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+        let base = path.parent().unwrap_or(Path::new(""));
+        let resolve = |p: &Path| -> PathBuf {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        if raw.store_root.as_os_str().is_empty() {
+            return Err(invalid("store_root".into(), "must not be empty".into()));
+        }
+        if raw.workers == 0 || raw.workers > 1024 {
+            return Err(invalid(
+                "workers".into(),
+                format!("expected 1 to 1024, found {}", raw.workers),
+            ));
+        }
+        if raw.batch_size == 0 {
+            return Err(invalid(
+                "batch_size".into(),
+                "expected at least 1, found 0".into(),
+            ));
+        }
+        if raw.gzip_level > 9 {
+            return Err(invalid(
+                "gzip_level".into(),
+                format!("expected 0 to 9, found {}", raw.gzip_level),
+            ));
+        }
+        if raw.chunk_size_cap < 4096 {
+            return Err(invalid(
+                "chunk_size_cap".into(),
+                format!("expected at least 4096 bytes, found {}", raw.chunk_size_cap),
+            ));
+        }
+        if raw.server.is_empty() {
+            return Err(invalid(
+                "server".into(),
+                "no [[server]] table: name at least one mail server".into(),
+            ));
+        }
+        if raw.raidset.is_empty() {
+            return Err(invalid(
+                "raidset".into(),
+                "no [[raidset]] table: name at least one RAID set".into(),
+            ));
+        }
+        let mut servers = Vec::new();
+        let mut server_names = BTreeSet::new();
+        for (i, s) in raw.server.into_iter().enumerate() {
+            if s.name.is_empty() {
+                return Err(invalid(
+                    format!("server[{i}].name"),
+                    "must not be empty".into(),
+                ));
+            }
+            if !server_names.insert(s.name.clone()) {
+                return Err(invalid(
+                    format!("server[{i}].name"),
+                    format!("server {:?} is named twice", s.name),
+                ));
+            }
+            if s.address.is_empty() || !s.address.contains(':') {
+                return Err(invalid(
+                    format!("server[{i}].address"),
+                    format!("expected host:port, found {:?}", s.address),
+                ));
+            }
+            if s.connect_timeout_secs == 0 || s.io_timeout_secs == 0 {
+                return Err(invalid(
+                    format!("server[{i}].connect_timeout_secs/io_timeout_secs"),
+                    "expected at least 1 second".into(),
+                ));
+            }
+            servers.push(Server {
+                name: s.name,
+                address: s.address,
+                secret_file: resolve(&s.secret_file),
+                connect_timeout: Duration::from_secs(s.connect_timeout_secs),
+                io_timeout: Duration::from_secs(s.io_timeout_secs),
+            });
+        }
+        let mut raidsets = Vec::new();
+        let mut set_names = BTreeSet::new();
+        // (server, partition) → RAID set: a partition lives on one set of drives.
+        let mut owner: BTreeMap<(String, String), String> = BTreeMap::new();
+        for (i, r) in raw.raidset.into_iter().enumerate() {
+            if r.name.is_empty() {
+                return Err(invalid(
+                    format!("raidset[{i}].name"),
+                    "must not be empty".into(),
+                ));
+            }
+            if !set_names.insert(r.name.clone()) {
+                return Err(invalid(
+                    format!("raidset[{i}].name"),
+                    format!("RAID set {:?} is named twice", r.name),
+                ));
+            }
+            if !server_names.contains(&r.server) {
+                return Err(invalid(
+                    format!("raidset[{i}].server"),
+                    format!(
+                        "no [[server]] is named {:?} (known: {})",
+                        r.server,
+                        server_names.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            if r.partitions.is_empty() {
+                return Err(invalid(
+                    format!("raidset[{i}].partitions"),
+                    "expected at least one Cyrus partition".into(),
+                ));
+            }
+            for p in &r.partitions {
+                if let Some(other) = owner.insert((r.server.clone(), p.clone()), r.name.clone()) {
+                    return Err(invalid(
+                        format!("raidset[{i}].partitions"),
+                        format!(
+                            "partition {p:?} of server {:?} is already in RAID set {other:?}",
+                            r.server
+                        ),
+                    ));
+                }
+            }
+            raidsets.push(RaidSet {
+                name: r.name,
+                server: r.server,
+                partitions: r.partitions,
+            });
+        }
+        let store_root = resolve(&raw.store_root);
+        let state_db = match raw.state_db {
+            Some(p) => resolve(&p),
+            None => store_root.join("state.sqlite3"),
+        };
+        Ok(Config {
+            path: path.to_path_buf(),
+            store_root,
+            state_db,
+            workers: raw.workers,
+            batch_size: raw.batch_size,
+            chunk_size_cap: raw.chunk_size_cap,
+            gzip_level: raw.gzip_level,
+            retention_days: raw.retention_days,
+            refresh_after: Duration::from_secs(raw.refresh_after_hours.saturating_mul(3600)),
+            log_interval: Duration::from_secs(raw.log_interval_secs.max(1)),
+            servers,
+            raidsets,
+        })
+    }
+
+    /// The server named `name`.
+    pub fn server(&self, name: &str) -> Option<&Server> {
+        self.servers.iter().find(|s| s.name == name)
+    }
+
+    /// The RAID set holding `partition` of `server`, if any.
+    pub fn raidset_of(&self, server: &str, partition: &str) -> Option<&RaidSet> {
+        self.raidsets
+            .iter()
+            .find(|r| r.server == server && r.partitions.iter().any(|p| p == partition))
+    }
+
+    /// How the stores of this host write.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            chunk_cap: self.chunk_size_cap,
+            gzip_level: self.gzip_level,
+            ..Default::default()
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! The planner's decisions, from a listing and a store built with the run writer: which
+//! folders are unchanged, renamed (a link only), copied (new, changed, revived), which
+//! are tombstoned, which messages are fetched and which user files.
+
+mod store_common;
+
+use backup_server::planner::{
+    messages_to_fetch, plan_for, CopyReason, FolderAction, FolderStep, Plan,
+};
+use backup_server::store::{MessageInfo, RunEnd, Store};
+use backupd::access::{FolderStat, UserFileId, UserFileStat, UserListing};
+use formats::archive::UserFileKind;
+use formats::Guid;
+use store_common::*;
+
+/// The listing entry backupd would send for a snapshot built by `Snap` (same stat data).
+fn listed(s: &Snap) -> FolderStat {
+    FolderStat {
+        name: s.folder.clone(),
+        uniqueid: s.unique_id.clone(),
+        partition: "default".into(),
+        uidvalidity: 7,
+        header: stat(s.header.len(), s.mtime, 11),
+        index: stat(s.index.len(), s.mtime, 12),
+        annotations: None,
+    }
+}
+
+fn action_of<'p>(p: &'p Plan, l: &UserListing, uniqueid: &str) -> &'p FolderAction {
+    let FolderStep { action, .. } = p
+        .folders
+        .iter()
+        .find(|s| l.folders[s.index].uniqueid == uniqueid)
+        .expect("folder planned");
+    action
+}
+
+struct Fixture {
+    _root: tempfile::TempDir,
+    store: Store,
+    inbox: Snap,
+    work: Snap,
+    old: Snap,
+}
+
+/// A store after one complete run holding INBOX, Work and Old (two messages shared).
+fn fixture() -> Fixture {
+    let root = tempfile::tempdir().unwrap();
+    let clock = TestClock::at(1_700_000_000);
+    let mut store = Store::open(root.path(), "alice", opts(&clock)).unwrap();
+    let m: Vec<Vec<u8>> = (0..4).map(|i| message(i, 500)).collect();
+    let inbox = Snap::new(
+        "uid-inbox",
+        "INBOX",
+        7,
+        &[Rec::new(1, &m[0]), Rec::new(2, &m[1])],
+        100,
+    );
+    let work = Snap::new(
+        "uid-work",
+        "Work",
+        7,
+        &[Rec::new(1, &m[1]), Rec::new(2, &m[2])],
+        200,
+    );
+    let old = Snap::new("uid-old", "Old", 7, &[Rec::new(1, &m[3])], 300);
+    let mut run = store.begin_run().unwrap();
+    for d in &m[..4] {
+        run.add_message(Guid::of(d), d.len() as u64, &d[..], MessageInfo::default())
+            .unwrap();
+    }
+    for s in [&inbox, &work, &old] {
+        run.add_folder_snapshot(s.as_snapshot()).unwrap();
+    }
+    run.add_user_file(
+        UserFileKind::Subscriptions,
+        Some(stat(10, 50, 99)),
+        3,
+        &b"abc"[..],
+    )
+    .unwrap();
+    run.commit(RunEnd::Complete).unwrap();
+    clock.advance(10);
+    Fixture {
+        _root: root,
+        store,
+        inbox,
+        work,
+        old,
+    }
+}
+
+#[test]
+fn empty_store_copies_everything() {
+    let root = tempfile::tempdir().unwrap();
+    let clock = TestClock::at(1_700_000_000);
+    let store = Store::open(root.path(), "bob", opts(&clock)).unwrap();
+    let s = Snap::new("u1", "INBOX", 7, &[], 10);
+    let listing = UserListing {
+        folders: vec![listed(&s)],
+        user_files: vec![UserFileStat {
+            id: UserFileId::Seen,
+            stat: stat(1, 1, 1),
+        }],
+    };
+    let p = plan_for(store.catalog(), &listing).unwrap();
+    assert_eq!(
+        action_of(&p, &listing, "u1"),
+        &FolderAction::Copy {
+            reason: CopyReason::New,
+            renamed_from: None
+        }
+    );
+    assert!(p.tombstones.is_empty());
+    assert_eq!(p.user_files, vec![UserFileId::Seen]);
+}
+
+#[test]
+fn unchanged_renamed_changed_new_and_vanished() {
+    let f = fixture();
+    let mut work = listed(&f.work);
+    work.name = "Projects".into();
+    let mut inbox = listed(&f.inbox);
+    inbox.index.mtime = formats::Timestamp::from_secs(101);
+    let fresh = Snap::new("uid-new", "Fresh", 7, &[], 400);
+    let listing = UserListing {
+        folders: vec![inbox, work, listed(&fresh)],
+        user_files: vec![UserFileStat {
+            id: UserFileId::Subscriptions,
+            stat: stat(10, 50, 99),
+        }],
+    };
+    let p = plan_for(f.store.catalog(), &listing).unwrap();
+    assert_eq!(
+        action_of(&p, &listing, "uid-inbox"),
+        &FolderAction::Copy {
+            reason: CopyReason::Changed,
+            renamed_from: None
+        }
+    );
+    assert_eq!(
+        action_of(&p, &listing, "uid-work"),
+        &FolderAction::Rename {
+            from: "Work".into()
+        }
+    );
+    assert_eq!(
+        action_of(&p, &listing, "uid-new"),
+        &FolderAction::Copy {
+            reason: CopyReason::New,
+            renamed_from: None
+        }
+    );
+    assert_eq!(p.tombstones, vec!["uid-old".to_owned()]);
+    // Subscriptions unchanged: not fetched.
+    assert!(p.user_files.is_empty());
+    assert_eq!(p.copies().count(), 2);
+}
+
+#[test]
+fn every_stat_field_and_the_partition_count() {
+    let f = fixture();
+    let base = listed(&f.inbox);
+    type Change = Box<dyn Fn(&mut FolderStat)>;
+    let changes: Vec<(&str, Change)> = vec![
+        ("header size", Box::new(|s| s.header.size += 1)),
+        ("header inode", Box::new(|s| s.header.inode += 1)),
+        (
+            "index mtime nanos",
+            Box::new(|s| s.index.mtime = formats::Timestamp::new(s.index.mtime.secs, 1).unwrap()),
+        ),
+        ("index size", Box::new(|s| s.index.size += 1)),
+        (
+            "annotations appear",
+            Box::new(|s| s.annotations = Some(stat(1, 1, 1))),
+        ),
+        ("partition", Box::new(|s| s.partition = "p2".into())),
+    ];
+    for (what, change) in changes {
+        let mut s = base.clone();
+        change(&mut s);
+        let listing = UserListing {
+            folders: vec![s, listed(&f.work), listed(&f.old)],
+            user_files: vec![],
+        };
+        let p = plan_for(f.store.catalog(), &listing).unwrap();
+        assert!(
+            matches!(
+                action_of(&p, &listing, "uid-inbox"),
+                FolderAction::Copy {
+                    reason: CopyReason::Changed,
+                    ..
+                }
+            ),
+            "{what}"
+        );
+        assert_eq!(
+            action_of(&p, &listing, "uid-work"),
+            &FolderAction::Unchanged
+        );
+        assert!(p.tombstones.is_empty());
+    }
+}
+
+#[test]
+fn renamed_and_changed_is_one_copy() {
+    let f = fixture();
+    let mut work = listed(&f.work);
+    work.name = "Projects".into();
+    work.index.size += 96;
+    let listing = UserListing {
+        folders: vec![listed(&f.inbox), work, listed(&f.old)],
+        user_files: vec![],
+    };
+    let p = plan_for(f.store.catalog(), &listing).unwrap();
+    assert_eq!(
+        action_of(&p, &listing, "uid-work"),
+        &FolderAction::Copy {
+            reason: CopyReason::Changed,
+            renamed_from: Some("Work".into())
+        }
+    );
+}
+
+#[test]
+fn a_deleted_folder_that_returns_is_revived() {
+    let mut f = fixture();
+    let mut run = f.store.begin_run().unwrap();
+    assert!(run.tombstone("uid-old").unwrap());
+    run.commit(RunEnd::Complete).unwrap();
+    let listing = UserListing {
+        folders: vec![listed(&f.inbox), listed(&f.work), listed(&f.old)],
+        user_files: vec![],
+    };
+    let p = plan_for(f.store.catalog(), &listing).unwrap();
+    assert!(matches!(
+        action_of(&p, &listing, "uid-old"),
+        FolderAction::Copy {
+            reason: CopyReason::Revived,
+            ..
+        }
+    ));
+    // And gone again: no second tombstone for a folder already deleted.
+    let listing = UserListing {
+        folders: vec![listed(&f.inbox), listed(&f.work)],
+        user_files: vec![],
+    };
+    let p = plan_for(f.store.catalog(), &listing).unwrap();
+    assert!(p.tombstones.is_empty());
+}
+
+#[test]
+fn user_files_by_stat() {
+    let f = fixture();
+    let listing = UserListing {
+        folders: vec![listed(&f.inbox), listed(&f.work), listed(&f.old)],
+        user_files: vec![
+            UserFileStat {
+                id: UserFileId::Subscriptions,
+                stat: stat(10, 51, 99),
+            },
+            UserFileStat {
+                id: UserFileId::SieveScript("main".into()),
+                stat: stat(10, 51, 7),
+            },
+            UserFileStat {
+                id: UserFileId::SieveActive,
+                stat: stat(4, 51, 8),
+            },
+        ],
+    };
+    let p = plan_for(f.store.catalog(), &listing).unwrap();
+    assert_eq!(
+        p.user_files,
+        vec![
+            UserFileId::Subscriptions,
+            UserFileId::SieveScript("main".into()),
+            UserFileId::SieveActive
+        ]
+    );
+}
+
+#[test]
+fn fetch_only_what_the_store_lacks_once_per_guid() {
+    let f = fixture();
+    let held = message(1, 500);
+    let new_a = message(10, 500);
+    let new_b = message(11, 500);
+    let recs = [
+        Rec::new(1, &held),
+        Rec::new(2, &new_a).expunged(),
+        Rec::new(3, &new_a),
+        Rec::new(4, &new_b),
+        Rec::new(5, &new_b),
+        Rec::new(6, &message(12, 300)).expunged(),
+    ];
+    let index = index_bytes(7, &recs);
+    let mut asked = 0;
+    let (wanted, no_guid) = messages_to_fetch(&index, |g| {
+        asked += 1;
+        f.store.catalog().has_message(g)
+    })
+    .unwrap();
+    assert!(no_guid.is_empty());
+    let uids: Vec<(u32, bool)> = wanted.iter().map(|w| (w.uid, w.expunged)).collect();
+    // new_a by its live UID 3, new_b once (UID 4), the expunged-only one too (UID 6).
+    assert_eq!(uids, vec![(3, false), (4, false), (6, true)]);
+    assert_eq!(wanted[0].guid, Guid::of(&new_a));
+    // One store lookup per distinct GUID.
+    assert_eq!(asked, 4);
+    // A damaged index is refused with its offset.
+    let err = messages_to_fetch(&index[..index.len() - 10], |_| Ok(false)).unwrap_err();
+    assert!(err.to_string().contains("cyrus.index"), "{err}");
+}
