@@ -146,7 +146,7 @@ pub const DEFAULT_WORKERS: usize = 8;
 /// Default users per batch.
 pub const DEFAULT_BATCH_SIZE: usize = 50;
 /// Default retention in days.
-pub const DEFAULT_RETENTION_DAYS: u32 = 90;
+pub const DEFAULT_RETENTION_DAYS: u32 = 14;
 
 fn default_workers() -> usize {
     DEFAULT_WORKERS
