@@ -13,7 +13,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::fmt;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -55,6 +55,21 @@ pub enum SecretError {
         /// Its permission bits.
         mode: u32,
     },
+    /// Owned by someone else than root or the user backupd runs as: that user could
+    /// change the secret, or read it by changing the mode back.
+    #[error(
+        "secret file {path} is owned by {owner}: it must belong to root or to the user backupd \
+         starts as (uid {euid}) (chown root {path})",
+        path = .path.display()
+    )]
+    Owner {
+        /// The file.
+        path: PathBuf,
+        /// Its owner: `uid 1000 (alice)`, or `uid 1000` when no user has that id.
+        owner: String,
+        /// The effective uid of this process.
+        euid: u32,
+    },
     /// Not a regular file.
     #[error("secret file {path} is not a regular file", path = .path.display())]
     NotAFile {
@@ -91,9 +106,16 @@ impl Secret {
         Ok(Secret(bytes[..end].to_vec()))
     }
 
-    /// Reads the secret file. It must be a regular file that only its owner may read or
-    /// write (mode 0600 or 0400): anything else is refused, naming the mode found.
+    /// Reads the secret file. It must be a regular file owned by root or by the effective
+    /// user (it is read before the privilege drop, so normally root) that only its owner may
+    /// read or write (mode 0600 or 0400): anything else is refused, naming the owner or mode
+    /// found.
     pub fn load(path: &Path) -> Result<Secret, SecretError> {
+        Self::load_as(path, nix::unistd::geteuid().as_raw())
+    }
+
+    /// [`Secret::load`] for a process whose effective uid is `euid`.
+    fn load_as(path: &Path, euid: u32) -> Result<Secret, SecretError> {
         let read_err = |source| SecretError::Read {
             path: path.to_owned(),
             source,
@@ -104,6 +126,18 @@ impl Secret {
         if !meta.is_file() {
             return Err(SecretError::NotAFile {
                 path: path.to_owned(),
+            });
+        }
+        let uid = meta.uid();
+        if uid != 0 && uid != euid {
+            let owner = match nix::unistd::User::from_uid(uid.into()) {
+                Ok(Some(user)) => format!("uid {uid} ({})", user.name),
+                _ => format!("uid {uid}"),
+            };
+            return Err(SecretError::Owner {
+                path: path.to_owned(),
+                owner,
+                euid,
             });
         }
         let mode = meta.permissions().mode() & 0o7777;
@@ -272,5 +306,40 @@ mod tests {
             .to_string();
         assert!(e.contains("No such file"), "{e}");
         assert_eq!(format!("{:?}", secret()), "Secret(27 bytes)");
+    }
+
+    #[test]
+    fn secret_file_owner_must_be_root_or_the_effective_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, b"0123456789abcdef\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let owner = std::fs::metadata(&path).unwrap().uid();
+        assert!(Secret::load(&path).is_ok(), "the effective user's own file");
+        if owner != 0 {
+            // Not root: a process of another effective uid must refuse our file.
+            let e = Secret::load_as(&path, owner + 1).unwrap_err();
+            assert!(matches!(e, SecretError::Owner { .. }), "{e}");
+            let e = e.to_string();
+            assert!(e.contains(&format!("owned by uid {owner}")), "{e}");
+            return;
+        }
+        // Root's file is accepted whoever reads it.
+        assert!(Secret::load_as(&path, 4242).is_ok());
+        // Given away (a uid no user has, here): refused, naming the file and the owner.
+        std::os::unix::fs::chown(&path, Some(4242), None).unwrap();
+        let e = Secret::load(&path).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "secret file {p} is owned by uid 4242: it must belong to root or to the user \
+                 backupd starts as (uid 0) (chown root {p})",
+                p = path.display()
+            )
+        );
+        assert!(
+            Secret::load_as(&path, 4242).is_ok(),
+            "the owner may read it"
+        );
     }
 }

@@ -7,7 +7,7 @@ use crate::privileges::{self, RunningAs};
 use crate::spool::{self, Spool};
 use std::fmt;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// One finding.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,11 +73,17 @@ pub fn check(path: &Path) -> Report {
     let config = match Config::load(path) {
         Ok(c) => {
             r.ok_line(format!(
-                "config {}: listen {}, {} connections, {} spool threads",
+                "config {}: listen {} for {}, {} connections, {} spool threads, locks waited for {} s at most",
                 path.display(),
                 c.listen,
+                c.allow_from
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 c.max_connections,
-                c.blocking_threads
+                c.blocking_threads,
+                c.lock_timeout_secs
             ));
             c
         }
@@ -110,11 +116,15 @@ pub fn check(path: &Path) -> Report {
             return r;
         }
     }
-    check_spool(&config.imapd_conf, &mut r);
+    check_spool(
+        &config.imapd_conf,
+        Duration::from_secs(config.lock_timeout_secs),
+        &mut r,
+    );
     r
 }
 
-fn check_spool(imapd_conf: &Path, r: &mut Report) {
+fn check_spool(imapd_conf: &Path, lock_timeout: Duration, r: &mut Report) {
     let conf = match spool::load_imapd_conf(imapd_conf) {
         Ok(c) => {
             r.ok_line(format!(
@@ -148,7 +158,7 @@ fn check_spool(imapd_conf: &Path, r: &mut Report) {
     match spool::mailboxes_db_path(&conf) {
         Ok(db) => {
             let t = Instant::now();
-            match spool::open_locked(&db) {
+            match spool::open_locked_within(&db, lock_timeout) {
                 Ok(file) => {
                     drop(file);
                     r.ok_line(format!(
@@ -164,6 +174,7 @@ fn check_spool(imapd_conf: &Path, r: &mut Report) {
     }
     match Spool::open(imapd_conf) {
         Ok(s) => {
+            let s = s.with_lock_timeout(lock_timeout);
             let t = Instant::now();
             match s.users() {
                 Ok(users) => r.ok_line(format!(

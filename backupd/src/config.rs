@@ -1,7 +1,8 @@
 //! backupd's configuration file (TOML). contrib/backupd.toml.example shows every key with
 //! its default; only `secret_file` has none.
 
-use serde::Deserialize;
+use crate::allow::IpNet;
+use serde::{Deserialize, Deserializer};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,6 +14,12 @@ pub struct Config {
     /// Address and port to listen on. Default `127.0.0.1:2912`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Addresses and networks (`192.0.2.7`, `192.0.2.0/24`, `2001:db8::/32`) peers may
+    /// connect from; anyone else is closed at once, before the greeting. Default: loopback
+    /// only (`127.0.0.0/8`, `::1`), and only when `listen` is a loopback address: on any
+    /// other address the list must be given ([`Config::parse`] refuses the file without it).
+    #[serde(default, deserialize_with = "non_empty")]
+    pub allow_from: Vec<IpNet>,
     /// The shared secret, a file of mode 0600 (see [`crate::auth::Secret::load`]).
     pub secret_file: PathBuf,
     /// Cyrus's imapd.conf: configdirectory, partitions, sievedir come from it.
@@ -34,6 +41,11 @@ pub struct Config {
     /// Seconds a shutdown waits for replies under way before it cuts connections.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: u64,
+    /// Seconds to wait for one of Cyrus's locks (a Cyrus writer holds it) before the
+    /// request fails with an I/O error naming the lock file. Bounds how long a hung Cyrus
+    /// process can hold one of the spool threads.
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout_secs: u64,
     /// The user to run as when started as root (after binding the port and reading the
     /// secret). Its primary and supplementary groups are taken too.
     #[serde(default = "default_run_as")]
@@ -61,8 +73,22 @@ fn default_auth_timeout() -> u64 {
 fn default_shutdown_grace() -> u64 {
     30
 }
+fn default_lock_timeout() -> u64 {
+    crate::locks::DEFAULT_LOCK_TIMEOUT.as_secs()
+}
 fn default_run_as() -> String {
     "cyrus".to_string()
+}
+
+/// An `allow_from` that is given must name someone: an empty list would refuse every peer.
+fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    let nets = Vec::<IpNet>::deserialize(d)?;
+    if nets.is_empty() {
+        return Err(serde::de::Error::custom(
+            "expected at least one address or network (an empty list would refuse every peer)",
+        ));
+    }
+    Ok(nets)
 }
 
 /// A configuration that cannot be used; every variant names the file.
@@ -108,7 +134,7 @@ impl Config {
 
     /// Parses and checks TOML text; `path` is only for error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_string(),
         })?;
@@ -126,6 +152,7 @@ impl Config {
         for (key, v) in [
             ("idle_timeout_secs", config.idle_timeout_secs),
             ("auth_timeout_secs", config.auth_timeout_secs),
+            ("lock_timeout_secs", config.lock_timeout_secs),
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1"));
@@ -133,6 +160,22 @@ impl Config {
         }
         if config.run_as.is_empty() {
             return Err(invalid("run_as", "must name a user"));
+        }
+        if config.allow_from.is_empty() {
+            // Absent. The loopback default is only safe on a loopback address; anywhere
+            // else, guessing who may connect (everyone? the local subnet?) is not ours to do.
+            if !config.listen.ip().is_loopback() {
+                return Err(invalid(
+                    "allow_from",
+                    &format!(
+                        "missing: listen is {}, not a loopback address, so the peers allowed \
+                         to connect must be listed, e.g. allow_from = [\"192.0.2.10\"] (the \
+                         backup host's address) or [\"192.0.2.0/24\"]",
+                        config.listen
+                    ),
+                ));
+            }
+            config.allow_from = crate::allow::loopback();
         }
         Ok(config)
     }
@@ -145,6 +188,7 @@ impl Config {
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             auth_timeout: Duration::from_secs(self.auth_timeout_secs),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            allow_from: self.allow_from.clone(),
             ..crate::server::Settings::default()
         }
     }
@@ -162,6 +206,9 @@ mod tests {
         assert_eq!(c.imapd_conf, Path::new("/etc/imapd.conf"));
         assert_eq!((c.max_connections, c.blocking_threads), (64, 16));
         assert_eq!(c.run_as, "cyrus");
+        assert_eq!(c.allow_from, crate::allow::loopback());
+        assert_eq!(c.lock_timeout_secs, 60);
+        assert_eq!(c.settings().allow_from, crate::allow::loopback());
 
         let e = Config::parse("", p).unwrap_err().to_string();
         assert!(
@@ -183,9 +230,52 @@ mod tests {
     }
 
     #[test]
+    fn allow_from_is_required_off_loopback() {
+        let p = Path::new("backupd.toml");
+        let e = Config::parse("secret_file = \"s\"\nlisten = \"0.0.0.0:2912\"\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("backupd.toml: allow_from: missing: listen is 0.0.0.0:2912"),
+            "{e}"
+        );
+        let e = Config::parse("secret_file = \"s\"\nlisten = \"10.0.0.5:2912\"\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("allow_from"), "{e}");
+        let c = Config::parse(
+            "secret_file = \"s\"\nlisten = \"[::]:2912\"\n\
+             allow_from = [\"10.0.0.9\", \"2001:db8::/32\"]\n",
+            p,
+        )
+        .unwrap();
+        let ips = ["10.0.0.9", "10.0.0.10", "2001:db8::1", "127.0.0.1"]
+            .map(|ip| crate::allow::allowed(&c.allow_from, ip.parse().unwrap()));
+        assert_eq!(ips, [true, false, true, false], "{:?}", c.allow_from);
+        // Given explicitly on loopback, the list is taken as it is.
+        let c = Config::parse("secret_file = \"s\"\nallow_from = [\"::1\"]\n", p).unwrap();
+        assert_eq!(c.allow_from, ["::1".parse().unwrap()]);
+        let e = Config::parse("secret_file = \"s\"\nallow_from = []\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at least one address"), "{e}");
+        let e = Config::parse("secret_file = \"s\"\nallow_from = [\"10.0.0.0/33\"]\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("allow_from") && e.contains("0 to 32"), "{e}");
+        let e = Config::parse("secret_file = \"s\"\nlock_timeout_secs = 0\n", p)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "backupd.toml: lock_timeout_secs: must be at least 1");
+    }
+
+    #[test]
     fn the_example_parses() {
         let text = include_str!("../../contrib/backupd.toml.example");
         let c = Config::parse(text, Path::new("backupd.toml.example")).unwrap();
         assert_eq!(c.listen.port(), formats::protocol::DEFAULT_PORT);
+        // "Every key but secret_file has the default shown."
+        let defaults = Config::parse("secret_file = \"/etc/backupd/secret\"\n", Path::new("d"));
+        assert_eq!(c, defaults.unwrap());
     }
 }

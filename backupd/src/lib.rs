@@ -12,9 +12,11 @@
 //!   the spool (the protocol itself is `formats::protocol`, specified in docs/protocol.md).
 //! * [`client`]: the backup host's side of the same protocol.
 //! * [`auth`]: the shared secret and the challenge-response proofs.
+//! * [`allow`]: `allow_from`, the peers that may connect.
 //! * [`config`]: the daemon's TOML configuration; [`check`]: `backupd check`.
 
 pub mod access;
+pub mod allow;
 pub mod auth;
 pub mod check;
 pub mod client;

@@ -2,10 +2,16 @@
 //! story with the source references).
 //!
 //! Cyrus (Debian's build: lib/lock_fcntl.c) locks with classic fcntl record locks on whole
-//! files. backupd takes open-file-description locks (`F_OFD_SETLKW`) instead: on Linux they
+//! files. backupd takes open-file-description locks (`F_OFD_SETLK`) instead: on Linux they
 //! conflict with classic locks both ways, so Cyrus waits for backupd's shared locks exactly as
 //! for those of its own readers, and they belong to one open file, not to the process, so two
 //! threads of the daemon that open and close the same file cannot drop each other's locks.
+//!
+//! Unlike Cyrus's readers, backupd does not wait without end (`F_OFD_SETLKW`): a Cyrus
+//! process hung while holding a lock exclusive would keep a spool thread for good, and enough
+//! of them would stop the daemon. It tries (`F_OFD_SETLK`), sleeps a little longer each time
+//! (1 ms doubling up to [`MAX_BACKOFF`]) and gives up after the lock timeout
+//! (`lock_timeout_secs`, [`DEFAULT_LOCK_TIMEOUT`]) with [`SpoolError::LockTimeout`].
 //!
 //! Per mailbox, in this order (imap/mailbox.c `mailbox_open_advanced`):
 //! 1. the user's namespace lock, `<lockroot>/*U*<user>.lock` (`user_lock_path`);
@@ -22,10 +28,17 @@ use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-/// Takes (waiting as long as it takes, as Cyrus's readers do) or releases an OFD lock on
-/// the whole file. `kind` is `F_RDLCK`, `F_WRLCK` or `F_UNLCK`.
-pub(crate) fn set_lock(file: &File, kind: nix::libc::c_int) -> Result<(), Errno> {
+/// How long a lock is waited for when the configuration does not say (`lock_timeout_secs`).
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The longest sleep between two tries for a lock: what a lock let go may stay unused.
+pub const MAX_BACKOFF: Duration = Duration::from_millis(32);
+
+/// Tries once to take (or release) an OFD lock of `kind` (`F_RDLCK`, `F_WRLCK`, `F_UNLCK`)
+/// on the whole file; `Ok(false)` when a conflicting lock is held.
+fn try_lock(file: &File, kind: nix::libc::c_int) -> Result<bool, Errno> {
     let flock = nix::libc::flock {
         l_type: kind as nix::libc::c_short,
         l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
@@ -34,19 +47,63 @@ pub(crate) fn set_lock(file: &File, kind: nix::libc::c_int) -> Result<(), Errno>
         l_pid: 0, // required for OFD locks
     };
     loop {
-        match fcntl(file, FcntlArg::F_OFD_SETLKW(&flock)) {
+        match fcntl(file, FcntlArg::F_OFD_SETLK(&flock)) {
+            Ok(_) => return Ok(true),
+            // fcntl(2): a conflicting lock is EAGAIN or EACCES, depending on the system.
+            Err(Errno::EAGAIN | Errno::EACCES) => return Ok(false),
             Err(Errno::EINTR) => continue,
-            other => return other.map(drop),
+            Err(e) => return Err(e),
         }
     }
 }
 
-/// Takes the shared lock on an open file, naming the file in the error.
-pub(crate) fn lock_shared(file: &File, path: &Path) -> Result<(), SpoolError> {
-    set_lock(file, nix::libc::F_RDLCK).map_err(|source| SpoolError::Lock {
-        path: path.to_owned(),
-        source,
-    })
+/// Releases the OFD lock on the whole file (never waits).
+pub(crate) fn unlock(file: &File, path: &Path) -> Result<(), SpoolError> {
+    try_lock(file, nix::libc::F_UNLCK)
+        .map(drop)
+        .map_err(|source| SpoolError::Lock {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Takes an OFD lock of `kind` on the whole file, trying again with a growing pause until
+/// `timeout` has passed; then [`SpoolError::LockTimeout`] names the file and the wait.
+pub(crate) fn wait_lock(
+    file: &File,
+    path: &Path,
+    kind: nix::libc::c_int,
+    timeout: Duration,
+) -> Result<(), SpoolError> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match try_lock(file, kind) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(source) => {
+                return Err(SpoolError::Lock {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        }
+        let waited = start.elapsed();
+        if waited >= timeout {
+            return Err(SpoolError::LockTimeout {
+                path: path.to_owned(),
+                waited,
+            });
+        }
+        std::thread::sleep(pause.min(timeout - waited));
+        pause = (pause * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Takes the shared lock on an open file, waiting at most `timeout`, naming the file in
+/// the error.
+pub(crate) fn lock_shared(file: &File, path: &Path, timeout: Duration) -> Result<(), SpoolError> {
+    wait_lock(file, path, nix::libc::F_RDLCK, timeout)
 }
 
 /// Where Cyrus keeps its name lock files: `mboxname_lockpath`, else `<configdirectory>/lock`
@@ -99,9 +156,14 @@ pub(crate) struct NameLock {
 impl NameLock {
     /// Opens the lock file and waits for the shared lock. A missing file is created as Cyrus
     /// would create it (imap/mboxname.c `mboxname_lock`: it never deletes lock files, and
-    /// creates them on first use), empty, mode 0600, owned like the lock directory, so that
-    /// Cyrus can still open it read-write when backupd runs as root.
-    pub(crate) fn shared(path: &Path, root: &Path) -> Result<NameLock, SpoolError> {
+    /// creates them on first use), empty, mode 0600, owned like the lock directory when
+    /// backupd runs as root, so that Cyrus can still open it read-write. Waits at most
+    /// `timeout` for the lock.
+    pub(crate) fn shared(
+        path: &Path,
+        root: &Path,
+        timeout: Duration,
+    ) -> Result<NameLock, SpoolError> {
         let io = |source| SpoolError::Io {
             path: path.to_owned(),
             source,
@@ -112,7 +174,7 @@ impl NameLock {
             Err(e) if e.kind() == ErrorKind::NotFound => create_lock_file(path, root)?,
             Err(e) => return Err(io(e)),
         };
-        lock_shared(&file, path)?;
+        lock_shared(&file, path, timeout)?;
         Ok(NameLock { _file: file })
     }
 }
@@ -139,10 +201,27 @@ fn create_lock_file(path: &Path, root: &Path) -> Result<File, SpoolError> {
         .open(path)
         .map_err(io(path))?;
     let meta = file.metadata().map_err(io(path))?;
-    if (meta.uid(), meta.gid()) != (owner.uid(), owner.gid()) {
+    if needs_chown(running_as_root(), owner_of(&meta), owner_of(&owner)) {
         std::os::unix::fs::fchown(&file, Some(owner.uid()), Some(owner.gid())).map_err(io(path))?;
     }
     Ok(file)
+}
+
+fn running_as_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Whether a file backupd created (`created`) must be given to the lock directory's owner
+/// (`dir`). Only as root: a file root creates would be root's, and Cyrus could not open it.
+/// Any other user is the one Cyrus runs as (or shares a group with it, for the locks to
+/// work at all), may not give files away (EPERM), and need not.
+fn needs_chown(as_root: bool, created: (u32, u32), dir: (u32, u32)) -> bool {
+    as_root && created != dir
+}
+
+/// A file's (owner, group).
+fn owner_of(meta: &std::fs::Metadata) -> (u32, u32) {
+    (meta.uid(), meta.gid())
 }
 
 fn chown_like(path: &Path, owner: &std::fs::Metadata) -> Result<(), SpoolError> {
@@ -150,7 +229,7 @@ fn chown_like(path: &Path, owner: &std::fs::Metadata) -> Result<(), SpoolError> 
         path: path.to_owned(),
         source,
     })?;
-    if (meta.uid(), meta.gid()) != (owner.uid(), owner.gid()) {
+    if needs_chown(running_as_root(), owner_of(&meta), owner_of(owner)) {
         std::os::unix::fs::chown(path, Some(owner.uid()), Some(owner.gid())).map_err(|source| {
             SpoolError::Io {
                 path: path.to_owned(),
@@ -240,6 +319,96 @@ mod tests {
         }
     }
 
+    /// A classic whole-file fcntl lock, as a Cyrus process takes it.
+    fn cyrus_lock(path: &Path, kind: nix::libc::c_int) -> File {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let flock = nix::libc::flock {
+            l_type: kind as nix::libc::c_short,
+            l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        fcntl(&file, FcntlArg::F_SETLK(&flock)).unwrap();
+        file
+    }
+
+    #[test]
+    fn a_lock_let_go_is_taken_soon_and_one_held_is_given_up_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        std::fs::write(&path, b"").unwrap();
+        let ours = File::open(&path).unwrap();
+
+        let writer = cyrus_lock(&path, nix::libc::F_WRLCK);
+        let t = Instant::now();
+        let e = lock_shared(&ours, &path, Duration::from_millis(150)).unwrap_err();
+        let took = t.elapsed();
+        assert!(
+            matches!(&e, SpoolError::LockTimeout { path: p, waited } if *p == path && *waited >= Duration::from_millis(150)),
+            "{e}"
+        );
+        assert!(
+            took < Duration::from_millis(150) + MAX_BACKOFF * 4,
+            "{took:?}"
+        );
+
+        // Let go after 200 ms: taken within a pause of that, not at the deadline.
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(writer);
+        });
+        let t = Instant::now();
+        lock_shared(&ours, &path, Duration::from_secs(30)).unwrap();
+        let took = t.elapsed();
+        release.join().unwrap();
+        assert!(
+            took >= Duration::from_millis(190)
+                && took < Duration::from_millis(200) + MAX_BACKOFF * 4,
+            "{took:?}"
+        );
+        // Shared with another reader: no wait at all.
+        unlock(&ours, &path).unwrap();
+        let reader = cyrus_lock(&path, nix::libc::F_RDLCK);
+        lock_shared(&ours, &path, Duration::ZERO).unwrap();
+        drop(reader);
+    }
+
+    #[test]
+    fn only_root_gives_lock_files_to_the_directory_owner() {
+        let (cyrus, root) = ((97, 104), (0, 0));
+        assert!(needs_chown(true, root, cyrus));
+        assert!(!needs_chown(true, cyrus, cyrus));
+        // Not root: never. It could not (EPERM), and Cyrus does not need it: backupd then
+        // runs as Cyrus's user.
+        assert!(!needs_chown(false, (1000, 1000), cyrus));
+        assert!(!needs_chown(false, (97, 1000), cyrus));
+        assert!(!needs_chown(false, cyrus, cyrus));
+
+        if !running_as_root() {
+            return;
+        }
+        // As root, for real: the lock directory belongs to someone else (Cyrus's user).
+        let dir = tempfile::tempdir().unwrap();
+        let lock_root = dir.path().join("lock");
+        std::fs::create_dir(&lock_root).unwrap();
+        std::os::unix::fs::chown(&lock_root, Some(4242), Some(4243)).unwrap();
+        let hashed = SpoolHashing {
+            hashimapspool: true,
+            fulldirhash: false,
+        };
+        let path = user_lock_path(&lock_root, "alice", hashed);
+        drop(NameLock::shared(&path, &lock_root, DEFAULT_LOCK_TIMEOUT).unwrap());
+        for p in [&path, path.parent().unwrap()] {
+            let meta = std::fs::metadata(p).unwrap();
+            assert_eq!(owner_of(&meta), (4242, 4243), "{}", p.display());
+        }
+    }
+
     #[test]
     fn a_missing_lock_file_is_created_and_locked() {
         let dir = tempfile::tempdir().unwrap();
@@ -252,7 +421,7 @@ mod tests {
                 fulldirhash: false,
             },
         );
-        let _held = NameLock::shared(&path, root).unwrap();
+        let _held = NameLock::shared(&path, root, DEFAULT_LOCK_TIMEOUT).unwrap();
         assert!(path.exists());
         // A classic exclusive lock (what a Cyrus writer takes) is refused while it is held.
         let writer = OpenOptions::new().write(true).open(&path).unwrap();

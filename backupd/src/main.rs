@@ -83,7 +83,8 @@ fn serve(path: &Path) -> Result<()> {
         RunningAs::Unchanged { uid } => info!(uid, "not started as root; running as is"),
     }
     let spool = Spool::open(&config.imapd_conf)
-        .with_context(|| format!("opening the spool of {}", config.imapd_conf.display()))?;
+        .with_context(|| format!("opening the spool of {}", config.imapd_conf.display()))?
+        .with_lock_timeout(Duration::from_secs(config.lock_timeout_secs));
     listener.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -67,7 +67,7 @@ pub(crate) fn lock_mailbox(
     if !ns_path.exists() {
         spool.live_mailboxes(user)?;
     }
-    let namespace = NameLock::shared(&ns_path, &layout.lock_root)?;
+    let namespace = NameLock::shared(&ns_path, &layout.lock_root, spool.lock_timeout)?;
     let mailboxes = spool.live_mailboxes(user)?;
     let found = match target {
         Target::UniqueId(id) => mailboxes.into_iter().find(|m| &*m.uniqueid == id),
@@ -88,11 +88,12 @@ pub(crate) fn lock_mailbox(
     let mailbox_lock = NameLock::shared(
         &locks::mailbox_lock_path(&layout.lock_root, &mailbox, layout.hashing),
         &layout.lock_root,
+        spool.lock_timeout,
     )?;
     // Opened only now: a repack replaces cyrus.index under the exclusive name lock.
     let index_path = layout.meta_path(&mailbox, MetaFile::Index)?;
     let index = open_read(&index_path).map_err(io_err(&index_path))?;
-    locks::lock_shared(&index, &index_path)?;
+    locks::lock_shared(&index, &index_path, spool.lock_timeout)?;
     Ok(Some(LockedMailbox {
         mailbox,
         index,
@@ -161,7 +162,7 @@ fn copy_once(spool: &Spool, user: &str, uniqueid: &str) -> Result<(MetaCopy, Pat
     let annot_path = spool
         .layout
         .meta_path(&locked.mailbox, MetaFile::Annotations)?;
-    let annotations = match spool::open_locked(&annot_path) {
+    let annotations = match spool::open_locked_within(&annot_path, spool.lock_timeout) {
         Ok(file) => Some(read_all(&file, &annot_path)?),
         Err(SpoolError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => None,
         Err(e) => return Err(e),

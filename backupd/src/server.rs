@@ -91,6 +91,9 @@ pub struct Settings {
     pub data_chunk: usize,
     /// The server name in the greeting.
     pub server_name: String,
+    /// Peers that may connect ([`crate::allow`]); anyone else is closed as soon as it is
+    /// accepted. Default: loopback only.
+    pub allow_from: Vec<crate::allow::IpNet>,
 }
 
 impl Default for Settings {
@@ -103,6 +106,7 @@ impl Default for Settings {
             shutdown_grace: Duration::from_secs(30),
             data_chunk: 256 * 1024,
             server_name: format!("backupd {}", env!("CARGO_PKG_VERSION")),
+            allow_from: crate::allow::loopback(),
         }
     }
 }
@@ -140,6 +144,13 @@ pub async fn run<S: SpoolAccess>(
         addr = %listener.local_addr()?,
         max_connections = shared.settings.max_connections,
         blocking_threads = shared.settings.blocking_threads,
+        allow_from = %shared
+            .settings
+            .allow_from
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
         "listening"
     );
     loop {
@@ -156,6 +167,13 @@ pub async fn run<S: SpoolAccess>(
                         continue;
                     }
                 };
+                // Before anything is sent or a slot is taken: a peer not allowed costs one
+                // log line and a close.
+                if !crate::allow::allowed(&shared.settings.allow_from, peer.ip()) {
+                    warn!(%peer, "refused: address not in allow_from; closing");
+                    drop(socket);
+                    continue;
+                }
                 let _ = socket.set_nodelay(true);
                 match limit.clone().try_acquire_owned() {
                     Ok(permit) => {
@@ -982,7 +1000,9 @@ fn spool_code(e: &SpoolError) -> ErrorCode {
         SpoolError::UnknownUser { .. } => ErrorCode::UnknownUser,
         SpoolError::UnknownFolder { .. } => ErrorCode::UnknownFolder,
         SpoolError::BadName { .. } => ErrorCode::BadName,
-        SpoolError::Io { .. } | SpoolError::Lock { .. } => ErrorCode::Io,
+        SpoolError::Io { .. } | SpoolError::Lock { .. } | SpoolError::LockTimeout { .. } => {
+            ErrorCode::Io
+        }
         SpoolError::Conf { .. }
         | SpoolError::Config(_)
         | SpoolError::MailboxList { .. }
@@ -1135,6 +1155,27 @@ mod tests {
         assert_eq!(room.len(), 6);
         assert!(room.capacity() >= 4096 + 6);
         assert!(took < Duration::from_secs(2), "{n} frames took {took:?}");
+    }
+
+    #[test]
+    fn a_lock_timeout_is_an_io_error_naming_the_file() {
+        let e = SpoolError::LockTimeout {
+            path: "/var/lib/cyrus/lock/*U*alice.lock".into(),
+            waited: Duration::from_secs(60),
+        };
+        assert!(
+            !is_request_error(&e),
+            "one item of a request, not the request"
+        );
+        let reply = spool_error(&e, "copying the meta files of folder x of user \"alice\"");
+        assert_eq!(reply.code, ErrorCode::Io);
+        assert!(
+            reply.text.contains(
+                "/var/lib/cyrus/lock/*U*alice.lock: gave up waiting for the lock after 60.0 s"
+            ),
+            "{}",
+            reply.text
+        );
     }
 
     #[test]

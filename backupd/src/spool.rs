@@ -11,8 +11,8 @@
 //! protects nothing. Writers take the exclusive lock for a whole transaction, so under the
 //! shared lock the file holds only committed transactions, and no writer can start one.
 //!
-//! [`open_locked`] does the same with an open-file-description lock (`F_OFD_SETLKW`, Linux
-//! 3.15+). On Linux OFD locks and classic POSIX locks conflict with each other, so Cyrus's
+//! [`open_locked`] does the same with an open-file-description lock (`F_OFD_SETLK`, Linux
+//! 3.15+, tried again until the lock timeout: see [`crate::locks`]). On Linux OFD locks and classic POSIX locks conflict with each other, so Cyrus's
 //! writers wait for it exactly as for one of their own readers; unlike a classic lock it
 //! belongs to this open file, not to the process, so another thread of the daemon that opens
 //! and closes the same file cannot drop it by accident.
@@ -30,7 +30,7 @@
 //! exclusive lock; backupd never writes the spool, so it reads the committed state instead
 //! (see `formats::cyrus::twoskip`), which is what that repair keeps.
 
-use crate::locks::set_lock;
+use crate::locks::{self, DEFAULT_LOCK_TIMEOUT};
 use formats::cyrus::imapd_conf::{ImapdConf, ImapdConfError, VirtDomains};
 use formats::cyrus::mailboxes::{
     layout_hint, Layout, MailboxEntry, MailboxKey, MailboxListError, MailboxType, SpoolHashing,
@@ -43,6 +43,7 @@ use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Something on the spool that could not be read; every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,19 @@ pub enum SpoolError {
         path: PathBuf,
         /// What the system said.
         source: Errno,
+    },
+    /// Another process (a Cyrus writer) held a conflicting lock for longer than the lock
+    /// timeout (`lock_timeout_secs`).
+    #[error(
+        "{path}: gave up waiting for the lock after {secs:.1} s (lock_timeout_secs): \
+         another process, most likely a Cyrus writer, holds it",
+        secs = .waited.as_secs_f64()
+    )]
+    LockTimeout {
+        /// The file.
+        path: PathBuf,
+        /// How long it was waited for.
+        waited: std::time::Duration,
     },
     /// imapd.conf is malformed.
     #[error("{path}: {source}")]
@@ -173,10 +187,7 @@ pub fn read_locked(path: &Path) -> Result<Vec<u8>, SpoolError> {
     let mut file = open_locked(path)?;
     let mut data = Vec::with_capacity(file.metadata().map_err(io(path))?.len() as usize);
     file.read_to_end(&mut data).map_err(io(path))?;
-    set_lock(&file, nix::libc::F_UNLCK).map_err(|source| SpoolError::Lock {
-        path: path.to_owned(),
-        source,
-    })?;
+    locks::unlock(&file, path)?;
     Ok(data)
 }
 
@@ -261,11 +272,18 @@ pub const BATCH: usize = 100_000;
 /// consistent view use [`user_mailboxes`]. Entries without files on this server
 /// (tombstones, remote, reserved, intermediate) are kept and marked: see
 /// [`MailboxType::has_spool_dir`].
+///
+/// Waits at most [`DEFAULT_LOCK_TIMEOUT`] for each lock ([`Spool::users`] takes the
+/// spool's).
 pub fn read_mailbox_list(conf: &ImapdConf) -> Result<MailboxList, SpoolError> {
-    read_mailbox_list_in_batches(conf, BATCH)
+    read_mailbox_list_in_batches(conf, BATCH, DEFAULT_LOCK_TIMEOUT)
 }
 
-fn read_mailbox_list_in_batches(conf: &ImapdConf, batch: usize) -> Result<MailboxList, SpoolError> {
+fn read_mailbox_list_in_batches(
+    conf: &ImapdConf,
+    batch: usize,
+    lock_timeout: Duration,
+) -> Result<MailboxList, SpoolError> {
     let path = mailboxes_db_path(conf)?;
     let hashing = conf
         .spool_hashing()
@@ -277,7 +295,7 @@ fn read_mailbox_list_in_batches(conf: &ImapdConf, batch: usize) -> Result<Mailbo
     let mut walk = ListWalk::new(conf.deletedprefix(), hashing);
     let mut resume = None;
     loop {
-        let file = open_locked(&path)?;
+        let file = open_locked_within(&path, lock_timeout)?;
         let db = TwoskipReader::open(FileAt(file)).map_err(|e| list_err(e.into()))?;
         resume = walk.batch(db, resume, batch).map_err(list_err)?;
         // The file, and with it the lock, is closed here.
@@ -449,7 +467,18 @@ fn to_mailbox(
 /// found by seeking in mailboxes.db under Cyrus's shared lock: a few dozen records are read,
 /// whatever the size of the file. `userid` is `alice`, or `alice@example.com` with
 /// virtual domains. Needs a Cyrus 3.5+ database; an older one is reported as a config error.
+///
+/// Waits at most [`DEFAULT_LOCK_TIMEOUT`] for the lock (the [`Spool`] methods take the
+/// spool's).
 pub fn user_mailboxes(conf: &ImapdConf, userid: &str) -> Result<Vec<Mailbox>, SpoolError> {
+    user_mailboxes_within(conf, userid, DEFAULT_LOCK_TIMEOUT)
+}
+
+fn user_mailboxes_within(
+    conf: &ImapdConf,
+    userid: &str,
+    lock_timeout: Duration,
+) -> Result<Vec<Mailbox>, SpoolError> {
     let path = mailboxes_db_path(conf)?;
     let config = |e: ImapdConfError| SpoolError::Config(e.to_string());
     let hashing = conf.spool_hashing().map_err(config)?;
@@ -470,7 +499,7 @@ pub fn user_mailboxes(conf: &ImapdConf, userid: &str) -> Result<Vec<Mailbox>, Sp
         path: path.clone(),
         source,
     };
-    let file = open_locked(&path)?;
+    let file = open_locked_within(&path, lock_timeout)?;
     // A seek reads a few dozen records scattered over the file: small reads suit it.
     let mut db = TwoskipReader::with_window(FileAt(file), 4096).map_err(|e| list_err(e.into()))?;
     db.seek(&prefix);
@@ -520,14 +549,16 @@ fn is_by_name<R: ReadAt>(db: &mut TwoskipReader<R>) -> Result<bool, MailboxListE
 /// Opens a Cyrus database file and takes the shared lock Cyrus's readers take, following a
 /// repack that renamed a new file over it (see the module documentation). The lock lasts
 /// as long as the returned file is open.
+/// Waits at most [`DEFAULT_LOCK_TIMEOUT`] for the lock; [`open_locked_within`] takes the wait.
 pub fn open_locked(path: &Path) -> Result<File, SpoolError> {
-    let lock_err = |source| SpoolError::Lock {
-        path: path.to_owned(),
-        source,
-    };
+    open_locked_within(path, DEFAULT_LOCK_TIMEOUT)
+}
+
+/// [`open_locked`], waiting at most `timeout` for each lock taken.
+pub fn open_locked_within(path: &Path, timeout: Duration) -> Result<File, SpoolError> {
     let mut file = File::open(path).map_err(io(path))?;
     loop {
-        set_lock(&file, nix::libc::F_RDLCK).map_err(lock_err)?;
+        locks::lock_shared(&file, path, timeout)?;
         let open = file.metadata().map_err(io(path))?;
         let named = std::fs::metadata(path).map_err(io(path))?;
         if (open.dev(), open.ino()) == (named.dev(), named.ino()) {
@@ -552,6 +583,8 @@ pub struct Spool {
     /// (user, unique id) → message directories, so that streaming a folder's messages does
     /// not look the mailbox up once per message. Checked again when a file is missing.
     pub(crate) message_dirs: crate::messages::DirCache,
+    /// The longest wait for one of Cyrus's locks.
+    pub(crate) lock_timeout: Duration,
 }
 
 impl Spool {
@@ -564,7 +597,21 @@ impl Spool {
             conf,
             layout,
             message_dirs: Default::default(),
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
         })
+    }
+
+    /// The same spool, waiting at most `timeout` for each of Cyrus's locks (the
+    /// configuration's `lock_timeout_secs`; [`DEFAULT_LOCK_TIMEOUT`] unless set): a request
+    /// that waits longer fails with [`SpoolError::LockTimeout`].
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> Spool {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// The longest wait for one of Cyrus's locks.
+    pub fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
     }
 
     /// The parsed imapd.conf.
@@ -575,7 +622,7 @@ impl Spool {
     /// Every user with a live INBOX, and the partition of that INBOX (for the feeders), in
     /// user id order. Reads the whole mailbox list ([`read_mailbox_list`]).
     pub fn users(&self) -> Result<Vec<crate::access::UserEntry>, SpoolError> {
-        let list = read_mailbox_list(&self.conf)?;
+        let list = read_mailbox_list_in_batches(&self.conf, BATCH, self.lock_timeout)?;
         Ok(list
             .users
             .into_iter()
@@ -635,7 +682,7 @@ impl Spool {
     /// unknown user (none found) is an error. The name is checked first.
     pub(crate) fn live_mailboxes(&self, user: &str) -> Result<Vec<Mailbox>, SpoolError> {
         check_name("user", user)?;
-        let live: Vec<Mailbox> = user_mailboxes(&self.conf, user)?
+        let live: Vec<Mailbox> = user_mailboxes_within(&self.conf, user, self.lock_timeout)?
             .into_iter()
             .filter(is_live)
             .collect();
@@ -836,7 +883,7 @@ mod tests {
         let data = std::fs::read(dir.path().join("conf/mailboxes.db")).unwrap();
         let whole = list_mailboxes(&data[..], "DELETED", SpoolHashing::default()).unwrap();
         for batch in [1, 2, 3, 100] {
-            let list = read_mailbox_list_in_batches(&conf, batch).unwrap();
+            let list = read_mailbox_list_in_batches(&conf, batch, DEFAULT_LOCK_TIMEOUT).unwrap();
             assert_eq!(list.users, whole.users, "batch {batch}");
             assert_eq!(list.mailbox_count(), 5);
         }

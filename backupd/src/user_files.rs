@@ -30,6 +30,7 @@ use formats::FileStat;
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// A sieve script message larger than this is not a script (Cyrus's `sieve_maxscriptsize`
 /// defaults to 32 KiB).
@@ -176,8 +177,8 @@ pub(crate) fn read_user_file(
     };
     let paths = user_paths(&spool.layout, user, inbox);
     match id {
-        UserFileId::Seen => read_db(&paths.seen),
-        UserFileId::Subscriptions => read_db(&paths.subs),
+        UserFileId::Seen => read_db(&paths.seen, spool.lock_timeout),
+        UserFileId::Subscriptions => read_db(&paths.subs, spool.lock_timeout),
         UserFileId::SieveScript(name) => read_script(spool, user, &paths.sieve_dir, name),
         UserFileId::SieveActive => {
             // Under the #sieve mailbox's locks, if it exists: Cyrus moves the link while it
@@ -189,8 +190,8 @@ pub(crate) fn read_user_file(
 }
 
 /// A Cyrus database file, whole, under the shared lock its readers take.
-fn read_db(path: &Path) -> Result<Option<(Vec<u8>, FileStat)>, SpoolError> {
-    let mut file = match spool::open_locked(path) {
+fn read_db(path: &Path, lock_timeout: Duration) -> Result<Option<(Vec<u8>, FileStat)>, SpoolError> {
+    let mut file = match spool::open_locked_within(path, lock_timeout) {
         Ok(file) => file,
         Err(SpoolError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
             return Ok(None)

@@ -5,6 +5,7 @@ mod server_common;
 
 use backupd::auth::Secret;
 use backupd::client::{Client, ClientError, ClientOptions};
+use backupd::server::Settings;
 use formats::protocol::{self as wire, kind, ErrorCode, FrameHeader, Reply, Request, MAX_BODY};
 use server_common::*;
 use std::io::{Read, Write};
@@ -223,6 +224,62 @@ fn limits_and_timeouts() {
     let e = expect_error_and_close(&mut s, ErrorCode::Timeout);
     assert!(e.text.contains("request"), "{e}");
     server.shutdown().unwrap();
+}
+
+#[test]
+fn peers_not_in_allow_from_are_closed_before_the_greeting() {
+    // Listening on both families; only ::1 may connect, so 127.0.0.1 (seen on this socket
+    // as ::ffff:127.0.0.1) is a peer from elsewhere.
+    let settings = Settings {
+        max_connections: 1,
+        allow_from: vec!["::1".parse().unwrap()],
+        ..settings()
+    };
+    let server = match backupd::server::spawn(
+        "[::]:0".parse().unwrap(),
+        std::sync::Arc::new(FakeSpool::new(3)),
+        secret(),
+        settings.clone(),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            // No IPv6 here: the same with IPv4 alone.
+            eprintln!("no IPv6 ({e}); checking refusals over IPv4 only");
+            let settings = Settings {
+                allow_from: vec!["192.0.2.0/24".parse().unwrap()],
+                ..settings
+            };
+            let (server, _) = start(FakeSpool::new(3), settings);
+            let port = server.addr().port();
+            let mut s = connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            assert!(got.is_empty());
+            return;
+        }
+    };
+    let port = server.addr().port();
+    // More refused peers than connection slots, kept open on our side: each is closed
+    // without a byte, and none takes the one slot.
+    let refused: Vec<_> = (0..3)
+        .map(|_| {
+            let mut s = connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            assert!(
+                got.is_empty(),
+                "a refused peer was sent {} bytes",
+                got.len()
+            );
+            s
+        })
+        .collect();
+    let mut allowed = client(std::net::SocketAddr::from((
+        std::net::Ipv6Addr::LOCALHOST,
+        port,
+    )));
+    allowed.ping().unwrap();
+    drop(refused);
 }
 
 #[test]

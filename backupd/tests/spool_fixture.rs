@@ -316,6 +316,63 @@ fn copies_wait_for_cyrus_writers_and_nothing_else() {
 }
 
 #[test]
+fn a_hung_cyrus_writer_fails_the_request_after_the_lock_timeout() {
+    let (dir, spool) = fixture();
+    spool.copy_meta(USER, WORK).unwrap(); // creates the lock files
+    let timeout = Duration::from_millis(300);
+    let spool = spool.with_lock_timeout(timeout);
+    assert_eq!(spool.lock_timeout(), timeout);
+    let lock_dir = dir.path().join("conf/lock");
+    let mailboxes_db = dir.path().join("conf/mailboxes.db");
+    let index = dir
+        .path()
+        .join(format!("spool/p1/uuid/c/7/{WORK}/cyrus.index"));
+    for path in [
+        lock_dir.join(format!("*U*{USER}.lock")),
+        lock_dir.join(format!("{WORK}.lock")),
+        index,
+        mailboxes_db.clone(),
+    ] {
+        // A writer that never lets go.
+        let writer = cyrus_lock(&path, nix::libc::F_WRLCK);
+        let t = std::time::Instant::now();
+        let err = spool.copy_meta(USER, WORK).unwrap_err();
+        let took = t.elapsed();
+        match &err {
+            SpoolError::LockTimeout { path: p, waited } => {
+                assert_eq!(p, &path, "{err}");
+                assert!(*waited >= timeout, "{err}");
+            }
+            other => panic!("{}: expected a lock timeout, got {other}", path.display()),
+        }
+        assert!(
+            took >= timeout && took < timeout + Duration::from_secs(2),
+            "{}: gave up after {took:?}",
+            path.display()
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "{}: gave up waiting for the lock after 0.3 s",
+                path.display()
+            )) && text.contains("lock_timeout_secs"),
+            "{text}"
+        );
+        drop(writer);
+        spool.copy_meta(USER, WORK).unwrap();
+    }
+    // The mailbox list too: a listing of every user.
+    let writer = cyrus_lock(&mailboxes_db, nix::libc::F_WRLCK);
+    let err = spool.users().unwrap_err();
+    assert!(
+        matches!(&err, SpoolError::LockTimeout { path, .. } if *path == mailboxes_db),
+        "{err}"
+    );
+    drop(writer);
+    assert!(!spool.users().unwrap().is_empty());
+}
+
+#[test]
 fn archived_messages_are_found_on_the_archive_partition() {
     let (dir, _) = fixture();
     // Cyrus moves archived records' files to `archivepartition-<name>`, same relative path.

@@ -217,6 +217,7 @@ pub fn settings() -> Settings {
         shutdown_grace: Duration::from_secs(5),
         data_chunk: 64 * 1024,
         server_name: "fake backupd".into(),
+        allow_from: backupd::allow::loopback(),
     }
 }
 
