@@ -300,7 +300,8 @@ fn config_errors_name_the_key_and_the_file() {
 fn the_example_config_parses() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/backup-server.toml.example");
     let c = Config::load(&path).unwrap();
-    assert_eq!((c.workers, c.batch_size, c.gzip_level), (8, 50, 6));
+    assert_eq!((c.workers, c.batch_size, c.gzip_level), (8, 50, 1));
+    assert_eq!(c.retention_days, 14);
     assert_eq!(c.raidsets.len(), 2);
     assert_eq!(c.raidset_of("mail1", "p3").unwrap().name, "mail1-b");
 }
