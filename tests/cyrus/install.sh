@@ -5,7 +5,7 @@
 # own directories and ports (see start.sh); a system cyrus started by the package is left alone.
 set -eu
 
-PACKAGES="cyrus-imapd cyrus-admin cyrus-clients sasl2-bin libsasl2-modules python3 util-linux strace"
+PACKAGES="cyrus-imapd cyrus-admin cyrus-clients sasl2-bin libsasl2-modules python3 util-linux strace sqlite3"
 
 missing=""
 for p in $PACKAGES; do
