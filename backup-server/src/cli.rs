@@ -58,6 +58,37 @@ pub enum Command {
         #[arg(long, value_parser = parse_time)]
         at: Option<formats::Timestamp>,
     },
+    /// The backup-age report: users by whole hours since their last complete backup; exit 2
+    /// when any is at or over the limit (docs/backup-server.md).
+    Report {
+        /// Output: table, json or prometheus.
+        #[arg(long, default_value = "table", value_parser = ["table", "json", "prometheus"])]
+        format: String,
+        /// Mark users whose last complete backup is this many hours old or more.
+        #[arg(long, value_name = "H", default_value_t = crate::report::DEFAULT_MAX_AGE_HOURS)]
+        max_age_hours: u32,
+        /// Mail the table to this address with sendmail(8) instead of printing it.
+        #[arg(long, value_name = "ADDR")]
+        mail_to: Option<String>,
+        /// The clock to compute ages against (default: now): RFC 3339 or unix seconds.
+        #[arg(long, value_parser = parse_time)]
+        now: Option<formats::Timestamp>,
+    },
+    /// Check stores: every chunk inflates, every message hashes to its GUID, index and data
+    /// file agree; each fault named with user, file and offset; exit 1 on any.
+    Verify {
+        /// Only this user (default: every store under the store root).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Rebuild a user's index (backupstate.sqlite3) from the data file alone.
+    Reindex {
+        /// The user.
+        #[arg(long)]
+        user: String,
+    },
+    /// Restore mail from a user's backup into Maildir, mbox or .eml files (docs/restore.md).
+    Restore(crate::restore::RestoreArgs),
 }
 
 /// `backup-server users ...`.
@@ -175,5 +206,20 @@ pub fn execute(cli: &Cli, stop: &AtomicBool) -> u8 {
                 }
             }
         }
+        Command::Report {
+            format,
+            max_age_hours,
+            mail_to,
+            now,
+        } => crate::report::run(
+            &config,
+            crate::report::Format::parse(format).unwrap_or(crate::report::Format::Table),
+            *max_age_hours,
+            mail_to.as_deref(),
+            now.map(|t| t.secs),
+        ),
+        Command::Verify { user } => crate::verify::run_verify(&config.store_root, user.as_deref()),
+        Command::Reindex { user } => crate::verify::run_reindex(&config.store_root, user),
+        Command::Restore(args) => crate::restore::run(&config.store_root, args),
     }
 }

@@ -1,0 +1,151 @@
+//! `mbox:FILE`: mboxrd. One folder (or one message) goes to `FILE`; several folders to a
+//! directory `FILE` holding `<folder>.mbox` each (levels made safe by
+//! [`safe_component`](super::safe_component), joined with `.`; INBOX is `INBOX.mbox`).
+//! Files are created new, never appended to.
+//!
+//! Each message: a `From mailbackup <asctime of its internal date, UTC>` line; then, when
+//! it has flags, `Status:` (`R` for `\Seen`, and `O`), `X-Status:` (`A` `\Answered`, `F`
+//! `\Flagged`, `T` `\Draft`, `D` `\Deleted`) and `X-Keywords:` (keywords, comma-separated)
+//! header lines, as mutt and Thunderbird write them; then the message with CRLF line ends
+//! turned to LF and every line matching `^>*From ` quoted by one more `>` (mboxrd: a reader
+//! removes one `>` and gets the line back); then an empty line.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use super::{mkdirs, Item, SafeFolder, Sink};
+
+/// An mboxrd target.
+#[derive(Debug)]
+pub struct Mbox {
+    path: PathBuf,
+    single: bool,
+    out: Option<(PathBuf, BufWriter<File>)>,
+}
+
+impl Mbox {
+    /// A target at `path`: the file itself when `single` (one folder), else a directory.
+    pub fn new(path: &Path, single: bool) -> anyhow::Result<Mbox> {
+        if !single {
+            mkdirs(path)?;
+        }
+        Ok(Mbox {
+            path: path.to_path_buf(),
+            single,
+            out: None,
+        })
+    }
+
+    fn close(&mut self) -> anyhow::Result<()> {
+        if let Some((p, mut w)) = self.out.take() {
+            w.flush()
+                .with_context(|| format!("writing {}", p.display()))?;
+            w.get_ref()
+                .sync_all()
+                .with_context(|| format!("syncing {}", p.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a line (without its end) must be quoted: `>*From `.
+fn needs_quote(line: &[u8]) -> bool {
+    let rest = &line[line.iter().take_while(|&&b| b == b'>').count()..];
+    rest.starts_with(b"From ")
+}
+
+fn asctime(secs: i64) -> String {
+    match jiff::Timestamp::from_second(secs) {
+        Ok(t) => t.strftime("%a %b %e %H:%M:%S %Y").to_string(),
+        Err(_) => "Thu Jan  1 00:00:00 1970".to_owned(),
+    }
+}
+
+impl Sink for Mbox {
+    fn folder(&mut self, f: &SafeFolder) -> anyhow::Result<()> {
+        if self.single && self.out.is_some() {
+            return Ok(());
+        }
+        self.close()?;
+        let p = if self.single {
+            self.path.clone()
+        } else {
+            self.path.join(format!("{}.mbox", f.flat()))
+        };
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&p)
+            .with_context(|| format!("creating {}", p.display()))?;
+        self.out = Some((p, BufWriter::new(file)));
+        Ok(())
+    }
+
+    fn message(&mut self, m: &Item, data: &mut dyn Read) -> anyhow::Result<()> {
+        let (p, w) = self.out.as_mut().context("a message before its folder")?;
+        let r = (|| -> std::io::Result<()> {
+            writeln!(w, "From mailbackup {}", asctime(m.internal_date.secs))?;
+            let (mut status, mut xstatus, mut keywords) =
+                (String::new(), String::new(), Vec::new());
+            for f in &m.flags {
+                match f.to_ascii_lowercase().as_str() {
+                    "\\seen" => status.push('R'),
+                    "\\answered" => xstatus.push('A'),
+                    "\\flagged" => xstatus.push('F'),
+                    "\\draft" => xstatus.push('T'),
+                    "\\deleted" => xstatus.push('D'),
+                    _ if f.starts_with('\\') => {}
+                    _ => keywords.push(f.as_str()),
+                }
+            }
+            if !m.flags.is_empty() {
+                status.push('O');
+                writeln!(w, "Status: {status}")?;
+                if !xstatus.is_empty() {
+                    writeln!(w, "X-Status: {xstatus}")?;
+                }
+                if !keywords.is_empty() {
+                    writeln!(w, "X-Keywords: {}", keywords.join(", "))?;
+                }
+            }
+            let mut r = BufReader::new(data);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                if r.read_until(b'\n', &mut line)? == 0 {
+                    break;
+                }
+                let body = line
+                    .strip_suffix(b"\n")
+                    .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+                let body = body.unwrap_or(&line);
+                if needs_quote(body) {
+                    w.write_all(b">")?;
+                }
+                w.write_all(body)?;
+                w.write_all(b"\n")?;
+            }
+            w.write_all(b"\n")
+        })();
+        r.with_context(|| format!("writing {}", p.display()))
+    }
+
+    fn finish(&mut self) -> anyhow::Result<Vec<String>> {
+        self.close()?;
+        Ok(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn from_lines_are_quoted() {
+        assert!(super::needs_quote(b"From x"));
+        assert!(super::needs_quote(b">>From x"));
+        assert!(!super::needs_quote(b"Fromx"));
+        assert!(!super::needs_quote(b" From x"));
+    }
+}
