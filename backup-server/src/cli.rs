@@ -1,4 +1,4 @@
-//! The command line: `backup-server --config FILE run | users refresh | ls`.
+//! The command line: `backup-server --config FILE run | users refresh | ls | restore | verify | reindex | report`.
 
 use crate::config::Config;
 use crate::nightly::{self, ProgressMode, RunRequest};
