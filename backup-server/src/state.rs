@@ -457,6 +457,7 @@ impl StateDb {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .ok()
             .map(|h| h.trim().to_string());
+        self.close_dead_runs(host.as_deref(), now)?;
         self.conn
             .execute(
                 "INSERT INTO runs (started, status, host, pid, users_planned)
@@ -465,6 +466,42 @@ impl StateDb {
             )
             .map_err(self.err())?;
         Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Marks `interrupted` the runs of this host still recorded as `running` whose process is
+    /// gone (killed or crashed before it could close its row), so that the runs table tells
+    /// the truth. A pid now used by another program counts as gone.
+    fn close_dead_runs(&mut self, host: Option<&str>, now: i64) -> Result<(), StateError> {
+        let dead: Vec<i64> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT id, pid FROM runs WHERE status = 'running' AND host IS ?1")
+                .map_err(self.err())?;
+            let rows = stmt
+                .query_map(params![host], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?))
+                })
+                .map_err(self.err())?;
+            let mut dead = Vec::new();
+            for row in rows {
+                let (id, pid) = row.map_err(self.err())?;
+                if !pid.is_some_and(run_process_alive) {
+                    dead.push(id);
+                }
+            }
+            dead
+        };
+        for id in dead {
+            self.conn
+                .execute(
+                    "UPDATE runs SET status = 'interrupted', ended = ?2,
+                     message = 'the run ended without closing its record (killed or crashed)'
+                     WHERE id = ?1",
+                    params![id, now],
+                )
+                .map_err(self.err())?;
+        }
+        Ok(())
     }
 
     /// Records how one user's backup that started at `started` ended.
@@ -571,5 +608,12 @@ fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
         backups_incomplete: r.get(9)?,
         backups_failed: r.get(10)?,
         skips: r.get(11)?,
+    })
+}
+
+/// Whether `pid` is a live backup-server process on this host.
+fn run_process_alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| {
+        comm.trim_end() == "backup-server" || pid == i64::from(std::process::id())
     })
 }

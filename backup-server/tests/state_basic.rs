@@ -319,3 +319,36 @@ fn ls_at_takes_rfc3339_or_unix_seconds() {
         "{e}"
     );
 }
+
+#[test]
+fn a_run_killed_before_it_closed_its_record_is_marked_interrupted() {
+    // A run whose process died (kill -9) leaves its row 'running'; the next run closes it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.sqlite3");
+    let mut db = StateDb::open(&path).unwrap();
+    let ours = db.begin_run(100, 1).unwrap();
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = child.id();
+    child.wait().unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        "INSERT INTO runs (started, status, host, pid) SELECT 50, 'running', host, ?1 FROM runs WHERE id = ?2",
+        rusqlite::params![dead_pid, ours],
+    )
+    .unwrap();
+    let killed = conn.last_insert_rowid();
+
+    db.begin_run(200, 1).unwrap();
+    let status = |id: i64| -> (String, Option<i64>) {
+        conn.query_row("SELECT status, ended FROM runs WHERE id = ?1", [id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap()
+    };
+    assert_eq!(status(killed), ("interrupted".to_string(), Some(200)));
+    assert_eq!(
+        status(ours),
+        ("running".to_string(), None),
+        "a live run is left alone"
+    );
+}
