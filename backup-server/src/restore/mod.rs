@@ -1,13 +1,14 @@
 //! `backup-server restore`: getting mail back out of a store, as of any point in time it
-//! holds, into local files. docs/restore.md is the user's reference.
+//! holds, into local files or an IMAP account. docs/restore.md is the user's reference.
 //!
 //! The driver here picks what to restore (one message by folder and UID or by GUID, one
 //! folder with or without its subfolders, or the whole user) and hands each message to a
-//! [`Sink`], one per target format: [`maildir`], [`mbox`], [`eml`]. Folder names come from
+//! [`Sink`], one per target: [`maildir`], [`mbox`], [`eml`], [`imap`]. Folder names come from
 //! the store, which got them from the mail server: they are never used as paths as they
 //! are; [`safe_component`] maps each hierarchy level to a harmless file name.
 
 pub mod eml;
+pub mod imap;
 pub mod maildir;
 pub mod mbox;
 
@@ -29,14 +30,21 @@ pub enum Target {
     Mbox(PathBuf),
     /// `eml:DIR`: one `.eml` file per message, a directory per folder.
     Eml(PathBuf),
+    /// `imap://ADMIN@HOST:PORT/`: APPENDed into the user's account on an IMAP server.
+    Imap(imap::ImapTarget),
 }
 
 impl std::str::FromStr for Target {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (kind, path) = s
-            .split_once(':')
-            .ok_or_else(|| format!("expected maildir:DIR, mbox:FILE or eml:DIR, found {s:?}"))?;
+        if s.starts_with("imap://") {
+            return imap::ImapTarget::parse(s).map(Target::Imap);
+        }
+        let (kind, path) = s.split_once(':').ok_or_else(|| {
+            format!(
+                "expected maildir:DIR, mbox:FILE, eml:DIR or imap://ADMIN@HOST:PORT/, found {s:?}"
+            )
+        })?;
         if path.is_empty() {
             return Err(format!("expected a path after {kind}:, found none"));
         }
@@ -46,7 +54,7 @@ impl std::str::FromStr for Target {
             "mbox" => Ok(Target::Mbox(p)),
             "eml" => Ok(Target::Eml(p)),
             _ => Err(format!(
-                "expected a target kind maildir, mbox or eml, found {kind:?} in {s:?}"
+                "expected a target kind maildir, mbox, eml or imap, found {kind:?} in {s:?}"
             )),
         }
     }
@@ -76,9 +84,16 @@ pub struct RestoreArgs {
     /// Messages expunged by then too, in their last state known.
     #[arg(long)]
     pub include_expunged: bool,
-    /// maildir:DIR, mbox:FILE or eml:DIR.
+    /// maildir:DIR, mbox:FILE, eml:DIR or imap://ADMIN@HOST:PORT/.
     #[arg(long)]
     pub to: Target,
+    /// imap:// target: the file holding the admin's password (not readable by others).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// imap:// target: restore under this folder (default `Restored/<date>`); `/` restores
+    /// into the original names.
+    #[arg(long, value_parser = imap::IntoFolder::parse)]
+    pub into: Option<imap::IntoFolder>,
 }
 
 fn parse_guid(s: &str) -> Result<Guid, String> {
@@ -106,7 +121,15 @@ pub fn run(root: &Path, a: &RestoreArgs) -> u8 {
         at: a.at,
         include_expunged: a.include_expunged,
     };
-    match restore(root, &a.user, &sel, &a.to) {
+    let mut to = a.to.clone();
+    if let Target::Imap(t) = &mut to {
+        t.password_file = a.password_file.clone();
+        t.into = a.into.clone().unwrap_or_default();
+    } else if a.password_file.is_some() || a.into.is_some() {
+        eprintln!("backup-server: --password-file and --into are for an imap:// target");
+        return crate::summary::EXIT_FAILED;
+    }
+    match restore(root, &a.user, &sel, &to) {
         Ok(rep) => {
             for n in &rep.notes {
                 println!("note: {n}");
@@ -296,6 +319,7 @@ pub fn restore(
         Target::Maildir(d) => Box::new(maildir::Maildir::new(d)?),
         Target::Mbox(f) => Box::new(mbox::Mbox::new(f, single_folder)?),
         Target::Eml(d) => Box::new(eml::Eml::new(d)?),
+        Target::Imap(t) => Box::new(imap::ImapSink::connect(t, user)?),
     };
     let mut rep = RestoreReport::default();
     let when = sel.at.map_or_else(|| "now".to_owned(), crate::ls::rfc3339);

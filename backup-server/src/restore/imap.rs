@@ -1,0 +1,791 @@
+//! The `imap://ADMIN@HOST:PORT/` target: messages APPENDed into the user's own account,
+//! flags, keywords and internal date kept.
+//!
+//! The admin authenticates as the user (`AUTHENTICATE PLAIN` with the user as authorization
+//! id and the admin as authentication id), so folder names are the user's own view of them,
+//! the same names the store holds, whatever the server's namespace settings. A message
+//! already in the target folder (same SHA-1, asked with `FETCH (DIGEST.SHA1)` where the
+//! server offers it, else hashed from the bytes of the messages of the same size) is not
+//! appended again, so a restore can be re-run; a folder that held a message twice gets it
+//! twice (present copies are counted, not just noted).
+//!
+//! A small client of our own: the `imap` crate (2.x) cannot APPEND with an internal date,
+//! and this needs only LOGIN-less AUTHENTICATE, NAMESPACE, LIST, CREATE, SELECT, UID FETCH
+//! and APPEND. Plain TCP only: TLS is not done.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use formats::{Guid, Timestamp};
+
+use super::{Item, SafeFolder, Sink};
+
+/// Where restored folders go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum IntoFolder {
+    /// `Restored/<date>/<original name>` (date of the restore, UTC, `YYYY-MM-DD`).
+    #[default]
+    Dated,
+    /// `<NAME>/<original name>`.
+    Named(String),
+    /// The original names (`--into /`): the round trip after a loss.
+    Original,
+}
+
+impl IntoFolder {
+    /// Reads `--into`: `/` for the original names, otherwise a folder name (levels
+    /// separated by `/`).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim_matches('/');
+        if t.is_empty() {
+            return Ok(IntoFolder::Original);
+        }
+        if t.split('/').any(str::is_empty) {
+            return Err(format!("expected a folder name for --into, found {s:?}"));
+        }
+        Ok(IntoFolder::Named(t.to_owned()))
+    }
+}
+
+/// An `imap://ADMIN@HOST:PORT/` target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImapTarget {
+    /// The admin who authenticates (as the user).
+    pub admin: String,
+    /// Host name or address.
+    pub host: String,
+    /// Port (143 when the URL names none).
+    pub port: u16,
+    /// The file holding the admin's password (`--password-file`).
+    pub password_file: Option<PathBuf>,
+    /// Where the folders go (`--into`).
+    pub into: IntoFolder,
+    /// Ask `FETCH (DIGEST.SHA1)` where the server offers it (true unless a test wants the
+    /// size-and-hash fallback).
+    pub use_digest: bool,
+}
+
+impl ImapTarget {
+    /// Parses `imap://ADMIN@HOST[:PORT][/]`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let rest = s
+            .strip_prefix("imap://")
+            .ok_or_else(|| format!("expected imap://ADMIN@HOST:PORT/, found {s:?}"))?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains('/') {
+            return Err(format!(
+                "expected nothing after HOST:PORT/ (use --into for a folder), found {s:?}"
+            ));
+        }
+        let (admin, hostport) = rest
+            .rsplit_once('@')
+            .ok_or_else(|| format!("expected ADMIN@ in {s:?}, found none"))?;
+        if admin.is_empty() {
+            return Err(format!("expected an admin name before @ in {s:?}"));
+        }
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| format!("expected a port number, found {p:?} in {s:?}"))?,
+            ),
+            _ => (hostport, 143),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("expected a host after @ in {s:?}"));
+        }
+        Ok(ImapTarget {
+            admin: admin.to_owned(),
+            host: host.to_owned(),
+            port,
+            password_file: None,
+            into: IntoFolder::Dated,
+            use_digest: true,
+        })
+    }
+}
+
+/// Reads the password: the first line of a file nobody but its owner (and group) can read.
+pub fn read_password(p: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(p).with_context(|| format!("password file {}", p.display()))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o004 != 0 {
+        bail!(
+            "password file {} is readable by everyone (mode {:o}): chmod o-r it",
+            p.display(),
+            mode & 0o7777
+        );
+    }
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    let pw = text.lines().next().unwrap_or("").to_owned();
+    if pw.is_empty() {
+        bail!("password file {} is empty", p.display());
+    }
+    Ok(pw)
+}
+
+/// A token of a server response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tok {
+    Atom(Vec<u8>),
+    Str(Vec<u8>),
+    Nil,
+    Open,
+    Close,
+}
+
+/// One response line, literals included.
+#[derive(Debug, Default)]
+struct Resp {
+    /// The line's text, each literal left as its `{n}` announcement.
+    text: Vec<u8>,
+    /// The literals, in order.
+    literals: Vec<Vec<u8>>,
+}
+
+impl Resp {
+    fn tokens(&self) -> anyhow::Result<Vec<Tok>> {
+        let b = &self.text;
+        let mut lits = self.literals.iter();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b' ' | b'\r' | b'\n' => i += 1,
+                b'(' => {
+                    out.push(Tok::Open);
+                    i += 1
+                }
+                b')' => {
+                    out.push(Tok::Close);
+                    i += 1
+                }
+                b'"' => {
+                    let mut s = Vec::new();
+                    i += 1;
+                    loop {
+                        match b.get(i) {
+                            None => bail!("unterminated quoted string at byte {i} of a response"),
+                            Some(b'\\') => {
+                                s.extend(b.get(i + 1));
+                                i += 2
+                            }
+                            Some(b'"') => {
+                                i += 1;
+                                break;
+                            }
+                            Some(c) => {
+                                s.push(*c);
+                                i += 1
+                            }
+                        }
+                    }
+                    out.push(Tok::Str(s));
+                }
+                b'{' => {
+                    let end = b[i..]
+                        .iter()
+                        .position(|&c| c == b'}')
+                        .map(|p| i + p)
+                        .ok_or_else(|| anyhow!("expected }} after {{ at byte {i}"))?;
+                    out.push(Tok::Str(lits.next().cloned().ok_or_else(|| {
+                        anyhow!("a literal announced at byte {i} is missing")
+                    })?));
+                    i = end + 1;
+                }
+                _ => {
+                    let start = i;
+                    // `BODY[]` and the like stay one atom.
+                    let mut depth = 0;
+                    while i < b.len() {
+                        match b[i] {
+                            b'[' => depth += 1,
+                            b']' => depth -= 1,
+                            b' ' | b'(' | b')' | b'\r' | b'\n' if depth <= 0 => break,
+                            _ => {}
+                        }
+                        i += 1;
+                    }
+                    let a = b[start..i].to_vec();
+                    out.push(if a.eq_ignore_ascii_case(b"NIL") {
+                        Tok::Nil
+                    } else {
+                        Tok::Atom(a)
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A connection, authenticated as the user.
+struct Conn {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+    tag: u32,
+    caps: BTreeSet<String>,
+}
+
+impl Conn {
+    fn connect(host: &str, port: u16) -> anyhow::Result<Self> {
+        let s = TcpStream::connect((host, port))
+            .with_context(|| format!("connecting to IMAP {host}:{port}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(300)))?;
+        let w = s.try_clone()?;
+        let mut c = Conn {
+            r: BufReader::new(s),
+            w,
+            tag: 0,
+            caps: BTreeSet::new(),
+        };
+        let greeting = c.read_resp()?;
+        if !greeting.text.starts_with(b"* OK") {
+            bail!(
+                "expected an IMAP greeting * OK, found {:?}",
+                String::from_utf8_lossy(&greeting.text)
+            );
+        }
+        c.take_caps(&greeting.text);
+        Ok(c)
+    }
+
+    fn take_caps(&mut self, text: &[u8]) {
+        let t = String::from_utf8_lossy(text);
+        let list = if let Some(p) = t.find("[CAPABILITY ") {
+            t[p + 12..].split(']').next().unwrap_or("").to_owned()
+        } else if let Some(rest) = t.strip_prefix("* CAPABILITY ") {
+            rest.trim_end().to_owned()
+        } else {
+            return;
+        };
+        self.caps = list.split(' ').map(str::to_ascii_uppercase).collect();
+    }
+
+    fn has(&self, cap: &str) -> bool {
+        self.caps.contains(cap)
+    }
+
+    /// Reads one response line and the literals it announces.
+    fn read_resp(&mut self) -> anyhow::Result<Resp> {
+        let mut resp = Resp::default();
+        loop {
+            let mut line = Vec::new();
+            let n = self.r.read_until(b'\n', &mut line)?;
+            if n == 0 {
+                bail!("the IMAP server closed the connection");
+            }
+            let body = line.strip_suffix(b"\r\n").unwrap_or(&line);
+            resp.text.extend_from_slice(body);
+            let lit = body
+                .strip_suffix(b"}")
+                .and_then(|b| b.iter().rposition(|&c| c == b'{').map(|p| &b[p + 1..]))
+                .and_then(|d| std::str::from_utf8(d).ok()?.parse::<usize>().ok());
+            match lit {
+                Some(len) => {
+                    let mut buf = vec![0; len];
+                    self.r.read_exact(&mut buf)?;
+                    resp.literals.push(buf);
+                }
+                None => return Ok(resp),
+            }
+        }
+    }
+
+    /// Sends a command made of text pieces and literals; returns the untagged responses and
+    /// the tagged one's text after the tag, failing on NO/BAD unless `may_fail`.
+    fn cmd(&mut self, parts: &[Part<'_>], may_fail: bool) -> anyhow::Result<(Vec<Resp>, String)> {
+        self.tag += 1;
+        let tag = format!("A{}", self.tag);
+        let plus = self.has("LITERAL+");
+        let mut untagged = Vec::new();
+        let mut buf = format!("{tag} ").into_bytes();
+        for p in parts {
+            match p {
+                Part::Text(t) => buf.extend_from_slice(t.as_bytes()),
+                Part::Lit(data) => {
+                    buf.extend_from_slice(
+                        format!("{{{}{}}}\r\n", data.len(), if plus { "+" } else { "" }).as_bytes(),
+                    );
+                    if !plus {
+                        self.w.write_all(&buf)?;
+                        buf.clear();
+                        loop {
+                            let r = self.read_resp()?;
+                            if r.text.starts_with(b"+") {
+                                break;
+                            }
+                            if r.text.starts_with(tag.as_bytes()) {
+                                bail!(
+                                    "the server refused a literal: {}",
+                                    String::from_utf8_lossy(&r.text)
+                                );
+                            }
+                            untagged.push(r);
+                        }
+                    }
+                    buf.extend_from_slice(data);
+                }
+            }
+        }
+        buf.extend_from_slice(b"\r\n");
+        self.w.write_all(&buf)?;
+        loop {
+            let r = self.read_resp()?;
+            if let Some(rest) = r.text.strip_prefix(tag.as_bytes()) {
+                let rest = String::from_utf8_lossy(rest).trim().to_owned();
+                if !rest.starts_with("OK") && !may_fail {
+                    bail!("{}: {rest}", describe(parts));
+                }
+                if rest.contains("[CAPABILITY ") {
+                    self.take_caps(&r.text);
+                }
+                return Ok((untagged, rest));
+            }
+            if r.text.starts_with(b"* CAPABILITY ") {
+                self.take_caps(&r.text);
+            }
+            untagged.push(r);
+        }
+    }
+}
+
+/// The command's first words, for error messages (never a literal's bytes, never a password).
+fn describe(parts: &[Part<'_>]) -> String {
+    match parts.first() {
+        Some(Part::Text(t)) if t.starts_with("AUTHENTICATE") => "AUTHENTICATE".to_owned(),
+        Some(Part::Text(t)) => t.chars().take(80).collect(),
+        _ => "command".to_owned(),
+    }
+}
+
+enum Part<'a> {
+    Text(String),
+    Lit(&'a [u8]),
+}
+
+/// A mailbox name as a command argument: quoted when it can be, else a literal.
+fn astring(name: &str) -> Part<'_> {
+    if name.bytes().all(|c| (0x20..0x7f).contains(&c)) {
+        Part::Text(format!(
+            "\"{}\"",
+            name.replace('\\', "\\\\").replace('"', "\\\"")
+        ))
+    } else {
+        Part::Lit(name.as_bytes())
+    }
+}
+
+/// The IMAP sink.
+pub struct ImapSink {
+    conn: Conn,
+    /// Personal namespace prefix (`""`, `INBOX.`).
+    prefix: String,
+    /// Hierarchy delimiter.
+    delim: char,
+    into: IntoFolder,
+    use_digest: bool,
+    date: String,
+    /// Folders that exist.
+    existing: BTreeSet<String>,
+    /// The current folder's name on the server.
+    current: Option<String>,
+    /// Copies present in the current folder, by GUID (what a re-run must not add again).
+    present: HashMap<Guid, u32>,
+    /// Without DIGEST.SHA1: UIDs by size, hashed when a message of that size comes.
+    unhashed: HashMap<u64, Vec<u32>>,
+    appended: u64,
+    skipped: u64,
+    notes: Vec<String>,
+}
+
+impl ImapSink {
+    /// Connects, authenticates as `user` with the admin's credentials and learns the
+    /// namespace.
+    pub fn connect(t: &ImapTarget, user: &str) -> anyhow::Result<Self> {
+        let pwfile = t
+            .password_file
+            .as_deref()
+            .context("an imap:// target needs --password-file")?;
+        let password = read_password(pwfile)?;
+        let mut conn = Conn::connect(&t.host, t.port)?;
+        if conn.caps.is_empty() {
+            conn.cmd(&[Part::Text("CAPABILITY".into())], false)?;
+        }
+        if !conn.has("AUTH=PLAIN") {
+            bail!("{}:{} does not offer AUTHENTICATE PLAIN", t.host, t.port);
+        }
+        let authz = if user == t.admin { "" } else { user };
+        let mut sasl = Vec::new();
+        sasl.extend_from_slice(authz.as_bytes());
+        sasl.push(0);
+        sasl.extend_from_slice(t.admin.as_bytes());
+        sasl.push(0);
+        sasl.extend_from_slice(password.as_bytes());
+        let b64 = base64_encode(&sasl);
+        let (_, res) = if conn.has("SASL-IR") {
+            conn.cmd(&[Part::Text(format!("AUTHENTICATE PLAIN {b64}"))], true)?
+        } else {
+            // The response goes after the server's empty challenge.
+            conn.tag += 1;
+            let tag = format!("A{}", conn.tag);
+            conn.w
+                .write_all(format!("{tag} AUTHENTICATE PLAIN\r\n").as_bytes())?;
+            let r = conn.read_resp()?;
+            if !r.text.starts_with(b"+") {
+                bail!(
+                    "AUTHENTICATE PLAIN: expected +, found {:?}",
+                    String::from_utf8_lossy(&r.text)
+                );
+            }
+            conn.w.write_all(format!("{b64}\r\n").as_bytes())?;
+            loop {
+                let r = conn.read_resp()?;
+                if let Some(rest) = r.text.strip_prefix(tag.as_bytes()) {
+                    let rest = String::from_utf8_lossy(rest).trim().to_owned();
+                    conn.take_caps(&r.text);
+                    break (Vec::new(), rest);
+                }
+            }
+        };
+        if !res.starts_with("OK") {
+            bail!(
+                "{}:{}: {} could not authenticate as {user}: {res}",
+                t.host,
+                t.port,
+                t.admin
+            );
+        }
+        if !res.contains("[CAPABILITY ") {
+            conn.cmd(&[Part::Text("CAPABILITY".into())], false)?;
+        }
+        let (mut prefix, mut delim) = (String::new(), '/');
+        if conn.has("NAMESPACE") {
+            let (un, _) = conn.cmd(&[Part::Text("NAMESPACE".into())], false)?;
+            if let Some(r) = un.iter().find(|r| r.text.starts_with(b"* NAMESPACE")) {
+                let toks = r.tokens()?;
+                // * NAMESPACE (("prefix" "delim") ...) ...
+                if let [_, _, Tok::Open, Tok::Open, Tok::Str(p), d, ..] = toks.as_slice() {
+                    prefix = String::from_utf8_lossy(p).into_owned();
+                    if let Tok::Str(d) = d {
+                        delim = d.first().map_or('/', |&c| c as char);
+                    }
+                }
+            }
+        } else {
+            let (un, _) = conn.cmd(&[Part::Text("LIST \"\" \"\"".into())], false)?;
+            if let Some(r) = un.first() {
+                if let Some(Tok::Str(d)) = r.tokens()?.get(3) {
+                    delim = d.first().map_or('/', |&c| c as char);
+                }
+            }
+        }
+        let mut existing = BTreeSet::new();
+        let (un, _) = conn.cmd(&[Part::Text("LIST \"\" \"*\"".into())], false)?;
+        for r in &un {
+            let toks = r.tokens()?;
+            if let Some(Tok::Str(n) | Tok::Atom(n)) = toks.last() {
+                existing.insert(String::from_utf8_lossy(n).into_owned());
+            }
+        }
+        let date = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
+        Ok(ImapSink {
+            conn,
+            prefix,
+            delim,
+            into: t.into.clone(),
+            use_digest: t.use_digest,
+            date,
+            existing,
+            current: None,
+            present: HashMap::new(),
+            unhashed: HashMap::new(),
+            appended: 0,
+            skipped: 0,
+            notes: Vec::new(),
+        })
+    }
+
+    /// One hierarchy level made harmless for the server: no delimiter, wildcard or control
+    /// character in it.
+    fn level(&self, l: &str) -> String {
+        let s: String = l
+            .chars()
+            .map(|c| {
+                if c == self.delim || c == '%' || c == '*' || c.is_control() {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        if s.is_empty() {
+            "_".to_owned()
+        } else {
+            s
+        }
+    }
+
+    /// The server name a store folder goes to.
+    fn target_name(&self, store_name: &str) -> String {
+        let is_inbox = store_name.eq_ignore_ascii_case("INBOX");
+        let rest = if store_name.len() > 6 && store_name[..6].eq_ignore_ascii_case("INBOX/") {
+            &store_name[6..]
+        } else {
+            store_name
+        };
+        let mut levels: Vec<String> = match &self.into {
+            IntoFolder::Original if is_inbox => return "INBOX".to_owned(),
+            IntoFolder::Original => Vec::new(),
+            IntoFolder::Dated => vec!["Restored".to_owned(), self.date.clone()],
+            IntoFolder::Named(n) => n.split('/').map(|l| self.level(l)).collect(),
+        };
+        if is_inbox {
+            levels.push("INBOX".to_owned());
+        } else {
+            levels.extend(rest.split('/').map(|l| self.level(l)));
+        }
+        format!("{}{}", self.prefix, levels.join(&self.delim.to_string()))
+    }
+
+    fn fetch_present(&mut self) -> anyhow::Result<()> {
+        self.present.clear();
+        self.unhashed.clear();
+        let digest = self.use_digest && self.conn.has("DIGEST=SHA1");
+        let what = if digest {
+            "UID FETCH 1:* (DIGEST.SHA1)"
+        } else {
+            "UID FETCH 1:* (RFC822.SIZE)"
+        };
+        let (un, res) = self.conn.cmd(&[Part::Text(what.into())], true)?;
+        // An empty folder: Cyrus says OK with nothing, others may say NO/BAD to `1:*`.
+        if !res.starts_with("OK") && !un.is_empty() {
+            bail!("{what}: {res}");
+        }
+        for r in &un {
+            let toks = r.tokens()?;
+            let Some(open) = toks.iter().position(|t| *t == Tok::Open) else {
+                continue;
+            };
+            if !matches!(toks.get(2), Some(Tok::Atom(a)) if a.eq_ignore_ascii_case(b"FETCH")) {
+                continue;
+            }
+            let (mut uid, mut sha, mut size) = (None, None, None);
+            for kv in toks[open + 1..].chunks(2) {
+                if let [Tok::Atom(k), v] = kv {
+                    let val = match v {
+                        Tok::Atom(v) | Tok::Str(v) => String::from_utf8_lossy(v).into_owned(),
+                        _ => continue,
+                    };
+                    match k.to_ascii_uppercase().as_slice() {
+                        b"UID" => uid = val.parse::<u32>().ok(),
+                        b"DIGEST.SHA1" => sha = super::parse_guid(&val).ok(),
+                        b"RFC822.SIZE" => size = val.parse::<u64>().ok(),
+                        _ => {}
+                    }
+                }
+            }
+            match (uid, sha, size) {
+                (_, Some(g), _) => *self.present.entry(g).or_default() += 1,
+                (Some(u), None, Some(s)) => self.unhashed.entry(s).or_default().push(u),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Without DIGEST.SHA1: hashes the messages of this size not hashed yet.
+    fn hash_size(&mut self, size: u64) -> anyhow::Result<()> {
+        let Some(uids) = self.unhashed.remove(&size) else {
+            return Ok(());
+        };
+        for uid in uids {
+            let (un, _) = self.conn.cmd(
+                &[Part::Text(format!("UID FETCH {uid} (BODY.PEEK[])"))],
+                false,
+            )?;
+            for r in &un {
+                if let Some(body) = r.literals.first() {
+                    *self.present.entry(Guid::of(body)).or_default() += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sink for ImapSink {
+    fn folder(&mut self, f: &SafeFolder) -> anyhow::Result<()> {
+        let name = self.target_name(&f.name);
+        if !self.existing.contains(&name) {
+            let mut parts = vec![Part::Text("CREATE ".into())];
+            parts.push(astring(&name));
+            let (_, res) = self.conn.cmd(&parts, true)?;
+            // Another client (or a half-done earlier run) may have made it meanwhile.
+            if !res.starts_with("OK") && !res.contains("ALREADYEXISTS") && !res.contains("exists") {
+                bail!("CREATE {name:?}: {res}");
+            }
+            // Parents come into being with it.
+            let d = self.delim.to_string();
+            let mut acc = String::new();
+            for l in name.split(&d) {
+                if !acc.is_empty() {
+                    acc.push_str(&d);
+                }
+                acc.push_str(l);
+                self.existing.insert(acc.clone());
+            }
+        }
+        let mut parts = vec![Part::Text("SELECT ".into())];
+        parts.push(astring(&name));
+        self.conn.cmd(&parts, false)?;
+        self.current = Some(name);
+        self.fetch_present()
+    }
+
+    fn message(&mut self, m: &Item, data: &mut dyn Read) -> anyhow::Result<()> {
+        let name = self
+            .current
+            .clone()
+            .context("a message before any folder")?;
+        let mut bytes = Vec::with_capacity(m.size as usize);
+        data.read_to_end(&mut bytes)?;
+        // Checked before it reaches the server: a bad copy must not be appended.
+        if Guid::of(&bytes) != m.guid {
+            bail!(
+                "message {}: the stored bytes do not hash to their GUID (run verify)",
+                m.guid.to_hex()
+            );
+        }
+        self.hash_size(bytes.len() as u64)?;
+        if let Some(n) = self.present.get_mut(&m.guid).filter(|n| **n > 0) {
+            *n -= 1;
+            self.skipped += 1;
+            return Ok(());
+        }
+        let mut flags = Vec::new();
+        for f in &m.flags {
+            let ok_atom = !f.is_empty()
+                && f.bytes().enumerate().all(|(i, c)| {
+                    c > 0x20 && c < 0x7f && !b"(){%*\"]".contains(&c) && (c != b'\\' || i == 0)
+                });
+            if f.eq_ignore_ascii_case("\\Recent") {
+                continue;
+            }
+            if ok_atom {
+                flags.push(f.as_str());
+            } else {
+                self.notes.push(format!(
+                    "{name}: message {}: keyword {f:?} is not an IMAP atom, not kept",
+                    m.guid.to_hex()
+                ));
+            }
+        }
+        let date = imap_date(m.internal_date);
+        let tail = format!(" ({}) \"{date}\" ", flags.join(" "));
+        let mut parts = vec![Part::Text("APPEND ".into())];
+        parts.push(astring(&name));
+        parts.push(Part::Text(tail));
+        parts.push(Part::Lit(&bytes));
+        self.conn.cmd(&parts, false)?;
+        self.appended += 1;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> anyhow::Result<Vec<String>> {
+        let _ = self.conn.cmd(&[Part::Text("LOGOUT".into())], true);
+        let mut notes = std::mem::take(&mut self.notes);
+        notes.push(format!(
+            "imap: {} appended, {} already there (not appended again)",
+            self.appended, self.skipped
+        ));
+        Ok(notes)
+    }
+}
+
+/// An IMAP date-time in UTC: `23-Nov-2026 06:30:24 +0000`.
+pub fn imap_date(t: Timestamp) -> String {
+    jiff::Timestamp::from_second(t.secs)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .strftime("%d-%b-%Y %H:%M:%S +0000")
+        .to_string()
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls_and_into() {
+        let t = ImapTarget::parse("imap://admin@127.0.0.1:1143/").unwrap();
+        assert_eq!(
+            (t.admin.as_str(), t.host.as_str(), t.port),
+            ("admin", "127.0.0.1", 1143)
+        );
+        let t = ImapTarget::parse("imap://a@b@mail.example").unwrap();
+        assert_eq!(
+            (t.admin.as_str(), t.host.as_str(), t.port),
+            ("a@b", "mail.example", 143)
+        );
+        assert!(ImapTarget::parse("imap://host:143/").is_err());
+        assert!(ImapTarget::parse("imap://a@host:x/").is_err());
+        assert!(ImapTarget::parse("imap://a@host/INBOX").is_err());
+        assert_eq!(IntoFolder::parse("/").unwrap(), IntoFolder::Original);
+        assert_eq!(
+            IntoFolder::parse("Old/Mail").unwrap(),
+            IntoFolder::Named("Old/Mail".into())
+        );
+        assert!(IntoFolder::parse("a//b").is_err());
+    }
+
+    #[test]
+    fn encodes_base64_and_dates() {
+        assert_eq!(base64_encode(b"u\0admin\0x"), "dQBhZG1pbgB4");
+        assert_eq!(base64_encode(b"ab"), "YWI=");
+        assert_eq!(
+            imap_date(Timestamp {
+                secs: 1_795_447_824,
+                nanos: 0
+            }),
+            "23-Nov-2026 15:30:24 +0000"
+        );
+    }
+
+    #[test]
+    fn tokenizes_fetch_responses() {
+        let r = Resp {
+            text: b"* 3 FETCH (UID 4 BODY[] {5} FLAGS (\\Seen $Work) X \"a\\\"b\")".to_vec(),
+            literals: vec![b"hello".to_vec()],
+        };
+        let t = r.tokens().unwrap();
+        assert_eq!(t[4], Tok::Atom(b"UID".to_vec()));
+        assert_eq!(t[6], Tok::Atom(b"BODY[]".to_vec()));
+        assert_eq!(t[7], Tok::Str(b"hello".to_vec()));
+        assert_eq!(t.last().unwrap(), &Tok::Close);
+        assert!(t.contains(&Tok::Str(b"a\"b".to_vec())));
+    }
+}
