@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 
 use formats::archive::{EntryMeta, ScanEvent, Scanner, Tail};
 
-use crate::store::{ReindexReport, StoreError, StoreOptions, StoreReader, UserDir, INDEX_FILE};
+use crate::store::{
+    is_data_file_name, ReindexReport, StoreError, StoreOptions, StoreReader, UserDir, INDEX_FILE,
+};
 
 /// Faults listed per user, at most; more are counted.
 const MAX_FAULTS: usize = 1000;
@@ -110,6 +112,11 @@ pub fn store_users(root: &Path) -> std::io::Result<(Vec<String>, Vec<Fault>)> {
             for u in dirs(&b)? {
                 let index = u.join(INDEX_FILE);
                 if !index.exists() {
+                    // A data file with bytes and no index is a store nobody can read or
+                    // back up into until it is reindexed: a fault, not an empty directory.
+                    if let Some(fault) = index_missing(&u)? {
+                        faults.push(fault);
+                    }
                     continue;
                 }
                 let got = rusqlite::Connection::open_with_flags(
@@ -134,6 +141,33 @@ pub fn store_users(root: &Path) -> std::io::Result<(Vec<String>, Vec<Fault>)> {
     }
     users.sort();
     Ok((users, faults))
+}
+
+/// The fault of a store directory without an index whose data file holds bytes (`None`
+/// when it holds none: a user directory with only a lock file is not a store).
+fn index_missing(dir: &Path) -> std::io::Result<Option<Fault>> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let name = e.file_name();
+        let Some(name) = name.to_str().filter(|n| is_data_file_name(n)) else {
+            continue;
+        };
+        let len = e.metadata()?.len();
+        if len > 0 {
+            return Ok(Some(Fault {
+                user: dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                file: dir.join(INDEX_FILE),
+                offset: None,
+                what: format!(
+                    "no index, but data file {name} holds {len} bytes (run backup-server reindex)"
+                ),
+            }));
+        }
+    }
+    Ok(None)
 }
 
 /// Verifies `user`'s store, or every store under `root` when `user` is `None`.

@@ -71,6 +71,32 @@ fn an_intact_store_verifies_clean() {
 }
 
 #[test]
+fn a_store_whose_index_is_gone_is_a_fault() {
+    let root = tempfile::tempdir().unwrap();
+    let data = build(root.path());
+    let dir = data.parent().unwrap();
+    for f in [
+        "backupstate.sqlite3",
+        "backupstate.sqlite3-wal",
+        "backupstate.sqlite3-shm",
+    ] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    let rep = verify(root.path(), None).unwrap();
+    assert!(!rep.is_clean(), "a store without its index verified clean");
+    let f = &rep.faults[0];
+    assert_eq!(f.file, dir.join("backupstate.sqlite3"));
+    assert!(f.what.contains("reindex"), "{}", f.what);
+    // A user directory holding only a lock file is no store and no fault.
+    UserDir::new(root.path(), "lockonly")
+        .unwrap()
+        .lock()
+        .unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+    assert!(verify(root.path(), None).unwrap().is_clean());
+}
+
+#[test]
 fn a_flipped_byte_is_found_and_named() {
     let root = tempfile::tempdir().unwrap();
     let data = build(root.path());

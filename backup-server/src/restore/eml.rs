@@ -9,6 +9,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use sha1::{Digest, Sha1};
 
 use super::{mkdirs, set_mtime, Item, SafeFolder, Sink};
 
@@ -47,15 +48,14 @@ impl Sink for Eml {
         } else {
             format!("{}.eml", m.uid)
         };
-        let p = dir.join(name);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&p)
-            .with_context(|| format!("creating {}", p.display()))?;
-        std::io::copy(data, &mut f).with_context(|| format!("writing {}", p.display()))?;
-        f.flush()?;
-        set_mtime(&f, m.internal_date);
+        let p = dir.join(&name);
+        if p.exists() {
+            anyhow::bail!("{} exists already", p.display());
+        }
+        // Written under a temporary name, renamed once the bytes hashed to their GUID.
+        let tmp = dir.join(format!(".{name}.tmp"));
+        write_checked(&tmp, m, data)?;
+        std::fs::rename(&tmp, &p).with_context(|| format!("renaming to {}", p.display()))?;
         if !m.flags.is_empty() {
             self.flags_dropped += 1;
         }
@@ -71,5 +71,68 @@ impl Sink for Eml {
         } else {
             Vec::new()
         })
+    }
+}
+
+/// Writes a message to the new file `tmp` (mtime: its internal date), for the caller to
+/// rename into place; when the bytes do not hash to the message's GUID, or anything
+/// fails, `tmp` is removed again and the error returned.
+pub(super) fn write_checked(tmp: &Path, m: &Item, data: &mut dyn Read) -> anyhow::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    let mut data = Checked::new(data);
+    let written = std::io::copy(&mut data, &mut f)
+        .and_then(|_| f.flush())
+        .with_context(|| format!("writing {}", tmp.display()))
+        .and_then(|()| data.check(m));
+    if let Err(e) = written {
+        drop(f);
+        let _ = std::fs::remove_file(tmp);
+        return Err(e);
+    }
+    set_mtime(&f, m.internal_date);
+    Ok(())
+}
+
+/// A message's bytes on their way into a target, hashed as they pass, so that a target
+/// makes a message visible only once its bytes proved to be the ones its GUID names.
+/// (The restore's own check comes after the target has written the message: too late to
+/// keep damaged bytes out of a Maildir, an .eml directory or an mbox file.)
+pub(super) struct Checked<'a> {
+    inner: &'a mut dyn Read,
+    hasher: Sha1,
+}
+
+impl<'a> Checked<'a> {
+    pub(super) fn new(inner: &'a mut dyn Read) -> Checked<'a> {
+        Checked {
+            inner,
+            hasher: Sha1::new(),
+        }
+    }
+
+    /// Reads what is left, then fails unless the SHA-1 of every byte is `m`'s GUID.
+    pub(super) fn check(mut self, m: &Item) -> anyhow::Result<()> {
+        std::io::copy(&mut self, &mut std::io::sink()).context("reading the message")?;
+        let digest = self.hasher.finalize();
+        if !m.guid.is_null() && digest[..] != m.guid.0[..] {
+            anyhow::bail!(
+                "message {}: the stored bytes hash to {}, not to their GUID (run verify); not written",
+                m.guid.to_hex(),
+                hex::encode(digest)
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Read for Checked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
     }
 }

@@ -10,13 +10,13 @@
 //! more than 26 keywords keeps the first 26; the others are left out, with a note.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::{mkdirs, set_mtime, Item, SafeFolder, Sink};
+use super::eml::write_checked;
+use super::{mkdirs, Item, SafeFolder, Sink};
 
 /// A Maildir++ target.
 #[derive(Debug)]
@@ -136,15 +136,8 @@ impl Sink for Maildir {
             m.size
         );
         let tmp = dir.join("tmp").join(&base);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        std::io::copy(data, &mut f).with_context(|| format!("writing {}", tmp.display()))?;
-        f.flush()?;
-        set_mtime(&f, m.internal_date);
-        drop(f);
+        // Only bytes that hash to their GUID leave tmp.
+        write_checked(&tmp, m, data)?;
         let dest = dir.join("cur").join(format!("{base}:2,{flags}"));
         if dest.exists() {
             let _ = std::fs::remove_file(&tmp);

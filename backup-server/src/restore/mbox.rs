@@ -11,11 +11,12 @@
 //! removes one `>` and gets the line back); then an empty line.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use super::eml::Checked;
 use super::{mkdirs, Item, SafeFolder, Sink};
 
 /// An mboxrd target.
@@ -86,6 +87,11 @@ impl Sink for Mbox {
 
     fn message(&mut self, m: &Item, data: &mut dyn Read) -> anyhow::Result<()> {
         let (p, w) = self.out.as_mut().context("a message before its folder")?;
+        // Where this message starts: damaged bytes are cut off again (below).
+        let start = w
+            .stream_position()
+            .with_context(|| format!("writing {}", p.display()))?;
+        let mut data = Checked::new(data);
         let r = (|| -> std::io::Result<()> {
             writeln!(w, "From mailbackup {}", asctime(m.internal_date.secs))?;
             let (mut status, mut xstatus, mut keywords) =
@@ -111,7 +117,7 @@ impl Sink for Mbox {
                     writeln!(w, "X-Keywords: {}", keywords.join(", "))?;
                 }
             }
-            let mut r = BufReader::new(data);
+            let mut r = BufReader::new(&mut data);
             let mut line = Vec::new();
             loop {
                 line.clear();
@@ -130,7 +136,22 @@ impl Sink for Mbox {
             }
             w.write_all(b"\n")
         })();
-        r.with_context(|| format!("writing {}", p.display()))
+        let r = r
+            .with_context(|| format!("writing {}", p.display()))
+            .and_then(|()| data.check(m));
+        if r.is_err() {
+            // Only messages whose bytes hashed to their GUID stay in the file.
+            let cut = w
+                .flush()
+                .and_then(|()| w.get_ref().set_len(start))
+                .and_then(|()| w.seek(SeekFrom::Start(start)).map(|_| ()));
+            if let Err(e) = cut {
+                return r.with_context(|| {
+                    format!("{}: cutting a damaged message off failed: {e}", p.display())
+                });
+            }
+        }
+        r
     }
 
     fn finish(&mut self) -> anyhow::Result<Vec<String>> {

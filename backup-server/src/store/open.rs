@@ -409,11 +409,12 @@ pub(crate) fn committed_len(db: &IndexDb) -> Result<u64> {
 
 fn last_time(db: &IndexDb) -> Result<Option<Timestamp>> {
     // Entry times increase in file order (a run starts after the previous entry), so the
-    // last entry has the newest: one step down the primary key, not a scan.
+    // last timed entry has the newest: a few steps down the primary key, not a scan (an
+    // unknown kind, written by a newer version, has no time and is stepped over).
     let t: Option<Option<i64>> = db
         .conn
         .query_row(
-            "SELECT time FROM entries ORDER BY id DESC LIMIT 1",
+            "SELECT time FROM entries WHERE time IS NOT NULL ORDER BY id DESC LIMIT 1",
             [],
             |r| r.get(0),
         )
@@ -524,5 +525,19 @@ fn create_store(dir: &UserDir, opts: &StoreOptions) -> Result<()> {
         .io(&tmp, "syncing the new index")?;
     let index = dir.index_path();
     std::fs::rename(&tmp, &index).io(&index, "renaming the new index into place")?;
-    sync_dir(dir.path())
+    sync_dir(dir.path())?;
+    // The user's directory and the two fan-out levels above it may be new too: their
+    // entries must survive a power loss as well, or the whole store could vanish after
+    // the state db recorded a backup in it.
+    let mut up = dir.path().parent();
+    for _ in 0..3 {
+        match up {
+            Some(p) if !p.as_os_str().is_empty() => {
+                sync_dir(p)?;
+                up = p.parent();
+            }
+            _ => break,
+        }
+    }
+    Ok(())
 }

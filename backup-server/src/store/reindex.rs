@@ -60,6 +60,9 @@ pub fn rebuild_index(data_path: &Path, user: &str, out: &Path) -> Result<Reindex
         })?
         .to_owned();
     let file = File::open(data_path).io(data_path, "opening the data file")?;
+    // The bytes past the old committed length may be a killed run's, still only in the
+    // page cache: the new index must not name bytes a power loss could take back.
+    file.sync_all().io(data_path, "syncing the data file")?;
     let built = (|| {
         let db = IndexDb::open(out, OpenMode::Create)?;
         let report = fill(&db, file, data_path, user, &data_name)?;
