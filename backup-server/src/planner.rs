@@ -327,6 +327,17 @@ pub struct Wanted {
     pub expunged: bool,
 }
 
+/// The live records asked for that backupd's reply did not mention at all (neither bytes nor
+/// "gone"), in UID order. A reply that skips a UID must not let the folder's snapshot be stored
+/// with a live record whose message the store lacks.
+pub fn unanswered_live(wanted: &[Wanted], answered: &HashSet<u32>) -> Vec<u32> {
+    wanted
+        .iter()
+        .filter(|w| !w.expunged && !answered.contains(&w.uid))
+        .map(|w| w.uid)
+        .collect()
+}
+
 /// The records of a cyrus.index whose message the store lacks (`held(guid)` false), one
 /// per GUID (a live record's UID preferred over an expunged one's), in UID order. Records
 /// without a GUID and records whose file Cyrus has already unlinked are skipped; the
@@ -641,6 +652,8 @@ fn backup_folder(
         let mut missing_live = 0u64;
         let mut gone_live = 0u64;
         if !wanted.is_empty() {
+            let mut answered: HashSet<u32> = HashSet::with_capacity(wanted.len());
+            let mut failed_items = 0u64;
             let by_uid: HashMap<u32, &Wanted> = wanted.iter().map(|w| (w.uid, w)).collect();
             let uids: Vec<u32> = wanted.iter().map(|w| w.uid).collect();
             let mut stream = match conn.fetch_messages(user, &f.uniqueid, &uids) {
@@ -669,6 +682,7 @@ fn backup_folder(
                         size,
                         mut body,
                     } => {
+                        answered.insert(uid);
                         out.messages_fetched += 1;
                         out.bytes_fetched += size;
                         let Some(w) = by_uid.get(&uid) else {
@@ -703,6 +717,7 @@ fn backup_folder(
                         }
                     }
                     Fetched::Gone { uid } => {
+                        answered.insert(uid);
                         out.messages_gone += 1;
                         if by_uid.get(&uid).is_some_and(|w| !w.expunged) {
                             gone_live += 1;
@@ -711,8 +726,20 @@ fn backup_folder(
                     Fetched::Failed(e) => {
                         out.incomplete.push(format!("{}: backupd: {e}", label()));
                         missing_live += 1;
+                        failed_items += 1;
                     }
                 }
+            }
+            // Failed items name no UID: only UIDs beyond those are unexplained.
+            let unanswered = unanswered_live(&wanted, &answered);
+            if unanswered.len() as u64 > failed_items {
+                out.incomplete.push(format!(
+                    "{}: backupd did not answer for {} live UIDs ({:?}...)",
+                    label(),
+                    unanswered.len(),
+                    &unanswered[..unanswered.len().min(5)]
+                ));
+                missing_live += unanswered.len() as u64;
             }
         }
         if missing_live > 0 {

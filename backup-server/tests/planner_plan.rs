@@ -5,7 +5,8 @@
 mod store_common;
 
 use backup_server::planner::{
-    messages_to_fetch, plan_for, CopyReason, FolderAction, FolderStep, Plan,
+    messages_to_fetch, plan_for, unanswered_live, CopyReason, FolderAction, FolderStep, Plan,
+    Wanted,
 };
 use backup_server::store::{MessageInfo, RunEnd, Store};
 use backupd::access::{FolderStat, UserFileId, UserFileStat, UserListing};
@@ -311,4 +312,25 @@ fn fetch_only_what_the_store_lacks_once_per_guid() {
     // A damaged index is refused with its offset.
     let err = messages_to_fetch(&index[..index.len() - 10], |_| Ok(false)).unwrap_err();
     assert!(err.to_string().contains("cyrus.index"), "{err}");
+}
+
+#[test]
+fn a_reply_that_skips_a_live_uid_is_caught() {
+    // backupd must answer every UID asked for, with bytes or "gone"; a live one it skips would
+    // otherwise leave the snapshot naming a message the store lacks.
+    let w = |uid, expunged| Wanted {
+        uid,
+        guid: Guid::of(&uid.to_be_bytes()),
+        internal_date: formats::Timestamp::from_secs(0),
+        expunged,
+    };
+    let wanted = [w(1, false), w(2, true), w(3, false), w(4, false)];
+    let answered: std::collections::HashSet<u32> = [1, 4].into_iter().collect();
+    assert_eq!(
+        unanswered_live(&wanted, &answered),
+        vec![3],
+        "UID 2 is expunged: gone is fine"
+    );
+    let all: std::collections::HashSet<u32> = [1, 3, 4].into_iter().collect();
+    assert!(unanswered_live(&wanted, &all).is_empty());
 }
