@@ -87,7 +87,7 @@ pub enum Command {
         #[arg(long)]
         user: String,
     },
-    /// Restore mail from a user's backup into Maildir, mbox or .eml files (docs/restore.md).
+    /// Restore mail from a user's backup into Maildir, mbox, .eml files or an IMAP account (docs/restore.md).
     Restore(crate::restore::RestoreArgs),
 }
 
