@@ -1,8 +1,11 @@
 //! Helpers for the end-to-end tests: a private Cyrus IMAP on loopback, started and stopped
-//! by the scripts in `tests/cyrus/`, and the IMAP server's own view of its spool ("truth").
+//! by the scripts in `tests/cyrus/`, and the IMAP server's own view of its spool ("truth");
+//! and the setup the backup and restore tests share (`rig`: backupd in process, backups,
+//! the backup-server binary and its configuration).
 
 pub mod cyrus;
 pub mod readers;
+pub mod rig;
 pub mod truth;
 
 pub use cyrus::{CyrusInstance, ScriptSummary};

@@ -4,16 +4,9 @@
 //! every user, of a second one with nothing changed, and peak RSS of the process (backupd
 //! runs in it too).
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::time::Instant;
-
-use backup_server::planner::{backup_user, UserJob, UserOutcome};
+use backup_server::planner::UserOutcome;
 use backup_server::store::StoreOptions;
-use backupd::auth::Secret;
-use backupd::client::{Client, ClientOptions};
-use backupd::server::{self, Settings};
-use backupd::spool::Spool;
+use tests::rig::{backup_all, user_names, Backupd};
 use tests::CyrusInstance;
 
 fn env(name: &str, default: &str) -> String {
@@ -51,42 +44,22 @@ fn planner_bench_bulk() {
         ])
         .expect("bulk.py");
     eprintln!("{}", summary.line);
-    let secret = Secret::from_bytes(b"planner-bench-secret-0123").unwrap();
-    let spool = Spool::open(&cyrus.imapd_conf()).expect("opening the spool");
-    let handle = server::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        Arc::new(spool),
-        secret.clone(),
-        Settings::default(),
-    )
-    .expect("starting backupd");
-    let mut c = Client::connect(handle.addr(), &secret, &ClientOptions::default()).unwrap();
-    let names: BTreeSet<String> = c
-        .list_users()
-        .unwrap()
-        .into_iter()
-        .map(|u| u.user)
-        .collect();
+    let backupd = Backupd::start(&cyrus, "planner-bench-secret-0123");
+    let mut c = backupd.connect();
+    let names = user_names(&mut c);
     let root = tempfile::tempdir().unwrap();
     let opts = StoreOptions::default();
     for pass in ["first", "unchanged"] {
-        let t = Instant::now();
+        let (outcomes, took) = backup_all(&mut c, root.path(), &opts, &names);
         let mut sum = UserOutcome::default();
-        for u in &names {
-            let job = UserJob {
-                user: u,
-                store_root: root.path(),
-                store_options: &opts,
-            };
-            let o = backup_user(&job, &mut c).unwrap_or_else(|e| panic!("{e}"));
-            assert!(o.incomplete.is_empty(), "{u}: {:?}", o.incomplete);
+        for o in outcomes.values() {
             sum.folders += o.folders;
             sum.meta_copies += o.meta_copies;
             sum.messages_fetched += o.messages_fetched;
             sum.bytes_fetched += o.bytes_fetched;
             sum.messages_stored += o.messages_stored;
         }
-        let secs = t.elapsed().as_secs_f64();
+        let secs = took.as_secs_f64();
         if pass == "unchanged" {
             assert_eq!((sum.meta_copies, sum.messages_fetched), (0, 0));
         }
@@ -105,5 +78,5 @@ fn planner_bench_bulk() {
             peak_rss_kib() / 1024
         );
     }
-    handle.shutdown().unwrap();
+    backupd.shutdown();
 }

@@ -15,19 +15,17 @@
 //! CRASH_SEED.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use backup_server::state::StateDb;
 use backup_server::store::{MessageState, Store, StoreOptions, StoreReader};
-use backupd::auth::Secret;
-use backupd::server::{self, Settings};
-use backupd::spool::Spool;
 use formats::archive::{EntryMeta, ScanEvent, Scanner, Tail};
 use formats::{Guid, Timestamp};
+use tests::rig::{
+    self, backup_changes, backup_server_bin, counts, now, run_command as command, text, Backupd,
+};
 use tests::CyrusInstance;
 
 fn env(name: &str, default: u64) -> u64 {
@@ -35,55 +33,6 @@ fn env(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// target/<profile>/backup-server, built if this test run did not build it.
-fn backup_server_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let bin = dir.join("backup-server");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "backup-server", "--bin", "backup-server"])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    assert!(bin.exists(), "{}", bin.display());
-    bin
-}
-
-fn command(bin: &Path, config: &Path) -> Command {
-    let mut c = Command::new(bin);
-    c.arg("--config")
-        .arg(config)
-        .args(["run", "--progress", "log"]);
-    c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// (done, incomplete, skipped, failed) from the summary's "users:" line.
-fn counts(o: &Output) -> (u64, u64, u64, u64) {
-    let out = String::from_utf8_lossy(&o.stdout);
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("users: "))
-        .unwrap_or_else(|| panic!("no users: line\n{}", text(o)));
-    let n: Vec<u64> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().unwrap())
-        .collect();
-    (n[0], n[1], n[2], n[3])
 }
 
 /// splitmix64: a seeded generator, so a failing trial can be replayed (CRASH_SEED).
@@ -102,10 +51,6 @@ impl Rng {
     fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
-}
-
-fn now() -> Timestamp {
-    Timestamp::from_system_time(SystemTime::now()).unwrap()
 }
 
 /// One record as the catalog shows it: folder unique id, UID, GUID, state, flags.
@@ -234,36 +179,7 @@ fn read_back(root: &Path, user: &str) -> (u64, u64) {
 
 /// One configuration: its own store root and state db under `dir`.
 fn write_config(dir: &Path, addr: std::net::SocketAddr, secret: &str) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let secret_file = dir.join("mail1.secret");
-    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
-    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let config = dir.join("backup-server.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-store_root = "store"
-state_db = "state/state.sqlite3"
-workers = 3
-batch_size = 2
-[[server]]
-name = "mail1"
-address = "{addr}"
-secret_file = "mail1.secret"
-[[raidset]]
-name = "drives-a"
-server = "mail1"
-partitions = ["default"]
-[[raidset]]
-name = "drives-b"
-server = "mail1"
-partitions = ["p2"]
-"#
-        ),
-    )
-    .unwrap();
-    config
+    rig::write_config(dir, addr, secret, 3, 2)
 }
 
 fn cp_r(from: &Path, to: &Path) {
@@ -463,19 +379,11 @@ fn kill_9_at_random_moments_loses_nothing() {
     cyrus
         .populate_with(&["--users", "3", "--messages", "10", "--large", "1"])
         .expect("populate.py");
-    let secret = "crash-trials-secret-0123456789".to_owned();
-    let spool = Spool::open(&cyrus.imapd_conf()).expect("opening the spool");
-    let handle = server::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        Arc::new(spool),
-        Secret::from_bytes(secret.as_bytes()).unwrap(),
-        Settings::default(),
-    )
-    .expect("starting backupd");
+    let backupd = Backupd::start(&cyrus, "crash-trials-secret-0123456789");
     let s = Setup {
         bin: backup_server_bin(),
-        addr: handle.addr(),
-        secret,
+        addr: backupd.addr(),
+        secret: backupd.secret_text.clone(),
     };
     let work = tempfile::tempdir().unwrap();
     eprintln!("spool ready after {:.1} s", t_test.elapsed().as_secs_f64());
@@ -528,21 +436,7 @@ fn kill_9_at_random_moments_loses_nothing() {
     let populate_users: Vec<&String> = users.iter().filter(|u| u.starts_with('u')).collect();
     assert!(!populate_users.is_empty(), "{users:?}");
     for u in &populate_users {
-        let out = Command::new("python3")
-            .arg(tests::cyrus::scripts_dir().join("backup_changes.py"))
-            .arg("127.0.0.1")
-            .arg(cyrus.imap_port().to_string())
-            .arg(cyrus.lmtp_port().to_string())
-            .args(["--user", u])
-            .args(["--sieve-port", &cyrus.sieve_port().to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "backup_changes.py {u}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        backup_changes(&cyrus, u);
     }
     eprintln!("changes made after {:.1} s", t_test.elapsed().as_secs_f64());
     cyrus
@@ -639,5 +533,5 @@ fn kill_9_at_random_moments_loses_nothing() {
     );
     assert!(killed >= 20, "only {killed} kills hit a live run");
     assert!(mid >= 1, "no kill landed between two users' commits");
-    handle.shutdown().unwrap();
+    backupd.shutdown();
 }

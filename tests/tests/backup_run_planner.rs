@@ -7,48 +7,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use backup_server::ls::ls;
-use backup_server::planner::{
-    backup_user, plan_for, BackupError, FolderAction, UserJob, UserOutcome,
-};
+use backup_server::planner::{plan_for, BackupError, FolderAction, UserOutcome};
 use backup_server::store::{StoreOptions, StoreReader, UserDir};
-use backupd::auth::Secret;
-use backupd::client::{Client, ClientOptions};
-use backupd::server::{self, Settings};
-use backupd::spool::Spool;
 use formats::archive::UserFileKind;
 use formats::{Guid, Timestamp};
 use tests::readers::imap_date;
+use tests::rig::{backup, backup_all, backup_changes, now, Backupd};
 use tests::{CyrusInstance, Truth};
-
-fn now() -> Timestamp {
-    Timestamp::from_system_time(std::time::SystemTime::now()).unwrap()
-}
-
-fn backup_all(
-    c: &mut Client,
-    root: &Path,
-    opts: &StoreOptions,
-    users: &BTreeSet<String>,
-) -> (BTreeMap<String, UserOutcome>, Duration) {
-    let t = Instant::now();
-    let mut out = BTreeMap::new();
-    for u in users {
-        let job = UserJob {
-            user: u,
-            store_root: root,
-            store_options: opts,
-        };
-        let o = backup_user(&job, c).unwrap_or_else(|e| panic!("{e}"));
-        assert!(o.incomplete.is_empty(), "{u}: {:?}", o.incomplete);
-        out.insert(u.clone(), o);
-    }
-    (out, t.elapsed())
-}
 
 fn ls_text(root: &Path, user: &str, folder: Option<&str>, at: Option<Timestamp>) -> String {
     let mut out = Vec::new();
@@ -184,16 +151,8 @@ fn planner_backs_up_changes_only_and_ls_shows_each_state() {
     let truth1 = cyrus.truth().expect("imap_truth.py");
     let users: BTreeSet<String> = truth1.users().into_iter().map(str::to_owned).collect();
 
-    let secret = Secret::from_bytes(b"planner-e2e-secret-0123").unwrap();
-    let spool = Spool::open(&cyrus.imapd_conf()).expect("opening the spool");
-    let handle = server::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        Arc::new(spool),
-        secret.clone(),
-        Settings::default(),
-    )
-    .expect("starting backupd");
-    let mut c = Client::connect(handle.addr(), &secret, &ClientOptions::default()).unwrap();
+    let backupd = Backupd::start(&cyrus, "planner-e2e-secret-0123");
+    let mut c = backupd.connect();
     let root = tempfile::tempdir().unwrap();
     let opts = StoreOptions::default();
 
@@ -235,21 +194,7 @@ fn planner_backs_up_changes_only_and_ls_shows_each_state() {
 
     // ---- changes to the first user.
     let changed = users.iter().next().unwrap().clone();
-    let out = Command::new("python3")
-        .arg(tests::cyrus::scripts_dir().join("backup_changes.py"))
-        .arg("127.0.0.1")
-        .arg(cyrus.imap_port().to_string())
-        .arg(cyrus.lmtp_port().to_string())
-        .args(["--user", &changed])
-        .args(["--sieve-port", &cyrus.sieve_port().to_string()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "backup_changes.py: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = backup_changes(&cyrus, &changed);
     let new: u64 = stdout
         .lines()
         .find_map(|l| l.strip_prefix("changes: "))
@@ -338,12 +283,7 @@ fn planner_backs_up_changes_only_and_ls_shows_each_state() {
 
     // A user whose store another run holds is skipped, and says so.
     let held = UserDir::new(root.path(), &changed).unwrap().lock().unwrap();
-    let job = UserJob {
-        user: &changed,
-        store_root: root.path(),
-        store_options: &opts,
-    };
-    let e = backup_user(&job, &mut c).unwrap_err();
+    let e = backup(&mut c, root.path(), &opts, &changed).unwrap_err();
     assert!(matches!(e, BackupError::Locked { .. }), "{e}");
     assert!(e.to_string().contains("locked by another run"), "{e}");
     drop(held);
@@ -381,7 +321,7 @@ fn planner_backs_up_changes_only_and_ls_shows_each_state() {
         o2.bytes_stored,
         t_third
     );
-    handle.shutdown().unwrap();
+    backupd.shutdown();
 }
 
 /// Message files that vanish under the planner: an expunged record's file gone is not an
@@ -392,16 +332,8 @@ fn planner_backs_up_changes_only_and_ls_shows_each_state() {
 fn vanished_message_files() {
     let cyrus = CyrusInstance::start().expect("starting Cyrus");
     cyrus.populate_with(&["--users", "1"]).expect("populate.py");
-    let secret = Secret::from_bytes(b"planner-e2e-secret-0123").unwrap();
-    let spool = Spool::open(&cyrus.imapd_conf()).expect("opening the spool");
-    let handle = server::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        Arc::new(spool),
-        secret.clone(),
-        Settings::default(),
-    )
-    .expect("starting backupd");
-    let mut c = Client::connect(handle.addr(), &secret, &ClientOptions::default()).unwrap();
+    let backupd = Backupd::start(&cyrus, "planner-e2e-secret-0123");
+    let mut c = backupd.connect();
     let user = c.list_users().unwrap()[0].user.clone();
     let listing = c.list_folders(&user).unwrap();
 
@@ -450,12 +382,7 @@ fn vanished_message_files() {
 
     let root = tempfile::tempdir().unwrap();
     let opts = StoreOptions::default();
-    let job = UserJob {
-        user: &user,
-        store_root: root.path(),
-        store_options: &opts,
-    };
-    let o = backup_user(&job, &mut c).unwrap();
+    let o = backup(&mut c, root.path(), &opts, &user).unwrap();
     assert_eq!(o.incomplete.len(), 1, "{o:?}");
     assert!(
         o.incomplete[0].contains(&live_f.uniqueid) && o.incomplete[0].contains("vanishing"),
@@ -495,5 +422,5 @@ fn vanished_message_files() {
         "vanished: {o:?} (expunged file removed too: {})",
         gone_expunged.is_some()
     );
-    handle.shutdown().unwrap();
+    backupd.shutdown();
 }

@@ -5,68 +5,16 @@
 //! runs at once share the users between them without failing any.
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::Arc;
+use std::path::Path;
+use std::process::Output;
 
 use backup_server::state::StateDb;
 use backup_server::store::{Store, StoreOptions, UserDir};
-use backupd::auth::Secret;
-use backupd::server::{self, Settings};
-use backupd::spool::Spool;
+use tests::rig::{backup_server_bin, counts, run_command, text, write_config, Backupd};
 use tests::CyrusInstance;
 
-/// target/<profile>/backup-server, built if this test run did not build it.
-fn backup_server_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let bin = dir.join("backup-server");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "backup-server", "--bin", "backup-server"])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    assert!(bin.exists(), "{}", bin.display());
-    bin
-}
-
 fn run(bin: &Path, config: &Path, extra: &[&str]) -> Output {
-    Command::new(bin)
-        .arg("--config")
-        .arg(config)
-        .arg("run")
-        .args(["--progress", "log"])
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// (done, incomplete, skipped, failed) from the summary's "users:" line.
-fn counts(o: &Output) -> (u64, u64, u64, u64) {
-    let out = String::from_utf8_lossy(&o.stdout);
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("users: "))
-        .unwrap_or_else(|| panic!("no users: line\n{}", text(o)));
-    let n: Vec<u64> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().unwrap())
-        .collect();
-    (n[0], n[1], n[2], n[3])
+    run_command(bin, config).args(extra).output().unwrap()
 }
 
 #[test]
@@ -76,47 +24,10 @@ fn run_backs_up_every_user_across_two_raid_sets() {
         .bulk(&["--users", "20", "--folders", "4", "--messages", "6"])
         .expect("bulk.py");
 
-    let secret_text = "e2e-run-secret-0123456789";
-    let secret = Secret::from_bytes(secret_text.as_bytes()).unwrap();
-    let spool = Spool::open(&cyrus.imapd_conf()).expect("opening the spool");
-    let handle = server::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        Arc::new(spool),
-        secret,
-        Settings::default(),
-    )
-    .expect("starting backupd");
+    let backupd = Backupd::start(&cyrus, "e2e-run-secret-0123456789");
 
     let dir = tempfile::tempdir().unwrap();
-    let secret_file = dir.path().join("mail1.secret");
-    std::fs::write(&secret_file, format!("{secret_text}\n")).unwrap();
-    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let config = dir.path().join("backup-server.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-store_root = "store"
-state_db = "state/state.sqlite3"
-workers = 4
-batch_size = 3
-[[server]]
-name = "mail1"
-address = "{}"
-secret_file = "mail1.secret"
-[[raidset]]
-name = "drives-a"
-server = "mail1"
-partitions = ["default"]
-[[raidset]]
-name = "drives-b"
-server = "mail1"
-partitions = ["p2"]
-"#,
-            handle.addr()
-        ),
-    )
-    .unwrap();
+    let config = write_config(dir.path(), backupd.addr(), &backupd.secret_text, 4, 3);
     let bin = backup_server_bin();
 
     // First run: everybody.
@@ -171,10 +82,7 @@ partitions = ["p2"]
     drop(db);
 
     // Two runs at once: between them every user is backed up, none fails.
-    let a = Command::new(&bin)
-        .arg("--config")
-        .arg(&config)
-        .args(["run", "--progress", "log"])
+    let a = run_command(&bin, &config)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

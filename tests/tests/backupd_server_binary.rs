@@ -4,7 +4,7 @@
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,19 +14,7 @@ use tests::CyrusInstance;
 
 /// target/<profile>/backupd, built if this test run did not build it.
 fn backupd_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let bin = dir.join("backupd");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "backupd", "--bin", "backupd"])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    assert!(bin.exists(), "{}", bin.display());
-    bin
+    tests::rig::workspace_bin("backupd")
 }
 
 fn free_port() -> u16 {

@@ -5,17 +5,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
-use std::sync::Arc;
 use std::time::Instant;
 
 use backupd::access::UserFileId;
-use backupd::auth::Secret;
-use backupd::client::{Client, ClientOptions, Fetched, UserFile};
-use backupd::server::{self, Settings};
-use backupd::spool::Spool;
+use backupd::client::{Fetched, UserFile};
 use formats::cyrus::index::Index;
 use formats::protocol::ErrorCode;
 use formats::Guid;
+use tests::rig::Backupd;
 use tests::CyrusInstance;
 
 #[test]
@@ -24,17 +21,8 @@ fn backupd_serves_a_real_cyrus() {
     cyrus.populate().expect("populate.py");
     let truth = cyrus.truth().expect("imap_truth.py");
 
-    let secret = Secret::from_bytes(b"e2e-secret-0123456789").unwrap();
-    let spool = Spool::open(&cyrus.imapd_conf()).expect("opening the spool");
-    let handle = server::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        Arc::new(spool),
-        secret.clone(),
-        Settings::default(),
-    )
-    .expect("starting backupd");
-    let mut c = Client::connect(handle.addr(), &secret, &ClientOptions::default())
-        .expect("connecting to backupd");
+    let backupd = Backupd::start(&cyrus, "e2e-secret-0123456789");
+    let mut c = backupd.connect();
 
     // Users, with the partition of their INBOX.
     let users = c.list_users().expect("list users");
@@ -186,5 +174,5 @@ fn backupd_serves_a_real_cyrus() {
         .unwrap();
     assert_eq!(got, vec![Err(None)], "a UID with no file is gone");
     c.ping().expect("still usable");
-    handle.shutdown().unwrap();
+    backupd.shutdown();
 }

@@ -8,16 +8,11 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 
-use backup_server::planner::{backup_user, UserJob};
 use backup_server::restore::{folder_levels, restore, Selection, Target};
 use backup_server::store::StoreOptions;
-use backupd::auth::Secret;
-use backupd::client::{Client, ClientOptions};
-use backupd::server::{self, Settings};
-use backupd::spool::Spool;
 use formats::{Guid, Timestamp};
+use tests::rig::{backup, backup_changes, now, Backupd};
 use tests::CyrusInstance;
 
 const READ_MAILDIR: &str = r#"
@@ -95,10 +90,6 @@ fn maildir_flags(flags: &[String]) -> String {
     format!("{}+{}", up.into_iter().collect::<String>(), kw.join(","))
 }
 
-fn now() -> Timestamp {
-    Timestamp::from_system_time(std::time::SystemTime::now()).unwrap()
-}
-
 #[test]
 fn restore_from_a_real_backup_to_files_and_as_of_before_an_expunge() {
     let cyrus = CyrusInstance::start().expect("starting Cyrus");
@@ -106,24 +97,11 @@ fn restore_from_a_real_backup_to_files_and_as_of_before_an_expunge() {
     let truth1 = cyrus.truth().expect("imap_truth.py");
     let user = truth1.users().into_iter().next().unwrap().to_owned();
 
-    let secret = Secret::from_bytes(b"restore-e2e-secret-0123").unwrap();
-    let spool = Spool::open(&cyrus.imapd_conf()).expect("opening the spool");
-    let handle = server::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        Arc::new(spool),
-        secret.clone(),
-        Settings::default(),
-    )
-    .expect("starting backupd");
-    let mut c = Client::connect(handle.addr(), &secret, &ClientOptions::default()).unwrap();
+    let backupd = Backupd::start(&cyrus, "restore-e2e-secret-0123");
+    let mut c = backupd.connect();
     let root = tempfile::tempdir().unwrap();
     let opts = StoreOptions::default();
-    let job = UserJob {
-        user: &user,
-        store_root: root.path(),
-        store_options: &opts,
-    };
-    let o = backup_user(&job, &mut c).unwrap();
+    let o = backup(&mut c, root.path(), &opts, &user).unwrap();
     assert!(o.incomplete.is_empty(), "{o:?}");
     let t1 = now();
 
@@ -191,23 +169,9 @@ fn restore_from_a_real_backup_to_files_and_as_of_before_an_expunge() {
     assert_eq!(python(READ_MBOX, &mbox), want);
 
     // ---- an expunge, a second backup.
-    let out = Command::new("python3")
-        .arg(tests::cyrus::scripts_dir().join("backup_changes.py"))
-        .arg("127.0.0.1")
-        .arg(cyrus.imap_port().to_string())
-        .arg(cyrus.lmtp_port().to_string())
-        .args(["--user", &user])
-        .args(["--sieve-port", &cyrus.sieve_port().to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "backup_changes.py: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    backup_changes(&cyrus, &user);
     let truth2 = cyrus.truth().expect("imap_truth.py");
-    let o = backup_user(&job, &mut c).unwrap();
+    let o = backup(&mut c, root.path(), &opts, &user).unwrap();
     assert!(o.incomplete.is_empty(), "{o:?}");
     let folder = "Archive/2024";
     let before = truth1.folder(&user, folder).unwrap();
@@ -237,5 +201,5 @@ fn restore_from_a_real_backup_to_files_and_as_of_before_an_expunge() {
     assert!(one("plain", None, false).is_err());
     assert_eq!(one("at-t1", Some(t1), false).unwrap(), gone.sha1);
     assert_eq!(one("expunged", None, true).unwrap(), gone.sha1);
-    handle.shutdown().unwrap();
+    backupd.shutdown();
 }

@@ -10,16 +10,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
-use std::sync::Arc;
 
-use backup_server::planner::{backup_user, UserJob};
 use backup_server::restore::imap::{ImapTarget, IntoFolder};
 use backup_server::restore::{restore, Selection, Target};
 use backup_server::store::StoreOptions;
-use backupd::auth::Secret;
-use backupd::client::{Client, ClientOptions};
-use backupd::server::{self, Settings};
-use backupd::spool::Spool;
+use tests::rig::{backup, Backupd};
 use tests::truth::Truth;
 use tests::CyrusInstance;
 
@@ -71,26 +66,13 @@ fn whole_user_round_trip_over_imap_and_rerun_appends_nothing() {
     let nmsg: usize = before.values().map(Vec::len).sum();
     assert!(before.len() > 3 && nmsg > 10, "{before:?}");
 
-    let secret = Secret::from_bytes(b"restore-imap-secret-0123").unwrap();
-    let spool = Spool::open(&cyrus.imapd_conf()).expect("opening the spool");
-    let handle = server::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        Arc::new(spool),
-        secret.clone(),
-        Settings::default(),
-    )
-    .expect("starting backupd");
-    let mut c = Client::connect(handle.addr(), &secret, &ClientOptions::default()).unwrap();
+    let backupd = Backupd::start(&cyrus, "restore-imap-secret-0123");
+    let mut c = backupd.connect();
     let root = tempfile::tempdir().unwrap();
     let opts = StoreOptions::default();
-    let job = UserJob {
-        user: &user,
-        store_root: root.path(),
-        store_options: &opts,
-    };
-    let o = backup_user(&job, &mut c).unwrap();
+    let o = backup(&mut c, root.path(), &opts, &user).unwrap();
     assert!(o.incomplete.is_empty(), "{o:?}");
-    handle.shutdown().unwrap();
+    backupd.shutdown();
 
     // ---- the loss.
     let out = Command::new("python3")

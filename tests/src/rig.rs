@@ -1,0 +1,236 @@
+//! The setup the backup and restore end-to-end tests share: an in-process backupd serving a
+//! [`CyrusInstance`]'s spool, backups of users into a store root, the `backup-server`
+//! binary with a configuration file, and changes made with `backup_changes.py`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backup_server::planner::{backup_user, BackupError, UserJob, UserOutcome};
+use backup_server::store::StoreOptions;
+use backupd::auth::Secret;
+use backupd::client::{Client, ClientOptions};
+use backupd::server::{self, ServerHandle, Settings};
+use backupd::spool::Spool;
+use formats::Timestamp;
+
+use crate::cyrus::{scripts_dir, CyrusInstance};
+
+/// A backupd serving a Cyrus instance's spool on 127.0.0.1 (any port), in this process.
+pub struct Backupd {
+    /// The running server; stopped on drop or by [`Backupd::shutdown`].
+    pub handle: ServerHandle,
+    /// The shared secret, as written in a secret file.
+    pub secret_text: String,
+    /// The shared secret.
+    pub secret: Secret,
+}
+
+impl Backupd {
+    /// Opens `cyrus`'s spool and serves it with default settings and `secret`.
+    pub fn start(cyrus: &CyrusInstance, secret: &str) -> Backupd {
+        let secret_text = secret.to_owned();
+        let secret = Secret::from_bytes(secret.as_bytes()).unwrap();
+        let spool = Spool::open(&cyrus.imapd_conf()).expect("opening the spool");
+        let handle = server::spawn(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(spool),
+            secret.clone(),
+            Settings::default(),
+        )
+        .expect("starting backupd");
+        Backupd {
+            handle,
+            secret_text,
+            secret,
+        }
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.handle.addr()
+    }
+
+    /// A client connected and authenticated with default options.
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr(), &self.secret, &ClientOptions::default())
+            .expect("connecting to backupd")
+    }
+
+    /// Stops the server and waits for it (asserting it stopped cleanly).
+    pub fn shutdown(self) {
+        self.handle.shutdown().unwrap();
+    }
+}
+
+/// The time now, as the store's timestamps count it.
+pub fn now() -> Timestamp {
+    Timestamp::from_system_time(std::time::SystemTime::now()).unwrap()
+}
+
+/// One `backup_user` of `user` into the store root `root`.
+pub fn backup(
+    c: &mut Client,
+    root: &Path,
+    opts: &StoreOptions,
+    user: &str,
+) -> Result<UserOutcome, BackupError> {
+    let job = UserJob {
+        user,
+        store_root: root,
+        store_options: opts,
+    };
+    backup_user(&job, c)
+}
+
+/// Backs up every one of `users`, asserting each backup is complete; returns the outcomes
+/// and the time it took.
+pub fn backup_all<'a>(
+    c: &mut Client,
+    root: &Path,
+    opts: &StoreOptions,
+    users: impl IntoIterator<Item = &'a String>,
+) -> (BTreeMap<String, UserOutcome>, Duration) {
+    let t = Instant::now();
+    let mut out = BTreeMap::new();
+    for u in users {
+        let o = backup(c, root, opts, u).unwrap_or_else(|e| panic!("{e}"));
+        assert!(o.incomplete.is_empty(), "{u}: {:?}", o.incomplete);
+        out.insert(u.clone(), o);
+    }
+    (out, t.elapsed())
+}
+
+/// Runs `backup_changes.py` on `user` (new mail, an expunge, flag changes, a rename, folders
+/// deleted and created, a sieve script activated), asserting it succeeded; returns its
+/// stdout.
+pub fn backup_changes(cyrus: &CyrusInstance, user: &str) -> String {
+    let out = Command::new("python3")
+        .arg(scripts_dir().join("backup_changes.py"))
+        .arg("127.0.0.1")
+        .arg(cyrus.imap_port().to_string())
+        .arg(cyrus.lmtp_port().to_string())
+        .args(["--user", user])
+        .args(["--sieve-port", &cyrus.sieve_port().to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "backup_changes.py {user}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// target/<profile>/<package>, the binary named as its package, built if this test run
+/// did not build it.
+pub fn workspace_bin(package: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let bin = dir.join(package);
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", package, "--bin", package])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    assert!(bin.exists(), "{}", bin.display());
+    bin
+}
+
+/// target/<profile>/backup-server, built if this test run did not build it.
+pub fn backup_server_bin() -> PathBuf {
+    workspace_bin("backup-server")
+}
+
+/// `backup-server --config <config> run --progress log`, not started yet.
+pub fn run_command(bin: &Path, config: &Path) -> Command {
+    let mut c = Command::new(bin);
+    c.arg("--config")
+        .arg(config)
+        .args(["run", "--progress", "log"]);
+    c
+}
+
+/// A finished process's status, stdout and stderr, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// (done, incomplete, skipped, failed) from the run summary's "users:" line.
+pub fn counts(o: &Output) -> (u64, u64, u64, u64) {
+    let out = String::from_utf8_lossy(&o.stdout);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("users: "))
+        .unwrap_or_else(|| panic!("no users: line\n{}", text(o)));
+    let n: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    (n[0], n[1], n[2], n[3])
+}
+
+/// Writes under `dir` (created) a backup-server configuration: store root `store`, state db
+/// `state/state.sqlite3`, one server `mail1` at `addr` with `secret` in a 0600 secret file,
+/// and two RAID sets, `drives-a` for partition `default` and `drives-b` for `p2`. Returns
+/// the configuration file's path.
+pub fn write_config(
+    dir: &Path,
+    addr: std::net::SocketAddr,
+    secret: &str,
+    workers: usize,
+    batch_size: usize,
+) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let secret_file = dir.join("mail1.secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = dir.join("backup-server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+store_root = "store"
+state_db = "state/state.sqlite3"
+workers = {workers}
+batch_size = {batch_size}
+[[server]]
+name = "mail1"
+address = "{addr}"
+secret_file = "mail1.secret"
+[[raidset]]
+name = "drives-a"
+server = "mail1"
+partitions = ["default"]
+[[raidset]]
+name = "drives-b"
+server = "mail1"
+partitions = ["p2"]
+"#
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// The users backupd lists, by name.
+pub fn user_names(c: &mut Client) -> BTreeSet<String> {
+    c.list_users()
+        .unwrap()
+        .into_iter()
+        .map(|u| u.user)
+        .collect()
+}
