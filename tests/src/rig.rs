@@ -11,18 +11,80 @@ use std::time::{Duration, Instant};
 
 use backup_server::planner::{backup_user, BackupError, UserJob, UserOutcome};
 use backup_server::store::StoreOptions;
+use backupd::access::{MetaCopy, UserEntry, UserFileId, UserListing};
 use backupd::auth::Secret;
 use backupd::client::{Client, ClientOptions};
-use backupd::server::{self, ServerHandle, Settings};
-use backupd::spool::Spool;
-use formats::Timestamp;
+use backupd::server::{self, ServerHandle, Settings, SpoolAccess};
+use backupd::spool::{Spool, SpoolError};
+use formats::{FileStat, Timestamp};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cyrus::{scripts_dir, CyrusInstance};
+
+/// What a backupd served, counted at the daemon's spool side (not by the client).
+#[derive(Debug, Default)]
+pub struct Served {
+    /// Folder listings.
+    pub listings: AtomicU64,
+    /// Meta copies (cyrus.header/index/annotations under Cyrus's locks).
+    pub meta_copies: AtomicU64,
+    /// Message files opened.
+    pub messages_opened: AtomicU64,
+}
+
+impl Served {
+    /// (listings, meta copies, messages opened) so far.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.listings.load(Ordering::Relaxed),
+            self.meta_copies.load(Ordering::Relaxed),
+            self.messages_opened.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The real spool, counting what it serves.
+struct CountingSpool {
+    spool: Spool,
+    served: Arc<Served>,
+}
+
+impl SpoolAccess for CountingSpool {
+    fn users(&self) -> Result<Vec<UserEntry>, SpoolError> {
+        self.spool.users()
+    }
+    fn folders(&self, user: &str) -> Result<UserListing, SpoolError> {
+        self.served.listings.fetch_add(1, Ordering::Relaxed);
+        self.spool.folders(user)
+    }
+    fn copy_meta(&self, user: &str, uniqueid: &str) -> Result<MetaCopy, SpoolError> {
+        self.served.meta_copies.fetch_add(1, Ordering::Relaxed);
+        self.spool.copy_meta(user, uniqueid)
+    }
+    fn open_message(
+        &self,
+        user: &str,
+        uniqueid: &str,
+        uid: u32,
+    ) -> Result<Option<(std::fs::File, u64)>, SpoolError> {
+        self.served.messages_opened.fetch_add(1, Ordering::Relaxed);
+        self.spool.open_message(user, uniqueid, uid)
+    }
+    fn read_user_file(
+        &self,
+        user: &str,
+        id: &UserFileId,
+    ) -> Result<Option<(Vec<u8>, FileStat)>, SpoolError> {
+        self.spool.read_user_file(user, id)
+    }
+}
 
 /// A backupd serving a Cyrus instance's spool on 127.0.0.1 (any port), in this process.
 pub struct Backupd {
     /// The running server; stopped on drop or by [`Backupd::shutdown`].
     pub handle: ServerHandle,
+    /// What it served, counted at the daemon.
+    pub served: Arc<Served>,
     /// The shared secret, as written in a secret file.
     pub secret_text: String,
     /// The shared secret.
@@ -35,15 +97,21 @@ impl Backupd {
         let secret_text = secret.to_owned();
         let secret = Secret::from_bytes(secret.as_bytes()).unwrap();
         let spool = Spool::open(&cyrus.imapd_conf()).expect("opening the spool");
+        let served = Arc::new(Served::default());
+        let counting = CountingSpool {
+            spool,
+            served: served.clone(),
+        };
         let handle = server::spawn(
             "127.0.0.1:0".parse().unwrap(),
-            Arc::new(spool),
+            Arc::new(counting),
             secret.clone(),
             Settings::default(),
         )
         .expect("starting backupd");
         Backupd {
             handle,
+            served,
             secret_text,
             secret,
         }

@@ -247,7 +247,20 @@ fn planner_backs_up_changes_only_and_ls_shows_each_state() {
     let len_before = data_len(root.path(), &changed);
 
     // ---- second backup.
+    let served_before = backupd.served.counts();
     let (second, t_second) = backup_all(&mut c, root.path(), &opts, &users);
+    // Counted at backupd itself: one listing per user, a meta copy for exactly the changed
+    // folders (none for the unchanged users), and only the new messages' files opened.
+    let served = backupd.served.counts();
+    assert_eq!(
+        (
+            served.0 - served_before.0,
+            served.1 - served_before.1,
+            served.2 - served_before.2
+        ),
+        (users.len() as u64, copied.len() as u64, new),
+        "listings, meta copies and message files served by backupd in the second backup"
+    );
     let t2 = now();
     for (u, o) in &second {
         if *u == changed {
