@@ -1,4 +1,4 @@
-//! The command line: `backup-server --config FILE run | users refresh | ls | restore | verify | reindex | report`.
+//! The command line: `backup-server --config FILE run | users refresh | ls | restore | verify | reindex | compact | report`.
 
 use crate::config::Config;
 use crate::nightly::{self, ProgressMode, RunRequest};
@@ -86,6 +86,25 @@ pub enum Command {
         /// The user.
         #[arg(long)]
         user: String,
+    },
+    /// Rewrite stores whose dirty ratio (bytes no restore inside the retention can need)
+    /// passes the threshold, keeping only live entries (docs/store.md, Compaction).
+    Compact {
+        /// Only this user (default: every store under the store root).
+        #[arg(long)]
+        user: Option<String>,
+        /// Compact when dirty / total bytes is above this.
+        #[arg(long, value_name = "R", default_value_t = crate::compact::DEFAULT_THRESHOLD)]
+        threshold: f64,
+        /// ... and dirty bytes (uncompressed) are above this.
+        #[arg(long, value_name = "N", default_value_t = crate::compact::DEFAULT_MIN_BYTES)]
+        min_bytes: u64,
+        /// Print each user's total, dirty bytes, ratio and decision; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The time to count retention from (default: now): RFC 3339 or unix seconds.
+        #[arg(long, value_parser = parse_time)]
+        now: Option<formats::Timestamp>,
     },
     /// Restore mail from a user's backup into Maildir, mbox, .eml files or an IMAP account (docs/restore.md).
     Restore(crate::restore::RestoreArgs),
@@ -220,6 +239,28 @@ pub fn execute(cli: &Cli, stop: &AtomicBool) -> u8 {
         ),
         Command::Verify { user } => crate::verify::run_verify(&config.store_root, user.as_deref()),
         Command::Reindex { user } => crate::verify::run_reindex(&config.store_root, user),
+        Command::Compact {
+            user,
+            threshold,
+            min_bytes,
+            dry_run,
+            now,
+        } => {
+            let now = now.unwrap_or_else(|| crate::store::Clock::now(&crate::store::SystemClock));
+            let o = crate::compact::CompactOptions {
+                threshold: *threshold,
+                min_bytes: *min_bytes,
+                dry_run: *dry_run,
+                now,
+                retention_secs: i64::from(config.retention_days) * 86_400,
+                store: crate::store::StoreOptions {
+                    chunk_cap: config.chunk_size_cap,
+                    gzip_level: config.gzip_level,
+                    ..crate::store::StoreOptions::default()
+                },
+            };
+            crate::compact::run(&config.store_root, user.as_deref(), &o)
+        }
         Command::Restore(args) => crate::restore::run(&config.store_root, args),
     }
 }

@@ -3,10 +3,11 @@
 //! [`ls`]), and the nightly run: [`config`], [`state`] (the state db), [`scheduler`],
 //! [`nightly`] (run and users refresh), [`summary`] (output, exit status), [`cli`]; the backup-age
 //! [`report`]; getting mail back ([`restore`]) and proving stores good ([`verify`], with
-//! reindex).
+//! reindex); [`compact`] rewrites stores whose dirty ratio passes a threshold.
 //! docs/backup-server.md describes the run.
 
 pub mod cli;
+pub mod compact;
 pub mod config;
 pub mod ls;
 pub mod nightly;

@@ -99,6 +99,26 @@ impl LockedDir {
         Ok((store, r))
     }
 
+    /// Switches the store to `data_name`, a complete, synced data file in the directory
+    /// (compaction's replacement): its index is built aside from it alone, through the same
+    /// ingest as [`LockedDir::reindex`], switched in atomically, and the store opened, which
+    /// removes the old data file. A crash before the switch leaves the old index, and the
+    /// next open removes the new file; a crash after it leaves the new index, and the next
+    /// open removes the old file.
+    pub fn install_data_file(
+        self,
+        data_name: &str,
+        opts: StoreOptions,
+    ) -> Result<(Store, ReindexReport)> {
+        let mut report = OpenReport::default();
+        cleanup(&self.dir, &mut report)?;
+        let tmp = self.dir.file(INDEX_TMP_FILE);
+        let r = rebuild_index(&self.dir.file(data_name), self.dir.user(), &tmp)?;
+        switch_index(&self.dir)?;
+        let store = self.open_inner(opts, false)?;
+        Ok((store, r))
+    }
+
     fn current_data_file(&self) -> Result<String> {
         let index = self.dir.index_path();
         if index.exists() {
