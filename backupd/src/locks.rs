@@ -36,6 +36,21 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest sleep between two tries for a lock: what a lock let go may stay unused.
 pub const MAX_BACKOFF: Duration = Duration::from_millis(32);
 
+/// Tries once to take (`F_RDLCK`, `F_WRLCK`) or release (`F_UNLCK`) a classic, per-process
+/// fcntl lock on the whole file: the lock Cyrus itself takes (lib/lock_fcntl.c). backupd
+/// never takes it (see [`try_lock`]'s OFD locks); tests use it to play a Cyrus reader or
+/// writer. A conflicting lock is `Err(EAGAIN)` or `Err(EACCES)`.
+pub fn cyrus_style_lock(file: &File, kind: nix::libc::c_int) -> Result<(), Errno> {
+    let flock = nix::libc::flock {
+        l_type: kind as nix::libc::c_short,
+        l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    fcntl(file, FcntlArg::F_SETLK(&flock)).map(drop)
+}
+
 /// Tries once to take (or release) an OFD lock of `kind` (`F_RDLCK`, `F_WRLCK`, `F_UNLCK`)
 /// on the whole file; `Ok(false)` when a conflicting lock is held.
 fn try_lock(file: &File, kind: nix::libc::c_int) -> Result<bool, Errno> {
@@ -326,14 +341,7 @@ mod tests {
             .write(true)
             .open(path)
             .unwrap();
-        let flock = nix::libc::flock {
-            l_type: kind as nix::libc::c_short,
-            l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
-            l_start: 0,
-            l_len: 0,
-            l_pid: 0,
-        };
-        fcntl(&file, FcntlArg::F_SETLK(&flock)).unwrap();
+        cyrus_style_lock(&file, kind).unwrap();
         file
     }
 
@@ -425,15 +433,8 @@ mod tests {
         assert!(path.exists());
         // A classic exclusive lock (what a Cyrus writer takes) is refused while it is held.
         let writer = OpenOptions::new().write(true).open(&path).unwrap();
-        let flock = nix::libc::flock {
-            l_type: nix::libc::F_WRLCK as nix::libc::c_short,
-            l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
-            l_start: 0,
-            l_len: 0,
-            l_pid: 0,
-        };
         assert_eq!(
-            fcntl(&writer, FcntlArg::F_SETLK(&flock)),
+            cyrus_style_lock(&writer, nix::libc::F_WRLCK),
             Err(Errno::EAGAIN)
         );
     }

@@ -228,7 +228,6 @@ fn check(copy: &MetaCopy, paths: &Paths, attempts: u32) -> Result<(), CheckError
 mod tests {
     use super::*;
     use nix::errno::Errno;
-    use nix::fcntl::{fcntl, FcntlArg};
     use std::path::Path;
 
     const FIXTURE: &str = concat!(
@@ -267,14 +266,7 @@ mod tests {
 
     fn try_write_lock(path: &Path) -> Result<(), Errno> {
         let file = OpenOptions::new().write(true).open(path).unwrap();
-        let flock = nix::libc::flock {
-            l_type: nix::libc::F_WRLCK as nix::libc::c_short,
-            l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
-            l_start: 0,
-            l_len: 0,
-            l_pid: 0,
-        };
-        fcntl(&file, FcntlArg::F_SETLK(&flock)).map(drop)
+        crate::locks::cyrus_style_lock(&file, nix::libc::F_WRLCK)
     }
 
     #[test]

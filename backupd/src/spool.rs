@@ -782,7 +782,7 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError +
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nix::fcntl::{fcntl, FcntlArg};
+    use crate::locks::cyrus_style_lock;
     use std::sync::mpsc;
     use std::time::Duration;
 
@@ -912,14 +912,7 @@ mod tests {
         let (dir, conf) = instance();
         let path = dir.path().join("conf/mailboxes.db");
         let writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        let mut flock = nix::libc::flock {
-            l_type: nix::libc::F_WRLCK as nix::libc::c_short,
-            l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
-            l_start: 0,
-            l_len: 0,
-            l_pid: 0,
-        };
-        fcntl(&writer, FcntlArg::F_SETLK(&flock)).unwrap();
+        cyrus_style_lock(&writer, nix::libc::F_WRLCK).unwrap();
         let (done_tx, done_rx) = mpsc::channel();
         let reader = std::thread::spawn(move || {
             let list = read_mailbox_list(&conf).map(|l| l.mailbox_count());
@@ -930,8 +923,7 @@ mod tests {
             done_rx.recv_timeout(Duration::from_millis(300)).is_err(),
             "reader waited"
         );
-        flock.l_type = nix::libc::F_UNLCK as nix::libc::c_short;
-        fcntl(&writer, FcntlArg::F_SETLK(&flock)).unwrap();
+        cyrus_style_lock(&writer, nix::libc::F_UNLCK).unwrap();
         assert_eq!(reader.join().unwrap().unwrap(), 5);
     }
 
@@ -942,14 +934,7 @@ mod tests {
         let (dir, conf) = instance();
         let path = dir.path().join("conf/mailboxes.db");
         let old = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        let mut flock = nix::libc::flock {
-            l_type: nix::libc::F_WRLCK as nix::libc::c_short,
-            l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
-            l_start: 0,
-            l_len: 0,
-            l_pid: 0,
-        };
-        fcntl(&old, FcntlArg::F_SETLK(&flock)).unwrap();
+        cyrus_style_lock(&old, nix::libc::F_WRLCK).unwrap();
         let reader = {
             let path = path.clone();
             std::thread::spawn(move || read_locked(&path))
@@ -958,8 +943,7 @@ mod tests {
         let new = dir.path().join("conf/mailboxes.db.NEW");
         std::fs::write(&new, b"the repacked file").unwrap();
         std::fs::rename(&new, &path).unwrap();
-        flock.l_type = nix::libc::F_UNLCK as nix::libc::c_short;
-        fcntl(&old, FcntlArg::F_SETLK(&flock)).unwrap();
+        cyrus_style_lock(&old, nix::libc::F_UNLCK).unwrap();
         assert_eq!(reader.join().unwrap().unwrap(), b"the repacked file");
         drop(conf);
     }

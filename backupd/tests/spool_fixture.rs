@@ -251,14 +251,7 @@ fn cyrus_lock(path: &Path, kind: i32) -> File {
         .truncate(false)
         .open(path)
         .unwrap();
-    let flock = nix::libc::flock {
-        l_type: kind as nix::libc::c_short,
-        l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
-        l_start: 0,
-        l_len: 0,
-        l_pid: 0,
-    };
-    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETLK(&flock)).unwrap();
+    backupd::locks::cyrus_style_lock(&file, kind).unwrap();
     file
 }
 
