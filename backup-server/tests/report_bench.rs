@@ -20,40 +20,7 @@ fn report_over_500k_users_under_a_second() {
     let t = Instant::now();
     {
         let db = StateDb::open(&path).unwrap();
-        let tx = db.connection().unchecked_transaction().unwrap();
-        {
-            let mut ins = tx
-                .prepare(
-                    "INSERT INTO users (name, server, partition, raidset, first_seen, last_seen,
-                                        vanished_at, last_success, last_attempt)
-                     VALUES (?1, ?2, 'default', ?3, ?4, ?4, ?5, ?6, ?6)",
-                )
-                .unwrap();
-            // A deterministic spread: most users within a day, some days behind, 1 % never
-            // backed up, 1 % vanished.
-            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-            for i in 0..USERS {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let last_success = match x % 100 {
-                    0 => None,
-                    1..=9 => Some(NOW - (x >> 8) as i64 % (10 * 86_400)),
-                    _ => Some(NOW - (x >> 8) as i64 % 86_400),
-                };
-                let vanished = (x % 100 == 99).then_some(NOW - 3600);
-                ins.execute(rusqlite::params![
-                    format!("user{i:06}"),
-                    format!("mail{}", i % 8),
-                    format!("r{}", i % 16),
-                    NOW - 400 * 86_400,
-                    vanished,
-                    last_success,
-                ])
-                .unwrap();
-            }
-        }
-        tx.commit().unwrap();
+        report::fill_benchmark_population(&db, USERS, NOW).unwrap();
     }
     println!("built a state db of {USERS} users in {:?}", t.elapsed());
 

@@ -2,7 +2,10 @@
 //!
 //! * `inspect FILE [--json]`: prints a parsed cyrus.header, cyrus.index, twoskip database
 //!   (mailboxes.db as the mailbox list) or mailbackup data file.
+//! * `bench [...]`: every workload for us and for tar, rsync, restic, borg and Cyrus's own
+//!   backups, side by side on one spool (docs/PERFORMANCE.md).
 
+mod bench;
 mod inspect;
 
 use std::io::Write;
@@ -33,6 +36,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmark every workload (full, no-change and churn nights, one-message restore,
+    /// compaction, report) against tar, rsync, restic, borg and Cyrus Backups on a spool
+    /// built by tests/cyrus/bulk.py; run as root from the repository.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +50,7 @@ fn main() -> ExitCode {
             let mut out = std::io::BufWriter::new(stdout.lock());
             inspect::inspect(&file, json, &mut out).and_then(|()| Ok(out.flush()?))
         }
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
