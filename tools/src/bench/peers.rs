@@ -91,6 +91,8 @@ pub struct Paths {
     pub cyrus_backups: PathBuf,
     /// Its backupd port.
     pub cyrus_backups_port: u16,
+    /// The spool's users (bulk.py's names), for the tools that take a user list.
+    pub users: Vec<String>,
 }
 
 impl Paths {
@@ -234,8 +236,13 @@ impl Paths {
                 c
             }
             Tool::CyrusBackups => {
+                // One sync_client per user: a single -A session makes Cyrus 3.6's backupd
+                // append new users' mail to every backup it holds open (quadratic).
                 let mut c = Command::new("bash");
-                c.arg(self.peer_script()).arg("sync").arg(&cyrus.dir);
+                c.arg(self.peer_script())
+                    .arg("sync")
+                    .arg(&cyrus.dir)
+                    .args(&self.users);
                 c
             }
         }
@@ -331,13 +338,15 @@ impl Paths {
                 Some(c)
             }
             Tool::CyrusBackups => {
-                let mut c = Command::new("bash");
-                c.arg(self.peer_script())
-                    .arg("dump")
-                    .arg(&self.cyrus_backups)
-                    .arg(&msg.user)
-                    .arg(&msg.path)
-                    .arg(target.join("message"));
+                // cyr_backup prints the message on stdout; the GUID is its SHA-1.
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(format!(
+                    "/usr/lib/cyrus/bin/cyr_backup -C {} -u {} dump message {} > {}",
+                    self.cyrus_backups.join("imapd.conf").display(),
+                    msg.user,
+                    msg.guid,
+                    target.join("message").display()
+                ));
                 Some(c)
             }
             Tool::Rsync => None,

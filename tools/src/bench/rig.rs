@@ -245,6 +245,8 @@ pub struct OneMessage {
     pub path: PathBuf,
     /// Its bytes.
     pub bytes: Vec<u8>,
+    /// Their SHA-1 in hex (Cyrus's GUID).
+    pub guid: String,
 }
 
 /// The lowest-UID message of `user`'s INBOX, found through mailboxes.db as backupd finds it.
@@ -272,12 +274,15 @@ pub fn pick_message(cyrus: &Cyrus, user: &str) -> Result<OneMessage> {
         .with_context(|| format!("no message file in {}", dir.display()))?;
     let path = dir.join(format!("{uid}."));
     let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    use sha1::Digest;
+    let guid = hex::encode(sha1::Sha1::digest(&bytes));
     Ok(OneMessage {
         user: user.to_owned(),
         folder: "INBOX".into(),
         uid,
         path,
         bytes,
+        guid,
     })
 }
 
