@@ -161,7 +161,7 @@ pub fn execute(cli: &Cli, stop: &AtomicBool) -> u8 {
             let result = nightly::run(&config, &req, stop, mode);
             match &result {
                 Ok(s) => {
-                    println!("{s}");
+                    crate::cli::out(format_args!("{s}"));
                     tracing::info!(
                         status = s.status_word(),
                         done = s.users_done,
@@ -190,11 +190,11 @@ pub fn execute(cli: &Cli, stop: &AtomicBool) -> u8 {
                 Ok(report) => {
                     for (server, r) in &report.servers {
                         match r {
-                            Ok(c) => println!(
+                            Ok(c) => crate::cli::out(format_args!(
                                 "{server}: {} users listed, {} new, {} moved, {} vanished, {} back, {} on no RAID set",
                                 c.listed, c.added, c.moved, c.vanished, c.returned, c.unassigned
-                            ),
-                            Err(e) => println!("{server}: not refreshed: {e}"),
+                            )),
+                            Err(e) => crate::cli::out(format_args!("{server}: not refreshed: {e}")),
                         }
                     }
                     match report.failed() {
@@ -262,5 +262,20 @@ pub fn execute(cli: &Cli, stop: &AtomicBool) -> u8 {
             crate::compact::run(&config.store_root, user.as_deref(), &o)
         }
         Command::Restore(args) => crate::restore::run(&config.store_root, args),
+    }
+}
+
+/// Writes one line to standard output. When the reader has gone (`backup-server ls | head`),
+/// the process ends quietly with the status a shell gives a SIGPIPE death (141), where
+/// `println!` would panic; every store change is already committed at a line boundary.
+pub(crate) fn out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_fmt(args).and_then(|()| o.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("backup-server: writing to standard output: {e}");
+        std::process::exit(1);
     }
 }

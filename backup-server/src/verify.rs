@@ -460,12 +460,15 @@ pub fn run_verify(root: &Path, user: Option<&str>) -> u8 {
     match verify(root, user) {
         Ok(rep) => {
             for f in &rep.faults {
-                println!("{f}");
+                crate::cli::out(format_args!("{f}"));
             }
             if rep.faults_not_listed > 0 {
-                println!("... and {} more faults", rep.faults_not_listed);
+                crate::cli::out(format_args!(
+                    "... and {} more faults",
+                    rep.faults_not_listed
+                ));
             }
-            println!(
+            crate::cli::out(format_args!(
                 "verify: {} stores, {} chunks, {} entries, {} messages hashed, {} bytes; {} faults",
                 rep.users,
                 rep.chunks,
@@ -473,7 +476,7 @@ pub fn run_verify(root: &Path, user: Option<&str>) -> u8 {
                 rep.messages,
                 rep.bytes,
                 rep.faults.len() as u64 + rep.faults_not_listed
-            );
+            ));
             if rep.is_clean() {
                 crate::summary::EXIT_OK
             } else {
@@ -491,10 +494,10 @@ pub fn run_verify(root: &Path, user: Option<&str>) -> u8 {
 pub fn run_reindex(root: &Path, user: &str) -> u8 {
     match reindex_user(root, user) {
         Ok(r) => {
-            println!(
+            crate::cli::out(format_args!(
                 "reindex {user}: {} chunks, {} entries ({} of unknown kinds), {} of {} bytes valid, tail {:?}",
                 r.chunks, r.entries, r.unknown_entries, r.valid_end, r.file_len, r.tail
-            );
+            ));
             crate::summary::EXIT_OK
         }
         Err(e) => {

@@ -132,12 +132,12 @@ pub fn run(root: &Path, a: &RestoreArgs) -> u8 {
     match restore(root, &a.user, &sel, &to) {
         Ok(rep) => {
             for n in &rep.notes {
-                println!("note: {n}");
+                crate::cli::out(format_args!("note: {n}"));
             }
-            println!(
+            crate::cli::out(format_args!(
                 "restored {} messages ({} bytes) in {} folders; {} not stored",
                 rep.messages, rep.bytes, rep.folders, rep.not_stored
-            );
+            ));
             crate::summary::EXIT_OK
         }
         Err(e) => {
