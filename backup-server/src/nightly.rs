@@ -2,10 +2,10 @@
 //! backupd connections and the scheduler put together.
 
 use crate::config::Config;
-use crate::planner::{backup_user, BackupError, UserJob, UserOutcome};
+use crate::planner::{backup_user, listing_unchanged, BackupError, UserJob, UserOutcome};
 use crate::scheduler::{self, Backend, RaidSetQueue, ScheduledUser, SchedulerOptions, UserDone};
 use crate::state::{Attempt, RefreshCounts, StateDb};
-use crate::store::StoreOptions;
+use crate::store::{StoreError, StoreOptions, UserDir};
 use crate::summary::{RunSummary, UserResult};
 use anyhow::{bail, Context};
 use backupd::auth::Secret;
@@ -221,6 +221,22 @@ impl Backend for NetBackend<'_> {
             }
         }
         let conn = w.conns.get_mut(&server.name).expect("just inserted");
+        if let Some(key) = &user.unchanged_key {
+            // A quiet user: the listing alone, and one stat of the store's data file,
+            // tell whether the store would have anything to do (docs/store.md, "Quiet
+            // users"). Any difference: the whole backup below, which lists again under
+            // the store's lock.
+            match quiet(conn, &self.config.store_root, &user.name, key) {
+                Ok(Some(out)) => return Ok(out),
+                Ok(None) => {}
+                Err(e) => {
+                    if let BackupError::Connection { .. } = &e {
+                        w.conns.remove(&server.name);
+                    }
+                    return Err(e);
+                }
+            }
+        }
         let job = UserJob {
             user: &user.name,
             store_root: &self.config.store_root,
@@ -234,6 +250,57 @@ impl Backend for NetBackend<'_> {
         r
     }
 }
+
+/// The outcome of a backup that found `key` still true (nothing to do, store not opened);
+/// `None` when the listing or the store differs from what the key recorded, or the look
+/// failed in a way the whole backup will report better. The store's writer lock is held
+/// (not written) while its data file is looked at, so a writer under way makes the user
+/// skipped as the whole backup would.
+fn quiet(
+    conn: &mut Client,
+    store_root: &std::path::Path,
+    user: &str,
+    key: &str,
+) -> Result<Option<UserOutcome>, BackupError> {
+    let listing = match conn.list_folders(user) {
+        Ok(l) => l,
+        Err(e) if e.connection_usable() => return Ok(None),
+        Err(source) => {
+            return Err(BackupError::Connection {
+                user: user.to_owned(),
+                server: conn.addr().to_owned(),
+                source,
+            })
+        }
+    };
+    let Ok(dir) = UserDir::new(store_root, user) else {
+        return Ok(None);
+    };
+    let _lock = match dir.lock_if_present() {
+        Ok(Some(l)) => l,
+        Err(StoreError::Locked { holder, .. }) => {
+            return Err(BackupError::Locked {
+                user: user.to_owned(),
+                holder,
+            })
+        }
+        Ok(None) | Err(_) => return Ok(None),
+    };
+    if !listing_unchanged(key, user, &listing, &dir) {
+        return Ok(None);
+    }
+    Ok(Some(UserOutcome {
+        folders: listing.folders.len() as u64,
+        store_untouched: true,
+        unchanged_key: Some(key.to_owned()),
+        ..UserOutcome::default()
+    }))
+}
+
+/// State db rows written per transaction, at most...
+const STATE_BATCH_USERS: usize = 500;
+/// ...and for at most this long (so `report` beside a run sees progress).
+const STATE_BATCH_TIME: Duration = Duration::from_secs(1);
 
 /// Picks the users of the run from the state db, in backup order, one queue per RAID set.
 pub fn plan(config: &Config, db: &StateDb, req: &RunRequest) -> anyhow::Result<Vec<RaidSetQueue>> {
@@ -283,6 +350,7 @@ pub fn plan(config: &Config, db: &StateDb, req: &RunRequest) -> anyhow::Result<V
                 name: u.name,
                 server: u.server,
                 raidset: set.name.clone(),
+                unchanged_key: u.unchanged_key,
             })
             .collect();
         if !users.is_empty() {
@@ -386,6 +454,12 @@ fn record(
         },
     };
     db.record_attempt(run_id, user, unix(done.started), &attempt)?;
+    if let (Ok(o), UserResult::Done) = (&done.result, kind) {
+        // After the attempt's row: the key speaks of the store as this backup left it.
+        if o.unchanged_key != done.user.unchanged_key {
+            db.set_unchanged_key(user, o.unchanged_key.as_deref())?;
+        }
+    }
     let line = match (&done.result, kind) {
         (Ok(o), UserResult::Done) => {
             tracing::debug!(
@@ -469,12 +543,25 @@ pub fn run_with<B: Backend>(
     };
     let mut progress = Progress::new(mode, planned, config.log_interval);
     let mut last_row = Instant::now();
+    let mut batch = (0usize, Instant::now());
     let opts = SchedulerOptions {
         workers: config.workers,
         batch_size: config.batch_size,
     };
     let result = scheduler::run(backend, queues, opts, stop, |done| -> anyhow::Result<()> {
+        // Rows go in batches (one transaction each); each user's store has committed
+        // before its row is written, so a crash still leaves the state db behind, never
+        // ahead.
+        if batch.0 == 0 {
+            db.begin_batch()?;
+            batch.1 = Instant::now();
+        }
         record(&mut db, run_id, &mut summary, &done, progress.bar.as_ref())?;
+        batch.0 += 1;
+        if batch.0 >= STATE_BATCH_USERS || batch.1.elapsed() >= STATE_BATCH_TIME {
+            db.end_batch()?;
+            batch.0 = 0;
+        }
         summary.elapsed = t0.elapsed();
         progress.update(&summary);
         if last_row.elapsed() >= Duration::from_secs(30) {
@@ -485,6 +572,11 @@ pub fn run_with<B: Backend>(
     });
     progress.finish();
     summary.elapsed = t0.elapsed();
+    let result = match (result, db.end_batch()) {
+        (Ok(r), Ok(())) => Ok(r),
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(anyhow::Error::from(e)),
+    };
     match result {
         Ok(report) => {
             summary.users_not_reached = report.users_not_reached;

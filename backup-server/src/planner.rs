@@ -13,6 +13,10 @@
 //! * [`backup_user`] carries a plan out over one connection: one folder listing, meta copies
 //!   pipelined in bounded windows, one message fetch per changed folder streamed straight
 //!   into the store (each message checked against its GUID by the store), one commit.
+//!   An empty plan commits nothing: no run, no byte, no fsync.
+//! * [`unchanged_key`] / [`listing_unchanged`]: what a backup that leaves nothing to do
+//!   records in the state db, and the check that lets the next run skip the store while
+//!   the listing and the store's data file stay the same (docs/store.md, "Quiet users").
 //!
 //! Complete or partial: the run is committed [`RunEnd::Complete`] when every folder was
 //! backed up whole; otherwise [`RunEnd::Partial`] with the reasons in
@@ -35,7 +39,9 @@ use formats::archive::UserFileKind;
 use formats::cyrus::index::Index;
 use formats::protocol::ErrorCode;
 use formats::{FileStat, Guid, Timestamp};
+use sha1::{Digest, Sha1};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// Meta copies sent before their replies are read: at most this many...
@@ -84,6 +90,13 @@ pub struct UserOutcome {
     pub user_files_stored: u64,
     /// Some messages or folders could not be backed up (the run continues; exit status 2).
     pub incomplete: Vec<String>,
+    /// The store was not even opened: the listing and the store's data file matched the
+    /// unchanged key the state db held ([`listing_unchanged`]).
+    pub store_untouched: bool,
+    /// What the state db should now hold as the user's unchanged key: set when the store,
+    /// as left (durable) by this backup, has nothing to do for this listing; `None` clears
+    /// it.
+    pub unchanged_key: Option<String>,
 }
 
 /// Why a user's backup did not happen or failed as a whole.
@@ -171,6 +184,17 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Whether the plan does nothing at all: every folder unchanged, no tombstone, no user
+    /// file. Such a backup writes nothing to the store (no run is recorded).
+    pub fn is_empty(&self) -> bool {
+        self.tombstones.is_empty()
+            && self.user_files.is_empty()
+            && self
+                .folders
+                .iter()
+                .all(|s| s.action == FolderAction::Unchanged)
+    }
+
     /// Steps that copy meta files.
     pub fn copies(&self) -> impl Iterator<Item = &FolderStep> {
         self.folders
@@ -312,6 +336,108 @@ pub fn plan_user_files(listing: &UserListing, held_files: &[HeldUserFile]) -> Ve
         out.push(UserFileId::SieveActive);
     }
     out
+}
+
+// ---------------------------------------------------------------- quiet users
+
+/// Version tag of [`unchanged_key`]'s text; a key of another version never matches.
+const KEY_VERSION: &str = "k1";
+
+/// SHA-1 (hex) of everything in `user`'s listing the plan looks at: each folder's name,
+/// unique id, partition, UIDVALIDITY and the stat data of its three meta files, in listing
+/// order, and each user file's id and stat data. Equal fingerprints mean equal listings.
+pub fn listing_fingerprint(user: &str, listing: &UserListing) -> String {
+    fn bytes(h: &mut Sha1, b: &[u8]) {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    }
+    fn stat(h: &mut Sha1, s: &FileStat) {
+        h.update(s.size.to_le_bytes());
+        h.update(s.mtime.secs.to_le_bytes());
+        h.update(s.mtime.nanos.to_le_bytes());
+        h.update(s.inode.to_le_bytes());
+    }
+    let mut h = Sha1::new();
+    bytes(&mut h, b"mailbackup listing 1");
+    bytes(&mut h, user.as_bytes());
+    h.update((listing.folders.len() as u64).to_le_bytes());
+    for f in &listing.folders {
+        bytes(&mut h, f.name.as_bytes());
+        bytes(&mut h, f.uniqueid.as_bytes());
+        bytes(&mut h, f.partition.as_bytes());
+        h.update(f.uidvalidity.to_le_bytes());
+        stat(&mut h, &f.header);
+        stat(&mut h, &f.index);
+        match &f.annotations {
+            Some(a) => {
+                h.update([1]);
+                stat(&mut h, a);
+            }
+            None => h.update([0]),
+        }
+    }
+    h.update((listing.user_files.len() as u64).to_le_bytes());
+    for f in &listing.user_files {
+        match &f.id {
+            UserFileId::Seen => h.update([0]),
+            UserFileId::Subscriptions => h.update([1]),
+            UserFileId::SieveScript(n) => {
+                h.update([2]);
+                bytes(&mut h, n.as_bytes());
+            }
+            UserFileId::SieveActive => h.update([3]),
+        }
+        stat(&mut h, &f.stat);
+    }
+    hex::encode(h.finalize())
+}
+
+/// The data file's name and lstat data (inode, size, mtime, ctime to the ns): any append,
+/// cut, replacement or new data file changes it.
+fn data_stamp(data_path: &Path) -> std::io::Result<String> {
+    let name = data_path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| std::io::Error::other("data file path without a file name"))?;
+    let m = std::fs::symlink_metadata(data_path)?;
+    Ok(format!(
+        "{name} {} {} {}.{} {}.{}",
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec()
+    ))
+}
+
+/// The unchanged key of a store whose data file is `data_path` and which has nothing to
+/// do for `listing` (the caller knows: its plan was empty against the store's durable
+/// state, and the caller holds the writer lock). `None` if the data file cannot be stat'ed.
+/// docs/store.md, "Quiet users", says why a later match lets a run skip the store.
+pub fn unchanged_key(user: &str, listing: &UserListing, data_path: &Path) -> Option<String> {
+    let stamp = data_stamp(data_path).ok()?;
+    Some(format!(
+        "{KEY_VERSION} {} {stamp}",
+        listing_fingerprint(user, listing)
+    ))
+}
+
+/// Whether `key` (recorded by [`unchanged_key`]) still holds: the same listing, and the
+/// store's data file in `dir` untouched since. Then the plan against the store would be
+/// empty again and the backup writes nothing: the store need not be opened.
+pub fn listing_unchanged(key: &str, user: &str, listing: &UserListing, dir: &UserDir) -> bool {
+    let mut parts = key.splitn(4, ' ');
+    let (Some(KEY_VERSION), Some(fp), Some(name), Some(_)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    if !crate::store::is_data_file_name(name) || fp != listing_fingerprint(user, listing) {
+        return false;
+    }
+    let now = data_stamp(&dir.path().join(name));
+    now.is_ok_and(|stamp| key.get(KEY_VERSION.len() + fp.len() + 2..) == Some(stamp.as_str()))
 }
 
 /// One message to fetch from a folder.
@@ -479,6 +605,12 @@ pub fn backup_user(job: &UserJob<'_>, conn: &mut Client) -> Result<UserOutcome, 
         folders: listing.folders.len() as u64,
         ..UserOutcome::default()
     };
+    if plan.is_empty() {
+        // Nothing to do: no run is written (an empty run would cost two fsyncs and bytes
+        // kept forever). The store's state is the committed one, durable since its commit.
+        out.unchanged_key = unchanged_key(user, &listing, store.catalog().data_path());
+        return Ok(out);
+    }
     let mut run = store
         .begin_run()
         .map_err(|e| failed(format!("beginning a run: {e}")))?;
@@ -504,6 +636,19 @@ pub fn backup_user(job: &UserJob<'_>, conn: &mut Client) -> Result<UserOutcome, 
                 .map_err(|e| failed(format!("committing: {e}")))?;
             out.messages_stored = s.messages_stored;
             out.bytes_stored = s.message_bytes;
+            if end == RunEnd::Complete {
+                // Committed and durable: if the store now has nothing to do for this
+                // listing (the usual case; not when a copy saw newer stat data than the
+                // listing), the next night may skip it while both stay so.
+                let cat = store.catalog();
+                let done = match (cat.held_folders(), cat.user_files_at(None)) {
+                    (Ok(h), Ok(f)) => self::plan(&listing, &h, &f).is_empty(),
+                    _ => false,
+                };
+                if done {
+                    out.unchanged_key = unchanged_key(user, &listing, cat.data_path());
+                }
+            }
             Ok(out)
         }
         Err(Abort::Conn(e)) => {

@@ -25,6 +25,9 @@ pub struct ScheduledUser {
     pub server: String,
     /// Its RAID set.
     pub raidset: String,
+    /// The unchanged key the state db holds for it (see
+    /// [`crate::planner::listing_unchanged`]).
+    pub unchanged_key: Option<String>,
 }
 
 /// One RAID set's users, already in backup order (see

@@ -10,9 +10,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const STATE_SCHEMA_VERSION: i64 = 1;
+pub const STATE_SCHEMA_VERSION: i64 = 2;
 
-/// The schema, version 1.
+/// Version 1 to 2: the unchanged key (a listing fingerprint and data-file stamp that lets a
+/// run skip a quiet user's store; docs/store.md, "Quiet users").
+const MIGRATE_1_TO_2: &str = "ALTER TABLE users ADD COLUMN unchanged_key TEXT;";
+
+/// The schema, version 2 (version 1 without `users.unchanged_key`).
 pub const STATE_SCHEMA: &str = "
 CREATE TABLE servers (
     name          TEXT PRIMARY KEY,
@@ -38,7 +42,9 @@ CREATE TABLE users (
     backups_failed INTEGER NOT NULL DEFAULT 0,
     skips         INTEGER NOT NULL DEFAULT 0, -- locked by another run
     messages_stored INTEGER NOT NULL DEFAULT 0, -- summed over all backups
-    bytes_stored  INTEGER NOT NULL DEFAULT 0
+    bytes_stored  INTEGER NOT NULL DEFAULT 0,
+    unchanged_key TEXT              -- listing fingerprint + store stamp when the last complete
+                                    -- backup left nothing to do (NULL: unknown); docs/store.md
 );
 CREATE INDEX users_last_success ON users (last_success);
 CREATE INDEX users_raidset ON users (raidset, last_success);
@@ -118,6 +124,9 @@ pub struct UserRow {
     pub backups_failed: i64,
     /// Times skipped because another run held the lock.
     pub skips: i64,
+    /// The unchanged key recorded by the last complete backup that left the store with
+    /// nothing to do for its listing (see [`crate::planner::unchanged_key`]).
+    pub unchanged_key: Option<String>,
 }
 
 /// What a refresh of one server changed.
@@ -254,6 +263,11 @@ impl StateDb {
         match version {
             0 => {
                 tx.execute_batch(STATE_SCHEMA).map_err(&e)?;
+                tx.pragma_update(None, "user_version", STATE_SCHEMA_VERSION)
+                    .map_err(&e)?;
+            }
+            1 => {
+                tx.execute_batch(MIGRATE_1_TO_2).map_err(&e)?;
                 tx.pragma_update(None, "user_version", STATE_SCHEMA_VERSION)
                     .map_err(&e)?;
             }
@@ -516,7 +530,7 @@ impl StateDb {
             Attempt::Done {
                 messages_stored,
                 bytes_stored,
-            } => self.conn.execute(
+            } => self.exec(
                 "UPDATE users SET last_success = ?2, last_commit = ?2, last_attempt = ?2,
                  last_error = NULL, last_run = ?3, backups_ok = backups_ok + 1,
                  messages_stored = messages_stored + ?4, bytes_stored = bytes_stored + ?5
@@ -527,9 +541,9 @@ impl StateDb {
                 messages_stored,
                 bytes_stored,
                 message,
-            } => self.conn.execute(
+            } => self.exec(
                 "UPDATE users SET last_commit = ?2, last_attempt = ?2, last_error = ?6,
-                 last_run = ?3, backups_incomplete = backups_incomplete + 1,
+                 last_run = ?3, unchanged_key = NULL, backups_incomplete = backups_incomplete + 1,
                  messages_stored = messages_stored + ?4, bytes_stored = bytes_stored + ?5
                  WHERE name = ?1",
                 params![
@@ -541,17 +555,51 @@ impl StateDb {
                     message
                 ],
             ),
-            Attempt::Skipped => self.conn.execute(
+            Attempt::Skipped => self.exec(
                 "UPDATE users SET skips = skips + 1 WHERE name = ?1",
                 params![user],
             ),
-            Attempt::Failed { message } => self.conn.execute(
+            Attempt::Failed { message } => self.exec(
                 "UPDATE users SET last_attempt = ?2, last_error = ?4, last_run = ?3,
-                 backups_failed = backups_failed + 1 WHERE name = ?1",
+                 unchanged_key = NULL, backups_failed = backups_failed + 1 WHERE name = ?1",
                 params![user, started, run, message],
             ),
         };
         r.map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Runs one statement through the statement cache (a run writes a row per user).
+    fn exec(&self, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
+        self.conn.prepare_cached(sql)?.execute(p)
+    }
+
+    /// Records (or clears, with `None`) the user's unchanged key. Written after the
+    /// attempt it belongs to, once the store's state it names is durable.
+    pub fn set_unchanged_key(&mut self, user: &str, key: Option<&str>) -> Result<(), StateError> {
+        self.conn
+            .prepare_cached("UPDATE users SET unchanged_key = ?2 WHERE name = ?1")
+            .and_then(|mut st| st.execute(params![user, key]))
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Starts a batch: the writes until [`StateDb::end_batch`] go into one transaction
+    /// (one WAL commit instead of one per user). Nothing if a batch is already open.
+    pub fn begin_batch(&mut self) -> Result<(), StateError> {
+        if self.conn.is_autocommit() {
+            self.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(self.err())?;
+        }
+        Ok(())
+    }
+
+    /// Commits the open batch, if any.
+    pub fn end_batch(&mut self) -> Result<(), StateError> {
+        if !self.conn.is_autocommit() {
+            self.conn.execute_batch("COMMIT").map_err(self.err())?;
+        }
         Ok(())
     }
 
@@ -592,7 +640,8 @@ impl StateDb {
 }
 
 const USER_COLUMNS: &str = "SELECT name, server, partition, raidset, vanished_at, last_success,
-    last_attempt, last_error, backups_ok, backups_incomplete, backups_failed, skips FROM users";
+    last_attempt, last_error, backups_ok, backups_incomplete, backups_failed, skips,
+    unchanged_key FROM users";
 
 fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
     Ok(UserRow {
@@ -608,6 +657,7 @@ fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
         backups_incomplete: r.get(9)?,
         backups_failed: r.get(10)?,
         skips: r.get(11)?,
+        unchanged_key: r.get(12)?,
     })
 }
 

@@ -98,6 +98,7 @@ fn queues(sets: usize, users: usize) -> Vec<RaidSetQueue> {
                     name: format!("s{s}u{u:03}"),
                     server: "mail1".into(),
                     raidset: format!("set{s}"),
+                    unchanged_key: None,
                 })
                 .collect(),
         })
@@ -540,4 +541,89 @@ fn exit_status_is_decided_by_the_summary() {
     };
     unreachable.add("d", &Ok(UserOutcome::default()));
     assert_eq!(unreachable.exit_status(), 2);
+}
+
+/// Hands out unchanged keys and records the keys it was given.
+#[derive(Default)]
+struct KeyBackend {
+    /// user → (key it was scheduled with, on each call).
+    seen: Mutex<BTreeMap<String, Vec<Option<String>>>>,
+    /// users that come out incomplete.
+    incomplete: Vec<&'static str>,
+}
+
+impl Backend for KeyBackend {
+    type Worker = ();
+    fn new_worker(&self, _: usize) {}
+    fn backup(&self, _: &mut (), u: &ScheduledUser) -> Result<UserOutcome, BackupError> {
+        self.seen
+            .lock()
+            .unwrap()
+            .entry(u.name.clone())
+            .or_default()
+            .push(u.unchanged_key.clone());
+        if self.incomplete.contains(&u.name.as_str()) {
+            return Ok(UserOutcome {
+                incomplete: vec!["x".into()],
+                ..Default::default()
+            });
+        }
+        Ok(UserOutcome {
+            unchanged_key: Some(format!("key-{}", u.name)),
+            store_untouched: u.unchanged_key.is_some(),
+            ..Default::default()
+        })
+    }
+}
+
+#[test]
+fn unchanged_keys_go_to_the_state_db_and_back_to_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let users: Vec<(String, &str)> = (0..1200)
+        .map(|i| {
+            (
+                format!("u{i:04}"),
+                if i % 2 == 0 { "default" } else { "p2" },
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = users.iter().map(|(u, p)| (u.as_str(), *p)).collect();
+    let config = setup(dir.path(), &refs);
+    let stop = AtomicBool::new(false);
+    let run = |b: &KeyBackend| {
+        nightly::run_with(
+            &config,
+            &RunRequest::default(),
+            &stop,
+            ProgressMode::Quiet,
+            b,
+        )
+        .unwrap()
+    };
+    let first = KeyBackend::default();
+    assert_eq!(run(&first).users_done, 1200);
+    assert!(first.seen.lock().unwrap().values().all(|k| k == &[None]));
+    // Every row was written (the batches committed), keys included.
+    let db = StateDb::open(&config.state_db).unwrap();
+    for (u, _) in &users {
+        let row = db.user(u).unwrap().unwrap();
+        assert_eq!(row.unchanged_key, Some(format!("key-{u}")), "{u}");
+        assert!(row.last_success.is_some(), "{u}");
+    }
+    drop(db);
+    // The next run is handed the keys; an incomplete backup clears its user's.
+    let second = KeyBackend {
+        incomplete: vec!["u0003"],
+        ..Default::default()
+    };
+    let s = run(&second);
+    assert_eq!((s.users_done, s.users_incomplete), (1199, 1));
+    for (u, k) in second.seen.lock().unwrap().iter() {
+        assert_eq!(k, &[Some(format!("key-{u}"))], "{u}");
+    }
+    let third = KeyBackend::default();
+    run(&third);
+    let seen = third.seen.lock().unwrap();
+    assert_eq!(seen["u0003"], [None]);
+    assert_eq!(seen["u0004"], [Some("key-u0004".to_string())]);
 }

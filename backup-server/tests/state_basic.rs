@@ -352,3 +352,88 @@ fn a_run_killed_before_it_closed_its_record_is_marked_interrupted() {
         "a live run is left alone"
     );
 }
+
+#[test]
+fn the_unchanged_key_is_kept_by_success_and_skips_cleared_by_anything_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = StateDb::open(&dir.path().join("state.sqlite3")).unwrap();
+    db.refresh_server(
+        "mail1",
+        "m1:2912",
+        &entries(&[("u", "default")]),
+        &sets,
+        100,
+    )
+    .unwrap();
+    let key = |db: &StateDb| db.user("u").unwrap().unwrap().unchanged_key;
+    assert_eq!(key(&db), None);
+    let done = Attempt::Done {
+        messages_stored: 0,
+        bytes_stored: 0,
+    };
+    db.begin_batch().unwrap();
+    db.record_attempt(1, "u", 200, &done).unwrap();
+    db.set_unchanged_key("u", Some("k1 x")).unwrap();
+    db.end_batch().unwrap();
+    assert_eq!(key(&db).as_deref(), Some("k1 x"));
+    // A later success without a new key leaves it; a skip (locked) too.
+    db.record_attempt(2, "u", 300, &done).unwrap();
+    db.record_attempt(2, "u", 300, &Attempt::Skipped).unwrap();
+    assert_eq!(key(&db).as_deref(), Some("k1 x"));
+    // Whatever the store holds after an incomplete or failed attempt, not that.
+    db.record_attempt(
+        3,
+        "u",
+        400,
+        &Attempt::Incomplete {
+            messages_stored: 1,
+            bytes_stored: 1,
+            message: "m".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(key(&db), None);
+    db.set_unchanged_key("u", Some("k1 y")).unwrap();
+    db.record_attempt(
+        4,
+        "u",
+        500,
+        &Attempt::Failed {
+            message: "x".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(key(&db), None);
+}
+
+#[test]
+fn a_version_1_state_db_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.sqlite3");
+    {
+        let mut db = StateDb::open(&path).unwrap();
+        db.refresh_server(
+            "mail1",
+            "m1:2912",
+            &entries(&[("u", "default")]),
+            &sets,
+            100,
+        )
+        .unwrap();
+    }
+    // What version 1 was: the same without users.unchanged_key.
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("ALTER TABLE users DROP COLUMN unchanged_key; PRAGMA user_version = 1;")
+            .unwrap();
+    }
+    let mut db = StateDb::open(&path).unwrap();
+    let v: i64 = db
+        .connection()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, STATE_SCHEMA_VERSION);
+    let u = db.user("u").unwrap().unwrap();
+    assert_eq!((u.name.as_str(), u.unchanged_key), ("u", None));
+    db.set_unchanged_key("u", Some("k")).unwrap();
+}

@@ -301,7 +301,16 @@ fn planner_backs_up_changes_only_and_ls_shows_each_state() {
     assert!(e.to_string().contains("locked by another run"), "{e}");
     drop(held);
 
-    // ---- third backup, nothing changed: nothing copied, nothing fetched.
+    // ---- third backup, nothing changed: nothing copied, nothing fetched, nothing written
+    // (no run recorded), an unchanged key handed back for the state db.
+    let before: Vec<(u64, u64)> = users
+        .iter()
+        .map(|u| {
+            let r = StoreReader::open(root.path(), u).unwrap();
+            let last = r.catalog().last_complete_run().unwrap().unwrap();
+            (data_len(root.path(), u), last.run)
+        })
+        .collect();
     let (third, t_third) = backup_all(&mut c, root.path(), &opts, &users);
     for (u, o) in &third {
         assert_eq!(
@@ -309,11 +318,13 @@ fn planner_backs_up_changes_only_and_ls_shows_each_state() {
             (0, 0, 0),
             "{u}: {o:?}"
         );
+        assert!(o.unchanged_key.is_some(), "{u}: {o:?}");
     }
-    for u in &users {
+    for (u, (len, run)) in users.iter().zip(before) {
+        assert_eq!(data_len(root.path(), u), len, "{u}: the data file grew");
         let r = StoreReader::open(root.path(), u).unwrap();
         let last = r.catalog().last_complete_run().unwrap().unwrap();
-        assert_eq!(last.run, 3, "{u}");
+        assert_eq!(last.run, run, "{u}: a run was recorded");
         drop(r);
         let store = backup_server::store::Store::open(root.path(), u, opts.clone()).unwrap();
         assert_eq!(store.check(true).unwrap(), Vec::<String>::new(), "{u}");

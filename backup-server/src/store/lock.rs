@@ -45,6 +45,18 @@ impl UserLock {
         Ok(lock)
     }
 
+    /// Takes the exclusive lock on `path` if the file exists, writing nothing (not even
+    /// the holder's note): `Ok(None)` when it does not. For a look at the store that must
+    /// not coincide with a writer but changes nothing.
+    pub fn exclusive_existing(path: &Path, user: &str) -> Result<Option<UserLock>> {
+        let file = match OpenOptions::new().read(true).open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).io(path, "opening the lock file"),
+        };
+        Self::lock_file(file, path, user, FlockArg::LockExclusiveNonblock).map(Some)
+    }
+
     /// Takes the shared lock on `path` (created if missing).
     pub fn shared(path: &Path, user: &str) -> Result<UserLock> {
         Self::take(path, user, FlockArg::LockSharedNonblock)
@@ -58,6 +70,10 @@ impl UserLock {
             .truncate(false)
             .open(path)
             .io(path, "opening the lock file")?;
+        Self::lock_file(file, path, user, how)
+    }
+
+    fn lock_file(file: File, path: &Path, user: &str, how: FlockArg) -> Result<UserLock> {
         match Flock::lock(file, how) {
             Ok(flock) => Ok(UserLock {
                 path: path.to_path_buf(),
@@ -109,8 +125,19 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(UserLock::shared(&p, "u").is_err());
+        assert!(matches!(
+            UserLock::exclusive_existing(&p, "u"),
+            Err(StoreError::Locked { .. })
+        ));
         drop(a);
-        let _b = UserLock::exclusive(&p, "u").unwrap();
+        let b = UserLock::exclusive_existing(&p, "u").unwrap().unwrap();
+        assert!(UserLock::exclusive(&p, "u").is_err());
+        drop(b);
+        let _c = UserLock::exclusive(&p, "u").unwrap();
+        assert!(UserLock::exclusive_existing(&dir.path().join("none"), "u")
+            .unwrap()
+            .is_none());
+        assert!(!dir.path().join("none").exists());
     }
 
     #[test]

@@ -59,6 +59,13 @@ impl UserDir {
         let lock = UserLock::exclusive(&self.file(LOCK_FILE), self.user())?;
         Ok(LockedDir { dir: self, lock })
     }
+
+    /// Takes the writer lock only if the store has a lock file, creating and writing
+    /// nothing (`Ok(None)`: no lock file, so no store to speak of). Held, it keeps every
+    /// writer out while the caller looks at the store's files; it opens no store.
+    pub fn lock_if_present(&self) -> Result<Option<UserLock>> {
+        UserLock::exclusive_existing(&self.file(LOCK_FILE), self.user())
+    }
 }
 
 /// A user's directory with the writer lock held: the only way to a [`Store`].
