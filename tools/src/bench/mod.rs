@@ -33,8 +33,8 @@ pub struct BenchArgs {
     /// Folders per user, INBOX included.
     #[arg(long, default_value_t = 8)]
     pub folders: u32,
-    /// Messages per folder.
-    #[arg(long, default_value_t = 20)]
+    /// Messages per folder (with the defaults: about 176,000 messages, 1.5 GB).
+    #[arg(long, default_value_t = 22)]
     pub messages: u32,
     /// bulk.py's --size-scale: 0.15 gives about 8.5 KB a message, near the aims' spool.
     #[arg(long, default_value_t = 0.15)]
@@ -60,7 +60,7 @@ pub struct BenchArgs {
     pub workloads: Vec<String>,
     /// Also back up only the first N users (fresh store, full and no-change) to compare peak
     /// RSS and per-user speed across spool sizes; 0 skips it.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 250)]
     pub small_users: u32,
     /// Use the release binaries already in target/release instead of building them.
     #[arg(long)]
