@@ -22,6 +22,10 @@ pub struct Config {
     pub workers: usize,
     /// Users handed out to a worker at once from one RAID set. Default 50.
     pub batch_size: usize,
+    /// Batches of one RAID set in flight at once, each with its own worker. Default 1: one
+    /// backup per set of drives, which spinning-disk RAID sets need; sets on SSDs (or a mail
+    /// server with few partitions and many cores) may take more.
+    pub batches_per_raidset: usize,
     /// A chunk is closed before it grows past this many uncompressed bytes.
     pub chunk_size_cap: u64,
     /// gzip level of new chunks, 0 to 9.
@@ -105,6 +109,8 @@ struct RawConfig {
     workers: usize,
     #[serde(default = "default_batch_size")]
     batch_size: usize,
+    #[serde(default = "default_batches_per_raidset")]
+    batches_per_raidset: usize,
     #[serde(default = "default_chunk_cap")]
     chunk_size_cap: u64,
     #[serde(default = "default_gzip_level")]
@@ -153,6 +159,9 @@ fn default_workers() -> usize {
 }
 fn default_batch_size() -> usize {
     DEFAULT_BATCH_SIZE
+}
+fn default_batches_per_raidset() -> usize {
+    1
 }
 fn default_chunk_cap() -> u64 {
     crate::store::DEFAULT_CHUNK_CAP
@@ -213,6 +222,12 @@ impl Config {
             return Err(invalid(
                 "workers".into(),
                 format!("expected 1 to 1024, found {}", raw.workers),
+            ));
+        }
+        if raw.batches_per_raidset == 0 || raw.batches_per_raidset > 1024 {
+            return Err(invalid(
+                "batches_per_raidset".into(),
+                format!("expected 1 to 1024, found {}", raw.batches_per_raidset),
             ));
         }
         if raw.batch_size == 0 {
@@ -341,6 +356,7 @@ impl Config {
             state_db,
             workers: raw.workers,
             batch_size: raw.batch_size,
+            batches_per_raidset: raw.batches_per_raidset,
             chunk_size_cap: raw.chunk_size_cap,
             gzip_level: raw.gzip_level,
             retention_days: raw.retention_days,

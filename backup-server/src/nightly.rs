@@ -547,6 +547,7 @@ pub fn run_with<B: Backend>(
     let opts = SchedulerOptions {
         workers: config.workers,
         batch_size: config.batch_size,
+        batches_per_raidset: config.batches_per_raidset,
     };
     let result = scheduler::run(backend, queues, opts, stop, |done| -> anyhow::Result<()> {
         // Rows go in batches (one transaction each); each user's store has committed

@@ -1,9 +1,9 @@
 //! The nightly run's scheduler: one feeder thread per RAID set, N worker threads.
 //!
 //! A feeder holds its RAID set's users in backup order and offers one batch at a time on a
-//! rendezvous channel; it offers the next batch only once the worker that took the last one
-//! has finished it. So at most one batch per RAID set is ever in flight: no set of drives
-//! serves two backups at once. A worker waits on every feeder's channel at once
+//! rendezvous channel; with `batches_per_raidset` batches out (1 by default), it offers the
+//! next only once a worker has finished one of them. So by default at most one batch per
+//! RAID set is ever in flight: no set of drives serves two backups at once. A worker waits on every feeder's channel at once
 //! (crossbeam's `Select` picks at random among those ready), which is "a random feeder
 //! whose RAID set is idle".
 //!
@@ -47,6 +47,8 @@ pub struct SchedulerOptions {
     pub workers: usize,
     /// Users per batch.
     pub batch_size: usize,
+    /// Batches of one RAID set in flight at once (1: one backup per set of drives).
+    pub batches_per_raidset: usize,
 }
 
 /// The per-user backup the workers run.
@@ -93,8 +95,19 @@ pub struct SchedulerReport {
 
 struct Batch {
     users: Vec<ScheduledUser>,
-    /// Dropped by the worker when the batch is finished: the feeder then offers the next.
-    _done: Sender<()>,
+    /// Dropped by the worker when the batch is finished: frees the RAID set's slot.
+    _slot: Slot,
+}
+
+/// One of a RAID set's `batches_per_raidset` places in flight: the feeder fills one (a
+/// bounded channel of that capacity) before offering a batch, and the batch gives it back
+/// when dropped (finished, stopped or panicked alike).
+struct Slot(Receiver<()>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let _ = self.0.try_recv();
+    }
 }
 
 /// How long a worker waits for a batch before it looks at the stop flag again.
@@ -116,6 +129,7 @@ where
     F: FnMut(UserDone) -> Result<(), E>,
 {
     let batch_size = opts.batch_size.max(1);
+    let per_raidset = opts.batches_per_raidset.max(1);
     let workers = opts.workers.max(1);
     let total: u64 = queues.iter().map(|q| q.users.len() as u64).sum();
     let mut report = SchedulerReport::default();
@@ -132,23 +146,25 @@ where
             std::thread::Builder::new()
                 .name(format!("feeder-{}", q.name))
                 .spawn_scoped(s, move || {
+                    let (slots_tx, slots_rx) = bounded::<()>(per_raidset);
                     for chunk in q.users.chunks(batch_size) {
                         if stop.load(Ordering::SeqCst) {
                             break;
                         }
-                        let (done_tx, done_rx) = bounded::<()>(1);
+                        // Blocks while every slot is out; a worker dropping a batch frees
+                        // one. The feeder holds slots_rx too, so this never disconnects.
+                        if slots_tx.send(()).is_err() {
+                            break;
+                        }
                         let batch = Batch {
                             users: chunk.to_vec(),
-                            _done: done_tx,
+                            _slot: Slot(slots_rx.clone()),
                         };
                         // Blocks until a worker takes it; fails once every worker is gone.
                         if tx.send(batch).is_err() {
                             break;
                         }
                         let _ = batch_count_tx.send(());
-                        // Returns (disconnected) when the worker drops the batch: finished,
-                        // stopped or panicked alike.
-                        let _ = done_rx.recv();
                     }
                 })
                 .expect("spawn feeder thread");

@@ -20,6 +20,8 @@ struct Recorder {
     overlaps: AtomicU64,
     /// Most users under way at once over all sets.
     max_total: AtomicUsize,
+    /// Most users of one set under way at once.
+    max_per_set: AtomicUsize,
     total: AtomicUsize,
     calls: Mutex<Vec<String>>,
     /// user → what to return instead of success.
@@ -42,6 +44,7 @@ impl Backend for Recorder {
                 self.overlaps.fetch_add(1, Ordering::SeqCst);
             }
             *n += 1;
+            self.max_per_set.fetch_max(*n, Ordering::SeqCst);
         }
         let t = self.total.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_total.fetch_max(t, Ordering::SeqCst);
@@ -106,6 +109,42 @@ fn queues(sets: usize, users: usize) -> Vec<RaidSetQueue> {
 }
 
 #[test]
+fn batches_per_raidset_bounds_each_set_and_is_used() {
+    let rec = Recorder {
+        sleep: Duration::from_millis(2),
+        ..Default::default()
+    };
+    let stop = AtomicBool::new(false);
+    let report = scheduler::run(
+        &rec,
+        queues(2, 90),
+        SchedulerOptions {
+            workers: 8,
+            batch_size: 5,
+            batches_per_raidset: 3,
+        },
+        &stop,
+        |d| -> Result<(), ()> {
+            assert!(d.result.is_ok());
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!(report.users_attempted, 180);
+    assert_eq!(report.batches, 36);
+    let per_set = rec.max_per_set.load(Ordering::SeqCst);
+    assert!(
+        (2..=3).contains(&per_set),
+        "at most 3 batches of a set at once, and more than 1: {per_set}"
+    );
+    assert!(rec.max_total.load(Ordering::SeqCst) <= 6);
+    let mut calls = rec.calls.lock().unwrap().clone();
+    calls.sort();
+    calls.dedup();
+    assert_eq!(calls.len(), 180, "every user exactly once");
+}
+
+#[test]
 fn never_two_batches_of_one_raidset_at_once() {
     let rec = Recorder {
         sleep: Duration::from_millis(1),
@@ -119,6 +158,7 @@ fn never_two_batches_of_one_raidset_at_once() {
         SchedulerOptions {
             workers: 8,
             batch_size: 5,
+            batches_per_raidset: 1,
         },
         &stop,
         |d| -> Result<(), ()> {
@@ -159,6 +199,7 @@ fn each_raidset_is_worked_in_queue_order() {
         SchedulerOptions {
             workers: 4,
             batch_size: 4,
+            batches_per_raidset: 1,
         },
         &stop,
         |_| -> Result<(), ()> { Ok(()) },
@@ -198,6 +239,7 @@ fn a_failing_user_does_not_stop_the_others() {
         SchedulerOptions {
             workers: 3,
             batch_size: 7,
+            batches_per_raidset: 1,
         },
         &stop,
         |d| -> Result<(), ()> {
@@ -234,6 +276,7 @@ fn an_error_recording_a_result_stops_the_run() {
         SchedulerOptions {
             workers: 2,
             batch_size: 5,
+            batches_per_raidset: 1,
         },
         &stop,
         |_| {
