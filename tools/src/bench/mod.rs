@@ -127,6 +127,8 @@ pub struct RunFacts {
     pub total: Duration,
     /// The message W4 restored.
     pub restored: String,
+    /// The error that ended the benchmark early (empty when it ran through).
+    pub error: String,
 }
 
 /// Runs the benchmark.
@@ -243,11 +245,21 @@ pub fn run(args: BenchArgs) -> Result<()> {
         cyrus_backups_port: rig::free_port()?,
         users: (0..args.users).map(|k| format!("b{k:05}")).collect(),
     };
+    // Ours as configured for this machine (two partitions on one virtual disk: 4 batches of
+    // each at once fill the 8 workers), and with the default of one batch per RAID set.
     rig::write_server_config(
         &paths.server_config,
         &paths.store_root,
         &paths.state_db,
         &backupd,
+        4,
+    )?;
+    rig::write_server_config(
+        &paths.config(Tool::OursSerial),
+        &paths.dest(Tool::OursSerial),
+        &paths.state_db(Tool::OursSerial),
+        &backupd,
+        1,
     )?;
     let mut b = Bench {
         paths,
@@ -258,33 +270,42 @@ pub fn run(args: BenchArgs) -> Result<()> {
         rows: Vec::new(),
     };
 
-    if wants("w1") {
-        b.w1_full(&tools)?;
-    } else {
-        // The later workloads need every tool's first backup.
-        for &t in &tools {
-            b.paths.reset(t, &b.cyrus, &b.log)?;
-            b.paths.prepare_night(t, false)?;
-            run_logged(&mut b.paths.backup(t, &b.cyrus, 0), &b.log)?;
+    // A workload that fails ends the benchmark, but what was measured until then is still
+    // reported (with the error), never lost.
+    let outcome = (|| -> Result<()> {
+        if wants("w1") {
+            b.w1_full(&tools)?;
+        } else {
+            // The later workloads need every tool's first backup.
+            for &t in &tools {
+                b.paths.reset(t, &b.cyrus, &b.log)?;
+                b.paths.prepare_night(t, false)?;
+                run_logged(&mut b.paths.backup(t, &b.cyrus, 0), &b.log)?;
+            }
         }
-    }
-    if wants("w2") {
-        b.w2_no_change(&tools)?;
-    }
-    if wants("w4") {
-        facts.restored = b.w4_restore_one(&tools)?;
-    }
-    if wants("w3") {
-        facts.churn = b.w3_churn(&tools, args.users, args.folders)?;
-    }
-    if args.small_users > 0 {
-        b.small_pair(args.small_users)?;
-    }
-    if wants("w5") {
-        b.w5_compaction(args.users, args.folders)?;
-    }
-    if wants("w6") {
-        b.w6_report(args.report_users)?;
+        if wants("w2") {
+            b.w2_no_change(&tools)?;
+        }
+        if wants("w4") {
+            facts.restored = b.w4_restore_one(&tools)?;
+        }
+        if wants("w3") {
+            facts.churn = b.w3_churn(&tools, args.users, args.folders)?;
+        }
+        if args.small_users > 0 {
+            b.small_pair(args.small_users)?;
+        }
+        if wants("w5") {
+            b.w5_compaction(args.users, args.folders)?;
+        }
+        if wants("w6") {
+            b.w6_report(args.report_users)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = &outcome {
+        facts.error = format!("{e:#}");
+        say(&format!("stopped by an error: {e:#}"));
     }
     let _ = Command::new("bash")
         .arg(repo.join("tools/bench/cyrus-backups-peer.sh"))
@@ -308,10 +329,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         say(&format!("appended to {}", out.display()));
     }
     drop(b);
-    if !args.keep {
+    if outcome.is_err() {
+        say(&format!("work directory kept for a look: {}", work.display()));
+    } else if !args.keep {
         remove(&work)?;
     }
-    Ok(())
+    outcome
 }
 
 /// The running benchmark.
@@ -327,7 +350,7 @@ struct Bench {
 impl Bench {
     /// Measures one backup run; for us, backupd's CPU and peak RSS during it are added.
     fn measure_tool(&self, tool: Tool, cmd: &Command) -> Result<Sample> {
-        if tool != Tool::Ours {
+        if !tool.is_ours() {
             return measure(cmd, &self.log, tool.ok_codes());
         }
         let pid = self.backupd.pid();
@@ -455,7 +478,7 @@ impl Bench {
             self.paths.prepare_night(t, false)?;
             let slog = self.paths.work.join(format!("strace-{}.log", t.name()));
             let cmd = self.paths.backup(t, &self.cyrus, 190);
-            if t == Tool::Ours {
+            if t.is_ours() {
                 // Our spool reads happen in backupd: attach to it for the run.
                 let mut st = Command::new("strace")
                     .args(["-f", "-qq", "-e", "trace=%file", "-o"])
@@ -602,6 +625,7 @@ impl Bench {
             &small.store_root,
             &small.state_db,
             &self.backupd,
+            4,
         )?;
         let with_users = |mut c: Command| {
             for k in 0..n {
@@ -626,10 +650,11 @@ impl Bench {
         let conf = backupd::spool::load_imapd_conf(&self.cyrus.imapd_conf())?;
         for k in 0..n {
             for m in backupd::spool::user_mailboxes(&conf, &format!("b{k:05}"))? {
-                let root = conf.partition(&m.partition).context("partition")?;
-                if let Some(d) = m.spool_dir() {
-                    bytes += measure::tree_bytes(&Path::new(root).join(d))?.0;
-                }
+                let Some(d) = m.spool_dir() else { continue };
+                let root = conf.partition(&m.partition).with_context(|| {
+                    format!("partition {:?} of {} is not in imapd.conf", m.partition, m.folder)
+                })?;
+                bytes += measure::tree_bytes(&Path::new(root).join(d))?.0;
             }
         }
         self.rows[i].note = format!("{n} users, {:.1} MB of their folders", bytes as f64 / 1e6);
@@ -721,7 +746,7 @@ impl Bench {
             backup_server::report::fill_benchmark_population(&db, users, now)?;
         }
         let config = dir.join("backup-server.toml");
-        rig::write_server_config(&config, &dir.join("store"), &db_path, &self.backupd)?;
+        rig::write_server_config(&config, &dir.join("store"), &db_path, &self.backupd, 1)?;
         let mut cmd = Command::new(&self.paths.server_bin);
         cmd.arg("--config")
             .arg(&config)

@@ -13,8 +13,12 @@ use super::rig::{Cyrus, OneMessage};
 /// A backup tool in the comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Tool {
-    /// mailbackup: backupd on the mail server, `backup-server run` on the backup host.
+    /// mailbackup: backupd on the mail server, `backup-server run` on the backup host,
+    /// configured for this machine (`batches_per_raidset = 4`: the two partitions share one
+    /// virtual disk).
     Ours,
+    /// mailbackup with the configuration's default of one batch per RAID set.
+    OursSerial,
     /// `tar czf` (with `-g`, GNU tar's listed incremental, for the nights).
     Tar,
     /// `rsync -a` into a mirror.
@@ -29,8 +33,9 @@ pub enum Tool {
 
 impl Tool {
     /// Every tool, ours first.
-    pub const ALL: [Tool; 6] = [
+    pub const ALL: [Tool; 7] = [
         Tool::Ours,
+        Tool::OursSerial,
         Tool::Tar,
         Tool::Rsync,
         Tool::Restic,
@@ -42,6 +47,7 @@ impl Tool {
     pub fn name(self) -> &'static str {
         match self {
             Tool::Ours => "mailbackup",
+            Tool::OursSerial => "mailbackup-1-per-set",
             Tool::Tar => "tar",
             Tool::Rsync => "rsync",
             Tool::Restic => "restic",
@@ -61,6 +67,11 @@ impl Tool {
                     Tool::ALL.map(|t| t.name()).join(", ")
                 )
             })
+    }
+
+    /// mailbackup, in either configuration: backupd does part of the work.
+    pub fn is_ours(self) -> bool {
+        matches!(self, Tool::Ours | Tool::OursSerial)
     }
 
     /// Exit statuses that mean success (tar and borg exit 1 when a file changed as it was
@@ -100,6 +111,7 @@ impl Paths {
     pub fn dest(&self, tool: Tool) -> PathBuf {
         match tool {
             Tool::Ours => self.store_root.clone(),
+            Tool::OursSerial => self.work.join("store-1"),
             Tool::Tar => self.work.join("tar"),
             Tool::Rsync => self.work.join("rsync"),
             Tool::Restic => self.work.join("restic"),
@@ -133,11 +145,12 @@ impl Paths {
         use super::rig::run_logged;
         let dest = self.dest(tool);
         match tool {
-            Tool::Ours => {
-                remove(&self.store_root)?;
-                remove(&self.state_db)?;
+            Tool::Ours | Tool::OursSerial => {
+                let state_db = self.state_db(tool);
+                remove(&dest)?;
+                remove(&state_db)?;
                 for ext in ["-wal", "-shm"] {
-                    let mut p = self.state_db.clone().into_os_string();
+                    let mut p = state_db.clone().into_os_string();
                     p.push(ext);
                     remove(Path::new(&p))?;
                 }
@@ -193,10 +206,10 @@ impl Paths {
     pub fn backup(&self, tool: Tool, cyrus: &Cyrus, night: u32) -> Command {
         let dest = self.dest(tool);
         match tool {
-            Tool::Ours => {
+            Tool::Ours | Tool::OursSerial => {
                 let mut c = Command::new(&self.server_bin);
                 c.arg("--config")
-                    .arg(&self.server_config)
+                    .arg(self.config(tool))
                     .args(["run", "--progress", "quiet"]);
                 c
             }
@@ -276,9 +289,10 @@ impl Paths {
     pub fn stored_bytes(&self, tool: Tool) -> Result<u64> {
         let dest = self.dest(tool);
         let mut bytes = super::measure::tree_bytes(&dest)?.0;
-        if tool == Tool::Ours {
+        if tool.is_ours() {
+            let state_db = self.state_db(tool);
             bytes += super::measure::tree_bytes(
-                self.state_db.parent().context("state db without a directory")?,
+                state_db.parent().context("state db without a directory")?,
             )?
             .0;
         }
@@ -349,7 +363,23 @@ impl Paths {
                 ));
                 Some(c)
             }
-            Tool::Rsync => None,
+            Tool::Rsync | Tool::OursSerial => None,
+        }
+    }
+
+    /// backup-server's configuration file for `tool` (one of ours).
+    pub fn config(&self, tool: Tool) -> PathBuf {
+        match tool {
+            Tool::OursSerial => self.work.join("backup-server-1.toml"),
+            _ => self.server_config.clone(),
+        }
+    }
+
+    /// The state db for `tool` (one of ours).
+    pub fn state_db(&self, tool: Tool) -> PathBuf {
+        match tool {
+            Tool::OursSerial => self.work.join("state-1/state.sqlite3"),
+            _ => self.state_db.clone(),
         }
     }
 }

@@ -195,18 +195,20 @@ impl Drop for Backupd {
 }
 
 /// Writes a backup-server configuration: two RAID sets (one per partition), the store root
-/// and state db given.
+/// and state db given, `per_set` batches of a RAID set at once.
 pub fn write_server_config(
     path: &Path,
     store_root: &Path,
     state_db: &Path,
     backupd: &Backupd,
+    per_set: usize,
 ) -> Result<()> {
     fs::write(
         path,
         format!(
             r#"store_root = "{}"
 state_db = "{}"
+batches_per_raidset = {per_set}
 
 [[server]]
 name = "bench"
