@@ -88,11 +88,14 @@ fn parse_time(text: &str) -> Result<Sample> {
     if f.len() != 4 {
         bail!("expected `wall user sys maxrss`, found {line:?}");
     }
-    let num = |s: &str| -> Result<f64> { s.parse().with_context(|| format!("not a number: {s:?}")) };
+    let num =
+        |s: &str| -> Result<f64> { s.parse().with_context(|| format!("not a number: {s:?}")) };
     Ok(Sample {
         wall: num(f[0])?,
         cpu: num(f[1])? + num(f[2])?,
-        rss_kib: f[3].parse().with_context(|| format!("not a number: {:?}", f[3]))?,
+        rss_kib: f[3]
+            .parse()
+            .with_context(|| format!("not a number: {:?}", f[3]))?,
         daemon_rss_kib: 0,
     })
 }

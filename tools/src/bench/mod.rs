@@ -18,8 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 
 use measure::{
-    count_file_calls, daemon_cpu, daemon_peak_kib, describe, measure, reset_daemon_peak,
-    FileCalls, Sample,
+    count_file_calls, daemon_cpu, daemon_peak_kib, describe, measure, reset_daemon_peak, FileCalls,
+    Sample,
 };
 use peers::{remove, Paths, Tool};
 use rig::{run_logged, Backupd, Cyrus, OneMessage};
@@ -172,16 +172,25 @@ pub fn run(args: BenchArgs) -> Result<()> {
     // The cyrus user must reach the instance directory inside.
     fs::set_permissions(&work, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     let log = work.join("bench.log");
-    say(&format!("work directory {} (log: {})", work.display(), log.display()));
+    say(&format!(
+        "work directory {} (log: {})",
+        work.display(),
+        log.display()
+    ));
 
     say("installing what is missing (peers from Debian's packages, Cyrus)");
     install_peers(&repo, &log)?;
     if !args.no_build {
         say("building the release binaries");
         run_logged(
-        Command::new("cargo")
-            .current_dir(&repo)
-                .args(["build", "--release", "-p", "backupd", "-p", "backup-server"]),
+            Command::new("cargo").current_dir(&repo).args([
+                "build",
+                "--release",
+                "-p",
+                "backupd",
+                "-p",
+                "backup-server",
+            ]),
             &log,
         )?;
     }
@@ -195,7 +204,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         reps: args.reps,
         versions: versions(),
         machine: machine(),
-        started: jiff::Timestamp::try_from(started)?.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+        started: jiff::Timestamp::try_from(started)?
+            .strftime("%Y-%m-%d %H:%M UTC")
+            .to_string(),
         ..RunFacts::default()
     };
 
@@ -330,7 +341,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     drop(b);
     if outcome.is_err() {
-        say(&format!("work directory kept for a look: {}", work.display()));
+        say(&format!(
+            "work directory kept for a look: {}",
+            work.display()
+        ));
     } else if !args.keep {
         remove(&work)?;
     }
@@ -385,7 +399,10 @@ impl Bench {
             let s = measure(&cmd, &self.log, &[0])?;
             self.rows[i].samples.push(s);
         }
-        say(&format!("{workload} {name}: {:.2} s", self.rows[i].median().wall));
+        say(&format!(
+            "{workload} {name}: {:.2} s",
+            self.rows[i].median().wall
+        ));
         Ok(i)
     }
 
@@ -562,7 +579,11 @@ impl Bench {
                     self.rows[i].samples.push(s);
                 }
             }
-            say(&format!("W4 {}: {:.3} s", t.name(), self.rows[i].median().wall));
+            say(&format!(
+                "W4 {}: {:.3} s",
+                t.name(),
+                self.rows[i].median().wall
+            ));
         }
         Ok(format!(
             "{} {} UID {} ({} bytes)",
@@ -635,7 +656,10 @@ impl Bench {
         };
         let full = with_users(small.backup(Tool::Ours, &self.cyrus, 0));
         let i = self.row("W1-small", "mailbackup", &full);
-        self.rows[i].command = format!("{} --user b00000 ... (first {n} users)", describe(&small.backup(Tool::Ours, &self.cyrus, 0)));
+        self.rows[i].command = format!(
+            "{} --user b00000 ... (first {n} users)",
+            describe(&small.backup(Tool::Ours, &self.cyrus, 0))
+        );
         let j = self.row("W2-small", "mailbackup", &full);
         self.rows[j].command = self.rows[i].command.clone();
         for _ in 0..self.reps {
@@ -652,7 +676,10 @@ impl Bench {
             for m in backupd::spool::user_mailboxes(&conf, &format!("b{k:05}"))? {
                 let Some(d) = m.spool_dir() else { continue };
                 let root = conf.partition(&m.partition).with_context(|| {
-                    format!("partition {:?} of {} is not in imapd.conf", m.partition, m.folder)
+                    format!(
+                        "partition {:?} of {} is not in imapd.conf",
+                        m.partition, m.folder
+                    )
                 })?;
                 bytes += measure::tree_bytes(&Path::new(root).join(d))?.0;
             }
@@ -696,15 +723,26 @@ impl Bench {
         let dry = Command::new(&self.paths.server_bin)
             .arg("--config")
             .arg(&self.paths.server_config)
-            .args(["compact", "--dry-run", "--min-bytes", "0", "--now", &now.to_string()])
+            .args([
+                "compact",
+                "--dry-run",
+                "--min-bytes",
+                "0",
+                "--now",
+                &now.to_string(),
+            ])
             .output()
             .context("compact --dry-run")?;
         let dry_text = String::from_utf8_lossy(&dry.stdout).into_owned();
         fs::write(self.paths.work.join("compact-dry-run.txt"), &dry_text)?;
         let mut cmd = Command::new(&self.paths.server_bin);
-        cmd.arg("--config")
-            .arg(&self.paths.server_config)
-            .args(["compact", "--min-bytes", "0", "--now", &now.to_string()]);
+        cmd.arg("--config").arg(&self.paths.server_config).args([
+            "compact",
+            "--min-bytes",
+            "0",
+            "--now",
+            &now.to_string(),
+        ]);
         let i = self.row("W5", "mailbackup", &cmd);
         for _ in 0..self.reps {
             remove(&self.paths.store_root)?;

@@ -70,7 +70,10 @@ pub fn render(f: &RunFacts, rows: &[Row]) -> String {
         if rs.is_empty() {
             continue;
         }
-        let ours = rs.iter().find(|r| r.tool == "mailbackup").map(|r| r.median().wall);
+        let ours = rs
+            .iter()
+            .find(|r| r.tool == "mailbackup")
+            .map(|r| r.median().wall);
         let _ = writeln!(s, "### {title}\n");
         let _ = writeln!(
             s,
@@ -192,7 +195,10 @@ fn targets(rows: &[Row]) -> Vec<(String, String, Option<bool>)> {
     for peer in ["restic", "borg", "rsync"] {
         faster("W2", peer, 20.0, &mut t);
     }
-    if let (Some(o), Some(l)) = (wall(rows, "W2", "mailbackup"), wall(rows, "W2", "limit: stat")) {
+    if let (Some(o), Some(l)) = (
+        wall(rows, "W2", "mailbackup"),
+        wall(rows, "W2", "limit: stat"),
+    ) {
         t.push((
             "W2: within 3x of stat-only (find the meta files)".into(),
             format!("{:.1}x ({o:.3} s vs {l:.3} s)", o / l),
@@ -210,7 +216,10 @@ fn targets(rows: &[Row]) -> Vec<(String, String, Option<bool>)> {
         faster("W3", peer, 10.0, &mut t);
     }
     faster("W1", "tar", 2.0, &mut t);
-    if let (Some(o), Some(p)) = (wall(rows, "W1", "mailbackup"), wall(rows, "W1", "limit: pigz")) {
+    if let (Some(o), Some(p)) = (
+        wall(rows, "W1", "mailbackup"),
+        wall(rows, "W1", "limit: pigz"),
+    ) {
         t.push((
             "W1: at least 70% of pigz -p2 -1's speed".into(),
             format!("{:.0}% ({o:.2} s vs {p:.2} s)", 100.0 * p / o),
@@ -231,7 +240,10 @@ fn targets(rows: &[Row]) -> Vec<(String, String, Option<bool>)> {
     for w in ["W1", "W2", "W3"] {
         faster(w, "cyrus-backups", 1.0, &mut t);
     }
-    if let (Some(big), Some(small)) = (row(rows, "W1", "mailbackup"), row(rows, "W1-small", "mailbackup")) {
+    if let (Some(big), Some(small)) = (
+        row(rows, "W1", "mailbackup"),
+        row(rows, "W1-small", "mailbackup"),
+    ) {
         let peak = |r: &Row| {
             let m = r.median();
             m.rss_kib.max(m.daemon_rss_kib) as f64 / 1024.0

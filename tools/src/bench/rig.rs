@@ -161,7 +161,10 @@ impl Backupd {
             ),
         )?;
         let log = work.join("backupd.log");
-        run_logged(Command::new(bin).arg("check").arg("--config").arg(&config), &log)?;
+        run_logged(
+            Command::new(bin).arg("check").arg("--config").arg(&config),
+            &log,
+        )?;
         let child = Command::new(bin)
             .arg("--config")
             .arg(&config)
@@ -170,9 +173,14 @@ impl Backupd {
             .stderr(fs::File::options().append(true).open(&log)?)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        let up = wait_for(Duration::from_secs(10), || TcpStream::connect(&addr).is_ok());
+        let up = wait_for(Duration::from_secs(10), || {
+            TcpStream::connect(&addr).is_ok()
+        });
         if !up {
-            bail!("backupd did not listen on {addr} within 10 s; see {}", log.display());
+            bail!(
+                "backupd did not listen on {addr} within 10 s; see {}",
+                log.display()
+            );
         }
         Ok(Backupd {
             child,
@@ -305,6 +313,9 @@ pub fn only_file(dir: &Path) -> Result<PathBuf> {
     }
     match found.len() {
         1 => Ok(found.pop().unwrap()),
-        n => bail!("expected one restored file under {}, found {n}", dir.display()),
+        n => bail!(
+            "expected one restored file under {}, found {n}",
+            dir.display()
+        ),
     }
 }
