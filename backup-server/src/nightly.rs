@@ -3,7 +3,9 @@
 
 use crate::config::Config;
 use crate::planner::{backup_user, listing_unchanged, BackupError, UserJob, UserOutcome};
-use crate::scheduler::{self, Backend, RaidSetQueue, ScheduledUser, SchedulerOptions, UserDone};
+use crate::scheduler::{
+    self, Backend, Event, RaidSetQueue, ScheduledUser, SchedulerOptions, UserDone,
+};
 use crate::state::{Attempt, RefreshCounts, StateDb};
 use crate::store::{StoreError, StoreOptions, UserDir};
 use crate::summary::{RunSummary, UserResult};
@@ -549,28 +551,41 @@ pub fn run_with<B: Backend>(
         batch_size: config.batch_size,
         batches_per_raidset: config.batches_per_raidset,
     };
-    let result = scheduler::run(backend, queues, opts, stop, |done| -> anyhow::Result<()> {
-        // Rows go in batches (one transaction each); each user's store has committed
-        // before its row is written, so a crash still leaves the state db behind, never
-        // ahead.
-        if batch.0 == 0 {
-            db.begin_batch()?;
-            batch.1 = Instant::now();
-        }
-        record(&mut db, run_id, &mut summary, &done, progress.bar.as_ref())?;
-        batch.0 += 1;
-        if batch.0 >= STATE_BATCH_USERS || batch.1.elapsed() >= STATE_BATCH_TIME {
-            db.end_batch()?;
-            batch.0 = 0;
-        }
-        summary.elapsed = t0.elapsed();
-        progress.update(&summary);
-        if last_row.elapsed() >= Duration::from_secs(30) {
-            last_row = Instant::now();
-            db.update_run(run_id, &summary.totals(), "running", None, None)?;
-        }
-        Ok(())
-    });
+    let result =
+        scheduler::run_events(backend, queues, opts, stop, |event| -> anyhow::Result<()> {
+            let done = match event {
+                Event::Done(done) => done,
+                Event::Idle => {
+                    // Nothing ended for a while (long users under way): commit the rows
+                    // waiting, so that the write lock is not held and `report` sees them.
+                    if batch.0 > 0 {
+                        db.end_batch()?;
+                        batch.0 = 0;
+                    }
+                    return Ok(());
+                }
+            };
+            // Rows go in batches (one transaction each); each user's store has committed
+            // before its row is written, so a crash still leaves the state db behind, never
+            // ahead.
+            if batch.0 == 0 {
+                db.begin_batch()?;
+                batch.1 = Instant::now();
+            }
+            record(&mut db, run_id, &mut summary, &done, progress.bar.as_ref())?;
+            batch.0 += 1;
+            if batch.0 >= STATE_BATCH_USERS || batch.1.elapsed() >= STATE_BATCH_TIME {
+                db.end_batch()?;
+                batch.0 = 0;
+            }
+            summary.elapsed = t0.elapsed();
+            progress.update(&summary);
+            if last_row.elapsed() >= Duration::from_secs(30) {
+                last_row = Instant::now();
+                db.update_run(run_id, &summary.totals(), "running", None, None)?;
+            }
+            Ok(())
+        });
     progress.finish();
     summary.elapsed = t0.elapsed();
     let result = match (result, db.end_batch()) {

@@ -12,7 +12,7 @@
 //! progress) one at a time.
 
 use crate::planner::{BackupError, UserOutcome};
-use crossbeam_channel::{bounded, unbounded, Receiver, Select, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Select, Sender};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -113,6 +113,19 @@ impl Drop for Slot {
 /// How long a worker waits for a batch before it looks at the stop flag again.
 const POLL: Duration = Duration::from_millis(100);
 
+/// What the calling thread hears from a run ([`run_events`]).
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per user, moved once: a Box would buy nothing
+pub enum Event {
+    /// A user's backup ended (or failed, or was skipped).
+    Done(UserDone),
+    /// No backup has ended for [`IDLE`]: time to flush what waits for the next result.
+    Idle,
+}
+
+/// How long the calling thread waits for a result before it hears [`Event::Idle`].
+pub const IDLE: Duration = Duration::from_millis(500);
+
 /// Runs every queue through `backend` with `opts.workers` workers. `on_done` is called on
 /// the calling thread for each user as its backup ends; when it returns an error, the run
 /// stops as on `stop` (workers finish their current user) and the first error is
@@ -127,6 +140,25 @@ pub fn run<B, F, E>(
 where
     B: Backend,
     F: FnMut(UserDone) -> Result<(), E>,
+{
+    run_events(backend, queues, opts, stop, |event| match event {
+        Event::Done(done) => on_done(done),
+        Event::Idle => Ok(()),
+    })
+}
+
+/// [`run`], with [`Event::Idle`] as well whenever no backup ended for [`IDLE`] (a long
+/// user's backup must not hold back what the caller batches, such as state db rows).
+pub fn run_events<B, F, E>(
+    backend: &B,
+    queues: Vec<RaidSetQueue>,
+    opts: SchedulerOptions,
+    stop: &AtomicBool,
+    mut on_event: F,
+) -> Result<SchedulerReport, E>
+where
+    B: Backend,
+    F: FnMut(Event) -> Result<(), E>,
 {
     let batch_size = opts.batch_size.max(1);
     let per_raidset = opts.batches_per_raidset.max(1);
@@ -182,10 +214,17 @@ where
         // feeders see a closed channel and the loop below ends.
         drop(receivers);
         drop(res_tx);
-        for done in res_rx.iter() {
-            report.users_attempted += 1;
+        loop {
+            let event = match res_rx.recv_timeout(IDLE) {
+                Ok(done) => {
+                    report.users_attempted += 1;
+                    Event::Done(done)
+                }
+                Err(RecvTimeoutError::Timeout) => Event::Idle,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
             if first_error.is_none() {
-                if let Err(e) = on_done(done) {
+                if let Err(e) = on_event(event) {
                     first_error = Some(e);
                     stop.store(true, Ordering::SeqCst);
                 }

@@ -670,3 +670,37 @@ fn unchanged_keys_go_to_the_state_db_and_back_to_the_next_run() {
     assert_eq!(seen["u0003"], [None]);
     assert_eq!(seen["u0004"], [Some("key-u0004".to_string())]);
 }
+
+#[test]
+fn a_long_backup_brings_idle_events_and_every_result_once() {
+    let rec = Recorder {
+        sleep: scheduler::IDLE * 3,
+        ..Default::default()
+    };
+    let stop = AtomicBool::new(false);
+    let (mut done, mut idle) = (0, 0);
+    let report = scheduler::run_events(
+        &rec,
+        queues(1, 2),
+        SchedulerOptions {
+            workers: 2,
+            batch_size: 2,
+            batches_per_raidset: 1,
+        },
+        &stop,
+        |e| -> Result<(), ()> {
+            match e {
+                scheduler::Event::Done(d) => {
+                    assert!(d.result.is_ok());
+                    done += 1;
+                }
+                scheduler::Event::Idle => idle += 1,
+            }
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!((done, report.users_attempted), (2, 2));
+    // Two users one after another, each three IDLE long: the caller heard of the wait.
+    assert!(idle >= 2, "only {idle} idle events over two long backups");
+}
