@@ -8,24 +8,10 @@ use backup_server::planner::{
     messages_to_fetch, plan_for, unanswered_live, CopyReason, FolderAction, FolderStep, Plan,
     Wanted,
 };
-use backup_server::store::{MessageInfo, RunEnd, Store};
+use backup_server::store::{RunEnd, Store};
 use backupd::access::{FolderStat, UserFileId, UserFileStat, UserListing};
-use formats::archive::UserFileKind;
 use formats::Guid;
 use store_common::*;
-
-/// The listing entry backupd would send for a snapshot built by `Snap` (same stat data).
-fn listed(s: &Snap) -> FolderStat {
-    FolderStat {
-        name: s.folder.clone(),
-        uniqueid: s.unique_id.clone(),
-        partition: "default".into(),
-        uidvalidity: 7,
-        header: stat(s.header.len(), s.mtime, 11),
-        index: stat(s.index.len(), s.mtime, 12),
-        annotations: None,
-    }
-}
 
 fn action_of<'p>(p: &'p Plan, l: &UserListing, uniqueid: &str) -> &'p FolderAction {
     let FolderStep { action, .. } = p
@@ -65,22 +51,7 @@ fn fixture() -> Fixture {
         200,
     );
     let old = Snap::new("uid-old", "Old", 7, &[Rec::new(1, &m[3])], 300);
-    let mut run = store.begin_run().unwrap();
-    for d in &m[..4] {
-        run.add_message(Guid::of(d), d.len() as u64, &d[..], MessageInfo::default())
-            .unwrap();
-    }
-    for s in [&inbox, &work, &old] {
-        run.add_folder_snapshot(s.as_snapshot()).unwrap();
-    }
-    run.add_user_file(
-        UserFileKind::Subscriptions,
-        Some(stat(10, 50, 99)),
-        3,
-        &b"abc"[..],
-    )
-    .unwrap();
-    run.commit(RunEnd::Complete).unwrap();
+    commit_run(&mut store, &m[..4], &[&inbox, &work, &old]);
     clock.advance(10);
     Fixture {
         _root: root,

@@ -8,25 +8,12 @@ mod store_common;
 use backup_server::compact::compact_store;
 use backup_server::planner::{listing_unchanged, plan_for, unchanged_key};
 use backup_server::store::{MessageInfo, RunEnd, Store, StoreReader, UserDir};
-use backupd::access::{FolderStat, UserFileId, UserFileStat, UserListing};
-use formats::archive::UserFileKind;
+use backupd::access::{UserFileId, UserFileStat, UserListing};
 use formats::Guid;
 use std::path::Path;
 use store_common::*;
 
 const USER: &str = "alice";
-
-fn listed(s: &Snap) -> FolderStat {
-    FolderStat {
-        name: s.folder.clone(),
-        uniqueid: s.unique_id.clone(),
-        partition: "default".into(),
-        uidvalidity: 7,
-        header: stat(s.header.len(), s.mtime, 11),
-        index: stat(s.index.len(), s.mtime, 12),
-        annotations: None,
-    }
-}
 
 /// A store after one complete run holding INBOX and Work and the subscriptions, and the
 /// listing backupd would send for exactly that state.
@@ -41,22 +28,7 @@ fn fixture(root: &Path, clock: &std::sync::Arc<TestClock>) -> (Store, UserListin
         100,
     );
     let work = Snap::new("uid-work", "Work", 7, &[Rec::new(1, &m[2])], 200);
-    let mut run = store.begin_run().unwrap();
-    for d in &m {
-        run.add_message(Guid::of(d), d.len() as u64, &d[..], MessageInfo::default())
-            .unwrap();
-    }
-    for s in [&inbox, &work] {
-        run.add_folder_snapshot(s.as_snapshot()).unwrap();
-    }
-    run.add_user_file(
-        UserFileKind::Subscriptions,
-        Some(stat(10, 50, 99)),
-        3,
-        &b"abc"[..],
-    )
-    .unwrap();
-    run.commit(RunEnd::Complete).unwrap();
+    commit_run(&mut store, &m, &[&inbox, &work]);
     clock.advance(10);
     let listing = UserListing {
         folders: vec![listed(&inbox), listed(&work)],

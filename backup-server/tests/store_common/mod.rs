@@ -6,7 +6,11 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use backup_server::store::{Clock, FolderSnapshot, MetaFileData, StoreOptions};
+use backup_server::store::{
+    Clock, FolderSnapshot, MessageInfo, MetaFileData, RunEnd, Store, StoreOptions,
+};
+use backupd::access::FolderStat;
+use formats::archive::UserFileKind;
 use formats::cyrus::header::MailboxHeader;
 use formats::cyrus::index::{
     write_index, IndexHeader, IndexRecord, InternalFlags, Layout, SystemFlags, UserFlags,
@@ -271,4 +275,43 @@ pub fn dump_tables(index: &Path) -> Vec<(String, Vec<String>)> {
             (t.to_string(), rows)
         })
         .collect()
+}
+
+/// The listing entry backupd would send for a snapshot built by `Snap` (same stat data).
+pub fn listed(s: &Snap) -> FolderStat {
+    FolderStat {
+        name: s.folder.clone(),
+        uniqueid: s.unique_id.clone(),
+        partition: "default".into(),
+        uidvalidity: 7,
+        header: stat(s.header.len(), s.mtime, 11),
+        index: stat(s.index.len(), s.mtime, 12),
+        annotations: None,
+    }
+}
+
+/// The stat data of the subscriptions file [`commit_run`] stores.
+pub fn subscriptions_stat() -> FileStat {
+    stat(10, 50, 99)
+}
+
+/// Commits one complete run holding `messages`, the snapshots `snaps` and a 3-byte
+/// subscriptions file with [`subscriptions_stat`].
+pub fn commit_run(store: &mut Store, messages: &[Vec<u8>], snaps: &[&Snap]) {
+    let mut run = store.begin_run().unwrap();
+    for d in messages {
+        run.add_message(Guid::of(d), d.len() as u64, &d[..], MessageInfo::default())
+            .unwrap();
+    }
+    for s in snaps {
+        run.add_folder_snapshot(s.as_snapshot()).unwrap();
+    }
+    run.add_user_file(
+        UserFileKind::Subscriptions,
+        Some(subscriptions_stat()),
+        3,
+        &b"abc"[..],
+    )
+    .unwrap();
+    run.commit(RunEnd::Complete).unwrap();
 }

@@ -46,16 +46,8 @@ pub fn measure(cmd: &Command, log: &Path, ok_codes: &[i32]) -> Result<Sample> {
             None => timed.env_remove(k),
         };
     }
-    let out = File::options()
-        .create(true)
-        .append(true)
-        .open(log)
-        .with_context(|| format!("opening the log {}", log.display()))?;
     let started = std::time::Instant::now();
-    let status = timed
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
+    let status = to_log(&mut timed, log)?
         .status()
         .with_context(|| format!("starting {}", describe(cmd)))?;
     let wall = started.elapsed().as_secs_f64();
@@ -74,6 +66,20 @@ pub fn measure(cmd: &Command, log: &Path, ok_codes: &[i32]) -> Result<Sample> {
     // GNU time's %e has 10 ms steps; ours has time's own start (about a millisecond) on top.
     s.wall = wall;
     Ok(s)
+}
+
+/// Points `cmd`'s stdout and stderr at the end of `log` (created if missing), stdin at
+/// /dev/null.
+pub fn to_log<'c>(cmd: &'c mut Command, log: &Path) -> Result<&'c mut Command> {
+    let out = File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening the log {}", log.display()))?;
+    Ok(cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out))
 }
 
 /// Parses `%e %U %S %M` (the last line: time writes "Command exited with non-zero status"

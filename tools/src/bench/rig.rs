@@ -11,20 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::measure::{describe, wait_for};
+use super::measure::{describe, to_log, wait_for};
 
 /// Runs a setup command (not measured), its output appended to `log`; fails naming the log.
 pub fn run_logged(cmd: &mut Command, log: &Path) -> Result<Duration> {
-    let out = fs::File::options()
-        .create(true)
-        .append(true)
-        .open(log)
-        .with_context(|| format!("opening {}", log.display()))?;
     let t = Instant::now();
-    let status = cmd
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
+    let status = to_log(cmd, log)?
         .status()
         .with_context(|| format!("starting {}", describe(cmd)))?;
     if !status.success() {
@@ -60,13 +52,13 @@ impl Cyrus {
     pub fn start(repo: &Path, dir: &Path, log: &Path) -> Result<Cyrus> {
         for _ in 0..5 {
             let (imap, lmtp) = (free_port()?, free_port()?);
-            let status = Command::new("bash")
+            let mut start = Command::new("bash");
+            start
                 .arg(repo.join("tests/cyrus/start.sh"))
                 .arg(dir)
                 .arg(imap.to_string())
-                .arg(lmtp.to_string())
-                .stdout(fs::File::options().create(true).append(true).open(log)?)
-                .stderr(fs::File::options().create(true).append(true).open(log)?)
+                .arg(lmtp.to_string());
+            let status = to_log(&mut start, log)?
                 .status()
                 .context("running tests/cyrus/start.sh")?;
             match status.code() {
