@@ -7,6 +7,7 @@
 //! docs/backup-server.md describes the run.
 
 pub mod cli;
+pub mod client;
 pub mod compact;
 pub mod config;
 pub mod ls;

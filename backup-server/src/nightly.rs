@@ -1,6 +1,7 @@
 //! `backup-server run` and `backup-server users refresh`: the config, the state db, the
 //! backupd connections and the scheduler put together.
 
+use crate::client::{Client, ClientOptions};
 use crate::config::Config;
 use crate::planner::{backup_user, listing_unchanged, BackupError, UserJob, UserOutcome};
 use crate::scheduler::{
@@ -10,8 +11,7 @@ use crate::state::{Attempt, RefreshCounts, StateDb};
 use crate::store::{StoreError, StoreOptions, UserDir};
 use crate::summary::{RunSummary, UserResult};
 use anyhow::{bail, Context};
-use backupd::auth::Secret;
-use backupd::client::{Client, ClientOptions};
+use formats::protocol::Secret;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::IsTerminal;
 use std::sync::atomic::AtomicBool;
@@ -101,8 +101,8 @@ pub fn refresh(config: &Config, db: &mut StateDb, force: bool) -> anyhow::Result
                 }
             }
         }
-        let listed = (|| -> anyhow::Result<Vec<backupd::access::UserEntry>> {
-            let secret = Secret::load(&server.secret_file)?;
+        let listed = (|| -> anyhow::Result<Vec<formats::protocol::UserEntry>> {
+            let secret = crate::client::load_secret(&server.secret_file)?;
             let mut c = Client::connect(server.address.as_str(), &secret, &client_options(server))?;
             Ok(c.list_users()?)
         })();
@@ -154,7 +154,7 @@ impl<'c> NetBackend<'c> {
     pub fn new(config: &'c Config) -> anyhow::Result<NetBackend<'c>> {
         let mut secrets = HashMap::new();
         for s in &config.servers {
-            let secret = Secret::load(&s.secret_file)
+            let secret = crate::client::load_secret(&s.secret_file)
                 .with_context(|| format!("server {}: secret_file", s.name))?;
             secrets.insert(s.name.clone(), secret);
         }

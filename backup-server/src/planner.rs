@@ -29,15 +29,15 @@
 //! reports gone was expunged after the meta copy: the folder's meta is copied again (at
 //! most twice) so that the snapshot shows it expunged; that is not an error.
 
+use crate::client::{Client, ClientError, Fetched, Pending};
 use crate::store::{
     Catalog, FolderSnapshot, HeldFolder, HeldUserFile, LockedDir, MessageInfo, MetaFileData,
     RunEnd, RunWriter, StoreError, StoreOptions, UserDir,
 };
-use backupd::access::{FolderStat, MetaCopy, UserFileId, UserListing};
-use backupd::client::{Client, ClientError, Fetched, Pending, UserFile};
 use formats::archive::UserFileKind;
 use formats::cyrus::index::Index;
 use formats::protocol::ErrorCode;
+use formats::protocol::{FolderStat, MetaCopy, UserFile, UserFileId, UserListing};
 use formats::{FileStat, Guid, Timestamp};
 use sha1::{Digest, Sha1};
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -300,7 +300,7 @@ impl StateDb {
         &mut self,
         server: &str,
         address: &str,
-        users: &[backupd::access::UserEntry],
+        users: &[formats::protocol::UserEntry],
         raidset_of: &dyn Fn(&str) -> Option<String>,
         now: i64,
     ) -> Result<RefreshCounts, StateError> {

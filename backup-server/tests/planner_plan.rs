@@ -9,7 +9,7 @@ use backup_server::planner::{
     Wanted,
 };
 use backup_server::store::{RunEnd, Store};
-use backupd::access::{FolderStat, UserFileId, UserFileStat, UserListing};
+use formats::protocol::{FolderStat, UserFileId, UserFileStat, UserListing};
 use formats::Guid;
 use store_common::*;
 

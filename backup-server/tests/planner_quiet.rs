@@ -8,7 +8,7 @@ mod store_common;
 use backup_server::compact::compact_store;
 use backup_server::planner::{listing_unchanged, plan_for, unchanged_key};
 use backup_server::store::{MessageInfo, RunEnd, Store, StoreReader, UserDir};
-use backupd::access::{UserFileId, UserFileStat, UserListing};
+use formats::protocol::{UserFileId, UserFileStat, UserListing};
 use formats::Guid;
 use std::path::Path;
 use store_common::*;

@@ -5,7 +5,7 @@ use backup_server::nightly::{self, ProgressMode, RunRequest};
 use backup_server::planner::{BackupError, UserOutcome};
 use backup_server::scheduler::{self, Backend, RaidSetQueue, ScheduledUser, SchedulerOptions};
 use backup_server::state::StateDb;
-use backupd::access::UserEntry;
+use formats::protocol::UserEntry;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -76,7 +76,7 @@ impl Backend for Recorder {
             Some("conn") => Err(BackupError::Connection {
                 user: u.name.clone(),
                 server: "127.0.0.1:1".into(),
-                source: backupd::client::ClientError::Broken {
+                source: backup_server::client::ClientError::Broken {
                     addr: "127.0.0.1:1".into(),
                 },
             }),

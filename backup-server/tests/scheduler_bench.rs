@@ -6,7 +6,7 @@ use backup_server::nightly::{self, ProgressMode, RunRequest};
 use backup_server::planner::{BackupError, UserOutcome};
 use backup_server::scheduler::{Backend, ScheduledUser};
 use backup_server::state::StateDb;
-use backupd::access::UserEntry;
+use formats::protocol::UserEntry;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 

@@ -3,7 +3,7 @@
 //! ends with its summary).
 
 use backup_server::state::StateDb;
-use backupd::access::UserEntry;
+use formats::protocol::UserEntry;
 use std::io::Read;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;

@@ -2,7 +2,7 @@
 
 use backup_server::config::{Config, ConfigError};
 use backup_server::state::{Attempt, StateDb, STATE_SCHEMA_VERSION};
-use backupd::access::UserEntry;
+use formats::protocol::UserEntry;
 use std::path::Path;
 
 fn entries(list: &[(&str, &str)]) -> Vec<UserEntry> {

@@ -1,7 +1,7 @@
 //! `backupd check --config FILE`: everything the daemon needs, tried the way the daemon
 //! will use it, each finding on a line of its own.
 
-use crate::auth::Secret;
+use crate::auth::load_secret;
 use crate::config::Config;
 use crate::privileges::{self, RunningAs};
 use crate::spool::{self, Spool};
@@ -92,7 +92,7 @@ pub fn check(path: &Path) -> Report {
             return r;
         }
     };
-    match Secret::load(&config.secret_file) {
+    match load_secret(&config.secret_file) {
         Ok(s) => r.ok_line(format!(
             "secret file {}: owner-only, {:?}",
             config.secret_file.display(),

@@ -20,7 +20,7 @@ pub struct Config {
     /// other address the list must be given ([`Config::parse`] refuses the file without it).
     #[serde(default, deserialize_with = "non_empty")]
     pub allow_from: Vec<IpNet>,
-    /// The shared secret, a file of mode 0600 (see [`crate::auth::Secret::load`]).
+    /// The shared secret, a file of mode 0600 (see [`crate::auth::load_secret`]).
     pub secret_file: PathBuf,
     /// Cyrus's imapd.conf: configdirectory, partitions, sievedir come from it.
     #[serde(default = "default_imapd_conf")]

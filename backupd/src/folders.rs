@@ -7,10 +7,10 @@
 //! stat'ed shows new stat data the next night, and the copy taken under lock for a changed
 //! folder is never older than the stat data that triggered it.
 
-use crate::access::{FolderStat, UserListing};
-use crate::layout::MetaFile;
 use crate::spool::{file_stat, Mailbox, Spool, SpoolError};
 use formats::cyrus::mailboxes::MailboxKind;
+use formats::cyrus::MetaFile;
+use formats::protocol::{FolderStat, UserListing};
 use formats::FileStat;
 use std::io::ErrorKind;
 use std::path::Path;

@@ -10,30 +10,9 @@ use crate::locks;
 use crate::spool::{Mailbox, SpoolError};
 use formats::cyrus::imapd_conf::{ImapdConf, VirtDomains};
 use formats::cyrus::mailboxes::SpoolHashing;
+use formats::cyrus::MetaFile;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-
-/// One of the meta files backupd stats and copies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum MetaFile {
-    /// cyrus.header.
-    Header,
-    /// cyrus.index.
-    Index,
-    /// cyrus.annotations (per-message annotations, a twoskip database).
-    Annotations,
-}
-
-impl MetaFile {
-    /// The file name in the mailbox directory.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            MetaFile::Header => "cyrus.header",
-            MetaFile::Index => "cyrus.index",
-            MetaFile::Annotations => "cyrus.annotations",
-        }
-    }
-}
 
 /// The roots of one partition.
 #[derive(Debug, Clone)]
@@ -163,7 +142,7 @@ impl Layout {
             MetaFile::Annotations => &roots.annotations,
         };
         let mut path = root.join(rel);
-        path.push(file.name());
+        path.push(file.file_name());
         Ok(path)
     }
 }

@@ -6,22 +6,17 @@
 //!   [`folders`] (a user's folder listing, stat only), [`meta`] (meta files copied under
 //!   lock), [`messages`] (message files by UID), [`user_files`] (seen, subscriptions,
 //!   sieve), [`locks`] (Cyrus's locks, docs/cyrus-locks.md), [`layout`] (where the files are).
-//! * [`access`]: what one request reads, as plain data (the contract between the spool side
-//!   and the protocol side).
 //! * [`server`]: the network side: connections, authentication, requests answered from
 //!   the spool (the protocol itself is `formats::protocol`, specified in docs/protocol.md).
-//! * [`client`]: the backup host's side of the same protocol.
-//! * [`auth`]: the shared secret and the challenge-response proofs.
+//! * [`auth`]: reading the shared secret file and drawing nonces (the proofs are
+//!   `formats::protocol::handshake`).
 //! * [`allow`]: `allow_from`, the peers that may connect.
 //! * [`config`]: the daemon's TOML configuration; [`check`]: `backupd check`.
 
-pub mod access;
 pub mod allow;
 pub mod auth;
 pub mod check;
-pub mod client;
 pub mod config;
-mod convert;
 pub mod folders;
 pub mod layout;
 pub mod locks;

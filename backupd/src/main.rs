@@ -6,7 +6,7 @@
 //! (the message says which), 2 bad command line.
 
 use anyhow::{Context, Result};
-use backupd::auth::Secret;
+use backupd::auth::load_secret;
 use backupd::config::Config;
 use backupd::privileges::{self, RunningAs};
 use backupd::server;
@@ -73,7 +73,7 @@ fn serve(path: &Path) -> Result<()> {
         .init();
     let config = Config::load(path)?;
     // Read while still root: the secret file may be root's alone.
-    let secret = Secret::load(&config.secret_file)?;
+    let secret = load_secret(&config.secret_file)?;
     let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("binding {}", config.listen))?;
     match privileges::drop_to(&config.run_as).map_err(anyhow::Error::msg)? {

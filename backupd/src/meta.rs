@@ -11,11 +11,11 @@
 //! is read under its own shared lock, as Cyrus's twoskip readers do. docs/cyrus-locks.md has
 //! the reasoning and the source references.
 
-use crate::access::MetaCopy;
-use crate::layout::MetaFile;
 use crate::locks::{self, NameLock};
 use crate::spool::{self, check_uniqueid, file_stat, io_err, Mailbox, Spool, SpoolError};
+use formats::cyrus::MetaFile;
 use formats::cyrus::{header, index};
+use formats::protocol::MetaCopy;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::OpenOptionsExt;

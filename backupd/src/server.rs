@@ -20,13 +20,14 @@
 //! sends an error frame saying the server is shutting down, and closes. Connections still
 //! busy after `shutdown_grace` are cut.
 
-use crate::access::{MetaCopy, UserEntry, UserListing};
-use crate::auth::{self, Secret};
+use crate::auth;
 use crate::spool::SpoolError;
+use formats::protocol::Secret;
 use formats::protocol::{
     self as wire, encode_data_header, kind, message::REQUEST, AuthOk, ErrorCode, ErrorReply,
     FrameHeader, Greeting, Reply, Request, HEADER_LEN, MAX_BODY,
 };
+use formats::protocol::{MetaCopy, UserEntry, UserListing};
 use formats::FileStat;
 use std::fs::File;
 use std::future::Future;
@@ -70,7 +71,7 @@ pub trait SpoolAccess: Send + Sync + 'static {
     fn read_user_file(
         &self,
         user: &str,
-        id: &crate::access::UserFileId,
+        id: &formats::protocol::UserFileId,
     ) -> Result<Option<(Vec<u8>, FileStat)>, SpoolError>;
 }
 
@@ -721,15 +722,15 @@ impl<S: SpoolAccess> Conn<S> {
             Err(e) => return self.reply_error(id, e).await,
         };
         let total = users.len() as u64;
-        // Converted and written a slice at a time: the encoded list is never whole in memory.
-        let mut users = users.into_iter();
+        // Encoded and written a slice at a time: the encoded list is never whole in memory.
+        let mut batches = users.chunks(8192);
         loop {
-            let batch: Vec<wire::UserEntry> = users.by_ref().take(8192).map(Into::into).collect();
+            let batch = batches.next().unwrap_or(&[]);
             if batch.is_empty() && total > 0 {
                 break;
             }
             self.out.clear();
-            if let Err(e) = wire::encode_users(id, &batch, &mut self.out) {
+            if let Err(e) = wire::encode_users(id, batch, &mut self.out) {
                 self.out.clear();
                 return self
                     .reply_error(id, ErrorReply::new(ErrorCode::Internal, e.to_string()))
@@ -751,18 +752,15 @@ impl<S: SpoolAccess> Conn<S> {
             Err(e) => return self.reply_error(id, e).await,
         };
         let count = listing.folders.len() as u64;
-        let folders: Vec<wire::FolderStat> = listing.folders.into_iter().map(Into::into).collect();
-        let files: Vec<wire::UserFileStat> =
-            listing.user_files.into_iter().map(Into::into).collect();
         self.out.clear();
-        if let Err(e) = wire::encode_folders(id, &folders, &mut self.out) {
+        if let Err(e) = wire::encode_folders(id, &listing.folders, &mut self.out) {
             self.out.clear();
             return self
                 .reply_error(id, ErrorReply::new(ErrorCode::Internal, e.to_string()))
                 .await;
         }
         self.write_out().await?;
-        self.reply(id, Reply::UserFiles(files)).await?;
+        self.reply(id, Reply::UserFiles(listing.user_files)).await?;
         self.reply(id, Reply::End { items: count }).await
     }
 
@@ -773,25 +771,18 @@ impl<S: SpoolAccess> Conn<S> {
             Ok(Err(e)) => return self.reply_error(id, spool_error(&e, &what)).await,
             Err(e) => return self.reply_error(id, e).await,
         };
-        let mut files = vec![
-            (wire::MetaKind::Header, copy.header),
-            (wire::MetaKind::Index, copy.index),
-        ];
-        if let Some(a) = copy.annotations {
-            files.push((wire::MetaKind::Annotations, a));
-        }
-        let n = files.len() as u64;
-        for (kind, (bytes, stat)) in files {
+        let n = copy.files().count() as u64;
+        for (kind, (bytes, stat)) in copy.files() {
             self.reply(
                 id,
                 Reply::MetaFile {
                     kind,
-                    stat,
+                    stat: *stat,
                     size: bytes.len() as u64,
                 },
             )
             .await?;
-            self.send_data(id, &bytes).await?;
+            self.send_data(id, bytes).await?;
         }
         self.reply(id, Reply::End { items: n }).await
     }
@@ -916,7 +907,7 @@ impl<S: SpoolAccess> Conn<S> {
         let n = ids.len() as u64;
         for file_id in ids {
             let u = user.clone();
-            let fid: crate::access::UserFileId = file_id.clone().into();
+            let fid = file_id.clone();
             let read = self.blocking(move |s| s.read_user_file(&u, &fid)).await;
             let what = || format!("{file_id} of user {user:?}");
             match read {
@@ -1044,7 +1035,7 @@ impl SpoolAccess for crate::spool::Spool {
     fn read_user_file(
         &self,
         user: &str,
-        id: &crate::access::UserFileId,
+        id: &formats::protocol::UserFileId,
     ) -> Result<Option<(Vec<u8>, FileStat)>, SpoolError> {
         crate::spool::Spool::read_user_file(self, user, id)
     }

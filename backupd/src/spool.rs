@@ -621,7 +621,7 @@ impl Spool {
 
     /// Every user with a live INBOX, and the partition of that INBOX (for the feeders), in
     /// user id order. Reads the whole mailbox list ([`read_mailbox_list`]).
-    pub fn users(&self) -> Result<Vec<crate::access::UserEntry>, SpoolError> {
+    pub fn users(&self) -> Result<Vec<formats::protocol::UserEntry>, SpoolError> {
         let list = read_mailbox_list_in_batches(&self.conf, BATCH, self.lock_timeout)?;
         Ok(list
             .users
@@ -630,7 +630,7 @@ impl Spool {
                 let inbox = mailboxes
                     .iter()
                     .find(|m| &*m.folder == "INBOX" && is_live(m))?;
-                Some(crate::access::UserEntry {
+                Some(formats::protocol::UserEntry {
                     user: user.into(),
                     partition: inbox.partition.to_string(),
                 })
@@ -642,7 +642,7 @@ impl Spool {
     /// hidden `#sieve` mailbox or DAV collections) with the stat data of their meta files,
     /// and the stat data of the user's own files. Stat only: no lock is taken and no message
     /// file is opened or stat'ed. See [`crate::folders`].
-    pub fn folders(&self, user: &str) -> Result<crate::access::UserListing, SpoolError> {
+    pub fn folders(&self, user: &str) -> Result<formats::protocol::UserListing, SpoolError> {
         crate::folders::folders(self, user)
     }
 
@@ -653,7 +653,7 @@ impl Spool {
         &self,
         user: &str,
         uniqueid: &str,
-    ) -> Result<crate::access::MetaCopy, SpoolError> {
+    ) -> Result<formats::protocol::MetaCopy, SpoolError> {
         crate::meta::copy_meta(self, user, uniqueid)
     }
 
@@ -673,7 +673,7 @@ impl Spool {
     pub fn read_user_file(
         &self,
         user: &str,
-        id: &crate::access::UserFileId,
+        id: &formats::protocol::UserFileId,
     ) -> Result<Option<(Vec<u8>, formats::FileStat)>, SpoolError> {
         crate::user_files::read_user_file(self, user, id)
     }

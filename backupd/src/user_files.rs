@@ -20,12 +20,12 @@
 //!   kept sources as files (`<name>.script` in the sieve directory, before 3.6 or before
 //!   Cyrus migrated them) are listed and read as such.
 
-use crate::access::{UserFileId, UserFileStat};
 use crate::folders::stat_opt;
 use crate::layout::{by_id, dir_hash, Layout};
 use crate::meta::{lock_mailbox, open_read, Target};
 use crate::spool::{self, check_script_name, file_stat, io_err, Mailbox, Spool, SpoolError};
 use formats::cyrus::index;
+use formats::protocol::{UserFileId, UserFileStat};
 use formats::FileStat;
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read};

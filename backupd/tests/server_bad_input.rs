@@ -3,9 +3,9 @@
 
 mod server_common;
 
-use backupd::auth::Secret;
-use backupd::client::{Client, ClientError, ClientOptions};
+use backup_server::client::{Client, ClientError, ClientOptions};
 use backupd::server::Settings;
+use formats::protocol::Secret;
 use formats::protocol::{self as wire, kind, ErrorCode, FrameHeader, Reply, Request, MAX_BODY};
 use server_common::*;
 use std::io::{Read, Write};
@@ -119,7 +119,7 @@ fn every_kind_of_bad_input_leaves_the_daemon_serving() {
     let e = c
         .fetch_user_files(
             "alice",
-            &[backupd::access::UserFileId::SieveScript("../x".into())],
+            &[formats::protocol::UserFileId::SieveScript("../x".into())],
         )
         .unwrap_err();
     assert_eq!(e.remote().unwrap().code, ErrorCode::BadName, "{e}");
@@ -160,7 +160,7 @@ fn a_client_that_disconnects_mid_stream_harms_nobody() {
     let mut c = client(addr);
     {
         let mut stream = c.fetch_messages("alice", "f1", &[5, 5, 1]).unwrap();
-        let Some(backupd::client::Fetched::Message { mut body, .. }) =
+        let Some(backup_server::client::Fetched::Message { mut body, .. }) =
             stream.next_message().unwrap()
         else {
             panic!()

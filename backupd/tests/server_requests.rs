@@ -3,8 +3,9 @@
 
 mod server_common;
 
-use backupd::access::UserFileId;
-use backupd::client::{Client, ClientOptions, Fetched, UserFile};
+use backup_server::client::{Client, ClientOptions, Fetched};
+use formats::protocol::UserFile;
+use formats::protocol::UserFileId;
 use formats::protocol::{ErrorCode, Reply, Request};
 use server_common::*;
 use std::io::Read;

@@ -3,9 +3,9 @@
 //! for nothing else). The tests against a running Cyrus are in the `tests` crate
 //! (tests/tests/backupd_spool_*.rs).
 
-use backupd::access::UserFileId;
 use backupd::spool::{Spool, SpoolError};
 use formats::cyrus::index::Index;
+use formats::protocol::UserFileId;
 use formats::Guid;
 use std::fs::{File, OpenOptions};
 use std::io::Read;

@@ -83,9 +83,9 @@ fn request() -> impl Strategy<Value = Request> {
 
 fn reply() -> impl Strategy<Value = Reply> {
     let meta_kind = prop_oneof![
-        Just(MetaKind::Header),
-        Just(MetaKind::Index),
-        Just(MetaKind::Annotations)
+        Just(MetaFile::Header),
+        Just(MetaFile::Index),
+        Just(MetaFile::Annotations)
     ];
     prop_oneof![
         any::<u64>().prop_map(|items| Reply::End { items }),

@@ -9,13 +9,13 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backup_server::client::{Client, ClientOptions};
 use backup_server::planner::{backup_user, BackupError, UserJob, UserOutcome};
 use backup_server::store::StoreOptions;
-use backupd::access::{MetaCopy, UserEntry, UserFileId, UserListing};
-use backupd::auth::Secret;
-use backupd::client::{Client, ClientOptions};
 use backupd::server::{self, ServerHandle, Settings, SpoolAccess};
 use backupd::spool::{Spool, SpoolError};
+use formats::protocol::Secret;
+use formats::protocol::{MetaCopy, UserEntry, UserFileId, UserListing};
 use formats::{FileStat, Timestamp};
 use std::sync::atomic::{AtomicU64, Ordering};
 

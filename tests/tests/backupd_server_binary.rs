@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use backupd::auth::Secret;
-use backupd::client::{Client, ClientOptions};
+use backup_server::client::{Client, ClientOptions};
+use formats::protocol::Secret;
 use tests::CyrusInstance;
 
 /// target/<profile>/backupd, built if this test run did not build it.

@@ -7,10 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::time::Instant;
 
-use backupd::access::UserFileId;
-use backupd::client::{Fetched, UserFile};
+use backup_server::client::Fetched;
 use formats::cyrus::index::Index;
 use formats::protocol::ErrorCode;
+use formats::protocol::UserFile;
+use formats::protocol::UserFileId;
 use formats::Guid;
 use tests::rig::Backupd;
 use tests::CyrusInstance;

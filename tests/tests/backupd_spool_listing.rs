@@ -9,9 +9,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use backupd::access::UserFileId;
 use backupd::spool::{Spool, SpoolError};
 use formats::cyrus::index::Index;
+use formats::protocol::UserFileId;
 use formats::Guid;
 use tests::CyrusInstance;
 

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use backup_server::store::{
     Clock, FolderSnapshot, MessageInfo, MetaFileData, RunEnd, Store, StoreOptions,
 };
-use backupd::access::FolderStat;
 use formats::archive::UserFileKind;
 use formats::cyrus::header::MailboxHeader;
 use formats::cyrus::index::{
     write_index, IndexHeader, IndexRecord, InternalFlags, Layout, SystemFlags, UserFlags,
 };
+use formats::protocol::FolderStat;
 use formats::{FileStat, Guid, Timestamp};
 
 /// A clock the test sets (whole seconds).

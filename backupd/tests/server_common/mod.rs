@@ -3,11 +3,11 @@
 
 #![allow(dead_code)]
 
-use backupd::access::{FolderStat, MetaCopy, UserEntry, UserFileId, UserFileStat, UserListing};
-use backupd::auth::Secret;
 use backupd::server::{self, ServerHandle, Settings, SpoolAccess};
 use backupd::spool::SpoolError;
+use formats::protocol::Secret;
 use formats::protocol::{self as wire, Auth, AuthOk, FrameHeader, Greeting, HEADER_LEN};
+use formats::protocol::{FolderStat, MetaCopy, UserEntry, UserFileId, UserFileStat, UserListing};
 use formats::{FileStat, Timestamp};
 use std::fs::File;
 use std::io::{Read, Write};

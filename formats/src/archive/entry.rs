@@ -65,34 +65,7 @@ pub struct Message {
     pub internal_date: Option<Timestamp>,
 }
 
-/// Which Cyrus meta file a [`FolderMeta`] entry holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MetaFile {
-    /// `cyrus.header`
-    Header,
-    /// `cyrus.index`
-    Index,
-    /// `cyrus.annotations`
-    Annotations,
-}
-
-impl MetaFile {
-    /// The file name in the Cyrus spool, also used as the last path component.
-    pub const fn file_name(self) -> &'static str {
-        match self {
-            MetaFile::Header => "cyrus.header",
-            MetaFile::Index => "cyrus.index",
-            MetaFile::Annotations => "cyrus.annotations",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        [MetaFile::Header, MetaFile::Index, MetaFile::Annotations]
-            .into_iter()
-            .find(|m| m.file_name() == s)
-    }
-}
+pub use crate::cyrus::MetaFile;
 
 /// One meta file of one folder, copied whole at one run
 /// (`folders/<unique id>/<run>/<file name>`).
@@ -440,7 +413,7 @@ impl EntryMeta {
             }),
             "folder-meta" => {
                 let name = f.text(key::FILE)?;
-                let file = MetaFile::parse(name).ok_or_else(|| {
+                let file = MetaFile::from_file_name(name).ok_or_else(|| {
                     FieldError::new(
                         key::FILE,
                         "cyrus.header, cyrus.index or cyrus.annotations",

@@ -5,6 +5,7 @@
 //! * [`index`]: a mailbox's cyrus.index (header and message records).
 //! * [`twoskip`]: the twoskip key-value database file (mailboxes.db and others).
 //! * [`mailboxes`]: the mailbox list entries kept in mailboxes.db.
+//! * [`MetaFile`]: which of a mailbox's meta files (one enum for every layer).
 //! * [`imapd_conf`]: imapd.conf, Cyrus's configuration (directories, partitions, switches).
 
 pub mod dlist;
@@ -12,4 +13,7 @@ pub mod header;
 pub mod imapd_conf;
 pub mod index;
 pub mod mailboxes;
+mod meta_file;
 pub mod twoskip;
+
+pub use meta_file::MetaFile;

@@ -5,6 +5,7 @@
 use super::frame::{body_len, EncodeError, Frame, FrameHeader, HEADER_LEN};
 use super::kind;
 use super::wire::{DecodeError, Reader, Writer, STAT_LEN};
+use crate::cyrus::MetaFile;
 use crate::FileStat;
 use std::fmt;
 
@@ -270,33 +271,12 @@ pub struct UserFileStat {
     pub stat: FileStat,
 }
 
-/// Which meta file of a folder a [`Reply::MetaFile`] carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MetaKind {
-    /// cyrus.header.
-    Header,
-    /// cyrus.index.
-    Index,
-    /// cyrus.annotations.
-    Annotations,
-}
-
-impl MetaKind {
-    fn code(self) -> u8 {
-        match self {
-            MetaKind::Header => 1,
-            MetaKind::Index => 2,
-            MetaKind::Annotations => 3,
-        }
-    }
-
-    /// The file's name in the mailbox directory.
-    pub fn file_name(self) -> &'static str {
-        match self {
-            MetaKind::Header => "cyrus.header",
-            MetaKind::Index => "cyrus.index",
-            MetaKind::Annotations => "cyrus.annotations",
-        }
+/// A meta file's code on the wire (docs/protocol.md, META_FILE).
+fn meta_code(file: MetaFile) -> u8 {
+    match file {
+        MetaFile::Header => 1,
+        MetaFile::Index => 2,
+        MetaFile::Annotations => 3,
     }
 }
 
@@ -633,7 +613,7 @@ pub enum Reply {
     /// A meta file follows in data frames: `size` bytes, copied with this stat data.
     MetaFile {
         /// Which file.
-        kind: MetaKind,
+        kind: MetaFile,
         /// Its stat data when copied.
         stat: FileStat,
         /// Bytes that follow in data frames.
@@ -734,7 +714,7 @@ impl Reply {
                     }
                 }
                 Reply::MetaFile { kind, stat, size } => {
-                    w.u8(kind.code());
+                    w.u8(meta_code(*kind));
                     w.stat("meta file stat", stat)?;
                     w.u64(*size);
                 }
@@ -801,15 +781,14 @@ impl Reply {
             }
             kind::META_FILE => {
                 let at = r.position();
-                let kind = match r.u8("meta file kind")? {
-                    1 => MetaKind::Header,
-                    2 => MetaKind::Index,
-                    3 => MetaKind::Annotations,
-                    other => {
+                let code = r.u8("meta file kind")?;
+                let kind = match MetaFile::ALL.into_iter().find(|&m| meta_code(m) == code) {
+                    Some(m) => m,
+                    None => {
                         return Err(r.err(
                             at,
                             "a meta file kind (1 header, 2 index, 3 annotations)",
-                            other,
+                            code,
                         ))
                     }
                 };

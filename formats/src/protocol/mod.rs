@@ -1,10 +1,13 @@
 //! The wire protocol between backupd (on the mail server) and the backup host: frames,
-//! the handshake, requests and replies. Pure: bytes in, bytes out; the sockets, the
-//! HMAC and the random nonces live in `backupd`. docs/protocol.md is the specification;
+//! the handshake, requests and replies. Pure: bytes in, bytes out; the sockets and
+//! the random nonces live in the two programs. docs/protocol.md is the specification;
 //! this module is one implementation of it.
 //!
 //! * [`frame`]: the 9-byte header, the 16 MiB body bound, `check` then `parse` over a
 //!   buffer of whatever has arrived.
+//! * [`handshake`]: the shared [`Secret`] and the HMAC proofs both sides compute.
+//! * [`assemble`]: the client's side of a reply as a pure state machine (frames in, a
+//!   [`UserListing`], [`MetaCopy`], ... out).
 //! * [`message`]: the handshake ([`Greeting`], [`Auth`], [`AuthOk`]), [`Request`] and
 //!   [`Reply`] with their encoders and decoders.
 //!
@@ -14,16 +17,24 @@
 //! as many as it likes without waiting; the server answers them one after the other in
 //! the order they came, each reply a run of frames carrying the request's id and ending
 //! with [`Reply::End`] or [`Reply::Error`].
+//!
+//! The sockets and the random nonces live in `backupd` (the server) and `backup-server`
+//! (its blocking client); everything both sides must agree on is here, once.
 
+pub mod assemble;
 pub mod frame;
+pub mod handshake;
 pub mod message;
 mod wire;
 
+pub use crate::cyrus::MetaFile;
+pub use assemble::{MetaCopy, ReplyError, UserFile, UserListing};
 pub use frame::{check, parse, EncodeError, Frame, FrameError, FrameHeader, HEADER_LEN, MAX_BODY};
+pub use handshake::{Secret, SecretError};
 pub use message::{
     encode_data_header, encode_folders, encode_users, Auth, AuthOk, ErrorCode, ErrorReply,
-    FolderStat, Greeting, MetaKind, Reply, Request, UserEntry, UserFileId, UserFileStat,
-    LIST_FRAME_TARGET, MAGIC, MAX_USER_FILE_IDS, NONCE_LEN,
+    FolderStat, Greeting, Reply, Request, UserEntry, UserFileId, UserFileStat, LIST_FRAME_TARGET,
+    MAGIC, MAX_USER_FILE_IDS, NONCE_LEN,
 };
 pub use wire::DecodeError;
 

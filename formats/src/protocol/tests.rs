@@ -184,7 +184,7 @@ fn encode_refuses_what_cannot_travel() {
         inode: 1,
     };
     assert!(Reply::MetaFile {
-        kind: MetaKind::Index,
+        kind: MetaFile::Index,
         stat: bad_time,
         size: 1
     }
