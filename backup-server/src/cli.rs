@@ -1,11 +1,143 @@
 //! The command line: `backup-server --config FILE run | users refresh | ls | restore | verify | reindex | compact | report`.
 
+use crate::backup::{self, RunProgress, RunRequest, RunSummary, Verdict};
 use crate::config::Config;
-use crate::nightly::{self, ProgressMode, RunRequest};
-use crate::summary::{self, EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK};
 use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+/// Exit status: every user backed up complete.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: the run failed (configuration, state db, nothing could be backed up).
+pub const EXIT_FAILED: u8 = 1;
+/// Exit status: the run went through, but some users or messages were not backed up.
+pub const EXIT_INCOMPLETE: u8 = 2;
+
+/// The exit status of a run: its verdict's, or [`EXIT_FAILED`] when it failed as a whole.
+/// The one place a run's status is decided.
+pub fn run_exit_status<E>(run: &Result<RunSummary, E>) -> u8 {
+    match run {
+        Ok(s) => match s.verdict() {
+            Verdict::Done => EXIT_OK,
+            Verdict::Incomplete => EXIT_INCOMPLETE,
+            Verdict::Failed => EXIT_FAILED,
+        },
+        Err(_) => EXIT_FAILED,
+    }
+}
+
+/// An error and its causes on one line, leaving out a cause its parent already quotes.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+/// How `run` shows progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// A progress bar when stderr is a terminal, log lines otherwise.
+    Auto,
+    /// Log lines every `log_interval`.
+    Log,
+    /// Nothing but the summary.
+    Quiet,
+}
+
+/// The run's progress: a bar on a terminal, a log line now and then otherwise.
+pub struct Progress {
+    mode: ProgressMode,
+    log_interval: Duration,
+    bar: Option<indicatif::ProgressBar>,
+    log_every: Option<Duration>,
+    last_log: Instant,
+}
+
+impl Progress {
+    /// Progress shown as `mode` says, log lines every `log_interval`.
+    pub fn new(mode: ProgressMode, log_interval: Duration) -> Progress {
+        Progress {
+            mode,
+            log_interval,
+            bar: None,
+            log_every: None,
+            last_log: Instant::now(),
+        }
+    }
+}
+
+impl RunProgress for Progress {
+    fn start(&mut self, total: u64) {
+        let on_terminal = std::io::stderr().is_terminal();
+        (self.bar, self.log_every) = match self.mode {
+            ProgressMode::Auto if on_terminal => {
+                let bar = indicatif::ProgressBar::new(total);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{elapsed_precise} [{wide_bar}] {pos}/{len} users ({per_sec}, eta {eta}) {msg}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                (Some(bar), None)
+            }
+            ProgressMode::Auto | ProgressMode::Log => (None, Some(self.log_interval)),
+            ProgressMode::Quiet => (None, None),
+        };
+        self.last_log = Instant::now();
+    }
+
+    fn user_ended(&mut self, s: &RunSummary) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(s.users_finished());
+            bar.set_message(format!(
+                "{} skipped, {} failed, {}",
+                s.users_skipped,
+                s.users_failed,
+                backup::summary::human_bytes(s.outcome.bytes_fetched)
+            ));
+        } else if let Some(every) = self.log_every {
+            if self.last_log.elapsed() >= every {
+                self.last_log = Instant::now();
+                tracing::info!(
+                    finished = s.users_finished(),
+                    planned = s.users_planned,
+                    done = s.users_done,
+                    incomplete = s.users_incomplete,
+                    skipped = s.users_skipped,
+                    failed = s.users_failed,
+                    messages_fetched = s.outcome.messages_fetched,
+                    bytes_fetched = s.outcome.bytes_fetched,
+                    "progress"
+                );
+            }
+        }
+    }
+
+    fn log(&mut self, log: &mut dyn FnMut()) {
+        match &self.bar {
+            Some(bar) => bar.suspend(log),
+            None => log(),
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
 
 /// The backup host's program.
 #[derive(Debug, Parser)]
@@ -158,7 +290,8 @@ pub fn execute(cli: &Cli, stop: &AtomicBool) -> u8 {
                 "quiet" => ProgressMode::Quiet,
                 _ => ProgressMode::Auto,
             };
-            let result = nightly::run(&config, &req, stop, mode);
+            let mut progress = Progress::new(mode, config.log_interval);
+            let result = backup::run(&config, &req, stop, &mut progress);
             match &result {
                 Ok(s) => {
                     crate::cli::out(format_args!("{s}"));
@@ -173,19 +306,18 @@ pub fn execute(cli: &Cli, stop: &AtomicBool) -> u8 {
                     );
                 }
                 Err(e) => {
-                    let e = nightly::error_chain(e);
+                    let e = error_chain(e);
                     tracing::error!("run failed: {e}");
                     eprintln!("backup-server: run failed: {e}");
                 }
             }
-            summary::exit_status(&result)
+            run_exit_status(&result)
         }
         Command::Users {
             command: UsersCommand::Refresh,
         } => {
             let result = crate::state::StateDb::open(&config.state_db)
-                .map_err(anyhow::Error::from)
-                .and_then(|mut db| nightly::refresh(&config, &mut db, true));
+                .and_then(|mut db| backup::refresh(&config, &mut db, true));
             match result {
                 Ok(report) => {
                     for (server, r) in &report.servers {
@@ -204,7 +336,7 @@ pub fn execute(cli: &Cli, stop: &AtomicBool) -> u8 {
                     }
                 }
                 Err(e) => {
-                    eprintln!("backup-server: users refresh: {}", nightly::error_chain(&e));
+                    eprintln!("backup-server: users refresh: {}", error_chain(&e));
                     EXIT_FAILED
                 }
             }
@@ -220,7 +352,7 @@ pub fn execute(cli: &Cli, stop: &AtomicBool) -> u8 {
             match r {
                 Ok(()) => EXIT_OK,
                 Err(e) => {
-                    eprintln!("backup-server: ls: {}", nightly::error_chain(&e));
+                    eprintln!("backup-server: ls: {e:#}");
                     EXIT_FAILED
                 }
             }

@@ -6,17 +6,15 @@
 //! reindex); [`compact`] rewrites stores whose dirty ratio passes a threshold.
 //! docs/backup-server.md describes the run.
 
+pub mod backup;
 pub mod cli;
 pub mod client;
 pub mod compact;
 pub mod config;
 pub mod ls;
-pub mod nightly;
-pub mod planner;
 pub mod report;
 pub mod restore;
 pub mod scheduler;
 pub mod state;
 pub mod store;
-pub mod summary;
 pub mod verify;

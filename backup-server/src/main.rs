@@ -17,7 +17,7 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             let _ = e.print();
             return std::process::ExitCode::from(if e.use_stderr() {
-                backup_server::summary::EXIT_FAILED
+                backup_server::cli::EXIT_FAILED
             } else {
                 0
             });
@@ -36,7 +36,7 @@ fn main() -> std::process::ExitCode {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {
             eprintln!("backup-server: cannot handle signal {sig}: {e}");
-            return std::process::ExitCode::from(backup_server::summary::EXIT_FAILED);
+            return std::process::ExitCode::from(backup_server::cli::EXIT_FAILED);
         }
     }
     std::process::ExitCode::from(execute(&cli, &stop))

@@ -11,7 +11,6 @@
 //! network; results come back to the calling thread, which records them (state db,
 //! progress) one at a time.
 
-use crate::planner::{BackupError, UserOutcome};
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Select, Sender};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -25,9 +24,8 @@ pub struct ScheduledUser {
     pub server: String,
     /// Its RAID set.
     pub raidset: String,
-    /// The unchanged key the state db holds for it (see
-    /// [`crate::planner::listing_unchanged`]).
-    pub unchanged_key: Option<String>,
+    /// The quiet key the state db holds for it ([`crate::backup::QuietKey`]).
+    pub quiet_key: Option<String>,
 }
 
 /// One RAID set's users, already in backup order (see
@@ -51,23 +49,22 @@ pub struct SchedulerOptions {
     pub batches_per_raidset: usize,
 }
 
-/// The per-user backup the workers run.
+/// The per-user backup the workers run. The scheduler knows nothing of what a backup
+/// returns: it hands each [`Backend::Outcome`] back to the calling thread.
 pub trait Backend: Sync {
     /// What a worker keeps between users (its backupd connections).
     type Worker;
+    /// What one user's backup returns.
+    type Outcome: Send;
     /// A worker's state, made on the worker's thread.
     fn new_worker(&self, index: usize) -> Self::Worker;
     /// Backs up one user.
-    fn backup(
-        &self,
-        worker: &mut Self::Worker,
-        user: &ScheduledUser,
-    ) -> Result<UserOutcome, BackupError>;
+    fn backup(&self, worker: &mut Self::Worker, user: &ScheduledUser) -> Self::Outcome;
 }
 
 /// One user's backup finished (or failed, or was skipped).
 #[derive(Debug)]
-pub struct UserDone {
+pub struct UserDone<O> {
     /// Who.
     pub user: ScheduledUser,
     /// When its backup started (wall clock).
@@ -77,7 +74,7 @@ pub struct UserDone {
     /// Which worker.
     pub worker: usize,
     /// What came of it.
-    pub result: Result<UserOutcome, BackupError>,
+    pub result: O,
 }
 
 /// What the scheduler did.
@@ -116,9 +113,9 @@ const POLL: Duration = Duration::from_millis(100);
 /// What the calling thread hears from a run ([`run_events`]).
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // one per user, moved once: a Box would buy nothing
-pub enum Event {
+pub enum Event<O> {
     /// A user's backup ended (or failed, or was skipped).
-    Done(UserDone),
+    Done(UserDone<O>),
     /// No backup has ended for [`IDLE`]: time to flush what waits for the next result.
     Idle,
 }
@@ -139,7 +136,7 @@ pub fn run<B, F, E>(
 ) -> Result<SchedulerReport, E>
 where
     B: Backend,
-    F: FnMut(UserDone) -> Result<(), E>,
+    F: FnMut(UserDone<B::Outcome>) -> Result<(), E>,
 {
     run_events(backend, queues, opts, stop, |event| match event {
         Event::Done(done) => on_done(done),
@@ -158,7 +155,7 @@ pub fn run_events<B, F, E>(
 ) -> Result<SchedulerReport, E>
 where
     B: Backend,
-    F: FnMut(Event) -> Result<(), E>,
+    F: FnMut(Event<B::Outcome>) -> Result<(), E>,
 {
     let batch_size = opts.batch_size.max(1);
     let per_raidset = opts.batches_per_raidset.max(1);
@@ -166,7 +163,7 @@ where
     let total: u64 = queues.iter().map(|q| q.users.len() as u64).sum();
     let mut report = SchedulerReport::default();
     let mut first_error = None;
-    let (res_tx, res_rx) = unbounded::<UserDone>();
+    let (res_tx, res_rx) = unbounded::<UserDone<B::Outcome>>();
     let (batch_count_tx, batch_count_rx) = unbounded::<()>();
 
     std::thread::scope(|s| {
@@ -244,7 +241,7 @@ fn worker<B: Backend>(
     backend: &B,
     index: usize,
     mut receivers: Vec<Receiver<Batch>>,
-    results: Sender<UserDone>,
+    results: Sender<UserDone<B::Outcome>>,
     stop: &AtomicBool,
 ) {
     let mut state = backend.new_worker(index);

@@ -10,13 +10,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const STATE_SCHEMA_VERSION: i64 = 2;
+pub const STATE_SCHEMA_VERSION: i64 = 3;
 
-/// Version 1 to 2: the unchanged key (a listing fingerprint and data-file stamp that lets a
-/// run skip a quiet user's store; docs/store.md, "Quiet users").
+/// Version 1 to 2: the quiet key (a listing fingerprint and data-file stamp that lets a run
+/// skip a quiet user's store; docs/store.md, "Quiet users"), then called `unchanged_key`.
 const MIGRATE_1_TO_2: &str = "ALTER TABLE users ADD COLUMN unchanged_key TEXT;";
 
-/// The schema, version 2 (version 1 without `users.unchanged_key`).
+/// Version 2 to 3: the column takes the name the code and the docs use.
+const MIGRATE_2_TO_3: &str = "ALTER TABLE users RENAME COLUMN unchanged_key TO quiet_key;";
+
+/// The schema, version 3 (version 2 called `users.quiet_key` `unchanged_key`; version 1
+/// lacked it).
 pub const STATE_SCHEMA: &str = "
 CREATE TABLE servers (
     name          TEXT PRIMARY KEY,
@@ -43,7 +47,7 @@ CREATE TABLE users (
     skips         INTEGER NOT NULL DEFAULT 0, -- locked by another run
     messages_stored INTEGER NOT NULL DEFAULT 0, -- summed over all backups
     bytes_stored  INTEGER NOT NULL DEFAULT 0,
-    unchanged_key TEXT              -- listing fingerprint + store stamp when the last complete
+    quiet_key     TEXT              -- listing fingerprint + store stamp when the last complete
                                     -- backup left nothing to do (NULL: unknown); docs/store.md
 );
 CREATE INDEX users_last_success ON users (last_success);
@@ -124,9 +128,9 @@ pub struct UserRow {
     pub backups_failed: i64,
     /// Times skipped because another run held the lock.
     pub skips: i64,
-    /// The unchanged key recorded by the last complete backup that left the store with
-    /// nothing to do for its listing (see [`crate::planner::unchanged_key`]).
-    pub unchanged_key: Option<String>,
+    /// The quiet key recorded by the last complete backup that left the store with
+    /// nothing to do for its listing ([`crate::backup::QuietKey`]).
+    pub quiet_key: Option<String>,
 }
 
 /// What a refresh of one server changed.
@@ -266,8 +270,11 @@ impl StateDb {
                 tx.pragma_update(None, "user_version", STATE_SCHEMA_VERSION)
                     .map_err(&e)?;
             }
-            1 => {
-                tx.execute_batch(MIGRATE_1_TO_2).map_err(&e)?;
+            1 | 2 => {
+                if version == 1 {
+                    tx.execute_batch(MIGRATE_1_TO_2).map_err(&e)?;
+                }
+                tx.execute_batch(MIGRATE_2_TO_3).map_err(&e)?;
                 tx.pragma_update(None, "user_version", STATE_SCHEMA_VERSION)
                     .map_err(&e)?;
             }
@@ -543,7 +550,7 @@ impl StateDb {
                 message,
             } => self.exec(
                 "UPDATE users SET last_commit = ?2, last_attempt = ?2, last_error = ?6,
-                 last_run = ?3, unchanged_key = NULL, backups_incomplete = backups_incomplete + 1,
+                 last_run = ?3, quiet_key = NULL, backups_incomplete = backups_incomplete + 1,
                  messages_stored = messages_stored + ?4, bytes_stored = bytes_stored + ?5
                  WHERE name = ?1",
                 params![
@@ -561,7 +568,7 @@ impl StateDb {
             ),
             Attempt::Failed { message } => self.exec(
                 "UPDATE users SET last_attempt = ?2, last_error = ?4, last_run = ?3,
-                 unchanged_key = NULL, backups_failed = backups_failed + 1 WHERE name = ?1",
+                 quiet_key = NULL, backups_failed = backups_failed + 1 WHERE name = ?1",
                 params![user, started, run, message],
             ),
         };
@@ -574,11 +581,11 @@ impl StateDb {
         self.conn.prepare_cached(sql)?.execute(p)
     }
 
-    /// Records (or clears, with `None`) the user's unchanged key. Written after the
+    /// Records (or clears, with `None`) the user's quiet key. Written after the
     /// attempt it belongs to, once the store's state it names is durable.
-    pub fn set_unchanged_key(&mut self, user: &str, key: Option<&str>) -> Result<(), StateError> {
+    pub fn set_quiet_key(&mut self, user: &str, key: Option<&str>) -> Result<(), StateError> {
         self.conn
-            .prepare_cached("UPDATE users SET unchanged_key = ?2 WHERE name = ?1")
+            .prepare_cached("UPDATE users SET quiet_key = ?2 WHERE name = ?1")
             .and_then(|mut st| st.execute(params![user, key]))
             .map_err(self.err())?;
         Ok(())
@@ -641,7 +648,7 @@ impl StateDb {
 
 const USER_COLUMNS: &str = "SELECT name, server, partition, raidset, vanished_at, last_success,
     last_attempt, last_error, backups_ok, backups_incomplete, backups_failed, skips,
-    unchanged_key FROM users";
+    quiet_key FROM users";
 
 fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
     Ok(UserRow {
@@ -657,7 +664,7 @@ fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
         backups_incomplete: r.get(9)?,
         backups_failed: r.get(10)?,
         skips: r.get(11)?,
-        unchanged_key: r.get(12)?,
+        quiet_key: r.get(12)?,
     })
 }
 

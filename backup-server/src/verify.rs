@@ -478,14 +478,14 @@ pub fn run_verify(root: &Path, user: Option<&str>) -> u8 {
                 rep.faults.len() as u64 + rep.faults_not_listed
             ));
             if rep.is_clean() {
-                crate::summary::EXIT_OK
+                crate::cli::EXIT_OK
             } else {
-                crate::summary::EXIT_FAILED
+                crate::cli::EXIT_FAILED
             }
         }
         Err(e) => {
             eprintln!("backup-server: verify: reading {}: {e}", root.display());
-            crate::summary::EXIT_FAILED
+            crate::cli::EXIT_FAILED
         }
     }
 }
@@ -498,11 +498,11 @@ pub fn run_reindex(root: &Path, user: &str) -> u8 {
                 "reindex {user}: {} chunks, {} entries ({} of unknown kinds), {} of {} bytes valid, tail {:?}",
                 r.chunks, r.entries, r.unknown_entries, r.valid_end, r.file_len, r.tail
             ));
-            crate::summary::EXIT_OK
+            crate::cli::EXIT_OK
         }
         Err(e) => {
             eprintln!("backup-server: reindex {user}: {e}");
-            crate::summary::EXIT_FAILED
+            crate::cli::EXIT_FAILED
         }
     }
 }

@@ -4,7 +4,7 @@
 
 mod store_common;
 
-use backup_server::planner::{
+use backup_server::backup::plan::{
     messages_to_fetch, plan_for, unanswered_live, CopyReason, FolderAction, FolderStep, Plan,
     Wanted,
 };

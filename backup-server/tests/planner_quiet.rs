@@ -5,8 +5,8 @@
 mod compact_common;
 mod store_common;
 
+use backup_server::backup::{plan_for, QuietKey};
 use backup_server::compact::compact_store;
-use backup_server::planner::{listing_unchanged, plan_for, unchanged_key};
 use backup_server::store::{MessageInfo, RunEnd, Store, StoreReader, UserDir};
 use formats::protocol::{UserFileId, UserFileStat, UserListing};
 use formats::Guid;
@@ -48,7 +48,10 @@ fn dir(root: &Path) -> UserDir {
 fn key_of(store: &Store, listing: &UserListing) -> String {
     let plan = plan_for(store.catalog(), listing).unwrap();
     assert!(plan.is_empty(), "{plan:?}");
-    unchanged_key(USER, listing, store.catalog().data_path()).unwrap()
+    QuietKey::of(USER, listing, store.catalog().data_path())
+        .unwrap()
+        .as_str()
+        .to_owned()
 }
 
 #[test]
@@ -60,7 +63,7 @@ fn the_key_holds_while_listing_and_store_stay_as_they_were() {
         .unwrap()
         .len();
     let key = key_of(&store, &listing);
-    assert!(listing_unchanged(&key, USER, &listing, &dir(root.path())));
+    assert!(holds(&key, USER, &listing, &dir(root.path())));
     // What the skip is worth: the store, opened again with nothing to do, is untouched.
     drop(store);
     let store = Store::open(root.path(), USER, opts(&clock)).unwrap();
@@ -70,7 +73,7 @@ fn the_key_holds_while_listing_and_store_stay_as_they_were() {
     let r = StoreReader::open(root.path(), USER).unwrap();
     assert_eq!(r.catalog().folders_at(None).unwrap().len(), 2);
     drop(r);
-    assert!(listing_unchanged(&key, USER, &listing, &dir(root.path())));
+    assert!(holds(&key, USER, &listing, &dir(root.path())));
     let store = Store::open(root.path(), USER, opts(&clock)).unwrap();
     assert_eq!(
         std::fs::metadata(store.catalog().data_path())
@@ -79,15 +82,15 @@ fn the_key_holds_while_listing_and_store_stay_as_they_were() {
         len
     );
     // Another user's name, or a key of another form, never matches.
-    assert!(!listing_unchanged(&key, "bob", &listing, &dir(root.path())));
-    assert!(!listing_unchanged(
+    assert!(!holds(&key, "bob", &listing, &dir(root.path())));
+    assert!(!holds(
         &key.replacen("k1", "k0", 1),
         USER,
         &listing,
         &dir(root.path())
     ));
-    assert!(!listing_unchanged("", USER, &listing, &dir(root.path())));
-    assert!(!listing_unchanged(
+    assert!(!holds("", USER, &listing, &dir(root.path())));
+    assert!(!holds(
         &format!("{key} extra"),
         USER,
         &listing,
@@ -151,9 +154,9 @@ fn any_change_in_the_listing_breaks_the_key() {
     for (what, change) in changes {
         let mut l = listing.clone();
         change(&mut l);
-        assert!(!listing_unchanged(&key, USER, &l, &d), "{what}");
+        assert!(!holds(&key, USER, &l, &d), "{what}");
     }
-    assert!(listing_unchanged(&key, USER, &listing, &d));
+    assert!(holds(&key, USER, &listing, &d));
 }
 
 #[test]
@@ -166,10 +169,7 @@ fn any_write_to_the_store_breaks_the_key() {
     // A run committed after the key (another process's run, a run without a state db row).
     let key = key_of(&store, &listing);
     store.begin_run().unwrap().commit(RunEnd::Complete).unwrap();
-    assert!(
-        !listing_unchanged(&key, USER, &listing, &d),
-        "a committed run"
-    );
+    assert!(!holds(&key, USER, &listing, &d), "a committed run");
 
     // A run that wrote bytes and was rolled back: the file is cut back to the same length,
     // but its times changed. Skipping would have been right; not skipping is safe.
@@ -205,10 +205,7 @@ fn any_write_to_the_store_breaks_the_key() {
             .len(),
         len
     );
-    assert!(
-        !listing_unchanged(&key, USER, &listing, &d),
-        "a rolled back run"
-    );
+    assert!(!holds(&key, USER, &listing, &d), "a rolled back run");
 
     // A torn tail cut at the next open.
     let key = key_of(&store, &listing);
@@ -219,18 +216,15 @@ fn any_write_to_the_store_breaks_the_key() {
         .open(&path)
         .and_then(|mut f| std::io::Write::write_all(&mut f, b"garbage"))
         .unwrap();
-    assert!(!listing_unchanged(&key, USER, &listing, &d), "a torn tail");
+    assert!(!holds(&key, USER, &listing, &d), "a torn tail");
     let store = Store::open(root.path(), USER, opts(&clock)).unwrap();
-    assert!(!listing_unchanged(&key, USER, &listing, &d), "cut again");
+    assert!(!holds(&key, USER, &listing, &d), "cut again");
 
     // The store removed (an operator forcing a fresh full backup).
     let key = key_of(&store, &listing);
     drop(store);
     std::fs::remove_dir_all(d.path()).unwrap();
-    assert!(
-        !listing_unchanged(&key, USER, &listing, &d),
-        "store removed"
-    );
+    assert!(!holds(&key, USER, &listing, &d), "store removed");
 }
 
 #[test]
@@ -258,17 +252,19 @@ fn compaction_breaks_the_key_reindex_keeps_it() {
         .reindex(opts(&clock))
         .unwrap();
     assert!(plan_for(store.catalog(), &listing).unwrap().is_empty());
-    assert!(listing_unchanged(&key, USER, &listing, &d), "after reindex");
+    assert!(holds(&key, USER, &listing, &d), "after reindex");
 
     // Compaction writes a new data file: the key names the old one and no longer holds.
     let now = 1_700_000_000 + 60 * 86_400;
     let (store, report) = compact_store(store, &compact_common::copts(now, 0.0, 0)).unwrap();
     assert!(report.new_data_file.is_some(), "{report:?}");
-    assert!(
-        !listing_unchanged(&key, USER, &listing, &d),
-        "after compaction"
-    );
+    assert!(!holds(&key, USER, &listing, &d), "after compaction");
     // The next backup finds nothing to do and records a key for the new file.
     let key = key_of(&store, &listing);
-    assert!(listing_unchanged(&key, USER, &listing, &d));
+    assert!(holds(&key, USER, &listing, &d));
+}
+
+/// Whether the quiet key `key` (as the state db holds it) still holds.
+fn holds(key: &str, user: &str, listing: &UserListing, dir: &UserDir) -> bool {
+    QuietKey::from_stored(key).holds(user, listing, dir)
 }

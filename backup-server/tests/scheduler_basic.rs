@@ -1,8 +1,8 @@
 //! The scheduler with a fake per-user backup: no network, no store.
 
+use backup_server::backup::{self, Missing, NoProgress, QuietKey, RunRequest, Verdict};
+use backup_server::backup::{BackupError, UserOutcome};
 use backup_server::config::Config;
-use backup_server::nightly::{self, ProgressMode, RunRequest};
-use backup_server::planner::{BackupError, UserOutcome};
 use backup_server::scheduler::{self, Backend, RaidSetQueue, ScheduledUser, SchedulerOptions};
 use backup_server::state::StateDb;
 use formats::protocol::UserEntry;
@@ -33,6 +33,7 @@ struct Recorder {
 
 impl Backend for Recorder {
     type Worker = usize;
+    type Outcome = Result<UserOutcome, BackupError>;
     fn new_worker(&self, index: usize) -> usize {
         index
     }
@@ -81,12 +82,12 @@ impl Backend for Recorder {
                 },
             }),
             Some("incomplete") => Ok(UserOutcome {
-                incomplete: vec!["INBOX uid 7: GUID mismatch".into()],
+                incomplete: vec![missing("INBOX uid 7: GUID mismatch")],
                 ..Default::default()
             }),
-            Some(_) => Err(BackupError::Failed {
+            Some(_) => Err(BackupError::UnknownServer {
                 user: u.name.clone(),
-                message: "boom".into(),
+                server: "boom".into(),
             }),
         }
     }
@@ -101,7 +102,7 @@ fn queues(sets: usize, users: usize) -> Vec<RaidSetQueue> {
                     name: format!("s{s}u{u:03}"),
                     server: "mail1".into(),
                     raidset: format!("set{s}"),
-                    unchanged_key: None,
+                    quiet_key: None,
                 })
                 .collect(),
         })
@@ -247,7 +248,7 @@ fn a_failing_user_does_not_stop_the_others() {
                 Ok(_) => "ok".to_string(),
                 Err(BackupError::Locked { .. }) => "locked".into(),
                 Err(BackupError::Connection { .. }) => "conn".into(),
-                Err(BackupError::Failed { .. }) => "failed".into(),
+                Err(_) => "failed".into(),
             };
             results.insert(d.user.name.clone(), r);
             Ok(())
@@ -338,7 +339,7 @@ partitions = ["p2"]
         "127.0.0.1:1",
         &entries,
         &raidset_of,
-        nightly::unix_now(),
+        backup::unix_now(),
     )
     .unwrap();
     config
@@ -362,11 +363,11 @@ fn locked_users_are_skipped_and_said_so() {
         ..Default::default()
     };
     let stop = AtomicBool::new(false);
-    let s = nightly::run_with(
+    let s = backup::run_with(
         &config,
         &RunRequest::default(),
         &stop,
-        ProgressMode::Quiet,
+        &mut NoProgress,
         &rec,
     )
     .unwrap();
@@ -375,14 +376,17 @@ fn locked_users_are_skipped_and_said_so() {
     assert_eq!(s.users_skipped, 2);
     assert_eq!(s.users_failed, 1);
     assert_eq!(s.outcome.messages_stored, 14);
-    assert_eq!(s.exit_status(), 2);
+    assert_eq!(s.verdict(), Verdict::Incomplete);
     let text = s.to_string();
     assert!(text.contains("2 skipped (locked by another run)"), "{text}");
     assert!(
         text.contains("user u3: skipped, locked by another run (pid 4242)"),
         "{text}"
     );
-    assert!(text.contains("user u5: boom"), "{text}");
+    assert!(
+        text.contains("user u5: server \"boom\" is not in the configuration"),
+        "{text}"
+    );
 
     let db = StateDb::open(&config.state_db).unwrap();
     let u3 = db.user("u3").unwrap().unwrap();
@@ -392,7 +396,10 @@ fn locked_users_are_skipped_and_said_so() {
     );
     let u5 = db.user("u5").unwrap().unwrap();
     assert_eq!(u5.last_success, None);
-    assert_eq!(u5.last_error.as_deref(), Some("user u5: boom"));
+    assert_eq!(
+        u5.last_error.as_deref(),
+        Some("user u5: server \"boom\" is not in the configuration")
+    );
     assert_eq!(u5.backups_failed, 1);
     let u0 = db.user("u0").unwrap().unwrap();
     assert!(u0.last_success.is_some());
@@ -408,18 +415,18 @@ fn locked_users_are_skipped_and_said_so() {
 
     // The next run: the users that were not backed up come first.
     let rec2 = Recorder::default();
-    let s2 = nightly::run_with(
+    let s2 = backup::run_with(
         &config,
         &RunRequest {
             raidset: Some("b".into()),
             ..Default::default()
         },
         &stop,
-        ProgressMode::Quiet,
+        &mut NoProgress,
         &rec2,
     )
     .unwrap();
-    assert_eq!(s2.exit_status(), 0);
+    assert_eq!(s2.verdict(), Verdict::Done);
     assert_eq!(s2.users_done, 5);
     let calls = rec2.calls.lock().unwrap().clone();
     assert_eq!(
@@ -474,11 +481,11 @@ fn oldest_backup_first_never_backed_up_first_of_all() {
     let mut config = config;
     config.workers = 1;
     let stop = AtomicBool::new(false);
-    nightly::run_with(
+    backup::run_with(
         &config,
         &RunRequest::default(),
         &stop,
-        ProgressMode::Quiet,
+        &mut NoProgress,
         &rec,
     )
     .unwrap();
@@ -495,25 +502,28 @@ fn only_named_users_and_unknown_names_fail_the_run() {
         users: vec!["y".into()],
         ..Default::default()
     };
-    let s = nightly::run_with(&config, &req, &stop, ProgressMode::Quiet, &rec).unwrap();
-    assert_eq!((s.users_planned, s.users_done, s.exit_status()), (1, 1, 0));
+    let s = backup::run_with(&config, &req, &stop, &mut NoProgress, &rec).unwrap();
+    assert_eq!(
+        (s.users_planned, s.users_done, s.verdict()),
+        (1, 1, Verdict::Done)
+    );
     assert_eq!(*rec.calls.lock().unwrap(), ["y"]);
     // z's partition is in no RAID set: asking for it is an error that says so.
     let req = RunRequest {
         users: vec!["z".into()],
         ..Default::default()
     };
-    let e = nightly::run_with(&config, &req, &stop, ProgressMode::Quiet, &rec).unwrap_err();
+    let e = backup::run_with(&config, &req, &stop, &mut NoProgress, &rec).unwrap_err();
     assert!(format!("{e:#}").contains("partition \"p3\""), "{e:#}");
     let req = RunRequest {
         raidset: Some("nope".into()),
         ..Default::default()
     };
-    let e = nightly::run_with(&config, &req, &stop, ProgressMode::Quiet, &rec).unwrap_err();
+    let e = backup::run_with(&config, &req, &stop, &mut NoProgress, &rec).unwrap_err();
     assert!(format!("{e:#}").contains("--raidset nope"), "{e:#}");
-    assert_eq!(
-        backup_server::summary::exit_status::<anyhow::Error>(&Err(e)),
-        1
+    assert!(
+        matches!(e, backup_server::backup::RunError::Request { .. }),
+        "{e}"
     );
 }
 
@@ -530,11 +540,11 @@ fn a_stop_finishes_the_current_user_then_ends() {
         sleep: Duration::from_millis(2),
         ..Default::default()
     };
-    let s = nightly::run_with(
+    let s = backup::run_with(
         &config,
         &RunRequest::default(),
         &STOP,
-        ProgressMode::Quiet,
+        &mut NoProgress,
         &rec,
     )
     .unwrap();
@@ -542,7 +552,7 @@ fn a_stop_finishes_the_current_user_then_ends() {
     assert_eq!(s.users_done, 5);
     assert!(s.interrupted);
     assert_eq!(s.users_not_reached, 35);
-    assert_eq!(s.exit_status(), 2);
+    assert_eq!(s.verdict(), Verdict::Incomplete);
     let db = StateDb::open(&config.state_db).unwrap();
     let status: String = db
         .connection()
@@ -553,37 +563,37 @@ fn a_stop_finishes_the_current_user_then_ends() {
 
 #[test]
 fn exit_status_is_decided_by_the_summary() {
-    use backup_server::summary::RunSummary;
+    use backup_server::backup::summary::RunSummary;
     let mut s = RunSummary {
         users_planned: 3,
         ..Default::default()
     };
-    assert_eq!(s.exit_status(), 0);
+    assert_eq!(s.verdict(), Verdict::Done);
     s.add("a", &Ok(UserOutcome::default()));
-    assert_eq!(s.exit_status(), 0);
+    assert_eq!(s.verdict(), Verdict::Done);
     s.add(
         "b",
         &Ok(UserOutcome {
-            incomplete: vec!["INBOX uid 3: gone".into()],
+            incomplete: vec![missing("INBOX uid 3: gone")],
             ..Default::default()
         }),
     );
-    assert_eq!(s.exit_status(), 2);
+    assert_eq!(s.verdict(), Verdict::Incomplete);
     let mut all_failed = RunSummary::default();
     all_failed.add(
         "c",
-        &Err(BackupError::Failed {
+        &Err(BackupError::UnknownServer {
             user: "c".into(),
-            message: "x".into(),
+            server: "x".into(),
         }),
     );
-    assert_eq!(all_failed.exit_status(), 1);
+    assert_eq!(all_failed.verdict(), Verdict::Failed);
     let mut unreachable = RunSummary {
         servers_unreachable: 1,
         ..Default::default()
     };
     unreachable.add("d", &Ok(UserOutcome::default()));
-    assert_eq!(unreachable.exit_status(), 2);
+    assert_eq!(unreachable.verdict(), Verdict::Incomplete);
 }
 
 /// Hands out unchanged keys and records the keys it was given.
@@ -597,6 +607,7 @@ struct KeyBackend {
 
 impl Backend for KeyBackend {
     type Worker = ();
+    type Outcome = Result<UserOutcome, BackupError>;
     fn new_worker(&self, _: usize) {}
     fn backup(&self, _: &mut (), u: &ScheduledUser) -> Result<UserOutcome, BackupError> {
         self.seen
@@ -604,23 +615,23 @@ impl Backend for KeyBackend {
             .unwrap()
             .entry(u.name.clone())
             .or_default()
-            .push(u.unchanged_key.clone());
+            .push(u.quiet_key.clone());
         if self.incomplete.contains(&u.name.as_str()) {
             return Ok(UserOutcome {
-                incomplete: vec!["x".into()],
+                incomplete: vec![missing("x")],
                 ..Default::default()
             });
         }
         Ok(UserOutcome {
-            unchanged_key: Some(format!("key-{}", u.name)),
-            store_untouched: u.unchanged_key.is_some(),
+            quiet_key: Some(QuietKey::from_stored(format!("key-{}", u.name))),
+            quiet: u.quiet_key.is_some(),
             ..Default::default()
         })
     }
 }
 
 #[test]
-fn unchanged_keys_go_to_the_state_db_and_back_to_the_next_run() {
+fn quiet_keys_go_to_the_state_db_and_back_to_the_next_run() {
     let dir = tempfile::tempdir().unwrap();
     let users: Vec<(String, &str)> = (0..1200)
         .map(|i| {
@@ -634,14 +645,7 @@ fn unchanged_keys_go_to_the_state_db_and_back_to_the_next_run() {
     let config = setup(dir.path(), &refs);
     let stop = AtomicBool::new(false);
     let run = |b: &KeyBackend| {
-        nightly::run_with(
-            &config,
-            &RunRequest::default(),
-            &stop,
-            ProgressMode::Quiet,
-            b,
-        )
-        .unwrap()
+        backup::run_with(&config, &RunRequest::default(), &stop, &mut NoProgress, b).unwrap()
     };
     let first = KeyBackend::default();
     assert_eq!(run(&first).users_done, 1200);
@@ -650,7 +654,7 @@ fn unchanged_keys_go_to_the_state_db_and_back_to_the_next_run() {
     let db = StateDb::open(&config.state_db).unwrap();
     for (u, _) in &users {
         let row = db.user(u).unwrap().unwrap();
-        assert_eq!(row.unchanged_key, Some(format!("key-{u}")), "{u}");
+        assert_eq!(row.quiet_key, Some(format!("key-{u}")), "{u}");
         assert!(row.last_success.is_some(), "{u}");
     }
     drop(db);
@@ -703,4 +707,11 @@ fn a_long_backup_brings_idle_events_and_every_result_once() {
     assert_eq!((done, report.users_attempted), (2, 2));
     // Two users one after another, each three IDLE long: the caller heard of the wait.
     assert!(idle >= 2, "only {idle} idle events over two long backups");
+}
+
+/// What is missing, for a fake backend: one user file that could not be read.
+fn missing(what: &str) -> Missing {
+    Missing::UserFiles {
+        reason: what.into(),
+    }
 }

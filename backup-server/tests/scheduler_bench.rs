@@ -1,9 +1,9 @@
 //! The run's own overhead (scheduler, state db row per user, summary) with a backup that
 //! does nothing: `cargo test --release -p backup-server --test scheduler_bench -- --ignored --nocapture`.
 
+use backup_server::backup::{self, NoProgress, RunRequest};
+use backup_server::backup::{BackupError, UserOutcome};
 use backup_server::config::Config;
-use backup_server::nightly::{self, ProgressMode, RunRequest};
-use backup_server::planner::{BackupError, UserOutcome};
 use backup_server::scheduler::{Backend, ScheduledUser};
 use backup_server::state::StateDb;
 use formats::protocol::UserEntry;
@@ -14,6 +14,7 @@ struct Nothing;
 
 impl Backend for Nothing {
     type Worker = ();
+    type Outcome = Result<UserOutcome, BackupError>;
     fn new_worker(&self, _: usize) {}
     fn backup(&self, _: &mut (), _: &ScheduledUser) -> Result<UserOutcome, BackupError> {
         Ok(UserOutcome::default())
@@ -51,18 +52,18 @@ fn run_overhead_per_user() {
         "127.0.0.1:1",
         &entries,
         &raidset_of,
-        nightly::unix_now(),
+        backup::unix_now(),
     )
     .unwrap();
     let refresh = t.elapsed();
     drop(db);
     let stop = AtomicBool::new(false);
     let t = Instant::now();
-    let s = nightly::run_with(
+    let s = backup::run_with(
         &config,
         &RunRequest::default(),
         &stop,
-        ProgressMode::Quiet,
+        &mut NoProgress,
         &Nothing,
     )
     .unwrap();

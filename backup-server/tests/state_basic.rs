@@ -354,7 +354,7 @@ fn a_run_killed_before_it_closed_its_record_is_marked_interrupted() {
 }
 
 #[test]
-fn the_unchanged_key_is_kept_by_success_and_skips_cleared_by_anything_else() {
+fn the_quiet_key_is_kept_by_success_and_skips_cleared_by_anything_else() {
     let dir = tempfile::tempdir().unwrap();
     let mut db = StateDb::open(&dir.path().join("state.sqlite3")).unwrap();
     db.refresh_server(
@@ -365,7 +365,7 @@ fn the_unchanged_key_is_kept_by_success_and_skips_cleared_by_anything_else() {
         100,
     )
     .unwrap();
-    let key = |db: &StateDb| db.user("u").unwrap().unwrap().unchanged_key;
+    let key = |db: &StateDb| db.user("u").unwrap().unwrap().quiet_key;
     assert_eq!(key(&db), None);
     let done = Attempt::Done {
         messages_stored: 0,
@@ -373,7 +373,7 @@ fn the_unchanged_key_is_kept_by_success_and_skips_cleared_by_anything_else() {
     };
     db.begin_batch().unwrap();
     db.record_attempt(1, "u", 200, &done).unwrap();
-    db.set_unchanged_key("u", Some("k1 x")).unwrap();
+    db.set_quiet_key("u", Some("k1 x")).unwrap();
     db.end_batch().unwrap();
     assert_eq!(key(&db).as_deref(), Some("k1 x"));
     // A later success without a new key leaves it; a skip (locked) too.
@@ -393,7 +393,7 @@ fn the_unchanged_key_is_kept_by_success_and_skips_cleared_by_anything_else() {
     )
     .unwrap();
     assert_eq!(key(&db), None);
-    db.set_unchanged_key("u", Some("k1 y")).unwrap();
+    db.set_quiet_key("u", Some("k1 y")).unwrap();
     db.record_attempt(
         4,
         "u",
@@ -421,10 +421,10 @@ fn a_version_1_state_db_is_upgraded_in_place() {
         )
         .unwrap();
     }
-    // What version 1 was: the same without users.unchanged_key.
+    // What version 1 was: the same without users.quiet_key.
     {
         let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch("ALTER TABLE users DROP COLUMN unchanged_key; PRAGMA user_version = 1;")
+        c.execute_batch("ALTER TABLE users DROP COLUMN quiet_key; PRAGMA user_version = 1;")
             .unwrap();
     }
     let mut db = StateDb::open(&path).unwrap();
@@ -434,6 +434,6 @@ fn a_version_1_state_db_is_upgraded_in_place() {
         .unwrap();
     assert_eq!(v, STATE_SCHEMA_VERSION);
     let u = db.user("u").unwrap().unwrap();
-    assert_eq!((u.name.as_str(), u.unchanged_key), ("u", None));
-    db.set_unchanged_key("u", Some("k")).unwrap();
+    assert_eq!((u.name.as_str(), u.quiet_key), ("u", None));
+    db.set_quiet_key("u", Some("k")).unwrap();
 }

@@ -9,8 +9,8 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backup_server::backup::{backup_user, BackupError, UserJob, UserOutcome};
 use backup_server::client::{Client, ClientOptions};
-use backup_server::planner::{backup_user, BackupError, UserJob, UserOutcome};
 use backup_server::store::StoreOptions;
 use backupd::server::{self, ServerHandle, Settings, SpoolAccess};
 use backupd::spool::{Spool, SpoolError};
@@ -150,6 +150,7 @@ pub fn backup(
         user,
         store_root: root,
         store_options: opts,
+        quiet_key: None,
     };
     backup_user(&job, c)
 }

@@ -4,7 +4,7 @@
 //! every user, of a second one with nothing changed, and peak RSS of the process (backupd
 //! runs in it too).
 
-use backup_server::planner::UserOutcome;
+use backup_server::backup::UserOutcome;
 use backup_server::store::StoreOptions;
 use tests::rig::{backup_all, user_names, Backupd};
 use tests::CyrusInstance;

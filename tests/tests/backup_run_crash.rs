@@ -351,12 +351,11 @@ fn check_state_db(state: &Path, root: &Path, users: &BTreeSet<String>, label: &s
         let last = r.catalog().last_complete_run().unwrap();
         let started = last.and_then(|l| l.started).map(|t| t.secs);
         assert!(
-            started.is_some_and(|s| s >= success)
-                || (started.is_some() && row.unchanged_key.is_some()),
+            started.is_some_and(|s| s >= success) || (started.is_some() && row.quiet_key.is_some()),
             "{label}: {}: the state db says backed up at {success}, the store's last \
              complete run started at {started:?}, unchanged key {:?}",
             row.name,
-            row.unchanged_key
+            row.quiet_key
         );
     }
 }

@@ -127,7 +127,7 @@ pub fn run(root: &Path, a: &RestoreArgs) -> u8 {
         t.into = a.into.clone().unwrap_or_default();
     } else if a.password_file.is_some() || a.into.is_some() {
         eprintln!("backup-server: --password-file and --into are for an imap:// target");
-        return crate::summary::EXIT_FAILED;
+        return crate::cli::EXIT_FAILED;
     }
     match restore(root, &a.user, &sel, &to) {
         Ok(rep) => {
@@ -138,11 +138,11 @@ pub fn run(root: &Path, a: &RestoreArgs) -> u8 {
                 "restored {} messages ({} bytes) in {} folders; {} not stored",
                 rep.messages, rep.bytes, rep.folders, rep.not_stored
             ));
-            crate::summary::EXIT_OK
+            crate::cli::EXIT_OK
         }
         Err(e) => {
             eprintln!("backup-server: restore {}: {e:#}", a.user);
-            crate::summary::EXIT_FAILED
+            crate::cli::EXIT_FAILED
         }
     }
 }

@@ -1,19 +1,21 @@
 //! `backup-server run` and `backup-server users refresh`: the config, the state db, the
-//! backupd connections and the scheduler put together.
+//! backupd connections and the scheduler put together. What a run did comes back as a
+//! [`RunSummary`]; progress is shown through [`RunProgress`], which the binary provides
+//! (a bar on a terminal, log lines otherwise).
 
-use crate::client::{Client, ClientOptions};
+use super::summary::{RunSummary, UserResult};
+use super::user::{backup_user, BackupError, UserJob, UserOutcome};
+use super::QuietKey;
+use crate::client::{load_secret, Client, ClientError, ClientOptions};
 use crate::config::Config;
-use crate::planner::{backup_user, listing_unchanged, BackupError, UserJob, UserOutcome};
 use crate::scheduler::{
     self, Backend, Event, RaidSetQueue, ScheduledUser, SchedulerOptions, UserDone,
 };
-use crate::state::{Attempt, RefreshCounts, StateDb};
-use crate::store::{StoreError, StoreOptions, UserDir};
-use crate::summary::{RunSummary, UserResult};
-use anyhow::{bail, Context};
-use formats::protocol::Secret;
+use crate::state::{Attempt, RefreshCounts, StateDb, StateError};
+use crate::store::StoreOptions;
+use formats::protocol::{Secret, SecretError};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,15 +30,116 @@ pub struct RunRequest {
     pub force_refresh: bool,
 }
 
-/// How `run` reports progress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProgressMode {
-    /// A progress bar when stderr is a terminal, log lines otherwise.
-    Auto,
-    /// Log lines every `log_interval`.
-    Log,
-    /// Nothing but the summary.
-    Quiet,
+/// What a run shows while it goes: the binary's progress bar or log lines. Every method
+/// has a default that does nothing ([`NoProgress`]).
+pub trait RunProgress {
+    /// The run starts with `planned` users.
+    fn start(&mut self, planned: u64) {
+        let _ = planned;
+    }
+    /// A user's backup ended; `summary` holds the totals so far.
+    fn user_ended(&mut self, summary: &RunSummary) {
+        let _ = summary;
+    }
+    /// Runs `log` (which writes a log line) so that it does not garble the display.
+    fn log(&mut self, log: &mut dyn FnMut()) {
+        log()
+    }
+    /// The run is over.
+    fn finish(&mut self) {}
+}
+
+/// Shows nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProgress;
+
+impl RunProgress for NoProgress {}
+
+/// Why a run failed as a whole (exit status 1), as opposed to some users failing.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The state db could not be opened, read or written.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A server's secret file is unusable: no user of that server could be backed up.
+    #[error("server {server}: secret_file: {source}")]
+    Secret {
+        /// The server's config name.
+        server: String,
+        /// What is wrong with the file.
+        #[source]
+        source: SecretError,
+    },
+    /// What the run was asked to back up does not exist.
+    #[error("{source}{}", unreachable_note(*.unreachable))]
+    Request {
+        /// What was wrong.
+        #[source]
+        source: RequestError,
+        /// Mail servers that did not answer the user list refresh (a user asked for by
+        /// name may be on one of them).
+        unreachable: u64,
+    },
+}
+
+fn unreachable_note(n: u64) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" ({n} mail servers did not answer the user list refresh)")
+    }
+}
+
+/// A `--user` or `--raidset` that names nothing the run can back up.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// No `[[raidset]]` of that name.
+    #[error("--raidset {name}: no [[raidset]] of that name in {config} (known: {known})", config = .config.display())]
+    UnknownRaidset {
+        /// The name asked for.
+        name: String,
+        /// The config file.
+        config: PathBuf,
+        /// The RAID sets it names, comma-separated.
+        known: String,
+    },
+    /// No mail server lists the user.
+    #[error("--user {user}: no mail server lists this user")]
+    UnknownUser {
+        /// The user.
+        user: String,
+    },
+    /// The user's server no longer lists it.
+    #[error("--user {user}: server {server} no longer lists this user")]
+    Vanished {
+        /// The user.
+        user: String,
+        /// Its server.
+        server: String,
+    },
+    /// The user's partition is on no RAID set.
+    #[error("--user {user}: partition {partition:?} of server {server} is in no [[raidset]] of {config}", config = .config.display())]
+    NoRaidset {
+        /// The user.
+        user: String,
+        /// Its partition.
+        partition: String,
+        /// Its server.
+        server: String,
+        /// The config file.
+        config: PathBuf,
+    },
+}
+
+/// Why one server's user list could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// Its secret file is unusable.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// backupd could not be reached or refused.
+    #[error(transparent)]
+    Client(#[from] ClientError),
 }
 
 /// Seconds since the epoch.
@@ -51,26 +154,11 @@ fn unix(t: SystemTime) -> i64 {
     }
 }
 
-/// An error and its causes on one line, leaving out a cause its parent already quotes.
-pub fn error_chain(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            if !out.is_empty() {
-                out.push_str(": ");
-            }
-            out.push_str(&text);
-        }
-    }
-    out
-}
-
 /// What a refresh of every server did.
 #[derive(Debug, Default)]
 pub struct RefreshReport {
     /// Per server (config name): what changed, or why its list could not be read.
-    pub servers: BTreeMap<String, Result<RefreshCounts, String>>,
+    pub servers: BTreeMap<String, Result<RefreshCounts, RefreshError>>,
 }
 
 impl RefreshReport {
@@ -90,7 +178,11 @@ fn client_options(s: &crate::config::Server) -> ClientOptions {
 /// Reads the user list of every server (only those last read longer than
 /// `config.refresh_after` ago unless `force`) into the state db. A server that cannot be
 /// reached is logged and recorded; its users are left as they were.
-pub fn refresh(config: &Config, db: &mut StateDb, force: bool) -> anyhow::Result<RefreshReport> {
+pub fn refresh(
+    config: &Config,
+    db: &mut StateDb,
+    force: bool,
+) -> Result<RefreshReport, StateError> {
     let mut report = RefreshReport::default();
     let now = unix_now();
     for server in &config.servers {
@@ -101,8 +193,8 @@ pub fn refresh(config: &Config, db: &mut StateDb, force: bool) -> anyhow::Result
                 }
             }
         }
-        let listed = (|| -> anyhow::Result<Vec<formats::protocol::UserEntry>> {
-            let secret = crate::client::load_secret(&server.secret_file)?;
+        let listed = (|| -> Result<Vec<formats::protocol::UserEntry>, RefreshError> {
+            let secret = load_secret(&server.secret_file)?;
             let mut c = Client::connect(server.address.as_str(), &secret, &client_options(server))?;
             Ok(c.list_users()?)
         })();
@@ -132,10 +224,10 @@ pub fn refresh(config: &Config, db: &mut StateDb, force: bool) -> anyhow::Result
                 report.servers.insert(server.name.clone(), Ok(counts));
             }
             Err(e) => {
-                let message = error_chain(&e);
+                let message = e.to_string();
                 tracing::error!(server = %server.name, "user list not refreshed: {message}");
                 db.refresh_failed(&server.name, &server.address, &message)?;
-                report.servers.insert(server.name.clone(), Err(message));
+                report.servers.insert(server.name.clone(), Err(e));
             }
         }
     }
@@ -151,11 +243,13 @@ pub struct NetBackend<'c> {
 
 impl<'c> NetBackend<'c> {
     /// Loads every server's secret (an unreadable secret fails the run before it starts).
-    pub fn new(config: &'c Config) -> anyhow::Result<NetBackend<'c>> {
+    pub fn new(config: &'c Config) -> Result<NetBackend<'c>, RunError> {
         let mut secrets = HashMap::new();
         for s in &config.servers {
-            let secret = crate::client::load_secret(&s.secret_file)
-                .with_context(|| format!("server {}: secret_file", s.name))?;
+            let secret = load_secret(&s.secret_file).map_err(|source| RunError::Secret {
+                server: s.name.clone(),
+                source,
+            })?;
             secrets.insert(s.name.clone(), secret);
         }
         Ok(NetBackend {
@@ -180,6 +274,7 @@ pub const RECONNECT_AFTER: Duration = Duration::from_secs(30);
 
 impl Backend for NetBackend<'_> {
     type Worker = NetWorker;
+    type Outcome = Result<UserOutcome, BackupError>;
 
     fn new_worker(&self, _index: usize) -> NetWorker {
         NetWorker::default()
@@ -187,21 +282,19 @@ impl Backend for NetBackend<'_> {
 
     fn backup(&self, w: &mut NetWorker, user: &ScheduledUser) -> Result<UserOutcome, BackupError> {
         let Some(server) = self.config.server(&user.server) else {
-            return Err(BackupError::Failed {
+            return Err(BackupError::UnknownServer {
                 user: user.name.clone(),
-                message: format!("server {:?} is not in the configuration", user.server),
+                server: user.server.clone(),
             });
         };
         if !w.conns.contains_key(&server.name) {
             if let Some((when, why)) = w.down.get(&server.name) {
                 if when.elapsed() < RECONNECT_AFTER {
-                    return Err(BackupError::Failed {
+                    return Err(BackupError::ServerDown {
                         user: user.name.clone(),
-                        message: format!(
-                            "backupd {} unreachable {:.0} s ago, not retried yet: {why}",
-                            server.address,
-                            when.elapsed().as_secs_f64()
-                        ),
+                        server: server.address.clone(),
+                        secs_ago: when.elapsed().as_secs_f64(),
+                        reason: why.clone(),
                     });
                 }
             }
@@ -223,26 +316,12 @@ impl Backend for NetBackend<'_> {
             }
         }
         let conn = w.conns.get_mut(&server.name).expect("just inserted");
-        if let Some(key) = &user.unchanged_key {
-            // A quiet user: the listing alone, and one stat of the store's data file,
-            // tell whether the store would have anything to do (docs/store.md, "Quiet
-            // users"). Any difference: the whole backup below, which lists again under
-            // the store's lock.
-            match quiet(conn, &self.config.store_root, &user.name, key) {
-                Ok(Some(out)) => return Ok(out),
-                Ok(None) => {}
-                Err(e) => {
-                    if let BackupError::Connection { .. } = &e {
-                        w.conns.remove(&server.name);
-                    }
-                    return Err(e);
-                }
-            }
-        }
+        let key = user.quiet_key.clone().map(QuietKey::from_stored);
         let job = UserJob {
             user: &user.name,
             store_root: &self.config.store_root,
             store_options: &self.store_options,
+            quiet_key: key.as_ref(),
         };
         let r = backup_user(&job, conn);
         if let Err(BackupError::Connection { .. }) = &r {
@@ -253,91 +332,53 @@ impl Backend for NetBackend<'_> {
     }
 }
 
-/// The outcome of a backup that found `key` still true (nothing to do, store not opened);
-/// `None` when the listing or the store differs from what the key recorded, or the look
-/// failed in a way the whole backup will report better. The store's writer lock is held
-/// (not written) while its data file is looked at, so a writer under way makes the user
-/// skipped as the whole backup would.
-fn quiet(
-    conn: &mut Client,
-    store_root: &std::path::Path,
-    user: &str,
-    key: &str,
-) -> Result<Option<UserOutcome>, BackupError> {
-    let listing = match conn.list_folders(user) {
-        Ok(l) => l,
-        Err(e) if e.connection_usable() => return Ok(None),
-        Err(source) => {
-            return Err(BackupError::Connection {
-                user: user.to_owned(),
-                server: conn.addr().to_owned(),
-                source,
-            })
-        }
-    };
-    let Ok(dir) = UserDir::new(store_root, user) else {
-        return Ok(None);
-    };
-    let _lock = match dir.lock_if_present() {
-        Ok(Some(l)) => l,
-        Err(StoreError::Locked { holder, .. }) => {
-            return Err(BackupError::Locked {
-                user: user.to_owned(),
-                holder,
-            })
-        }
-        Ok(None) | Err(_) => return Ok(None),
-    };
-    if !listing_unchanged(key, user, &listing, &dir) {
-        return Ok(None);
-    }
-    Ok(Some(UserOutcome {
-        folders: listing.folders.len() as u64,
-        store_untouched: true,
-        unchanged_key: Some(key.to_owned()),
-        ..UserOutcome::default()
-    }))
-}
-
 /// State db rows written per transaction, at most...
 const STATE_BATCH_USERS: usize = 500;
 /// ...and for at most this long (so `report` beside a run sees progress).
 const STATE_BATCH_TIME: Duration = Duration::from_secs(1);
 
-/// Picks the users of the run from the state db, in backup order, one queue per RAID set.
-pub fn plan(config: &Config, db: &StateDb, req: &RunRequest) -> anyhow::Result<Vec<RaidSetQueue>> {
+/// The run's users from the state db, in backup order, one queue per RAID set.
+pub fn queues(
+    config: &Config,
+    db: &StateDb,
+    req: &RunRequest,
+) -> Result<Vec<RaidSetQueue>, RunError> {
+    let wrong = |source| RunError::Request {
+        source,
+        unreachable: 0,
+    };
     if let Some(name) = &req.raidset {
         if !config.raidsets.iter().any(|r| &r.name == name) {
-            bail!(
-                "--raidset {name}: no [[raidset]] of that name in {} (known: {})",
-                config.path.display(),
-                config
+            return Err(wrong(RequestError::UnknownRaidset {
+                name: name.clone(),
+                config: config.path.clone(),
+                known: config
                     .raidsets
                     .iter()
                     .map(|r| r.name.as_str())
                     .collect::<Vec<_>>()
-                    .join(", ")
-            );
+                    .join(", "),
+            }));
         }
     }
     let wanted: BTreeSet<&str> = req.users.iter().map(String::as_str).collect();
     for u in &wanted {
-        match db.user(u)? {
-            None => bail!("--user {u}: no mail server lists this user"),
-            Some(row) if row.vanished_at.is_some() => {
-                bail!(
-                    "--user {u}: server {} no longer lists this user",
-                    row.server
-                )
-            }
-            Some(row) if row.raidset.is_none() => bail!(
-                "--user {u}: partition {:?} of server {} is in no [[raidset]] of {}",
-                row.partition,
-                row.server,
-                config.path.display()
-            ),
-            Some(_) => {}
-        }
+        let user = u.to_string();
+        let bad = match db.user(u)? {
+            None => RequestError::UnknownUser { user },
+            Some(row) if row.vanished_at.is_some() => RequestError::Vanished {
+                user,
+                server: row.server,
+            },
+            Some(row) if row.raidset.is_none() => RequestError::NoRaidset {
+                user,
+                partition: row.partition,
+                server: row.server,
+                config: config.path.clone(),
+            },
+            Some(_) => continue,
+        };
+        return Err(wrong(bad));
     }
     let mut queues = Vec::new();
     for set in &config.raidsets {
@@ -352,7 +393,7 @@ pub fn plan(config: &Config, db: &StateDb, req: &RunRequest) -> anyhow::Result<V
                 name: u.name,
                 server: u.server,
                 raidset: set.name.clone(),
-                unchanged_key: u.unchanged_key,
+                quiet_key: u.quiet_key,
             })
             .collect();
         if !users.is_empty() {
@@ -365,79 +406,14 @@ pub fn plan(config: &Config, db: &StateDb, req: &RunRequest) -> anyhow::Result<V
     Ok(queues)
 }
 
-/// Progress: a bar on a terminal, a log line now and then otherwise.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    log_every: Option<Duration>,
-    last_log: Instant,
-}
-
-impl Progress {
-    fn new(mode: ProgressMode, total: u64, log_interval: Duration) -> Progress {
-        let on_terminal = std::io::stderr().is_terminal();
-        let (bar, log_every) = match mode {
-            ProgressMode::Auto if on_terminal => {
-                let bar = indicatif::ProgressBar::new(total);
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{elapsed_precise} [{wide_bar}] {pos}/{len} users ({per_sec}, eta {eta}) {msg}",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                );
-                (Some(bar), None)
-            }
-            ProgressMode::Auto | ProgressMode::Log => (None, Some(log_interval)),
-            ProgressMode::Quiet => (None, None),
-        };
-        Progress {
-            bar,
-            log_every,
-            last_log: Instant::now(),
-        }
-    }
-
-    fn update(&mut self, s: &RunSummary) {
-        if let Some(bar) = &self.bar {
-            bar.set_position(s.users_finished());
-            bar.set_message(format!(
-                "{} skipped, {} failed, {}",
-                s.users_skipped,
-                s.users_failed,
-                crate::summary::human_bytes(s.outcome.bytes_fetched)
-            ));
-        } else if let Some(every) = self.log_every {
-            if self.last_log.elapsed() >= every {
-                self.last_log = Instant::now();
-                tracing::info!(
-                    finished = s.users_finished(),
-                    planned = s.users_planned,
-                    done = s.users_done,
-                    incomplete = s.users_incomplete,
-                    skipped = s.users_skipped,
-                    failed = s.users_failed,
-                    messages_fetched = s.outcome.messages_fetched,
-                    bytes_fetched = s.outcome.bytes_fetched,
-                    "progress"
-                );
-            }
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
 /// Records one user's result in the state db and the summary, and logs it.
 fn record(
     db: &mut StateDb,
     run_id: i64,
     summary: &mut RunSummary,
-    done: &UserDone,
-    bar: Option<&indicatif::ProgressBar>,
-) -> anyhow::Result<()> {
+    done: &UserDone<Result<UserOutcome, BackupError>>,
+    progress: &mut dyn RunProgress,
+) -> Result<(), StateError> {
     let user = &done.user.name;
     let kind = summary.add(user, &done.result);
     let attempt = match (&done.result, kind) {
@@ -448,7 +424,7 @@ fn record(
         (Ok(o), _) => Attempt::Incomplete {
             messages_stored: o.messages_stored,
             bytes_stored: o.bytes_stored,
-            message: o.incomplete.join("; "),
+            message: o.incomplete_text(),
         },
         (Err(BackupError::Locked { .. }), _) => Attempt::Skipped,
         (Err(e), _) => Attempt::Failed {
@@ -458,8 +434,9 @@ fn record(
     db.record_attempt(run_id, user, unix(done.started), &attempt)?;
     if let (Ok(o), UserResult::Done) = (&done.result, kind) {
         // After the attempt's row: the key speaks of the store as this backup left it.
-        if o.unchanged_key != done.user.unchanged_key {
-            db.set_unchanged_key(user, o.unchanged_key.as_deref())?;
+        let key = o.quiet_key.as_ref().map(QuietKey::as_str);
+        if key != done.user.quiet_key.as_deref() {
+            db.set_quiet_key(user, key)?;
         }
     }
     let line = match (&done.result, kind) {
@@ -474,41 +451,38 @@ fn record(
             );
             None
         }
-        (Ok(o), _) => Some(format!(
-            "user {user}: incomplete: {}",
-            o.incomplete.join("; ")
-        )),
+        (Ok(o), _) => Some(format!("user {user}: incomplete: {}", o.incomplete_text())),
         (Err(e), _) => Some(e.to_string()),
     };
     if let Some(line) = line {
-        match bar {
-            Some(bar) => bar.suspend(|| tracing::warn!("{line}")),
-            None => tracing::warn!("{line}"),
-        }
+        progress.log(&mut || tracing::warn!("{line}"));
     }
     Ok(())
 }
 
 /// `backup-server run`: refreshes stale user lists, backs up the planned users, records
 /// each in the state db, and returns the summary. An error means the run failed as a
-/// whole (exit status 1); the summary's own status tells the rest.
+/// whole; the summary's [verdict](RunSummary::verdict) tells the rest.
 pub fn run(
     config: &Config,
     req: &RunRequest,
     stop: &AtomicBool,
-    mode: ProgressMode,
-) -> anyhow::Result<RunSummary> {
-    run_with(config, req, stop, mode, &NetBackend::new(config)?)
+    progress: &mut dyn RunProgress,
+) -> Result<RunSummary, RunError> {
+    run_with(config, req, stop, progress, &NetBackend::new(config)?)
 }
 
 /// [`run`] over any backend (tests use a fake one).
-pub fn run_with<B: Backend>(
+pub fn run_with<B>(
     config: &Config,
     req: &RunRequest,
     stop: &AtomicBool,
-    mode: ProgressMode,
+    progress: &mut dyn RunProgress,
     backend: &B,
-) -> anyhow::Result<RunSummary> {
+) -> Result<RunSummary, RunError>
+where
+    B: Backend<Outcome = Result<UserOutcome, BackupError>>,
+{
     let t0 = Instant::now();
     let mut db = StateDb::open(&config.state_db)?;
     let refreshed = refresh(config, &mut db, req.force_refresh)?;
@@ -520,12 +494,13 @@ pub fn run_with<B: Backend>(
     {
         unreachable = refresh(config, &mut db, true)?.failed() as u64;
     }
-    let queues = match plan(config, &db, req) {
+    let queues = match queues(config, &db, req) {
         Ok(q) => q,
-        Err(e) if unreachable > 0 => {
-            return Err(e.context(format!(
-                "{unreachable} mail servers did not answer the user list refresh"
-            )))
+        Err(RunError::Request { source, .. }) => {
+            return Err(RunError::Request {
+                source,
+                unreachable,
+            })
         }
         Err(e) => return Err(e),
     };
@@ -543,7 +518,7 @@ pub fn run_with<B: Backend>(
         servers_unreachable: unreachable,
         ..Default::default()
     };
-    let mut progress = Progress::new(mode, planned, config.log_interval);
+    progress.start(planned);
     let mut last_row = Instant::now();
     let mut batch = (0usize, Instant::now());
     let opts = SchedulerOptions {
@@ -551,47 +526,45 @@ pub fn run_with<B: Backend>(
         batch_size: config.batch_size,
         batches_per_raidset: config.batches_per_raidset,
     };
-    let result =
-        scheduler::run_events(backend, queues, opts, stop, |event| -> anyhow::Result<()> {
-            let done = match event {
-                Event::Done(done) => done,
-                Event::Idle => {
-                    // Nothing ended for a while (long users under way): commit the rows
-                    // waiting, so that the write lock is not held and `report` sees them.
-                    if batch.0 > 0 {
-                        db.end_batch()?;
-                        batch.0 = 0;
-                    }
-                    return Ok(());
+    let result = scheduler::run_events(backend, queues, opts, stop, |event| {
+        let done = match event {
+            Event::Done(done) => done,
+            Event::Idle => {
+                // Nothing ended for a while (long users under way): commit the rows
+                // waiting, so that the write lock is not held and `report` sees them.
+                if batch.0 > 0 {
+                    db.end_batch()?;
+                    batch.0 = 0;
                 }
-            };
-            // Rows go in batches (one transaction each); each user's store has committed
-            // before its row is written, so a crash still leaves the state db behind, never
-            // ahead.
-            if batch.0 == 0 {
-                db.begin_batch()?;
-                batch.1 = Instant::now();
+                return Ok(());
             }
-            record(&mut db, run_id, &mut summary, &done, progress.bar.as_ref())?;
-            batch.0 += 1;
-            if batch.0 >= STATE_BATCH_USERS || batch.1.elapsed() >= STATE_BATCH_TIME {
-                db.end_batch()?;
-                batch.0 = 0;
-            }
-            summary.elapsed = t0.elapsed();
-            progress.update(&summary);
-            if last_row.elapsed() >= Duration::from_secs(30) {
-                last_row = Instant::now();
-                db.update_run(run_id, &summary.totals(), "running", None, None)?;
-            }
-            Ok(())
-        });
+        };
+        // Rows go in batches (one transaction each); each user's store has committed
+        // before its row is written, so a crash still leaves the state db behind, never
+        // ahead.
+        if batch.0 == 0 {
+            db.begin_batch()?;
+            batch.1 = Instant::now();
+        }
+        record(&mut db, run_id, &mut summary, &done, progress)?;
+        batch.0 += 1;
+        if batch.0 >= STATE_BATCH_USERS || batch.1.elapsed() >= STATE_BATCH_TIME {
+            db.end_batch()?;
+            batch.0 = 0;
+        }
+        summary.elapsed = t0.elapsed();
+        progress.user_ended(&summary);
+        if last_row.elapsed() >= Duration::from_secs(30) {
+            last_row = Instant::now();
+            db.update_run(run_id, &summary.totals(), "running", None, None)?;
+        }
+        Ok::<(), StateError>(())
+    });
     progress.finish();
     summary.elapsed = t0.elapsed();
     let result = match (result, db.end_batch()) {
         (Ok(r), Ok(())) => Ok(r),
-        (Err(e), _) => Err(e),
-        (Ok(_), Err(e)) => Err(anyhow::Error::from(e)),
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
     };
     match result {
         Ok(report) => {
@@ -613,16 +586,15 @@ pub fn run_with<B: Backend>(
             Ok(summary)
         }
         Err(e) => {
-            let message = error_chain(&e);
             // Best effort: the state db itself may be what failed.
             let _ = db.update_run(
                 run_id,
                 &summary.totals(),
                 "failed",
                 Some(unix_now()),
-                Some(&message),
+                Some(&e.to_string()),
             );
-            Err(e)
+            Err(e.into())
         }
     }
 }

@@ -1,16 +1,22 @@
-//! What a run did, as printed at its end, and the exit status it maps to (decided here and
-//! nowhere else).
+//! What a run did: its totals, as the run's summary prints them, and its [`Verdict`] (which
+//! the binary turns into the exit status).
 
-use crate::planner::{BackupError, UserOutcome};
+use super::user::{BackupError, UserOutcome};
 use std::fmt;
 use std::time::Duration;
 
-/// Exit status: every user backed up complete.
-pub const EXIT_OK: u8 = 0;
-/// Exit status: the run failed (configuration, state db, nothing could be backed up).
-pub const EXIT_FAILED: u8 = 1;
-/// Exit status: the run went through, but some users or messages were not backed up.
-pub const EXIT_INCOMPLETE: u8 = 2;
+/// How a run that went through ended, as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every planned user was backed up complete.
+    Done,
+    /// Some users were skipped, failed, incomplete or not reached, or a server's user list
+    /// could not be refreshed: run it again.
+    Incomplete,
+    /// Nothing was backed up and something went wrong (every user failed, or a server did
+    /// not answer).
+    Failed,
+}
 
 /// A run's totals, summed over its users as their backups end.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,7 +99,7 @@ impl RunSummary {
         };
         if kind != UserResult::Done && self.problems.len() < MAX_LISTED {
             self.problems.push(match result {
-                Ok(o) => format!("user {user}: incomplete: {}", o.incomplete.join("; ")),
+                Ok(o) => format!("user {user}: incomplete: {}", o.incomplete_text()),
                 Err(e) => e.to_string(),
             });
         }
@@ -123,15 +129,11 @@ impl RunSummary {
         self.outcome.bytes_fetched as f64 / 1e6 / s
     }
 
-    /// The exit status of a run that went through: 0 when every planned user was backed
-    /// up complete; 1 when nothing was backed up and something went wrong (every user
-    /// failed, or a server did not answer);
-    /// 2 when some were skipped, failed, incomplete or not reached, or a server's user list
-    /// could not be refreshed.
-    pub fn exit_status(&self) -> u8 {
+    /// How the run ended as a whole (see [`Verdict`]).
+    pub fn verdict(&self) -> Verdict {
         let backed_up = self.users_done + self.users_incomplete;
         if backed_up == 0 && (self.users_failed > 0 || self.servers_unreachable > 0) {
-            EXIT_FAILED
+            Verdict::Failed
         } else if self.users_incomplete
             + self.users_skipped
             + self.users_failed
@@ -140,19 +142,19 @@ impl RunSummary {
             > 0
             || self.interrupted
         {
-            EXIT_INCOMPLETE
+            Verdict::Incomplete
         } else {
-            EXIT_OK
+            Verdict::Done
         }
     }
 
     /// The run's status word for the state db (`runs.status`).
     pub fn status_word(&self) -> &'static str {
-        match self.exit_status() {
-            EXIT_OK => "done",
-            EXIT_FAILED => "failed",
-            _ if self.interrupted => "interrupted",
-            _ => "incomplete",
+        match self.verdict() {
+            Verdict::Done => "done",
+            Verdict::Failed => "failed",
+            Verdict::Incomplete if self.interrupted => "interrupted",
+            Verdict::Incomplete => "incomplete",
         }
     }
 
@@ -169,15 +171,6 @@ impl RunSummary {
             messages_stored: self.outcome.messages_stored,
             bytes_stored: self.outcome.bytes_stored,
         }
-    }
-}
-
-/// The exit status of a run: its summary's, or [`EXIT_FAILED`] when it failed as a whole.
-/// The one place the status is decided.
-pub fn exit_status<E>(run: &Result<RunSummary, E>) -> u8 {
-    match run {
-        Ok(s) => s.exit_status(),
-        Err(_) => EXIT_FAILED,
     }
 }
 
