@@ -230,17 +230,28 @@ mod tests {
     use nix::errno::Errno;
     use std::path::Path;
 
-    const FIXTURE: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/cyrus-3.6"
-    );
-    const WORK: &str = "c7dgmz0w4jyahhmmepic2ujw";
+    const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/cyrus-3.6");
+    /// The fixture's only user.
+    const USER: &str = "fx0";
+
+    /// The unique id of the fixture's Work folder (from mboxlist.json, Cyrus's own dump), and
+    /// its directory relative to the fixture's root.
+    fn work() -> (String, String) {
+        let text = std::fs::read_to_string(Path::new(FIXTURE).join("mboxlist.json")).unwrap();
+        let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let id = list[format!("user.{USER}.Work")]["uniqueid"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let dir = format!("spool/p1/uuid/{}/{}/{id}", &id[..1], &id[1..2]);
+        (id, dir)
+    }
 
     /// mailboxes.db and the Work folder's meta files of the fixture, with an imapd.conf.
     fn fixture() -> (tempfile::TempDir, Spool) {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        let work = format!("spool/p1/uuid/c/7/{WORK}");
+        let (_, work) = work();
         for d in ["conf/lock", &work] {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
@@ -272,13 +283,13 @@ mod tests {
     #[test]
     fn held_locks_keep_cyrus_writers_out_until_dropped() {
         let (dir, spool) = fixture();
+        let (work, work_dir) = work();
         let files = [
-            dir.path().join("conf/lock/*U*u3x0.lock"),
-            dir.path().join(format!("conf/lock/{WORK}.lock")),
-            dir.path()
-                .join(format!("spool/p1/uuid/c/7/{WORK}/cyrus.index")),
+            dir.path().join(format!("conf/lock/*U*{USER}.lock")),
+            dir.path().join(format!("conf/lock/{work}.lock")),
+            dir.path().join(&work_dir).join("cyrus.index"),
         ];
-        let locked = lock_mailbox(&spool, "u3x0", Target::UniqueId(WORK))
+        let locked = lock_mailbox(&spool, USER, Target::UniqueId(&work))
             .unwrap()
             .unwrap();
         assert_eq!(&*locked.mailbox.folder, "Work");
@@ -295,22 +306,19 @@ mod tests {
             try_write_lock(f).unwrap();
         }
         // No #sieve mailbox in the fixture.
-        assert!(lock_mailbox(&spool, "u3x0", Target::Sieve)
-            .unwrap()
-            .is_none());
+        assert!(lock_mailbox(&spool, USER, Target::Sieve).unwrap().is_none());
     }
 
     #[test]
     fn a_damaged_index_is_retried_then_reported_with_its_path() {
         let (dir, spool) = fixture();
-        let index = dir
-            .path()
-            .join(format!("spool/p1/uuid/c/7/{WORK}/cyrus.index"));
+        let (work, work_dir) = work();
+        let index = dir.path().join(&work_dir).join("cyrus.index");
         let mut data = std::fs::read(&index).unwrap();
         let last = data.len() - 1;
         data[last] ^= 0xff; // the last record's CRC
         std::fs::write(&index, data).unwrap();
-        let err = copy_meta(&spool, "u3x0", WORK).unwrap_err();
+        let err = copy_meta(&spool, USER, &work).unwrap_err();
         assert!(
             matches!(
                 &err,

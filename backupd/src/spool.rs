@@ -786,10 +786,16 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
-    const FIXTURE: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/cyrus-3.6"
-    );
+    const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/cyrus-3.6");
+    /// The fixture's only user.
+    const USER: &str = "fx0";
+
+    /// One mailbox of the fixture as `ctl_mboxlist -d` printed it (mboxlist.json).
+    fn dumped(name: &str) -> serde_json::Value {
+        let text = std::fs::read_to_string(Path::new(FIXTURE).join("mboxlist.json")).unwrap();
+        let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+        list[name].clone()
+    }
 
     /// The fixture's conf directory, with an imapd.conf pointing at it.
     fn instance() -> (tempfile::TempDir, ImapdConf) {
@@ -860,21 +866,35 @@ mod tests {
         assert_eq!(list.layout, Some(Layout::ByName));
         assert_eq!(list.mailbox_count(), 5);
         assert!(list.shared.is_empty());
-        let inbox = &list.users["u3x0"][0];
-        assert_eq!(&*inbox.uniqueid, "tr3g9qzoe6kapjm5i3coxngy");
+        let inbox = &list.users[USER][0];
+        let want = dumped(&format!("user.{USER}"));
+        let id = want["uniqueid"].as_str().unwrap();
+        assert_eq!(&*inbox.uniqueid, id);
         assert_eq!(&*inbox.partition, "default");
-        assert_eq!(inbox.uidvalidity, 1795415425);
+        assert_eq!(
+            inbox.uidvalidity.to_string(),
+            want["uidvalidity"].as_str().unwrap()
+        );
         assert_eq!(
             inbox.spool_dir().unwrap(),
-            "uuid/t/r/tr3g9qzoe6kapjm5i3coxngy"
+            format!("uuid/{}/{}/{id}", &id[..1], &id[1..2])
         );
-        let folders: Vec<&str> = list.users["u3x0"].iter().map(|m| &*m.folder).collect();
+        let folders: Vec<&str> = list.users[USER].iter().map(|m| &*m.folder).collect();
         assert_eq!(
             folders,
             ["INBOX", "Archive", "Archive/2025", "Lists", "Work"]
         );
-        let p2: Vec<&str> = list.users["u3x0"].iter().map(|m| &*m.partition).collect();
+        let p2: Vec<&str> = list.users[USER].iter().map(|m| &*m.partition).collect();
         assert_eq!(p2, ["default", "p2", "p2", "default", "default"]);
+        let ids: Vec<&str> = list.users[USER].iter().map(|m| &*m.uniqueid).collect();
+        let want_ids: Vec<String> = ["", ".Archive", ".Archive.2025", ".Lists", ".Work"]
+            .iter()
+            .map(|f| {
+                let entry = dumped(&format!("user.{USER}{f}"));
+                entry["uniqueid"].as_str().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(ids, want_ids);
     }
 
     #[test]
@@ -892,15 +912,19 @@ mod tests {
     #[test]
     fn one_user_by_seeking() {
         let (_dir, conf) = instance();
-        let found = user_mailboxes(&conf, "u3x0").unwrap();
+        let found = user_mailboxes(&conf, USER).unwrap();
         let folders: Vec<&str> = found.iter().map(|m| &*m.folder).collect();
         assert_eq!(
             folders,
             ["INBOX", "Archive", "Archive/2025", "Lists", "Work"]
         );
-        assert_eq!(found, read_mailbox_list(&conf).unwrap().users["u3x0"]);
-        assert!(user_mailboxes(&conf, "u3x").unwrap().is_empty());
-        assert!(user_mailboxes(&conf, "u3x00").unwrap().is_empty());
+        assert_eq!(found, read_mailbox_list(&conf).unwrap().users[USER]);
+        assert!(user_mailboxes(&conf, &USER[..USER.len() - 1])
+            .unwrap()
+            .is_empty());
+        assert!(user_mailboxes(&conf, &format!("{USER}0"))
+            .unwrap()
+            .is_empty());
         assert!(user_mailboxes(&conf, "nobody").unwrap().is_empty());
     }
 
@@ -953,11 +977,23 @@ mod tests {
         let (dir, conf) = instance();
         let path = dir.path().join("conf/mailboxes.db");
         let mut data = std::fs::read(&path).unwrap();
-        data[0x300] ^= 0xff;
+        // A byte of a record every listing reads (the key length in the head of the INBOX's
+        // `N` entry), wherever this capture's records happen to lie.
+        let record = {
+            let db = formats::cyrus::twoskip::Twoskip::open(&data).unwrap();
+            let key = format!("Nuser\x1f{USER}");
+            let entry = db
+                .iter()
+                .map(Result::unwrap)
+                .find(|e| e.key == key.as_bytes())
+                .unwrap();
+            entry.offset
+        };
+        data[record as usize + 3] ^= 0xff;
         std::fs::write(&path, data).unwrap();
         let err = read_mailbox_list(&conf).unwrap_err().to_string();
         assert!(
-            err.contains("mailboxes.db") && err.contains("record at byte"),
+            err.contains("mailboxes.db") && err.contains(&format!("record at byte {record}")),
             "{err}"
         );
     }

@@ -1,4 +1,4 @@
-//! `backupd::spool::Spool` over the captured Cyrus 3.6 spool (../shared/fixtures/cyrus-3.6):
+//! `backupd::spool::Spool` over the captured Cyrus 3.6 spool (tests/fixtures/cyrus-3.6):
 //! the API's answers, its refusals, and that it waits for the locks a Cyrus writer holds (and
 //! for nothing else). The tests against a running Cyrus are in the `tests` crate
 //! (tests/tests/backupd_spool_*.rs).
@@ -14,13 +14,43 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/cyrus-3.6"
-);
-const USER: &str = "u3x0";
-const INBOX: &str = "tr3g9qzoe6kapjm5i3coxngy";
-const WORK: &str = "c7dgmz0w4jyahhmmepic2ujw";
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/cyrus-3.6");
+/// The fixture's only user.
+const USER: &str = "fx0";
+
+/// A mailbox of the fixture as Cyrus's `ctl_mboxlist -d` printed it (mboxlist.json), by
+/// folder (`""` for the INBOX, `"Archive/2025"`): (unique id, partition, UIDVALIDITY).
+fn dumped(folder: &str) -> (String, String, u32) {
+    let text = std::fs::read_to_string(Path::new(FIXTURE).join("mboxlist.json")).unwrap();
+    let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut name = format!("user.{USER}");
+    if !folder.is_empty() {
+        name = format!("{name}.{}", folder.replace('/', "."));
+    }
+    let e = &list[&name];
+    let s = |k: &str| e[k].as_str().unwrap_or_else(|| panic!("{name}: {k}"));
+    (
+        s("uniqueid").to_string(),
+        s("partition").to_string(),
+        s("uidvalidity").parse().unwrap(),
+    )
+}
+
+/// The INBOX's unique id.
+fn inbox() -> String {
+    dumped("").0
+}
+
+/// The Work folder's unique id.
+fn work() -> String {
+    dumped("Work").0
+}
+
+/// `uuid/<c1>/<c2>/<id>`: where Cyrus 3.6 keeps a mailbox by unique id, below its partition
+/// (or below sievedir, for the user's sieve directory).
+fn by_id(id: &str) -> String {
+    format!("uuid/{}/{}/{id}", &id[..1], &id[1..2])
+}
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -59,24 +89,32 @@ fn users_folders_and_user_files() {
     assert_eq!((&*users[0].user, &*users[0].partition), (USER, "default"));
 
     let listing = spool.folders(USER).unwrap();
-    let got: Vec<(&str, &str, &str)> = listing
+    let got: Vec<(String, (String, String, u32))> = listing
         .folders
         .iter()
-        .map(|f| (&*f.name, &*f.uniqueid, &*f.partition))
+        .map(|f| {
+            let listed = (
+                f.uniqueid.to_string(),
+                f.partition.to_string(),
+                f.uidvalidity,
+            );
+            (f.name.to_string(), listed)
+        })
         .collect();
-    assert_eq!(
-        got,
-        [
-            ("INBOX", INBOX, "default"),
-            ("Archive", "m7g18s67qg582r2r9vtju5hp", "p2"),
-            ("Archive/2025", "b5a3bhur2i9t0gibp1lvyaqr", "p2"),
-            ("Lists", "wae1kisisjkq8u6ocidu3osu", "default"),
-            ("Work", WORK, "default"),
-        ]
-    );
+    let folders = ["INBOX", "Archive", "Archive/2025", "Lists", "Work"];
+    let want: Vec<(String, (String, String, u32))> = folders
+        .into_iter()
+        .map(|f| (f.into(), dumped(if f == "INBOX" { "" } else { f })))
+        .collect();
+    assert_eq!(got, want);
+    let partitions: Vec<&str> = want.iter().map(|(_, (_, p, _))| p.as_str()).collect();
+    assert_eq!(partitions, ["default", "p2", "p2", "default", "default"]);
     let inbox = &listing.folders[0];
-    assert_eq!(inbox.uidvalidity, 1795415425);
-    let index_path = Path::new(_dir.path()).join(format!("spool/p1/uuid/t/r/{INBOX}/cyrus.index"));
+    let index_path = _dir
+        .path()
+        .join("spool/p1")
+        .join(by_id(&inbox.uniqueid))
+        .join("cyrus.index");
     let meta = std::fs::metadata(&index_path).unwrap();
     assert_eq!(inbox.index.size, meta.len());
     assert_eq!(
@@ -155,14 +193,15 @@ fn meta_copies_parse_and_messages_match_their_guids() {
 #[test]
 fn names_are_refused_before_use_and_errors_say_what_was_asked() {
     let (dir, spool) = fixture();
-    let bad_users = [
-        "", "..", "../u3x0", "u3x0/..", "a/b", "a\0b", "a\nb", "a\x7fb",
-    ];
+    let inbox = inbox();
+    let up = format!("../{USER}");
+    let down = format!("{USER}/..");
+    let bad_users = ["", "..", &up, &down, "a/b", "a\0b", "a\nb", "a\x7fb"];
     for user in bad_users {
         for err in [
             spool.folders(user).unwrap_err(),
-            spool.copy_meta(user, INBOX).unwrap_err(),
-            spool.open_message(user, INBOX, 1).unwrap_err(),
+            spool.copy_meta(user, &inbox).unwrap_err(),
+            spool.open_message(user, &inbox, 1).unwrap_err(),
             spool
                 .read_user_file(user, &UserFileId::Subscriptions)
                 .unwrap_err(),
@@ -173,14 +212,8 @@ fn names_are_refused_before_use_and_errors_say_what_was_asked() {
             );
         }
     }
-    for id in [
-        "",
-        "../../etc",
-        "a/b",
-        "x\0",
-        "tr3g9qzoe6kapjm5i3coxngy/../x",
-        "é",
-    ] {
+    let escape = format!("{inbox}/../x");
+    for id in ["", "../../etc", "a/b", "x\0", &escape, "é"] {
         for err in [
             spool.copy_meta(USER, id).unwrap_err(),
             spool.open_message(USER, id, 1).unwrap_err(),
@@ -213,14 +246,14 @@ fn names_are_refused_before_use_and_errors_say_what_was_asked() {
         );
     }
     assert!(matches!(
-        spool.open_message(USER, INBOX, 0).unwrap_err(),
+        spool.open_message(USER, &inbox, 0).unwrap_err(),
         SpoolError::BadName { what: "UID", .. }
     ));
 
     let err = spool.folders("nobody").unwrap_err();
     assert!(matches!(&err, SpoolError::UnknownUser { user } if user == "nobody"));
     assert!(err.to_string().contains("\"nobody\""), "{err}");
-    let err = spool.copy_meta("nobody", INBOX).unwrap_err();
+    let err = spool.copy_meta("nobody", &inbox).unwrap_err();
     assert!(matches!(err, SpoolError::UnknownUser { .. }), "{err}");
     // No lock file is made for a user that does not exist.
     assert!(!dir.path().join("conf/lock/*U*nobody.lock").exists());
@@ -235,7 +268,7 @@ fn names_are_refused_before_use_and_errors_say_what_was_asked() {
         let text = err.to_string();
         assert!(
             matches!(&err, SpoolError::UnknownFolder { .. })
-                && text.contains("\"u3x0\"")
+                && text.contains(&format!("\"{USER}\""))
                 && text.contains("aaaabbbbccccddddeeeeffff"),
             "{text}"
         );
@@ -262,8 +295,9 @@ fn copy_in_thread(
 ) -> (bool, std::thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel();
     let spool = spool.clone();
+    let work = work();
     let handle = std::thread::spawn(move || {
-        spool.copy_meta(USER, WORK).unwrap();
+        spool.copy_meta(USER, &work).unwrap();
         let _ = tx.send(()); // the receiver may have stopped waiting
     });
     (rx.recv_timeout(wait).is_ok(), handle)
@@ -273,15 +307,18 @@ fn copy_in_thread(
 fn copies_wait_for_cyrus_writers_and_nothing_else() {
     let (dir, spool) = fixture();
     let spool = std::sync::Arc::new(spool);
+    let work = work();
     // The first copy creates the lock files Cyrus would have created.
-    spool.copy_meta(USER, WORK).unwrap();
+    spool.copy_meta(USER, &work).unwrap();
     let lock_dir = dir.path().join("conf/lock");
     let namespace = lock_dir.join(format!("*U*{USER}.lock"));
-    let mailbox = lock_dir.join(format!("{WORK}.lock"));
+    let mailbox = lock_dir.join(format!("{work}.lock"));
     assert!(namespace.exists() && mailbox.exists());
     let index: PathBuf = dir
         .path()
-        .join(format!("spool/p1/uuid/c/7/{WORK}/cyrus.index"));
+        .join("spool/p1")
+        .join(by_id(&work))
+        .join("cyrus.index");
 
     for (what, path) in [
         ("namespace lock", &namespace),
@@ -311,7 +348,8 @@ fn copies_wait_for_cyrus_writers_and_nothing_else() {
 #[test]
 fn a_hung_cyrus_writer_fails_the_request_after_the_lock_timeout() {
     let (dir, spool) = fixture();
-    spool.copy_meta(USER, WORK).unwrap(); // creates the lock files
+    let work = work();
+    spool.copy_meta(USER, &work).unwrap(); // creates the lock files
     let timeout = Duration::from_millis(300);
     let spool = spool.with_lock_timeout(timeout);
     assert_eq!(spool.lock_timeout(), timeout);
@@ -319,17 +357,19 @@ fn a_hung_cyrus_writer_fails_the_request_after_the_lock_timeout() {
     let mailboxes_db = dir.path().join("conf/mailboxes.db");
     let index = dir
         .path()
-        .join(format!("spool/p1/uuid/c/7/{WORK}/cyrus.index"));
+        .join("spool/p1")
+        .join(by_id(&work))
+        .join("cyrus.index");
     for path in [
         lock_dir.join(format!("*U*{USER}.lock")),
-        lock_dir.join(format!("{WORK}.lock")),
+        lock_dir.join(format!("{work}.lock")),
         index,
         mailboxes_db.clone(),
     ] {
         // A writer that never lets go.
         let writer = cyrus_lock(&path, nix::libc::F_WRLCK);
         let t = std::time::Instant::now();
-        let err = spool.copy_meta(USER, WORK).unwrap_err();
+        let err = spool.copy_meta(USER, &work).unwrap_err();
         let took = t.elapsed();
         match &err {
             SpoolError::LockTimeout { path: p, waited } => {
@@ -352,7 +392,7 @@ fn a_hung_cyrus_writer_fails_the_request_after_the_lock_timeout() {
             "{text}"
         );
         drop(writer);
-        spool.copy_meta(USER, WORK).unwrap();
+        spool.copy_meta(USER, &work).unwrap();
     }
     // The mailbox list too: a listing of every user.
     let writer = cyrus_lock(&mailboxes_db, nix::libc::F_WRLCK);
@@ -376,7 +416,8 @@ fn archived_messages_are_found_on_the_archive_partition() {
         dir.path().display()
     ));
     std::fs::write(&conf, text).unwrap();
-    let rel = format!("uuid/c/7/{WORK}");
+    let work = work();
+    let rel = by_id(&work);
     let archived = dir.path().join("archive").join(&rel);
     std::fs::create_dir_all(&archived).unwrap();
     std::fs::rename(
@@ -385,11 +426,11 @@ fn archived_messages_are_found_on_the_archive_partition() {
     )
     .unwrap();
     let spool = Spool::open(&conf).unwrap();
-    let copy = spool.copy_meta(USER, WORK).unwrap();
+    let copy = spool.copy_meta(USER, &work).unwrap();
     let idx = Index::parse(&copy.index.0).unwrap();
     let rec = idx.records().next().unwrap().unwrap();
     assert_eq!(rec.uid, 1);
-    let (mut file, _) = spool.open_message(USER, WORK, 1).unwrap().unwrap();
+    let (mut file, _) = spool.open_message(USER, &work, 1).unwrap().unwrap();
     let mut data = Vec::new();
     file.read_to_end(&mut data).unwrap();
     assert_eq!(Some(Guid::of(&data)), rec.guid);
@@ -399,7 +440,7 @@ fn archived_messages_are_found_on_the_archive_partition() {
 fn sieve_scripts_kept_as_files_are_listed_and_read() {
     // Before Cyrus 3.6 moved sources into the #sieve mailbox: `<name>.script` files.
     let (dir, spool) = fixture();
-    let sieve = dir.path().join(format!("sieve/uuid/t/r/{INBOX}"));
+    let sieve = dir.path().join("sieve").join(by_id(&inbox()));
     std::fs::create_dir_all(&sieve).unwrap();
     std::fs::write(sieve.join("main.script"), b"keep;\r\n").unwrap();
     std::fs::write(sieve.join("main.bc"), b"compiled").unwrap();
@@ -438,7 +479,7 @@ fn sieve_script_names_cyrus_accepts_are_backed_up() {
     // a tab must be listed and read, not skipped in silence. The name only ever becomes
     // `<name>.script` / `<name>.bc` inside the sieve directory.
     let (dir, spool) = fixture();
-    let sieve = dir.path().join(format!("sieve/uuid/t/r/{INBOX}"));
+    let sieve = dir.path().join("sieve").join(by_id(&inbox()));
     std::fs::create_dir_all(&sieve).unwrap();
     for name in ["v1..v2", "a\tb", ".."] {
         std::fs::write(sieve.join(format!("{name}.script")), name.as_bytes()).unwrap();

@@ -1,14 +1,13 @@
-//! The cyrus.header reader against the real Cyrus 3.6 spool of the shared fixture, checked
-//! against the mailbox list Cyrus printed (mboxlist.json), and against the tab-separated form
-//! Cyrus 3.0-3.4 write.
+//! The cyrus.header reader against the real Cyrus 3.6 spool of the repository's fixture
+//! (tests/fixtures/cyrus-3.6), checked against the mailbox list Cyrus printed (mboxlist.json),
+//! and against the tab-separated form Cyrus 3.0-3.4 write.
 
 use formats::cyrus::header::{self, AclEntry, HeaderFormat, MailboxHeader, MAGIC};
 use serde_json::Value;
 
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/cyrus-3.6"
-);
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/cyrus-3.6");
+/// The fixture's only user.
+const USER: &str = "fx0";
 
 fn mboxlist() -> Value {
     let text = std::fs::read_to_string(format!("{FIXTURE}/mboxlist.json")).unwrap();
@@ -72,16 +71,18 @@ fn fixture_headers_match_the_mailbox_list() {
 
 #[test]
 fn inbox_header_in_detail() {
-    let h = header::parse(&header_bytes("tr3g9qzoe6kapjm5i3coxngy")).unwrap();
+    let inbox = format!("user.{USER}");
+    let uniqueid = mboxlist()[&inbox]["uniqueid"].as_str().unwrap().to_string();
+    let h = header::parse(&header_bytes(&uniqueid)).unwrap();
     assert_eq!(
         h,
         MailboxHeader {
             format: HeaderFormat::Dlist,
             mbtype: Some("e".into()),
-            name: Some("user.u3x0".into()),
-            unique_id: Some("tr3g9qzoe6kapjm5i3coxngy".into()),
+            name: Some(inbox),
+            unique_id: Some(uniqueid),
             acl: vec![AclEntry {
-                identifier: "u3x0".into(),
+                identifier: USER.into(),
                 rights: "lrswipkxtecdan".into()
             }],
             user_flags: vec![Some("$Work".into())],

@@ -1,15 +1,13 @@
-//! The cyrus.index and cyrus.header readers against the real Cyrus 3.6 spool of the shared
-//! fixture, checked against what the IMAP server itself said (truth.json).
+//! The cyrus.index and cyrus.header readers against the real Cyrus 3.6 spool of the repository's
+//! fixture (tests/fixtures/cyrus-3.6), checked against what the IMAP server itself said
+//! (truth.json).
 
 use formats::cyrus::{header, index};
 use formats::{Guid, Timestamp};
 use serde_json::Value;
 use std::path::PathBuf;
 
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/cyrus-3.6"
-);
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/cyrus-3.6");
 
 fn json(name: &str) -> Value {
     let text = std::fs::read_to_string(format!("{FIXTURE}/{name}")).expect("fixture json");
@@ -24,7 +22,7 @@ struct Folder {
     dir: PathBuf,
 }
 
-/// `user.u3x0.Archive.2025` -> `u3x0/Archive/2025`, `user.u3x0` -> `u3x0/INBOX`.
+/// `user.fx0.Archive.2025` -> `fx0/Archive/2025`, `user.fx0` -> `fx0/INBOX`.
 fn truth_name(internal: &str) -> String {
     let rest = internal.strip_prefix("user.").expect("user mailbox");
     match rest.split_once('.') {
@@ -66,12 +64,13 @@ fn folders() -> Vec<Folder> {
     out
 }
 
-/// `23-Nov-2026 06:30:24 +0000` as seconds since the epoch.
+/// `23-Nov-2026 06:30:24 +0000` as seconds since the epoch. A day below 10 is written with a
+/// leading space (`date-day-fixed` of RFC 3501: ` 3-Dec-2026 ...`).
 fn imap_date(s: &str) -> Timestamp {
     let months = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let (date, rest) = s.split_once(' ').unwrap();
+    let (date, rest) = s.trim_start().split_once(' ').unwrap();
     let (time, zone) = rest.split_once(' ').unwrap();
     assert_eq!(zone, "+0000", "the fixture's server runs in UTC");
     let mut d = date.split('-');
@@ -110,6 +109,10 @@ fn imap_date_converts() {
     assert_eq!(
         imap_date("31-Dec-1969 23:59:59 +0000"),
         Timestamp::from_secs(-1)
+    );
+    assert_eq!(
+        imap_date(" 3-Dec-2026 09:23:02 +0000"),
+        Timestamp::from_secs(1_796_289_782)
     );
 }
 
@@ -238,12 +241,15 @@ fn lazy_iteration_matches_collect() {
 fn json_output_names_flags_and_hex_guid() {
     let f = folders()
         .into_iter()
-        .find(|f| f.truth_name == "u3x0/INBOX")
+        .find(|f| f.truth_name == "fx0/INBOX")
         .unwrap();
     let bytes = std::fs::read(f.dir.join("cyrus.index")).unwrap();
     let (_, records) = index::parse_all(&bytes).unwrap();
     let v = serde_json::to_value(&records[0]).unwrap();
-    assert_eq!(v["guid"], "ceea60118a7b84dcdbde028fff958f73a8d18b5c");
+    let uid1 = &f.truth["messages"][0];
+    assert_eq!(uid1["uid"], 1);
+    assert_eq!(v["guid"], uid1["sha1"]);
+    assert_eq!(v["guid"].as_str().map(str::len), Some(40));
     // Times as the inspect tool documents them: whole seconds and nanoseconds.
     let t = records[0].internaldate;
     assert_eq!(

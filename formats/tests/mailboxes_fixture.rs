@@ -6,10 +6,7 @@ use formats::cyrus::mailboxes::{
 };
 use std::path::Path;
 
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/cyrus-3.6"
-);
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/cyrus-3.6");
 
 fn entries() -> Vec<MailboxEntry> {
     let data = std::fs::read(Path::new(FIXTURE).join("conf/mailboxes.db")).unwrap();
@@ -61,7 +58,7 @@ fn users_and_folders() {
         .iter()
         .map(|e| (e.name.userid(), e.name.folder()))
         .collect();
-    let u = Some("u3x0".to_string());
+    let u = Some("fx0".to_string());
     assert_eq!(
         got,
         [

@@ -7,7 +7,7 @@ use formats::cyrus::mailboxes::SpoolHashing;
 fn fixture_config() {
     let text = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/cyrus-3.6/imapd.conf"
+        "/../tests/fixtures/cyrus-3.6/imapd.conf"
     ))
     .unwrap();
     let c = ImapdConf::parse(&text).unwrap();

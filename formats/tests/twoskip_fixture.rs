@@ -1,18 +1,23 @@
-//! The twoskip reader against real files written by Cyrus 3.6: the fixture's mailboxes.db, and
-//! a copy of it that `cyr_dbtool ... twoskip damage` left mid-transaction (Cyrus stored the key
-//! `INVALID` and died before committing: header dirty, record past current_size, a level-0
+//! The twoskip reader against real files written by Cyrus 3.6: the fixture's mailboxes.db
+//! (tests/fixtures/cyrus-3.6), and the mailboxes.db of an earlier capture of the same shape
+//! (user `u3x0`) that `cyr_dbtool ... twoskip damage` left mid-transaction (Cyrus stored the
+//! key `INVALID` and died before committing: header dirty, record past current_size, a level-0
 //! pointer of the dummy rewritten to point at it).
 
 use formats::cyrus::twoskip::{Twoskip, TwoskipError, TwoskipReader};
+use serde_json::Value;
 
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/cyrus-3.6/conf/mailboxes.db"
-);
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/cyrus-3.6");
 const UNCOMMITTED: &[u8] = include_bytes!("data/twoskip_uncommitted.db");
 
 fn fixture() -> Vec<u8> {
-    std::fs::read(FIXTURE).expect("fixture mailboxes.db")
+    std::fs::read(format!("{FIXTURE}/conf/mailboxes.db")).expect("fixture mailboxes.db")
+}
+
+/// What `ctl_mboxlist -d` printed for the fixture's mailboxes.db.
+fn mboxlist() -> Value {
+    let text = std::fs::read_to_string(format!("{FIXTURE}/mboxlist.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
 }
 
 fn keys(db: &Twoskip<'_>) -> Vec<String> {
@@ -21,7 +26,27 @@ fn keys(db: &Twoskip<'_>) -> Vec<String> {
         .collect()
 }
 
-const FIXTURE_KEYS: [&str; 10] = [
+/// The keys the fixture's mailboxes.db must hold, in byte order, from Cyrus's own dump: per
+/// mailbox `I` + unique id and `N` + name (levels separated by 0x1f, shown as `/`).
+fn fixture_keys() -> Vec<String> {
+    let list = mboxlist();
+    let mut keys: Vec<String> = list
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(name, entry)| {
+            [
+                format!("I{}", entry["uniqueid"].as_str().unwrap()),
+                format!("N{}", name.replace('.', "\x1f")),
+            ]
+        })
+        .collect();
+    keys.sort();
+    keys.iter().map(|k| k.replace('\x1f', "/")).collect()
+}
+
+/// The committed keys of data/twoskip_uncommitted.db.
+const UNCOMMITTED_KEYS: [&str; 10] = [
     "Ib5a3bhur2i9t0gibp1lvyaqr",
     "Ic7dgmz0w4jyahhmmepic2ujw",
     "Im7g18s67qg582r2r9vtju5hp",
@@ -42,23 +67,40 @@ fn header_and_keys_in_order() {
     assert_eq!(h.version, 1);
     assert!(!h.dirty);
     assert_eq!(h.current_size, data.len() as u64);
-    assert_eq!(keys(&db), FIXTURE_KEYS);
+    let want = fixture_keys();
+    assert_eq!(want.len(), 10, "five mailboxes, two keys each");
+    assert_eq!(want[5], "Nuser/fx0");
+    assert_eq!(keys(&db), want);
     assert_eq!(h.num_records, 10);
 }
 
 #[test]
 fn replaced_values_are_not_seen() {
-    // The file still holds an early "T ei" (intermediate) value for user.u3x0, replaced since.
+    // Cyrus created the INBOX as an intermediate ("T ei") entry first, then replaced it: the
+    // file still holds that early value, the reader must return the later one.
     let data = fixture();
+    let id = mboxlist()["user.fx0"]["uniqueid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let early = format!("%(T ei I {id} ");
+    assert!(
+        data.windows(early.len()).any(|w| w == early.as_bytes()),
+        "the fixture holds no replaced value for the INBOX"
+    );
     let db = Twoskip::open(&data).unwrap();
     let inbox = db
         .iter()
         .map(Result::unwrap)
-        .find(|e| e.key == b"Nuser\x1fu3x0")
+        .find(|e| e.key == b"Nuser\x1ffx0")
         .unwrap();
-    assert!(inbox
-        .value
-        .starts_with(b"%(T e I tr3g9qzoe6kapjm5i3coxngy P default"));
+    assert!(
+        inbox
+            .value
+            .starts_with(format!("%(T e I {id} P default").as_bytes()),
+        "{}",
+        String::from_utf8_lossy(inbox.value)
+    );
 }
 
 #[test]
@@ -66,7 +108,7 @@ fn uncommitted_transaction_is_ignored() {
     let db = Twoskip::open(UNCOMMITTED).unwrap();
     assert!(db.header().dirty);
     assert!(db.header().current_size < UNCOMMITTED.len() as u64);
-    assert_eq!(keys(&db), FIXTURE_KEYS);
+    assert_eq!(keys(&db), UNCOMMITTED_KEYS);
 }
 
 #[test]
@@ -82,7 +124,7 @@ fn the_same_bytes_committed_show_the_new_key() {
     let db = Twoskip::open(&data).unwrap();
     let keys = keys(&db);
     assert_eq!(keys[0], "INVALID");
-    assert_eq!(keys[1..], FIXTURE_KEYS);
+    assert_eq!(keys[1..], UNCOMMITTED_KEYS);
 }
 
 #[test]

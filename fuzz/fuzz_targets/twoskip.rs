@@ -1,7 +1,7 @@
 #![no_main]
 //! Any bytes through the twoskip readers (whole-slice and windowed, walking and seeking) and
 //! the mailbox list decoder: errors are fine, panics and endless loops are not. Seed the
-//! corpus with shared/fixtures/cyrus-3.6/conf/mailboxes.db and formats/tests/data/*.db.
+//! corpus with tests/fixtures/cyrus-3.6/conf/mailboxes.db and formats/tests/data/*.db.
 
 use formats::cyrus::mailboxes::{mailboxes, SpoolHashing};
 use formats::cyrus::twoskip::{Twoskip, TwoskipReader};

@@ -31,7 +31,7 @@ Output: one JSON object keyed "<user>/<folder>" (folder as the user sees it, e.g
     }
 
 * "status": the server's verbatim answer to STATUS (UIDNEXT UIDVALIDITY HIGHESTMODSEQ), after
-  "* STATUS " (the same shape as /work/shared/fixtures/cyrus-3.6/truth.json).
+  "* STATUS " (as in tests/fixtures/cyrus-3.6/truth.json).
 * "messages": every live message (expunged records stay in cyrus.index but are not here),
   by UID: FLAGS sorted by byte value, without the session flag \\Recent; INTERNALDATE
   verbatim; RFC822.SIZE; SHA-1 (hex) of the bytes BODY.PEEK[] returned, which equals the GUID

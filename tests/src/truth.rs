@@ -1,6 +1,6 @@
 //! What the IMAP server itself said about a spool: the JSON written by
-//! `tests/cyrus/imap_truth.py` (and, in its older, smaller shape, the fixture
-//! `/work/shared/fixtures/cyrus-3.6/truth.json`).
+//! `tests/cyrus/imap_truth.py` (the fixture's `tests/fixtures/cyrus-3.6/truth.json` too), or
+//! its older, smaller shape (`status` and `messages` only), which is still read.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -24,7 +24,7 @@ pub struct FolderTruth {
     pub status: String,
     /// Live messages by ascending UID (expunged records are not here).
     pub messages: Vec<MessageTruth>,
-    /// The mailbox unique id (absent from the fixture's truth.json).
+    /// The mailbox unique id (absent from the older shape).
     #[serde(default)]
     pub uniqueid: Option<String>,
     /// UIDVALIDITY (filled from `status` when the JSON lacks it).
@@ -39,10 +39,10 @@ pub struct FolderTruth {
     /// EXISTS on EXAMINE (filled with the number of messages when the JSON lacks it).
     #[serde(default)]
     pub exists: Option<usize>,
-    /// The Cyrus partition holding the folder (absent from the fixture's truth.json).
+    /// The Cyrus partition holding the folder (absent from the older shape).
     #[serde(default)]
     pub partition: Option<String>,
-    /// Whether the owner is subscribed to the folder (absent from the fixture's truth.json).
+    /// Whether the owner is subscribed to the folder (absent from the older shape).
     #[serde(default)]
     pub subscribed: Option<bool>,
 }
@@ -63,7 +63,7 @@ pub struct MessageTruth {
 }
 
 impl Truth {
-    /// Parses truth JSON and fills the numbers the fixture's older shape leaves out.
+    /// Parses truth JSON and fills the numbers the older shape leaves out.
     pub fn from_json(text: &str) -> Result<Self> {
         let mut truth: Truth = serde_json::from_str(text).context("parsing truth JSON")?;
         for (key, folder) in &mut truth.folders {

@@ -210,7 +210,8 @@ fn stale_instance_of_a_dead_test_is_reaped() {
 
 #[test]
 fn truth_in_the_fixture_shape_parses() {
-    // The shape of the captured fixture's truth.json: no uniqueid nor numbers beside STATUS.
+    // The older, smaller shape of truth.json (an earlier capture's): no uniqueid nor numbers
+    // beside STATUS.
     let json = r#"{"u3x0/INBOX": {"status": "INBOX (UIDNEXT 12 UIDVALIDITY 1795415425 HIGHESTMODSEQ 16)",
         "messages": [{"uid": 1, "flags": ["$Work", "\\Flagged"],
         "internaldate": "23-Nov-2026 06:30:24 +0000", "size": 508,

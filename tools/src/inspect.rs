@@ -388,11 +388,26 @@ mod tests {
     use formats::archive::{ArchiveWriter, EntryMeta, Message};
     use formats::{Guid, Timestamp};
 
-    const FIXTURE: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/cyrus-3.6"
-    );
-    const INBOX: &str = "spool/p1/uuid/t/r/tr3g9qzoe6kapjm5i3coxngy";
+    const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/cyrus-3.6");
+
+    fn fixture_json(name: &str) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(Path::new(FIXTURE).join(name)).unwrap())
+            .unwrap()
+    }
+
+    /// The unique id of a mailbox of the fixture, from mboxlist.json (`ctl_mboxlist -d`).
+    fn uniqueid(name: &str) -> String {
+        fixture_json("mboxlist.json")[name]["uniqueid"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// The INBOX's directory, relative to the fixture.
+    fn inbox() -> String {
+        let id = uniqueid("user.fx0");
+        format!("spool/p1/uuid/{}/{}/{id}", &id[..1], &id[1..2])
+    }
 
     fn run(path: &Path, json: bool) -> String {
         let mut out = Vec::new();
@@ -402,16 +417,15 @@ mod tests {
 
     #[test]
     fn index_text_names_keywords_and_expunged_records() {
-        let text = run(&Path::new(FIXTURE).join(INBOX).join("cyrus.index"), false);
+        let text = run(&Path::new(FIXTURE).join(inbox()).join("cyrus.index"), false);
         assert!(text.contains("minor_version: 17"), "{text}");
         let uid1 = text
             .lines()
             .find(|l| l.trim_start().starts_with("1  "))
             .unwrap();
-        assert!(
-            uid1.contains("ceea60118a7b84dcdbde028fff958f73a8d18b5c"),
-            "{uid1}"
-        );
+        let truth = fixture_json("truth.json");
+        let guid = truth["fx0/INBOX"]["messages"][0]["sha1"].as_str().unwrap();
+        assert!(uid1.contains(guid), "{uid1}");
         assert!(uid1.ends_with("\\Flagged $Work"), "{uid1}");
         let uid3 = text
             .lines()
@@ -423,12 +437,16 @@ mod tests {
     #[test]
     fn index_json_is_one_document_with_every_record() {
         let doc: Value = serde_json::from_str(&run(
-            &Path::new(FIXTURE).join(INBOX).join("cyrus.index"),
+            &Path::new(FIXTURE).join(inbox()).join("cyrus.index"),
             true,
         ))
         .unwrap();
         assert_eq!(doc["kind"], "cyrus.index");
-        assert_eq!(doc["header"]["uidvalidity"], 1795415425);
+        let truth = fixture_json("truth.json");
+        assert_eq!(
+            doc["header"]["uidvalidity"],
+            truth["fx0/INBOX"]["uidvalidity"]
+        );
         let records = doc["records"].as_array().unwrap();
         assert_eq!(records.len(), 11);
         assert_eq!(records[0]["flags"], json!(["\\Flagged", "$Work"]));
@@ -438,13 +456,14 @@ mod tests {
     #[test]
     fn header_and_mailbox_list_are_recognised() {
         let doc: Value = serde_json::from_str(&run(
-            &Path::new(FIXTURE).join(INBOX).join("cyrus.header"),
+            &Path::new(FIXTURE).join(inbox()).join("cyrus.header"),
             true,
         ))
         .unwrap();
-        assert_eq!(doc["header"]["unique_id"], "tr3g9qzoe6kapjm5i3coxngy");
+        assert_eq!(doc["header"]["unique_id"], uniqueid("user.fx0"));
         let text = run(&Path::new(FIXTURE).join("conf/mailboxes.db"), false);
-        assert!(text.contains("b5a3bhur2i9t0gibp1lvyaqr  p2"), "{text}");
+        let archive = uniqueid("user.fx0.Archive.2025");
+        assert!(text.contains(&format!("{archive}  p2")), "{text}");
         assert!(text.contains("Archive/2025"), "{text}");
         let doc: Value =
             serde_json::from_str(&run(&Path::new(FIXTURE).join("conf/mailboxes.db"), true))
