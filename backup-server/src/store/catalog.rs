@@ -11,7 +11,7 @@ use formats::archive::{open_entry, EntryReader, UserFileKind};
 use formats::{FileStat, Guid, Timestamp};
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::datafile::{DataFile, ReadAt};
+use super::datafile::{DataFile, PositionalReader};
 use super::error::{Result, SqlContext, StoreError};
 use super::index::IndexDb;
 use super::ingest::{from_ns, to_ns};
@@ -262,7 +262,7 @@ impl Catalog {
 
     /// End of the last committed chunk (as the index says now).
     pub fn committed_len(&self) -> Result<u64> {
-        super::open::committed_len(&self.db)
+        self.db.committed_len()
     }
 
     /// Whether the store holds the message.
@@ -301,7 +301,7 @@ impl Catalog {
     }
 
     /// Opens an entry for reading: inflates its one chunk up to it.
-    pub fn open_entry(&self, e: &EntryRef) -> Result<EntryReader<ReadAt<'_>>> {
+    pub fn open_entry(&self, e: &EntryRef) -> Result<EntryReader<PositionalReader<'_>>> {
         open_entry(self.data.reader(0), e.chunk_offset, e.header_offset).map_err(|source| {
             StoreError::Archive {
                 path: self.data.path.clone(),
@@ -311,7 +311,7 @@ impl Catalog {
     }
 
     /// Opens a message's bytes (`None` if the store does not hold it).
-    pub fn open_message(&self, guid: &Guid) -> Result<Option<EntryReader<ReadAt<'_>>>> {
+    pub fn open_message(&self, guid: &Guid) -> Result<Option<EntryReader<PositionalReader<'_>>>> {
         match self.message(guid)? {
             Some(m) => self.open_entry(&m.entry).map(Some),
             None => Ok(None),

@@ -9,7 +9,7 @@
 //!   give it back otherwise).
 //! * With `deep`: SQLite's `integrity_check` and `foreign_key_check`.
 //!
-//! `verify` (reading and hashing every entry) is built on top of this by later work.
+//! `backup-server verify` (crate::verify) runs this, then reads and hashes every entry.
 
 use super::catalog::Catalog;
 use super::error::{Result, SqlContext};

@@ -2,7 +2,7 @@
 //! offset without moving anyone else's file position.
 //!
 //! The bytes are formats::archive's (docs/archive-format.md). This module only knows the
-//! file: its length, `fsync`, `ftruncate`, and positional reads ([`ReadAt`]) so that
+//! file: its length, `fsync`, `ftruncate`, and positional reads ([`PositionalReader`]) so that
 //! several readers of one store never share a seek position.
 
 use std::fs::{File, OpenOptions};
@@ -82,8 +82,8 @@ impl DataFile {
     }
 
     /// A reader at `offset` that does not move any shared position.
-    pub(crate) fn reader(&self, offset: u64) -> ReadAt<'_> {
-        ReadAt {
+    pub(crate) fn reader(&self, offset: u64) -> PositionalReader<'_> {
+        PositionalReader {
             file: &self.file,
             pos: offset,
         }
@@ -100,12 +100,12 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 /// A positional reader over a file: `pread` at its own offset. Many can read one file at
 /// once, and none disturbs an appender's position.
 #[derive(Debug)]
-pub struct ReadAt<'a> {
+pub struct PositionalReader<'a> {
     file: &'a File,
     pos: u64,
 }
 
-impl Read for ReadAt<'_> {
+impl Read for PositionalReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.file.read_at(buf, self.pos)?;
         self.pos += n as u64;
@@ -113,7 +113,7 @@ impl Read for ReadAt<'_> {
     }
 }
 
-impl Seek for ReadAt<'_> {
+impl Seek for PositionalReader<'_> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
         let new = match to {
             SeekFrom::Start(p) => Some(p),

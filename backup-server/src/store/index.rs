@@ -26,9 +26,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use formats::Timestamp;
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::error::{Result, SqlContext, StoreError};
+use super::ingest::from_ns;
 
 /// One step of the schema's history.
 pub struct Migration {
@@ -279,6 +281,38 @@ impl IndexDb {
             }
         }
         Ok(())
+    }
+
+    /// End of the last committed chunk (0 for a store without chunks).
+    pub(crate) fn committed_len(&self) -> Result<u64> {
+        let n: i64 = self
+            .conn
+            .query_row(
+                "SELECT offset + compressed_len FROM chunks ORDER BY offset DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .sql(&self.path)?
+            .unwrap_or(0);
+        Ok(n as u64)
+    }
+
+    /// The time of the newest entry, if any.
+    pub(crate) fn last_time(&self) -> Result<Option<Timestamp>> {
+        // Entry times increase in file order (a run starts after the previous entry), so
+        // the last timed entry has the newest: a few steps down the primary key, not a scan
+        // (an unknown kind, written by a newer version, has no time and is stepped over).
+        let t: Option<Option<i64>> = self
+            .conn
+            .query_row(
+                "SELECT time FROM entries WHERE time IS NOT NULL ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .sql(&self.path)?;
+        Ok(t.flatten().map(from_ns))
     }
 
     /// Runs `PRAGMA integrity_check` and `PRAGMA foreign_key_check`; returns what they

@@ -37,7 +37,7 @@ pub use catalog::{
     Catalog, EntryRef, FolderAt, HeldFolder, HeldSnapshot, HeldUserFile, MessageAt, MessageState,
     RunInfo, SnapshotInfo, StoredMessage,
 };
-pub use datafile::ReadAt;
+pub use datafile::PositionalReader;
 pub use error::{Result, StoreError};
 pub use index::{Migration, MIGRATIONS, SCHEMA_VERSION, TABLES};
 pub use layout::{
@@ -47,7 +47,7 @@ pub use layout::{
 pub use lock::UserLock;
 pub use open::{LockedDir, OpenReport, Store, StoreReader};
 pub use reindex::{rebuild_index, ReindexReport};
-pub use run::{Added, FolderSnapshot, MessageInfo, MetaFileData, RunEnd, RunSummary, RunWriter};
+pub use run::{Added, CommitSummary, FolderSnapshot, MessageInfo, MetaFileData, RunEnd, RunWriter};
 pub use usage::{EntryState, Usage};
 
 use formats::Timestamp;

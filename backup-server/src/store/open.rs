@@ -28,14 +28,12 @@ use super::catalog::Catalog;
 use super::datafile::{sync_dir, DataFile};
 use super::error::{IoContext, Result, SqlContext, StoreError};
 use super::index::{IndexDb, OpenMode};
-use super::ingest::from_ns;
 use super::layout::{
     data_file_name, UserDir, INDEX_FILE, INDEX_NEW_FILE, INDEX_TMP_FILE, LOCK_FILE,
     READERS_LOCK_FILE,
 };
 use super::lock::UserLock;
 use super::reindex::{rebuild_index, ReindexReport};
-use super::run::RunWriter;
 use super::StoreOptions;
 
 /// What opening a store did.
@@ -200,7 +198,7 @@ impl LockedDir {
                 found: user,
             });
         }
-        let committed = committed_len(&db)?;
+        let committed = db.committed_len()?;
         let data_path = dir.file(&data_name);
         let data = if data_path.exists() {
             DataFile::open(&data_path, true)?
@@ -223,7 +221,7 @@ impl LockedDir {
         if removed_any {
             sync_dir(dir.path())?;
         }
-        let last_time = last_time(&db)?;
+        let last_time = db.last_time()?;
         let cat = Catalog::new(db, data, user, data_name);
         Ok(Store {
             dir: self.dir,
@@ -238,7 +236,8 @@ impl LockedDir {
     }
 }
 
-/// A store opened for writing: locked, recovered, ready for a [`RunWriter`].
+/// A store opened for writing: locked, recovered, ready for a run
+/// ([`Store::begin_run`], in `run.rs`).
 #[derive(Debug)]
 pub struct Store {
     pub(crate) dir: UserDir,
@@ -295,22 +294,12 @@ impl Store {
         self.committed_len
     }
 
-    /// Starts a backup run: one write transaction and, in the data file, a chunk opening
-    /// with the run's start marker. Commit it with [`RunWriter::commit`]; dropping it
-    /// aborts it and leaves no trace.
-    pub fn begin_run(&mut self) -> Result<RunWriter<'_>> {
-        if self.needs_recovery {
-            self.recover_tail()?;
-        }
-        RunWriter::begin(self)
-    }
-
     /// Cuts the data file back to what the index committed (after an aborted run).
     pub(crate) fn recover_tail(&mut self) -> Result<()> {
-        let committed = committed_len(&self.cat.db)?;
+        let committed = self.cat.db.committed_len()?;
         cut_tail(&self.cat.data, committed)?;
         self.committed_len = committed;
-        self.last_time = last_time(&self.cat.db)?;
+        self.last_time = self.cat.db.last_time()?;
         self.needs_recovery = false;
         Ok(())
     }
@@ -374,7 +363,7 @@ impl StoreReader {
                 found: u,
             });
         }
-        let committed = committed_len(&db)?;
+        let committed = db.committed_len()?;
         let data_path = dir.file(&data_name);
         if !data_path.exists() {
             return Err(StoreError::DataFileMissing {
@@ -417,37 +406,6 @@ fn store_row(db: &IndexDb) -> Result<Option<(String, String)>> {
         })
         .optional()
         .sql(&db.path)
-}
-
-/// End of the last committed chunk.
-pub(crate) fn committed_len(db: &IndexDb) -> Result<u64> {
-    let n: i64 = db
-        .conn
-        .query_row(
-            "SELECT offset + compressed_len FROM chunks ORDER BY offset DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .optional()
-        .sql(&db.path)?
-        .unwrap_or(0);
-    Ok(n as u64)
-}
-
-fn last_time(db: &IndexDb) -> Result<Option<Timestamp>> {
-    // Entry times increase in file order (a run starts after the previous entry), so the
-    // last timed entry has the newest: a few steps down the primary key, not a scan (an
-    // unknown kind, written by a newer version, has no time and is stepped over).
-    let t: Option<Option<i64>> = db
-        .conn
-        .query_row(
-            "SELECT time FROM entries WHERE time IS NOT NULL ORDER BY id DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .optional()
-        .sql(&db.path)?;
-    Ok(t.flatten().map(from_ns))
 }
 
 /// Invariant 1: cuts the data file to `committed`; a shorter file is an error.

@@ -99,7 +99,7 @@ pub struct FolderSnapshot<'a> {
 
 /// What a committed run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RunSummary {
+pub struct CommitSummary {
     /// The run id.
     pub run: u64,
     /// Messages stored.
@@ -144,7 +144,7 @@ pub struct RunWriter<'s> {
     /// Unique ids snapshotted in this run (a second snapshot is refused).
     snapshotted: HashSet<String>,
     buf: Vec<u8>,
-    summary: RunSummary,
+    summary: CommitSummary,
     state: State,
 }
 
@@ -155,6 +155,18 @@ impl std::fmt::Debug for RunWriter<'_> {
             .field("state", &self.state)
             .field("summary", &self.summary)
             .finish()
+    }
+}
+
+impl Store {
+    /// Starts a backup run: one write transaction and, in the data file, a chunk opening
+    /// with the run's start marker. Commit it with [`RunWriter::commit`]; dropping it
+    /// aborts it and leaves no trace.
+    pub fn begin_run(&mut self) -> Result<RunWriter<'_>> {
+        if self.needs_recovery {
+            self.recover_tail()?;
+        }
+        RunWriter::begin(self)
     }
 }
 
@@ -204,9 +216,9 @@ impl<'s> RunWriter<'s> {
             touched: HashSet::new(),
             snapshotted: HashSet::new(),
             buf: Vec::new(),
-            summary: RunSummary {
+            summary: CommitSummary {
                 run,
-                ..RunSummary::default()
+                ..CommitSummary::default()
             },
             state: State::Open,
         };
@@ -232,7 +244,7 @@ impl<'s> RunWriter<'s> {
     }
 
     /// What the run did so far.
-    pub fn summary(&self) -> &RunSummary {
+    pub fn summary(&self) -> &CommitSummary {
         &self.summary
     }
 
@@ -532,7 +544,7 @@ impl<'s> RunWriter<'s> {
 
     /// Commits the run: end marker (when complete), last chunk closed, data file fsynced,
     /// then the index transaction committed. On error nothing of the run is committed.
-    pub fn commit(mut self, end: RunEnd) -> Result<RunSummary> {
+    pub fn commit(mut self, end: RunEnd) -> Result<CommitSummary> {
         self.check_open()?;
         let r = self.commit_inner(end);
         if r.is_err() {
@@ -541,7 +553,7 @@ impl<'s> RunWriter<'s> {
         r
     }
 
-    fn commit_inner(&mut self, end: RunEnd) -> Result<RunSummary> {
+    fn commit_inner(&mut self, end: RunEnd) -> Result<CommitSummary> {
         if end == RunEnd::Complete {
             let marker = EntryMeta::Run(RunMarker {
                 run: self.run,

@@ -12,7 +12,7 @@ use backup_server::store::{
 use formats::archive::UserFileKind;
 use formats::cyrus::header::MailboxHeader;
 use formats::cyrus::index::{
-    write_index, IndexHeader, IndexRecord, InternalFlags, Layout, SystemFlags, UserFlags,
+    write_index, IndexHeader, IndexLayout, IndexRecord, InternalFlags, SystemFlags, UserFlags,
 };
 use formats::protocol::FolderStat;
 use formats::{FileStat, Guid, Timestamp};
@@ -150,7 +150,7 @@ pub fn header_bytes(unique_id: &str, name: &str) -> Vec<u8> {
 
 /// cyrus.index bytes (minor version 17, Cyrus 3.4-3.8) of a folder holding `recs`.
 pub fn index_bytes(uidvalidity: u32, recs: &[Rec]) -> Vec<u8> {
-    let l = Layout::of(17).unwrap();
+    let l = IndexLayout::of(17).unwrap();
     let h = IndexHeader {
         minor_version: 17,
         start_offset: l.header_size as u32,

@@ -48,7 +48,7 @@ const FIRST_CRC_VERSION: u32 = 12;
 
 /// The sizes Cyrus uses for one minor version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Layout {
+pub struct IndexLayout {
     /// The minor version.
     pub version: u32,
     /// Bytes of the header, CRC included: the start offset Cyrus writes.
@@ -57,13 +57,13 @@ pub struct Layout {
     pub record_size: usize,
 }
 
-impl Layout {
+impl IndexLayout {
     /// The layout of `version`, if it is one of [`SUPPORTED_VERSIONS`].
-    pub fn of(version: u32) -> Option<Layout> {
+    pub fn of(version: u32) -> Option<IndexLayout> {
         SIZES
             .iter()
             .find(|s| s.0 == version)
-            .map(|&(version, header_size, record_size)| Layout {
+            .map(|&(version, header_size, record_size)| IndexLayout {
                 version,
                 header_size,
                 record_size,
@@ -918,8 +918,8 @@ impl IndexHeader {
     }
 
     /// The layout of this header's version, or an error if it is not supported.
-    pub fn layout(&self) -> Result<Layout, EncodeError> {
-        Layout::of(self.minor_version).ok_or(EncodeError::UnknownVersion(self.minor_version))
+    pub fn layout(&self) -> Result<IndexLayout, EncodeError> {
+        IndexLayout::of(self.minor_version).ok_or(EncodeError::UnknownVersion(self.minor_version))
     }
 
     /// The header as Cyrus writes it: `start_offset` bytes, with the CRC filled in (12+).
@@ -968,7 +968,7 @@ impl IndexHeader {
         Ok(out)
     }
 
-    fn checked_layout(&self) -> Result<Layout, EncodeError> {
+    fn checked_layout(&self) -> Result<IndexLayout, EncodeError> {
         let layout = self.layout()?;
         if (self.start_offset as usize) < layout.header_size
             || (self.record_size as usize) < layout.record_size
@@ -1075,7 +1075,7 @@ pub fn parse_header(data: &[u8]) -> Result<IndexHeader, IndexError> {
     parse_header_layout(data).map(|(h, _)| h)
 }
 
-fn parse_header_layout(data: &[u8]) -> Result<(IndexHeader, Layout), IndexError> {
+fn parse_header_layout(data: &[u8]) -> Result<(IndexHeader, IndexLayout), IndexError> {
     if data.len() < 12 {
         return Err(short(
             0,
@@ -1085,7 +1085,7 @@ fn parse_header_layout(data: &[u8]) -> Result<(IndexHeader, Layout), IndexError>
         ));
     }
     let version = be32(data, 8);
-    let layout = Layout::of(version).ok_or(IndexError::UnknownVersion { found: version })?;
+    let layout = IndexLayout::of(version).ok_or(IndexError::UnknownVersion { found: version })?;
     if data.len() < layout.header_size {
         return Err(short(0, "index header", layout.header_size, data.len()));
     }
@@ -1126,7 +1126,7 @@ fn parse_header_layout(data: &[u8]) -> Result<(IndexHeader, Layout), IndexError>
 /// are the record rows of the layout's version.
 fn parse_record(
     buf: &[u8],
-    layout: Layout,
+    layout: IndexLayout,
     fields: &[&Row<R>],
     recno: u32,
     offset: usize,
@@ -1153,7 +1153,7 @@ fn parse_record(
 #[derive(Debug, Clone)]
 pub struct Index<'a> {
     header: IndexHeader,
-    layout: Layout,
+    layout: IndexLayout,
     /// The record rows of this version, picked once rather than per record.
     fields: Vec<&'static Row<R>>,
     data: &'a [u8],
@@ -1201,7 +1201,7 @@ impl<'a> Index<'a> {
     }
 
     /// The sizes of the file's version.
-    pub fn layout(&self) -> Layout {
+    pub fn layout(&self) -> IndexLayout {
         self.layout
     }
 

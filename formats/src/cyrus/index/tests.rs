@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 /// A header of `version` with the sizes Cyrus writes and `n` records.
 fn header(version: u32, n: u32) -> IndexHeader {
-    let l = Layout::of(version).unwrap();
+    let l = IndexLayout::of(version).unwrap();
     let mut h = for_version(&IndexHeader::default(), version);
     h.minor_version = version;
     h.start_offset = l.header_size as u32;
@@ -65,7 +65,7 @@ fn narrow(v: Val, ty: Ty) -> Val {
 fn every_version_reads_back_what_was_written() {
     for v in SUPPORTED_VERSIONS {
         let bytes = file(v, 3);
-        let l = Layout::of(v).unwrap();
+        let l = IndexLayout::of(v).unwrap();
         assert_eq!(bytes.len(), l.header_size + 3 * l.record_size);
         let (h, recs) = parse_all(&bytes).unwrap();
         assert_eq!(h, header(v, 3), "version {v}");
@@ -512,7 +512,7 @@ fn header_offsets_agree_with_cyrus() {
         (168, 8, 16 * ns), (176, 8, 17 * ns), (184, 4, 20),
     ];
     for (version, checks) in [(17, v17), (19, v19), (20, v20)] {
-        let l = Layout::of(version).unwrap();
+        let l = IndexLayout::of(version).unwrap();
         let mut h = for_version(&full, version);
         h.minor_version = version;
         h.start_offset = l.header_size as u32;
@@ -627,7 +627,7 @@ proptest! {
         recs in proptest::collection::vec(any_record(), 0..6),
         pad in (0u32..3, 0u32..3),
     ) {
-        let l = Layout::of(version).unwrap();
+        let l = IndexLayout::of(version).unwrap();
         let mut h = for_version(&h, version);
         h.minor_version = version;
         h.start_offset = l.header_size as u32 + 8 * pad.0;
@@ -650,7 +650,7 @@ proptest! {
         pick in any::<proptest::sample::Index>(),
         bit in 0u8..8,
     ) {
-        let l = Layout::of(version).unwrap();
+        let l = IndexLayout::of(version).unwrap();
         let mut h = for_version(&h, version);
         h.minor_version = version;
         h.start_offset = l.header_size as u32;
