@@ -3,9 +3,9 @@
 //!
 //! * [`spool`]: reading Cyrus's files under Cyrus's locks; [`spool::Spool`] is everything the
 //!   protocol side asks of the spool, built from:
-//!   [`folders`] (a user's folder listing, stat only), [`meta`] (meta files copied under
-//!   lock), [`messages`] (message files by UID), [`user_files`] (seen, subscriptions,
-//!   sieve), [`locks`] (Cyrus's locks, docs/cyrus-locks.md), [`layout`] (where the files are).
+//!   [`spool::folders`] (a user's folder listing, stat only), [`spool::meta`] (meta files copied under
+//!   lock), [`spool::messages`] (message files by UID), [`spool::user_files`] (seen, subscriptions,
+//!   sieve), [`spool::locks`] (Cyrus's locks, docs/cyrus-locks.md), [`spool::layout`] (where the files are).
 //! * [`server`]: the network side: connections, authentication, requests answered from
 //!   the spool (the protocol itself is `formats::protocol`, specified in docs/protocol.md).
 //! * [`auth`]: reading the shared secret file and drawing nonces (the proofs are
@@ -17,12 +17,8 @@ pub mod allow;
 pub mod auth;
 pub mod check;
 pub mod config;
-pub mod folders;
-pub mod layout;
-pub mod locks;
-pub mod messages;
-pub mod meta;
 pub mod privileges;
 pub mod server;
 pub mod spool;
-pub mod user_files;
+
+pub use spool::locks;

@@ -6,7 +6,7 @@
 //! Paths are built only from these roots and what mailboxes.db says (the partition name and
 //! the unique id); never from a name a client sent.
 
-use crate::locks;
+use crate::spool::locks;
 use crate::spool::{Mailbox, SpoolError};
 use formats::cyrus::imapd_conf::{ImapdConf, VirtDomains};
 use formats::cyrus::mailboxes::SpoolHashing;

@@ -68,7 +68,7 @@ fn open_in(dirs: &MessageDirs, uid: u32) -> Result<Option<(File, u64)>, SpoolErr
     let name = format!("{uid}.");
     for dir in std::iter::once(&dirs.data).chain(&dirs.archive) {
         let path = dir.join(&name);
-        match crate::meta::open_read(&path) {
+        match crate::spool::meta::open_read(&path) {
             Ok(file) => {
                 let meta = file.metadata().map_err(spool::io_err(&path))?;
                 if !meta.is_file() {

@@ -313,7 +313,7 @@ mod tests {
         // Under ProtectSystem=strict only ReadWritePaths can be written, and backupd must
         // create a lock file Cyrus has not created yet. Debian's stock imapd.conf puts the
         // locks in /run/cyrus/lock (a tmpfs, empty after every reboot).
-        let unit = include_str!("../../contrib/backupd.service");
+        let unit = include_str!("../../../contrib/backupd.service");
         let writable: Vec<&str> = unit
             .lines()
             .filter_map(|l| l.strip_prefix("ReadWritePaths="))

@@ -88,7 +88,7 @@ pub(crate) fn folders(spool: &Spool, user: &str) -> Result<UserListing, SpoolErr
             }
         }
     }
-    let user_files = crate::user_files::list(spool, user, &mailboxes)?;
+    let user_files = crate::spool::user_files::list(spool, user, &mailboxes)?;
     Ok(UserListing {
         folders,
         user_files,

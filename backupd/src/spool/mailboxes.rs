@@ -12,7 +12,7 @@
 //! shared lock the file holds only committed transactions, and no writer can start one.
 //!
 //! [`open_locked`] does the same with an open-file-description lock (`F_OFD_SETLK`, Linux
-//! 3.15+, tried again until the lock timeout: see [`crate::locks`]). On Linux OFD locks and classic POSIX locks conflict with each other, so Cyrus's
+//! 3.15+, tried again until the lock timeout: see [`crate::spool::locks`]). On Linux OFD locks and classic POSIX locks conflict with each other, so Cyrus's
 //! writers wait for it exactly as for one of their own readers; unlike a classic lock it
 //! belongs to this open file, not to the process, so another thread of the daemon that opens
 //! and closes the same file cannot drop it by accident.
@@ -30,7 +30,7 @@
 //! exclusive lock; backupd never writes the spool, so it reads the committed state instead
 //! (see `formats::cyrus::twoskip`), which is what that repair keeps.
 
-use crate::locks::{self, DEFAULT_LOCK_TIMEOUT};
+use crate::spool::locks::{self, DEFAULT_LOCK_TIMEOUT};
 use formats::cyrus::imapd_conf::{ImapdConf, ImapdConfError, VirtDomains};
 use formats::cyrus::mailboxes::{
     layout_hint, Layout, MailboxEntry, MailboxKey, MailboxListError, MailboxType, SpoolHashing,
@@ -579,10 +579,10 @@ pub fn open_locked_within(path: &Path, timeout: Duration) -> Result<File, SpoolE
 #[derive(Debug)]
 pub struct Spool {
     pub(crate) conf: ImapdConf,
-    pub(crate) layout: crate::layout::Layout,
+    pub(crate) layout: crate::spool::layout::Layout,
     /// (user, unique id) → message directories, so that streaming a folder's messages does
     /// not look the mailbox up once per message. Checked again when a file is missing.
-    pub(crate) message_dirs: crate::messages::DirCache,
+    pub(crate) message_dirs: crate::spool::messages::DirCache,
     /// The longest wait for one of Cyrus's locks.
     pub(crate) lock_timeout: Duration,
 }
@@ -591,7 +591,7 @@ impl Spool {
     /// Reads imapd.conf (and its `@include`s) and checks that the mailbox list is there.
     pub fn open(imapd_conf: &Path) -> Result<Spool, SpoolError> {
         let conf = load_imapd_conf(imapd_conf)?;
-        let layout = crate::layout::Layout::new(&conf)?;
+        let layout = crate::spool::layout::Layout::new(&conf)?;
         std::fs::metadata(&layout.mailboxes_db).map_err(io(&layout.mailboxes_db))?;
         Ok(Spool {
             conf,
@@ -641,41 +641,41 @@ impl Spool {
     /// One user's folders (mail folders only: not delayed-deleted ones, tombstones, the
     /// hidden `#sieve` mailbox or DAV collections) with the stat data of their meta files,
     /// and the stat data of the user's own files. Stat only: no lock is taken and no message
-    /// file is opened or stat'ed. See [`crate::folders`].
+    /// file is opened or stat'ed. See [`crate::spool::folders`].
     pub fn folders(&self, user: &str) -> Result<formats::protocol::UserListing, SpoolError> {
-        crate::folders::folders(self, user)
+        crate::spool::folders::folders(self, user)
     }
 
     /// cyrus.header, cyrus.index and cyrus.annotations of one of the user's folders, copied
     /// whole under the locks Cyrus takes (docs/cyrus-locks.md), and checked. See
-    /// [`crate::meta`].
+    /// [`crate::spool::meta`].
     pub fn copy_meta(
         &self,
         user: &str,
         uniqueid: &str,
     ) -> Result<formats::protocol::MetaCopy, SpoolError> {
-        crate::meta::copy_meta(self, user, uniqueid)
+        crate::spool::meta::copy_meta(self, user, uniqueid)
     }
 
     /// The message file of `uid` in one of the user's folders, open for reading, with its
-    /// size; `None` when Cyrus has removed it. See [`crate::messages`].
+    /// size; `None` when Cyrus has removed it. See [`crate::spool::messages`].
     pub fn open_message(
         &self,
         user: &str,
         uniqueid: &str,
         uid: u32,
     ) -> Result<Option<(File, u64)>, SpoolError> {
-        crate::messages::open_message(self, user, uniqueid, uid)
+        crate::spool::messages::open_message(self, user, uniqueid, uid)
     }
 
     /// A user file's bytes and stat data; `None` when it does not exist. See
-    /// [`crate::user_files`].
+    /// [`crate::spool::user_files`].
     pub fn read_user_file(
         &self,
         user: &str,
         id: &formats::protocol::UserFileId,
     ) -> Result<Option<(Vec<u8>, formats::FileStat)>, SpoolError> {
-        crate::user_files::read_user_file(self, user, id)
+        crate::spool::user_files::read_user_file(self, user, id)
     }
 
     /// The user's live mailboxes (with files on this server), read from mailboxes.db; an
@@ -782,7 +782,7 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError +
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::locks::cyrus_style_lock;
+    use crate::spool::locks::cyrus_style_lock;
     use std::sync::mpsc;
     use std::time::Duration;
 

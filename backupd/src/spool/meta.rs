@@ -11,7 +11,7 @@
 //! is read under its own shared lock, as Cyrus's twoskip readers do. docs/cyrus-locks.md has
 //! the reasoning and the source references.
 
-use crate::locks::{self, NameLock};
+use crate::spool::locks::{self, NameLock};
 use crate::spool::{self, check_uniqueid, file_stat, io_err, Mailbox, Spool, SpoolError};
 use formats::cyrus::MetaFile;
 use formats::cyrus::{header, index};
@@ -266,7 +266,7 @@ mod tests {
 
     fn try_write_lock(path: &Path) -> Result<(), Errno> {
         let file = OpenOptions::new().write(true).open(path).unwrap();
-        crate::locks::cyrus_style_lock(&file, nix::libc::F_WRLCK)
+        crate::spool::locks::cyrus_style_lock(&file, nix::libc::F_WRLCK)
     }
 
     #[test]

@@ -20,9 +20,9 @@
 //!   kept sources as files (`<name>.script` in the sieve directory, before 3.6 or before
 //!   Cyrus migrated them) are listed and read as such.
 
-use crate::folders::stat_opt;
-use crate::layout::{by_id, dir_hash, Layout};
-use crate::meta::{lock_mailbox, open_read, Target};
+use crate::spool::folders::stat_opt;
+use crate::spool::layout::{by_id, dir_hash, Layout};
+use crate::spool::meta::{lock_mailbox, open_read, Target};
 use crate::spool::{self, check_script_name, file_stat, io_err, Mailbox, Spool, SpoolError};
 use formats::cyrus::index;
 use formats::protocol::{UserFileId, UserFileStat};
