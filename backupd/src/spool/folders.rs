@@ -7,30 +7,20 @@
 //! stat'ed shows new stat data the next night, and the copy taken under lock for a changed
 //! folder is never older than the stat data that triggered it.
 
-use crate::spool::{file_stat, Mailbox, Spool, SpoolError};
+use super::error::SpoolError;
+use super::files::stat_opt;
+use super::mailbox::Mailbox;
+use super::user_files;
+use super::Spool;
 use formats::cyrus::mailboxes::MailboxKind;
 use formats::cyrus::MetaFile;
 use formats::protocol::{FolderStat, UserListing};
-use formats::FileStat;
 use std::io::ErrorKind;
-use std::path::Path;
 
 /// Whether a live mailbox is a mail folder the listing reports: not the hidden `#sieve`
 /// mailbox (its scripts are user files) nor a DAV or JMAP collection.
 pub(crate) fn is_mail_folder(m: &Mailbox) -> bool {
     matches!(m.mbtype.kind, MailboxKind::Email | MailboxKind::Netnews)
-}
-
-/// `lstat` of one file; `None` if it does not exist.
-pub(crate) fn stat_opt(path: &Path) -> Result<Option<FileStat>, SpoolError> {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) => Ok(Some(file_stat(&meta))),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(SpoolError::Io {
-            path: path.to_owned(),
-            source,
-        }),
-    }
 }
 
 /// The folder's meta file stat data; `None` if cyrus.header or cyrus.index is missing.
@@ -88,7 +78,7 @@ pub(crate) fn folders(spool: &Spool, user: &str) -> Result<UserListing, SpoolErr
             }
         }
     }
-    let user_files = crate::spool::user_files::list(spool, user, &mailboxes)?;
+    let user_files = user_files::list(spool, user, &mailboxes)?;
     Ok(UserListing {
         folders,
         user_files,

@@ -6,7 +6,10 @@
 //! A file that is missing is reported as gone; the caller has the record, which says whether
 //! that was to be expected. The caller checks each message against the GUID of its record.
 
-use crate::spool::{self, check_uniqueid, Spool, SpoolError};
+use super::error::{io_err, SpoolError};
+use super::files::open_read;
+use super::names::{bad_name, check_name, check_uniqueid};
+use super::Spool;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::ErrorKind;
@@ -68,9 +71,9 @@ fn open_in(dirs: &MessageDirs, uid: u32) -> Result<Option<(File, u64)>, SpoolErr
     let name = format!("{uid}.");
     for dir in std::iter::once(&dirs.data).chain(&dirs.archive) {
         let path = dir.join(&name);
-        match crate::spool::meta::open_read(&path) {
+        match open_read(&path) {
             Ok(file) => {
-                let meta = file.metadata().map_err(spool::io_err(&path))?;
+                let meta = file.metadata().map_err(io_err(&path))?;
                 if !meta.is_file() {
                     return Err(SpoolError::Io {
                         source: std::io::Error::new(ErrorKind::InvalidData, "not a regular file"),
@@ -93,10 +96,10 @@ pub(crate) fn open_message(
     uniqueid: &str,
     uid: u32,
 ) -> Result<Option<(File, u64)>, SpoolError> {
-    spool::check_name("user", user)?;
+    check_name("user", user)?;
     check_uniqueid(uniqueid)?;
     if uid == 0 {
-        return Err(spool::bad_name("UID", "0", "UIDs start at 1"));
+        return Err(bad_name("UID", "0", "UIDs start at 1"));
     }
     if let Some(dirs) = spool.message_dirs.get(user, uniqueid) {
         if let Some(found) = open_in(&dirs, uid)? {

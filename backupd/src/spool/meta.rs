@@ -11,14 +11,17 @@
 //! is read under its own shared lock, as Cyrus's twoskip readers do. docs/cyrus-locks.md has
 //! the reasoning and the source references.
 
-use crate::spool::locks::{self, NameLock};
-use crate::spool::{self, check_uniqueid, file_stat, io_err, Mailbox, Spool, SpoolError};
+use super::error::{io_err, SpoolError};
+use super::files::{file_stat, open_read};
+use super::locks::{self, open_locked_within, NameLock};
+use super::mailbox::Mailbox;
+use super::names::{check_name, check_uniqueid};
+use super::Spool;
 use formats::cyrus::MetaFile;
 use formats::cyrus::{header, index};
 use formats::protocol::MetaCopy;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{ErrorKind, Read};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -60,7 +63,7 @@ pub(crate) fn lock_mailbox(
     user: &str,
     target: Target<'_>,
 ) -> Result<Option<LockedMailbox>, SpoolError> {
-    spool::check_name("user", user)?;
+    check_name("user", user)?;
     let layout = &spool.layout;
     let ns_path = locks::user_lock_path(&layout.lock_root, user, layout.hashing);
     // Lock files are created on first use; never create one for a user that does not exist.
@@ -103,14 +106,6 @@ pub(crate) fn lock_mailbox(
     }))
 }
 
-/// Opens a file for reading, not following a symbolic link.
-pub(crate) fn open_read(path: &std::path::Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-        .open(path)
-}
-
 /// A whole file's bytes and the stat data of the open file.
 fn read_all(
     mut file: &File,
@@ -125,7 +120,7 @@ fn read_all(
 
 /// See [`Spool::copy_meta`].
 pub(crate) fn copy_meta(spool: &Spool, user: &str, uniqueid: &str) -> Result<MetaCopy, SpoolError> {
-    spool::check_name("user", user)?;
+    check_name("user", user)?;
     check_uniqueid(uniqueid)?;
     let mut attempt = 1;
     loop {
@@ -162,7 +157,7 @@ fn copy_once(spool: &Spool, user: &str, uniqueid: &str) -> Result<(MetaCopy, Pat
     let annot_path = spool
         .layout
         .meta_path(&locked.mailbox, MetaFile::Annotations)?;
-    let annotations = match spool::open_locked_within(&annot_path, spool.lock_timeout) {
+    let annotations = match open_locked_within(&annot_path, spool.lock_timeout) {
         Ok(file) => Some(read_all(&file, &annot_path)?),
         Err(SpoolError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => None,
         Err(e) => return Err(e),
@@ -228,6 +223,7 @@ fn check(copy: &MetaCopy, paths: &Paths, attempts: u32) -> Result<(), CheckError
 mod tests {
     use super::*;
     use nix::errno::Errno;
+    use std::fs::OpenOptions;
     use std::path::Path;
 
     const FIXTURE: &str = concat!(

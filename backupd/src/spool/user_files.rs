@@ -20,10 +20,14 @@
 //!   kept sources as files (`<name>.script` in the sieve directory, before 3.6 or before
 //!   Cyrus migrated them) are listed and read as such.
 
-use crate::spool::folders::stat_opt;
-use crate::spool::layout::{by_id, dir_hash, Layout};
-use crate::spool::meta::{lock_mailbox, open_read, Target};
-use crate::spool::{self, check_script_name, file_stat, io_err, Mailbox, Spool, SpoolError};
+use super::error::{io_err, SpoolError};
+use super::files::{file_stat, open_read, stat_opt};
+use super::layout::{by_id, dir_hash, Layout};
+use super::locks::open_locked_within;
+use super::mailbox::Mailbox;
+use super::meta::{lock_mailbox, Target};
+use super::names::check_script_name;
+use super::Spool;
 use formats::cyrus::index;
 use formats::protocol::{UserFileId, UserFileStat};
 use formats::FileStat;
@@ -191,7 +195,7 @@ pub(crate) fn read_user_file(
 
 /// A Cyrus database file, whole, under the shared lock its readers take.
 fn read_db(path: &Path, lock_timeout: Duration) -> Result<Option<(Vec<u8>, FileStat)>, SpoolError> {
-    let mut file = match spool::open_locked_within(path, lock_timeout) {
+    let mut file = match open_locked_within(path, lock_timeout) {
         Ok(file) => file,
         Err(SpoolError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
             return Ok(None)
