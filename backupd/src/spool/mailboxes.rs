@@ -13,9 +13,9 @@
 //! [`locks::open_locked`](super::locks::open_locked) does the same with an
 //! open-file-description lock (`F_OFD_SETLK`, Linux 3.15+, tried again until the lock
 //! timeout: see [`super::locks`]). On Linux OFD locks and classic POSIX locks conflict with
-//! each other, so Cyrus's writers wait for it exactly as for one of their own readers; unlike a classic lock it
-//! belongs to this open file, not to the process, so another thread of the daemon that opens
-//! and closes the same file cannot drop it by accident.
+//! each other, so Cyrus's writers wait for it exactly as for one of their own readers; unlike
+//! a classic lock it belongs to this open file, not to the process, so another thread of the
+//! daemon that opens and closes the same file cannot drop it by accident.
 //!
 //! The file is not read whole, nor mapped: [`read_mailbox_list`] walks it through a 256 KiB
 //! window with `pread` (`formats::cyrus::twoskip::TwoskipReader`), seeking straight to the
@@ -87,8 +87,8 @@ pub const BATCH: usize = 100_000;
 /// (tombstones, remote, reserved, intermediate) are kept and marked: see
 /// [`MailboxType::has_spool_dir`](formats::cyrus::mailboxes::MailboxType::has_spool_dir).
 ///
-/// Waits at most [`DEFAULT_LOCK_TIMEOUT`] for each lock ([`Spool::users`](super::Spool::users) takes the
-/// spool's).
+/// Waits at most [`DEFAULT_LOCK_TIMEOUT`] for each lock
+/// ([`Spool::users`](super::Spool::users) takes the spool's).
 pub fn read_mailbox_list(conf: &ImapdConf) -> Result<MailboxList, SpoolError> {
     read_mailbox_list_in_batches(conf, BATCH, DEFAULT_LOCK_TIMEOUT)
 }
@@ -282,8 +282,8 @@ fn to_mailbox(
 /// whatever the size of the file. `userid` is `alice`, or `alice@example.com` with
 /// virtual domains. Needs a Cyrus 3.5+ database; an older one is reported as a config error.
 ///
-/// Waits at most [`DEFAULT_LOCK_TIMEOUT`] for the lock (the [`Spool`](super::Spool) methods take the
-/// spool's).
+/// Waits at most [`DEFAULT_LOCK_TIMEOUT`] for the lock (the [`Spool`](super::Spool) methods
+/// take the spool's).
 pub fn user_mailboxes(conf: &ImapdConf, userid: &str) -> Result<Vec<Mailbox>, SpoolError> {
     user_mailboxes_within(conf, userid, DEFAULT_LOCK_TIMEOUT)
 }

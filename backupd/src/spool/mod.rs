@@ -9,7 +9,12 @@
 //! imapd.conf puts each file), [`locks`] (Cyrus's locks, docs/cyrus-locks.md), [`files`]
 //! (opening and stat'ing without following links), and the shared types: [`Mailbox`],
 //! [`SpoolError`] ([`error`]) and the name checks ([`names`]).
+//!
+//! Dependencies go one way: this file uses the helpers; the helpers use one another and the
+//! shared types, and take a `Cyrus` (cyrus.rs: imapd.conf, the layout, the lock timeout, a
+//! user's live mailboxes) rather than the [`Spool`] itself.
 
+pub mod cyrus;
 pub mod error;
 pub mod files;
 pub mod folders;
@@ -22,6 +27,7 @@ pub mod meta;
 pub mod names;
 pub mod user_files;
 
+pub use cyrus::load_imapd_conf;
 pub use error::SpoolError;
 pub use locks::{open_locked, open_locked_within, read_locked};
 pub use mailbox::Mailbox;
@@ -30,31 +36,16 @@ pub use mailboxes::{
 };
 pub use names::{check_name, check_script_name, check_uniqueid};
 
-use error::io_err;
+use cyrus::Cyrus;
 use formats::cyrus::imapd_conf::ImapdConf;
-use locks::DEFAULT_LOCK_TIMEOUT;
+use formats::protocol::{MetaCopy, UserEntry, UserFileId, UserListing};
+use formats::FileStat;
 use mailbox::is_live;
-use mailboxes::{read_mailbox_list_in_batches, user_mailboxes_within};
+use mailboxes::read_mailbox_list_in_batches;
+use messages::DirCache;
 use std::fs::File;
 use std::path::Path;
 use std::time::Duration;
-
-/// Reads imapd.conf at `path`, and the files it `@include`s (one level deep, as written).
-pub fn load_imapd_conf(path: &Path) -> Result<ImapdConf, SpoolError> {
-    let conf_err = |path: &Path| {
-        let path = path.to_owned();
-        move |source| SpoolError::Conf { path, source }
-    };
-    let text = std::fs::read(path).map_err(io_err(path))?;
-    let mut conf = ImapdConf::parse(&text).map_err(conf_err(path))?;
-    for include in conf.includes().to_vec() {
-        let inc = Path::new(&include);
-        let text = std::fs::read(inc).map_err(io_err(inc))?;
-        let other = ImapdConf::parse(&text).map_err(conf_err(inc))?;
-        conf.merge(other).map_err(conf_err(inc))?;
-    }
-    Ok(conf)
-}
 
 /// The spool of one Cyrus server, as the daemon reads it: every request of the protocol that
 /// touches Cyrus's files goes through one of these methods. Shared by the daemon's blocking
@@ -65,51 +56,43 @@ pub fn load_imapd_conf(path: &Path) -> Result<ImapdConf, SpoolError> {
 /// partitions mailboxes.db holds.
 #[derive(Debug)]
 pub struct Spool {
-    pub(crate) conf: ImapdConf,
-    pub(crate) layout: layout::Layout,
+    cyrus: Cyrus,
     /// (user, unique id) → message directories, so that streaming a folder's messages does
     /// not look the mailbox up once per message. Checked again when a file is missing.
-    pub(crate) message_dirs: messages::DirCache,
-    /// The longest wait for one of Cyrus's locks.
-    pub(crate) lock_timeout: Duration,
+    message_dirs: DirCache,
 }
 
 impl Spool {
     /// Reads imapd.conf (and its `@include`s) and checks that the mailbox list is there.
     pub fn open(imapd_conf: &Path) -> Result<Spool, SpoolError> {
-        let conf = load_imapd_conf(imapd_conf)?;
-        let layout = layout::Layout::new(&conf)?;
-        std::fs::metadata(&layout.mailboxes_db).map_err(io_err(&layout.mailboxes_db))?;
         Ok(Spool {
-            conf,
-            layout,
-            message_dirs: Default::default(),
-            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            cyrus: Cyrus::open(imapd_conf)?,
+            message_dirs: DirCache::default(),
         })
     }
 
     /// The same spool, waiting at most `timeout` for each of Cyrus's locks (the
-    /// configuration's `lock_timeout_secs`; [`DEFAULT_LOCK_TIMEOUT`] unless set): a request
-    /// that waits longer fails with [`SpoolError::LockTimeout`].
+    /// configuration's `lock_timeout_secs`; [`locks::DEFAULT_LOCK_TIMEOUT`] unless set): a
+    /// request that waits longer fails with [`SpoolError::LockTimeout`].
     pub fn with_lock_timeout(mut self, timeout: Duration) -> Spool {
-        self.lock_timeout = timeout;
+        self.cyrus.lock_timeout = timeout;
         self
     }
 
     /// The longest wait for one of Cyrus's locks.
     pub fn lock_timeout(&self) -> Duration {
-        self.lock_timeout
+        self.cyrus.lock_timeout
     }
 
     /// The parsed imapd.conf.
     pub fn imapd_conf(&self) -> &ImapdConf {
-        &self.conf
+        &self.cyrus.conf
     }
 
     /// Every user with a live INBOX, and the partition of that INBOX (for the feeders), in
     /// user id order. Reads the whole mailbox list ([`read_mailbox_list`]).
-    pub fn users(&self) -> Result<Vec<formats::protocol::UserEntry>, SpoolError> {
-        let list = read_mailbox_list_in_batches(&self.conf, BATCH, self.lock_timeout)?;
+    pub fn users(&self) -> Result<Vec<UserEntry>, SpoolError> {
+        let list = read_mailbox_list_in_batches(&self.cyrus.conf, BATCH, self.cyrus.lock_timeout)?;
         Ok(list
             .users
             .into_iter()
@@ -117,7 +100,7 @@ impl Spool {
                 let inbox = mailboxes
                     .iter()
                     .find(|m| &*m.folder == "INBOX" && is_live(m))?;
-                Some(formats::protocol::UserEntry {
+                Some(UserEntry {
                     user: user.into(),
                     partition: inbox.partition.to_string(),
                 })
@@ -129,19 +112,15 @@ impl Spool {
     /// hidden `#sieve` mailbox or DAV collections) with the stat data of their meta files,
     /// and the stat data of the user's own files. Stat only: no lock is taken and no message
     /// file is opened or stat'ed. See [`folders`].
-    pub fn folders(&self, user: &str) -> Result<formats::protocol::UserListing, SpoolError> {
-        folders::folders(self, user)
+    pub fn folders(&self, user: &str) -> Result<UserListing, SpoolError> {
+        folders::folders(&self.cyrus, user)
     }
 
     /// cyrus.header, cyrus.index and cyrus.annotations of one of the user's folders, copied
     /// whole under the locks Cyrus takes (docs/cyrus-locks.md), and checked. See
     /// [`meta`].
-    pub fn copy_meta(
-        &self,
-        user: &str,
-        uniqueid: &str,
-    ) -> Result<formats::protocol::MetaCopy, SpoolError> {
-        meta::copy_meta(self, user, uniqueid)
+    pub fn copy_meta(&self, user: &str, uniqueid: &str) -> Result<MetaCopy, SpoolError> {
+        meta::copy_meta(&self.cyrus, user, uniqueid)
     }
 
     /// The message file of `uid` in one of the user's folders, open for reading, with its
@@ -152,7 +131,7 @@ impl Spool {
         uniqueid: &str,
         uid: u32,
     ) -> Result<Option<(File, u64)>, SpoolError> {
-        messages::open_message(self, user, uniqueid, uid)
+        messages::open_message(&self.cyrus, &self.message_dirs, user, uniqueid, uid)
     }
 
     /// A user file's bytes and stat data; `None` when it does not exist. See
@@ -160,26 +139,8 @@ impl Spool {
     pub fn read_user_file(
         &self,
         user: &str,
-        id: &formats::protocol::UserFileId,
-    ) -> Result<Option<(Vec<u8>, formats::FileStat)>, SpoolError> {
-        user_files::read_user_file(self, user, id)
-    }
-
-    /// The user's live mailboxes (with files on this server), read from mailboxes.db; an
-    /// unknown user (none found) is an error. The name is checked first.
-    pub(crate) fn live_mailboxes(&self, user: &str) -> Result<Vec<Mailbox>, SpoolError> {
-        check_name("user", user)?;
-        let live: Vec<Mailbox> = user_mailboxes_within(&self.conf, user, self.lock_timeout)?
-            .into_iter()
-            .filter(is_live)
-            .collect();
-        if live.is_empty() {
-            return Err(SpoolError::UnknownUser { user: user.into() });
-        }
-        for m in &live {
-            // mailboxes.db is Cyrus's, but a path is built from this: check it all the same.
-            check_uniqueid(&m.uniqueid)?;
-        }
-        Ok(live)
+        id: &UserFileId,
+    ) -> Result<Option<(Vec<u8>, FileStat)>, SpoolError> {
+        user_files::read_user_file(&self.cyrus, user, id)
     }
 }
