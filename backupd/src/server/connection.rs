@@ -77,9 +77,8 @@ impl From<io::Error> for End {
 }
 
 /// Bytes read from a peer and not yet taken as frames. A frame is taken by moving a cursor
-/// past it; what is left moves to the front only before the next read. (Moving the rest
-/// of the buffer after every frame made a buffer full of small pipelined requests cost
-/// time quadratic in their number.)
+/// past it; what is left moves to the front only before the next read, so that a buffer
+/// full of small pipelined requests costs time linear in their number, not quadratic.
 #[derive(Debug, Default)]
 struct InBuf {
     buf: Vec<u8>,
@@ -488,7 +487,7 @@ mod tests {
     #[test]
     fn a_buffer_of_small_pipelined_frames_is_taken_in_one_pass() {
         // What one read can leave in the buffer: a few MB of 9-byte requests. Moving the
-        // rest of the buffer after each frame made this some 300 GB of memmove.
+        // rest of the buffer after each frame would make this some 300 GB of memmove.
         let n: u32 = 250_000;
         let mut inbuf = InBuf::default();
         for id in 1..=n {

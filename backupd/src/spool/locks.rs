@@ -42,8 +42,8 @@ pub const MAX_BACKOFF: Duration = Duration::from_millis(32);
 
 /// Tries once to take (`F_RDLCK`, `F_WRLCK`) or release (`F_UNLCK`) a classic, per-process
 /// fcntl lock on the whole file: the lock Cyrus itself takes (lib/lock_fcntl.c). backupd
-/// never takes it (see [`try_lock`]'s OFD locks); tests use it to play a Cyrus reader or
-/// writer. A conflicting lock is `Err(EAGAIN)` or `Err(EACCES)`.
+/// never takes it (it takes OFD locks: see the module documentation); tests use it to play
+/// a Cyrus reader or writer. A conflicting lock is `Err(EAGAIN)` or `Err(EACCES)`.
 pub fn cyrus_style_lock(file: &File, kind: nix::libc::c_int) -> Result<(), Errno> {
     let flock = nix::libc::flock {
         l_type: kind as nix::libc::c_short,

@@ -1,5 +1,5 @@
-//! [`Mailbox`]: one mailbox of mailboxes.db as backupd keeps it in memory, shared by the
-//! readers of the mailbox list, the layout and the locks.
+//! [`Mailbox`]: one mailbox of mailboxes.db as backupd keeps it in memory, the type every
+//! part of the spool passes around.
 
 use formats::cyrus::mailboxes::MailboxType;
 use std::sync::Arc;

@@ -10,9 +10,9 @@
 //! (opening and stat'ing without following links), and the shared types: [`Mailbox`],
 //! [`SpoolError`] ([`error`]) and the name checks ([`names`]).
 //!
-//! Dependencies go one way: this file uses the helpers; the helpers use one another and the
-//! shared types, and take a `Cyrus` (cyrus.rs: imapd.conf, the layout, the lock timeout, a
-//! user's live mailboxes) rather than the [`Spool`] itself.
+//! Dependencies go one way: this file uses the helpers and nothing below it uses this file.
+//! The helpers take a `Cyrus` (cyrus.rs: imapd.conf, the layout, the lock timeout, a user's
+//! live mailboxes) where the [`Spool`] would otherwise be passed down.
 
 pub mod cyrus;
 pub mod error;
