@@ -74,7 +74,7 @@ fn default_shutdown_grace() -> u64 {
     30
 }
 fn default_lock_timeout() -> u64 {
-    crate::locks::DEFAULT_LOCK_TIMEOUT.as_secs()
+    crate::spool::locks::DEFAULT_LOCK_TIMEOUT.as_secs()
 }
 fn default_run_as() -> String {
     "cyrus".to_string()

@@ -11,14 +11,17 @@
 //! is read under its own shared lock, as Cyrus's twoskip readers do. docs/cyrus-locks.md has
 //! the reasoning and the source references.
 
-use crate::locks::{self, NameLock};
-use crate::spool::{self, check_uniqueid, file_stat, io_err, Mailbox, Spool, SpoolError};
+use super::cyrus::Cyrus;
+use super::error::{io_err, SpoolError};
+use super::files::{file_stat, open_read};
+use super::locks::{self, open_locked_within, NameLock};
+use super::mailbox::Mailbox;
+use super::names::{check_name, check_uniqueid};
 use formats::cyrus::MetaFile;
 use formats::cyrus::{header, index};
 use formats::protocol::MetaCopy;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{ErrorKind, Read};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -56,19 +59,19 @@ pub(crate) struct LockedMailbox {
 /// opens and locks cyrus.index (docs/cyrus-locks.md). `Ok(None)`: the user has no `#sieve`
 /// mailbox ([`Target::Sieve`] only; a missing unique id is [`SpoolError::UnknownFolder`]).
 pub(crate) fn lock_mailbox(
-    spool: &Spool,
+    cyrus: &Cyrus,
     user: &str,
     target: Target<'_>,
 ) -> Result<Option<LockedMailbox>, SpoolError> {
-    spool::check_name("user", user)?;
-    let layout = &spool.layout;
+    check_name("user", user)?;
+    let layout = &cyrus.layout;
     let ns_path = locks::user_lock_path(&layout.lock_root, user, layout.hashing);
     // Lock files are created on first use; never create one for a user that does not exist.
     if !ns_path.exists() {
-        spool.live_mailboxes(user)?;
+        cyrus.live_mailboxes(user)?;
     }
-    let namespace = NameLock::shared(&ns_path, &layout.lock_root, spool.lock_timeout)?;
-    let mailboxes = spool.live_mailboxes(user)?;
+    let namespace = NameLock::shared(&ns_path, &layout.lock_root, cyrus.lock_timeout)?;
+    let mailboxes = cyrus.live_mailboxes(user)?;
     let found = match target {
         Target::UniqueId(id) => mailboxes.into_iter().find(|m| &*m.uniqueid == id),
         Target::Sieve => mailboxes
@@ -88,12 +91,12 @@ pub(crate) fn lock_mailbox(
     let mailbox_lock = NameLock::shared(
         &locks::mailbox_lock_path(&layout.lock_root, &mailbox, layout.hashing),
         &layout.lock_root,
-        spool.lock_timeout,
+        cyrus.lock_timeout,
     )?;
     // Opened only now: a repack replaces cyrus.index under the exclusive name lock.
     let index_path = layout.meta_path(&mailbox, MetaFile::Index)?;
     let index = open_read(&index_path).map_err(io_err(&index_path))?;
-    locks::lock_shared(&index, &index_path, spool.lock_timeout)?;
+    locks::lock_shared(&index, &index_path, cyrus.lock_timeout)?;
     Ok(Some(LockedMailbox {
         mailbox,
         index,
@@ -101,14 +104,6 @@ pub(crate) fn lock_mailbox(
         _mailbox_lock: mailbox_lock,
         _namespace_lock: namespace,
     }))
-}
-
-/// Opens a file for reading, not following a symbolic link.
-pub(crate) fn open_read(path: &std::path::Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-        .open(path)
 }
 
 /// A whole file's bytes and the stat data of the open file.
@@ -123,13 +118,13 @@ fn read_all(
     Ok((data, file_stat(&meta)))
 }
 
-/// See [`Spool::copy_meta`].
-pub(crate) fn copy_meta(spool: &Spool, user: &str, uniqueid: &str) -> Result<MetaCopy, SpoolError> {
-    spool::check_name("user", user)?;
+/// See [`Spool::copy_meta`](super::Spool::copy_meta).
+pub(crate) fn copy_meta(cyrus: &Cyrus, user: &str, uniqueid: &str) -> Result<MetaCopy, SpoolError> {
+    check_name("user", user)?;
     check_uniqueid(uniqueid)?;
     let mut attempt = 1;
     loop {
-        let (copy, paths) = copy_once(spool, user, uniqueid)?;
+        let (copy, paths) = copy_once(cyrus, user, uniqueid)?;
         match check(&copy, &paths, attempt) {
             Ok(()) => return Ok(copy),
             Err(CheckError::Gone) => {
@@ -152,17 +147,17 @@ struct Paths {
     index: PathBuf,
 }
 
-fn copy_once(spool: &Spool, user: &str, uniqueid: &str) -> Result<(MetaCopy, Paths), SpoolError> {
-    let locked = lock_mailbox(spool, user, Target::UniqueId(uniqueid))?
+fn copy_once(cyrus: &Cyrus, user: &str, uniqueid: &str) -> Result<(MetaCopy, Paths), SpoolError> {
+    let locked = lock_mailbox(cyrus, user, Target::UniqueId(uniqueid))?
         .expect("a unique id target is found or an error");
     let index = read_all(&locked.index, &locked.index_path)?;
-    let header_path = spool.layout.meta_path(&locked.mailbox, MetaFile::Header)?;
+    let header_path = cyrus.layout.meta_path(&locked.mailbox, MetaFile::Header)?;
     let file = open_read(&header_path).map_err(io_err(&header_path))?;
     let header = read_all(&file, &header_path)?;
-    let annot_path = spool
+    let annot_path = cyrus
         .layout
         .meta_path(&locked.mailbox, MetaFile::Annotations)?;
-    let annotations = match spool::open_locked_within(&annot_path, spool.lock_timeout) {
+    let annotations = match open_locked_within(&annot_path, cyrus.lock_timeout) {
         Ok(file) => Some(read_all(&file, &annot_path)?),
         Err(SpoolError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => None,
         Err(e) => return Err(e),
@@ -228,6 +223,7 @@ fn check(copy: &MetaCopy, paths: &Paths, attempts: u32) -> Result<(), CheckError
 mod tests {
     use super::*;
     use nix::errno::Errno;
+    use std::fs::OpenOptions;
     use std::path::Path;
 
     const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/cyrus-3.6");
@@ -248,7 +244,7 @@ mod tests {
     }
 
     /// mailboxes.db and the Work folder's meta files of the fixture, with an imapd.conf.
-    fn fixture() -> (tempfile::TempDir, Spool) {
+    fn fixture() -> (tempfile::TempDir, Cyrus) {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let (_, work) = work();
@@ -271,13 +267,13 @@ mod tests {
             .unwrap()
             .replace("@ROOT@", root.to_str().unwrap());
         std::fs::write(root.join("imapd.conf"), text).unwrap();
-        let spool = Spool::open(&root.join("imapd.conf")).unwrap();
+        let spool = Cyrus::open(&root.join("imapd.conf")).unwrap();
         (dir, spool)
     }
 
     fn try_write_lock(path: &Path) -> Result<(), Errno> {
         let file = OpenOptions::new().write(true).open(path).unwrap();
-        crate::locks::cyrus_style_lock(&file, nix::libc::F_WRLCK)
+        crate::spool::locks::cyrus_style_lock(&file, nix::libc::F_WRLCK)
     }
 
     #[test]

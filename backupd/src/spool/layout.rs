@@ -6,8 +6,10 @@
 //! Paths are built only from these roots and what mailboxes.db says (the partition name and
 //! the unique id); never from a name a client sent.
 
-use crate::locks;
-use crate::spool::{Mailbox, SpoolError};
+use super::error::SpoolError;
+use super::locks;
+use super::mailbox::Mailbox;
+use super::mailboxes::mailboxes_db_path;
 use formats::cyrus::imapd_conf::{ImapdConf, VirtDomains};
 use formats::cyrus::mailboxes::SpoolHashing;
 use formats::cyrus::MetaFile;
@@ -51,7 +53,7 @@ impl Layout {
             conf.configdirectory()
                 .ok_or_else(|| SpoolError::Config("configdirectory is not set".into()))?,
         );
-        let mailboxes_db = crate::spool::mailboxes_db_path(conf)?;
+        let mailboxes_db = mailboxes_db_path(conf)?;
         let lock_root = locks::lock_root(conf)
             .ok_or_else(|| SpoolError::Config("configdirectory is not set".into()))?;
         // metapartition_files: which meta files go to `metapartition-<name>` (none by default).
@@ -150,7 +152,7 @@ impl Layout {
 pub(crate) use formats::cyrus::mailboxes::dir_hash;
 
 /// `<root>/uuid/<c1>/<c2>/<id>` (imap/mboxname.c `mboxname_id_hash`), for a unique id that
-/// [`crate::spool::check_uniqueid`] accepted.
+/// [`super::names::check_uniqueid`] accepted.
 pub(crate) fn by_id(root: &Path, id: &str) -> PathBuf {
     let mut path = root.join("uuid");
     path.push(&id[..1]);

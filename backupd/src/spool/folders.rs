@@ -7,13 +7,15 @@
 //! stat'ed shows new stat data the next night, and the copy taken under lock for a changed
 //! folder is never older than the stat data that triggered it.
 
-use crate::spool::{file_stat, Mailbox, Spool, SpoolError};
+use super::cyrus::Cyrus;
+use super::error::SpoolError;
+use super::files::stat_opt;
+use super::mailbox::Mailbox;
+use super::user_files;
 use formats::cyrus::mailboxes::MailboxKind;
 use formats::cyrus::MetaFile;
 use formats::protocol::{FolderStat, UserListing};
-use formats::FileStat;
 use std::io::ErrorKind;
-use std::path::Path;
 
 /// Whether a live mailbox is a mail folder the listing reports: not the hidden `#sieve`
 /// mailbox (its scripts are user files) nor a DAV or JMAP collection.
@@ -21,21 +23,9 @@ pub(crate) fn is_mail_folder(m: &Mailbox) -> bool {
     matches!(m.mbtype.kind, MailboxKind::Email | MailboxKind::Netnews)
 }
 
-/// `lstat` of one file; `None` if it does not exist.
-pub(crate) fn stat_opt(path: &Path) -> Result<Option<FileStat>, SpoolError> {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) => Ok(Some(file_stat(&meta))),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(SpoolError::Io {
-            path: path.to_owned(),
-            source,
-        }),
-    }
-}
-
 /// The folder's meta file stat data; `None` if cyrus.header or cyrus.index is missing.
-fn stat_folder(spool: &Spool, m: &Mailbox) -> Result<Option<FolderStat>, SpoolError> {
-    let layout = &spool.layout;
+fn stat_folder(cyrus: &Cyrus, m: &Mailbox) -> Result<Option<FolderStat>, SpoolError> {
+    let layout = &cyrus.layout;
     let Some(index) = stat_opt(&layout.meta_path(m, MetaFile::Index)?)? else {
         return Ok(None);
     };
@@ -54,13 +44,13 @@ fn stat_folder(spool: &Spool, m: &Mailbox) -> Result<Option<FolderStat>, SpoolEr
     }))
 }
 
-/// See [`Spool::folders`].
-pub(crate) fn folders(spool: &Spool, user: &str) -> Result<UserListing, SpoolError> {
-    let mailboxes = spool.live_mailboxes(user)?;
+/// See [`Spool::folders`](super::Spool::folders).
+pub(crate) fn folders(cyrus: &Cyrus, user: &str) -> Result<UserListing, SpoolError> {
+    let mailboxes = cyrus.live_mailboxes(user)?;
     let mut folders = Vec::with_capacity(mailboxes.len());
     let mut missing = Vec::new();
     for m in mailboxes.iter().filter(|m| is_mail_folder(m)) {
-        match stat_folder(spool, m)? {
+        match stat_folder(cyrus, m)? {
             Some(f) => folders.push(f),
             None => missing.push(m),
         }
@@ -68,11 +58,11 @@ pub(crate) fn folders(spool: &Spool, user: &str) -> Result<UserListing, SpoolErr
     if !missing.is_empty() {
         // Deleted (or renamed away) while we looked? Then it is rightly left out. Still in
         // the list: its files are missing, which the operator must hear about.
-        let now = spool.live_mailboxes(user).unwrap_or_default();
+        let now = cyrus.live_mailboxes(user).unwrap_or_default();
         for m in missing {
             if now.iter().any(|n| n.uniqueid == m.uniqueid) {
-                let path = spool.layout.meta_path(m, MetaFile::Index)?;
-                let header = spool.layout.meta_path(m, MetaFile::Header)?;
+                let path = cyrus.layout.meta_path(m, MetaFile::Index)?;
+                let header = cyrus.layout.meta_path(m, MetaFile::Header)?;
                 return Err(SpoolError::Io {
                     source: std::io::Error::new(
                         ErrorKind::NotFound,
@@ -88,7 +78,7 @@ pub(crate) fn folders(spool: &Spool, user: &str) -> Result<UserListing, SpoolErr
             }
         }
     }
-    let user_files = crate::user_files::list(spool, user, &mailboxes)?;
+    let user_files = user_files::list(cyrus, user, &mailboxes)?;
     Ok(UserListing {
         folders,
         user_files,

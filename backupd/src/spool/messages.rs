@@ -6,7 +6,10 @@
 //! A file that is missing is reported as gone; the caller has the record, which says whether
 //! that was to be expected. The caller checks each message against the GUID of its record.
 
-use crate::spool::{self, check_uniqueid, Spool, SpoolError};
+use super::cyrus::Cyrus;
+use super::error::{io_err, SpoolError};
+use super::files::open_read;
+use super::names::{bad_name, check_name, check_uniqueid};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::ErrorKind;
@@ -45,9 +48,14 @@ impl DirCache {
     }
 }
 
-/// Looks the mailbox up in the user's list.
-fn resolve(spool: &Spool, user: &str, uniqueid: &str) -> Result<Arc<MessageDirs>, SpoolError> {
-    let mailbox = spool
+/// Looks the mailbox up in the user's list, and caches where its messages are.
+fn resolve(
+    cyrus: &Cyrus,
+    cache: &DirCache,
+    user: &str,
+    uniqueid: &str,
+) -> Result<Arc<MessageDirs>, SpoolError> {
+    let mailbox = cyrus
         .live_mailboxes(user)?
         .into_iter()
         .find(|m| &*m.uniqueid == uniqueid)
@@ -56,10 +64,10 @@ fn resolve(spool: &Spool, user: &str, uniqueid: &str) -> Result<Arc<MessageDirs>
             uniqueid: uniqueid.into(),
         })?;
     let dirs = Arc::new(MessageDirs {
-        data: spool.layout.data_dir(&mailbox)?,
-        archive: spool.layout.archive_dir(&mailbox)?,
+        data: cyrus.layout.data_dir(&mailbox)?,
+        archive: cyrus.layout.archive_dir(&mailbox)?,
     });
-    spool.message_dirs.put(user, uniqueid, dirs.clone());
+    cache.put(user, uniqueid, dirs.clone());
     Ok(dirs)
 }
 
@@ -68,9 +76,9 @@ fn open_in(dirs: &MessageDirs, uid: u32) -> Result<Option<(File, u64)>, SpoolErr
     let name = format!("{uid}.");
     for dir in std::iter::once(&dirs.data).chain(&dirs.archive) {
         let path = dir.join(&name);
-        match crate::meta::open_read(&path) {
+        match open_read(&path) {
             Ok(file) => {
-                let meta = file.metadata().map_err(spool::io_err(&path))?;
+                let meta = file.metadata().map_err(io_err(&path))?;
                 if !meta.is_file() {
                     return Err(SpoolError::Io {
                         source: std::io::Error::new(ErrorKind::InvalidData, "not a regular file"),
@@ -86,30 +94,31 @@ fn open_in(dirs: &MessageDirs, uid: u32) -> Result<Option<(File, u64)>, SpoolErr
     Ok(None)
 }
 
-/// See [`Spool::open_message`].
+/// See [`Spool::open_message`](super::Spool::open_message); `cache` is the spool's.
 pub(crate) fn open_message(
-    spool: &Spool,
+    cyrus: &Cyrus,
+    cache: &DirCache,
     user: &str,
     uniqueid: &str,
     uid: u32,
 ) -> Result<Option<(File, u64)>, SpoolError> {
-    spool::check_name("user", user)?;
+    check_name("user", user)?;
     check_uniqueid(uniqueid)?;
     if uid == 0 {
-        return Err(spool::bad_name("UID", "0", "UIDs start at 1"));
+        return Err(bad_name("UID", "0", "UIDs start at 1"));
     }
-    if let Some(dirs) = spool.message_dirs.get(user, uniqueid) {
+    if let Some(dirs) = cache.get(user, uniqueid) {
         if let Some(found) = open_in(&dirs, uid)? {
             return Ok(Some(found));
         }
         // Missing: gone, or the mailbox moved (partition change) or was deleted since the
         // lookup was cached. Look again before saying "gone".
-        let fresh = resolve(spool, user, uniqueid)?;
+        let fresh = resolve(cyrus, cache, user, uniqueid)?;
         if fresh == dirs {
             return Ok(None);
         }
         return open_in(&fresh, uid);
     }
-    let dirs = resolve(spool, user, uniqueid)?;
+    let dirs = resolve(cyrus, cache, user, uniqueid)?;
     open_in(&dirs, uid)
 }

@@ -5,7 +5,7 @@
 //!   is stored by name, `<configdirectory>/user/<h>/<user>.seen` / `.sub`
 //!   (`mboxname_conf_getpath_legacy`). Read whole under the shared lock Cyrus's database
 //!   readers take (twoskip for seen.db, flat for sub.db: both renamed over on repack or
-//!   rewrite, which [`crate::spool::open_locked`] follows).
+//!   rewrite, which [`open_locked`](super::locks::open_locked) follows).
 //! * Sieve scripts. Cyrus 3.6 keeps each script's source as a message of the hidden mailbox
 //!   `user.<name>.#sieve` (type `f`): Subject = script name, body = source, `\Flagged` =
 //!   active; replacing a script appends a new message and expunges the old one
@@ -20,10 +20,14 @@
 //!   kept sources as files (`<name>.script` in the sieve directory, before 3.6 or before
 //!   Cyrus migrated them) are listed and read as such.
 
-use crate::folders::stat_opt;
-use crate::layout::{by_id, dir_hash, Layout};
-use crate::meta::{lock_mailbox, open_read, Target};
-use crate::spool::{self, check_script_name, file_stat, io_err, Mailbox, Spool, SpoolError};
+use super::cyrus::Cyrus;
+use super::error::{io_err, SpoolError};
+use super::files::{file_stat, open_read, stat_opt};
+use super::layout::{by_id, dir_hash, Layout};
+use super::locks::open_locked_within;
+use super::mailbox::Mailbox;
+use super::meta::{lock_mailbox, Target};
+use super::names::check_script_name;
 use formats::cyrus::index;
 use formats::protocol::{UserFileId, UserFileStat};
 use formats::FileStat;
@@ -82,14 +86,14 @@ pub(crate) fn user_paths(layout: &Layout, user: &str, inbox: &Mailbox) -> UserPa
 
 /// The user files listed with the folders: stat only.
 pub(crate) fn list(
-    spool: &Spool,
+    cyrus: &Cyrus,
     user: &str,
     mailboxes: &[Mailbox],
 ) -> Result<Vec<UserFileStat>, SpoolError> {
     let Some(inbox) = mailboxes.iter().find(|m| &*m.folder == "INBOX") else {
         return Ok(Vec::new());
     };
-    let paths = user_paths(&spool.layout, user, inbox);
+    let paths = user_paths(&cyrus.layout, user, inbox);
     let mut out = Vec::new();
     if let Some(stat) = stat_opt(&paths.seen)? {
         out.push(UserFileStat {
@@ -162,28 +166,28 @@ fn list_sieve_dir(dir: &Path) -> Result<Vec<UserFileStat>, SpoolError> {
     Ok(out)
 }
 
-/// See [`Spool::read_user_file`].
+/// See [`Spool::read_user_file`](super::Spool::read_user_file).
 pub(crate) fn read_user_file(
-    spool: &Spool,
+    cyrus: &Cyrus,
     user: &str,
     id: &UserFileId,
 ) -> Result<Option<(Vec<u8>, FileStat)>, SpoolError> {
     if let UserFileId::SieveScript(name) = id {
         check_script_name(name)?;
     }
-    let mailboxes = spool.live_mailboxes(user)?;
+    let mailboxes = cyrus.live_mailboxes(user)?;
     let Some(inbox) = mailboxes.iter().find(|m| &*m.folder == "INBOX") else {
         return Ok(None);
     };
-    let paths = user_paths(&spool.layout, user, inbox);
+    let paths = user_paths(&cyrus.layout, user, inbox);
     match id {
-        UserFileId::Seen => read_db(&paths.seen, spool.lock_timeout),
-        UserFileId::Subscriptions => read_db(&paths.subs, spool.lock_timeout),
-        UserFileId::SieveScript(name) => read_script(spool, user, &paths.sieve_dir, name),
+        UserFileId::Seen => read_db(&paths.seen, cyrus.lock_timeout),
+        UserFileId::Subscriptions => read_db(&paths.subs, cyrus.lock_timeout),
+        UserFileId::SieveScript(name) => read_script(cyrus, user, &paths.sieve_dir, name),
         UserFileId::SieveActive => {
             // Under the #sieve mailbox's locks, if it exists: Cyrus moves the link while it
             // holds that mailbox's index lock exclusive.
-            let _locked = lock_mailbox(spool, user, Target::Sieve)?;
+            let _locked = lock_mailbox(cyrus, user, Target::Sieve)?;
             read_active(&paths.sieve_dir)
         }
     }
@@ -191,7 +195,7 @@ pub(crate) fn read_user_file(
 
 /// A Cyrus database file, whole, under the shared lock its readers take.
 fn read_db(path: &Path, lock_timeout: Duration) -> Result<Option<(Vec<u8>, FileStat)>, SpoolError> {
-    let mut file = match spool::open_locked_within(path, lock_timeout) {
+    let mut file = match open_locked_within(path, lock_timeout) {
         Ok(file) => file,
         Err(SpoolError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
             return Ok(None)
@@ -223,7 +227,7 @@ fn read_active(dir: &Path) -> Result<Option<(Vec<u8>, FileStat)>, SpoolError> {
 }
 
 fn read_script(
-    spool: &Spool,
+    cyrus: &Cyrus,
     user: &str,
     dir: &Path,
     name: &str,
@@ -240,7 +244,7 @@ fn read_script(
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => return Err(io_err(&source)(e)),
     }
-    let Some(locked) = lock_mailbox(spool, user, Target::Sieve)? else {
+    let Some(locked) = lock_mailbox(cyrus, user, Target::Sieve)? else {
         return Ok(None);
     };
     // Under the lock, the compiled file and the #sieve messages agree.
@@ -258,7 +262,7 @@ fn read_script(
         source,
     };
     let idx = index::Index::parse(&index_bytes).map_err(bad_index)?;
-    let data_dir = spool.layout.data_dir(&locked.mailbox)?;
+    let data_dir = cyrus.layout.data_dir(&locked.mailbox)?;
     // Newest first: a replaced script's old message may linger, flagged expunged.
     for i in (0..idx.len()).rev() {
         let Some(rec) = idx.get(i) else { break };

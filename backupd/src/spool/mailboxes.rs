@@ -1,5 +1,4 @@
-//! The daemon's access to the Cyrus spool: where this module opens, locks and reads Cyrus's
-//! files. The formats themselves are parsed by the `formats` crate; this is the I/O edge.
+//! The mailbox list: every mailbox of the server, or one user's, read from mailboxes.db.
 //!
 //! ## Reading mailboxes.db
 //!
@@ -11,11 +10,12 @@
 //! protects nothing. Writers take the exclusive lock for a whole transaction, so under the
 //! shared lock the file holds only committed transactions, and no writer can start one.
 //!
-//! [`open_locked`] does the same with an open-file-description lock (`F_OFD_SETLK`, Linux
-//! 3.15+, tried again until the lock timeout: see [`crate::locks`]). On Linux OFD locks and classic POSIX locks conflict with each other, so Cyrus's
-//! writers wait for it exactly as for one of their own readers; unlike a classic lock it
-//! belongs to this open file, not to the process, so another thread of the daemon that opens
-//! and closes the same file cannot drop it by accident.
+//! [`locks::open_locked`](super::locks::open_locked) does the same with an
+//! open-file-description lock (`F_OFD_SETLK`, Linux 3.15+, tried again until the lock
+//! timeout: see [`super::locks`]). On Linux OFD locks and classic POSIX locks conflict with
+//! each other, so Cyrus's writers wait for it exactly as for one of their own readers; unlike
+//! a classic lock it belongs to this open file, not to the process, so another thread of the
+//! daemon that opens and closes the same file cannot drop it by accident.
 //!
 //! The file is not read whole, nor mapped: [`read_mailbox_list`] walks it through a 256 KiB
 //! window with `pread` (`formats::cyrus::twoskip::TwoskipReader`), seeking straight to the
@@ -30,206 +30,20 @@
 //! exclusive lock; backupd never writes the spool, so it reads the committed state instead
 //! (see `formats::cyrus::twoskip`), which is what that repair keeps.
 
-use crate::locks::{self, DEFAULT_LOCK_TIMEOUT};
+use super::error::SpoolError;
+use super::locks::{open_locked_within, DEFAULT_LOCK_TIMEOUT};
+use super::mailbox::Mailbox;
 use formats::cyrus::imapd_conf::{ImapdConf, ImapdConfError, VirtDomains};
 use formats::cyrus::mailboxes::{
-    layout_hint, Layout, MailboxEntry, MailboxKey, MailboxListError, MailboxType, SpoolHashing,
+    layout_hint, Layout, MailboxEntry, MailboxKey, MailboxListError, SpoolHashing,
 };
 use formats::cyrus::twoskip::{Entry, ReadAt, TwoskipReader};
-use nix::errno::Errno;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Something on the spool that could not be read; every variant names the file.
-#[derive(Debug, thiserror::Error)]
-pub enum SpoolError {
-    /// A file could not be opened, stat'ed or read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// What the system said.
-        source: std::io::Error,
-    },
-    /// The lock could not be taken or released.
-    #[error("{path}: fcntl lock: {source}")]
-    Lock {
-        /// The file.
-        path: PathBuf,
-        /// What the system said.
-        source: Errno,
-    },
-    /// Another process (a Cyrus writer) held a conflicting lock for longer than the lock
-    /// timeout (`lock_timeout_secs`).
-    #[error(
-        "{path}: gave up waiting for the lock after {secs:.1} s (lock_timeout_secs): \
-         another process, most likely a Cyrus writer, holds it",
-        secs = .waited.as_secs_f64()
-    )]
-    LockTimeout {
-        /// The file.
-        path: PathBuf,
-        /// How long it was waited for.
-        waited: std::time::Duration,
-    },
-    /// imapd.conf is malformed.
-    #[error("{path}: {source}")]
-    Conf {
-        /// The configuration file.
-        path: PathBuf,
-        /// Where and what.
-        source: ImapdConfError,
-    },
-    /// imapd.conf lacks something this reader needs, or asks for what it cannot read.
-    #[error("imapd.conf: {0}")]
-    Config(String),
-    /// The mailbox list is damaged.
-    #[error("{path}: {source}")]
-    MailboxList {
-        /// The mailboxes.db file.
-        path: PathBuf,
-        /// Where and what.
-        source: MailboxListError,
-    },
-    /// No live mailbox of this user is in the mailbox list.
-    #[error("unknown user {user:?}: the mailbox list holds no live mailbox of that user")]
-    UnknownUser {
-        /// The user id asked for.
-        user: String,
-    },
-    /// The user has no live mailbox with this unique id (never had, or it was deleted).
-    #[error("user {user:?} has no live folder with unique id {uniqueid:?}")]
-    UnknownFolder {
-        /// The user id asked for.
-        user: String,
-        /// The unique id asked for.
-        uniqueid: String,
-    },
-    /// A name was refused before any path was built from it.
-    #[error("refused {what} {name:?}: {rule}")]
-    BadName {
-        /// What the name was meant to name (`user`, `unique id`, `sieve script`, ...).
-        what: &'static str,
-        /// The name as given (cut to 200 characters).
-        name: String,
-        /// The rule it breaks.
-        rule: &'static str,
-    },
-    /// A copied cyrus.header does not parse, in every copy taken under Cyrus's locks.
-    #[error("{path}: {source} (in each of {attempts} copies taken under Cyrus's locks)")]
-    BadHeader {
-        /// The cyrus.header file.
-        path: PathBuf,
-        /// How many copies were tried.
-        attempts: u32,
-        /// Where and what.
-        source: formats::cyrus::header::HeaderError,
-    },
-    /// A copied cyrus.index does not parse, in every copy taken under Cyrus's locks.
-    #[error("{path}: {source} (in each of {attempts} copies taken under Cyrus's locks)")]
-    BadIndex {
-        /// The cyrus.index file.
-        path: PathBuf,
-        /// How many copies were tried.
-        attempts: u32,
-        /// Where and what.
-        source: formats::cyrus::index::IndexError,
-    },
-    /// Cyrus compiled a sieve script whose source is not among the live messages of the
-    /// user's `#sieve` mailbox.
-    #[error(
-        "sieve script {name:?} of user {user:?}: {bytecode} exists, but no live message of \
-         the #sieve mailbox has that name as its Subject"
-    )]
-    SieveSource {
-        /// The user id.
-        user: String,
-        /// The script name.
-        name: String,
-        /// The compiled script.
-        bytecode: PathBuf,
-    },
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
-    move |source| SpoolError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
-/// Reads imapd.conf at `path`, and the files it `@include`s (one level deep, as written).
-pub fn load_imapd_conf(path: &Path) -> Result<ImapdConf, SpoolError> {
-    let conf_err = |path: &Path| {
-        let path = path.to_owned();
-        move |source| SpoolError::Conf { path, source }
-    };
-    let text = std::fs::read(path).map_err(io(path))?;
-    let mut conf = ImapdConf::parse(&text).map_err(conf_err(path))?;
-    for include in conf.includes().to_vec() {
-        let inc = Path::new(&include);
-        let text = std::fs::read(inc).map_err(io(inc))?;
-        let other = ImapdConf::parse(&text).map_err(conf_err(inc))?;
-        conf.merge(other).map_err(conf_err(inc))?;
-    }
-    Ok(conf)
-}
-
-/// The whole of the Cyrus database file at `path`, read under the shared lock Cyrus's own
-/// readers take; the lock is released before returning. For small files (and the
-/// measurements in docs/mailbox-list.md); [`read_mailbox_list`] does not need the whole file.
-pub fn read_locked(path: &Path) -> Result<Vec<u8>, SpoolError> {
-    let mut file = open_locked(path)?;
-    let mut data = Vec::with_capacity(file.metadata().map_err(io(path))?.len() as usize);
-    file.read_to_end(&mut data).map_err(io(path))?;
-    locks::unlock(&file, path)?;
-    Ok(data)
-}
-
-/// One mailbox as backupd keeps it in memory: what a backup needs to find, identify and
-/// compare it. The ACL and the name history stay in mailboxes.db (and cyrus.header, which is
-/// backed up whole); `formats::cyrus::mailboxes::MailboxEntry` has everything.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mailbox {
-    /// The folder as the owner sees it: `INBOX`, `Work/Sub`; a shared mailbox's whole name.
-    pub folder: Box<str>,
-    /// The unique id (empty for the rare entry without one).
-    pub uniqueid: Box<str>,
-    /// The partition (empty if none); shared between the mailboxes of one partition.
-    pub partition: Arc<str>,
-    /// Kind and flags; [`MailboxType::has_spool_dir`] says whether files exist here.
-    pub mbtype: MailboxType,
-    /// Set for a delayed-deleted mailbox (`DELETED.user.alice.Work.<hex time>`): its time.
-    pub deleted_at: Option<u32>,
-    /// The directory under the partition root, for mailboxes stored by name (flag `l`);
-    /// `None` for those stored by unique id (see [`Mailbox::spool_dir`]).
-    pub legacy_dir: Option<Box<str>>,
-    /// `V`.
-    pub uidvalidity: u32,
-    /// `F`: bumped when the folder itself (name, ACL, annotations) changes.
-    pub foldermodseq: u64,
-}
-
-impl Mailbox {
-    /// The directory relative to the partition root (`uuid/<c1>/<c2>/<unique id>`, or the
-    /// name-based one), or `None` if the mailbox has no files on this server.
-    pub fn spool_dir(&self) -> Option<String> {
-        if !self.mbtype.has_spool_dir() || self.partition.is_empty() {
-            return None;
-        }
-        if let Some(dir) = &self.legacy_dir {
-            return Some(dir.to_string());
-        }
-        let mut c = self.uniqueid.chars();
-        let (c1, c2) = (c.next()?, c.next()?);
-        Some(format!("uuid/{c1}/{c2}/{}", self.uniqueid))
-    }
-}
 
 /// Every mailbox of the server, grouped by the user it belongs to.
 #[derive(Debug, Clone, Default)]
@@ -271,15 +85,15 @@ pub const BATCH: usize = 100_000;
 /// database, whose key order cannot be sought, is read in one hold.) For one user's
 /// consistent view use [`user_mailboxes`]. Entries without files on this server
 /// (tombstones, remote, reserved, intermediate) are kept and marked: see
-/// [`MailboxType::has_spool_dir`].
+/// [`MailboxType::has_spool_dir`](formats::cyrus::mailboxes::MailboxType::has_spool_dir).
 ///
-/// Waits at most [`DEFAULT_LOCK_TIMEOUT`] for each lock ([`Spool::users`] takes the
-/// spool's).
+/// Waits at most [`DEFAULT_LOCK_TIMEOUT`] for each lock
+/// ([`Spool::users`](super::Spool::users) takes the spool's).
 pub fn read_mailbox_list(conf: &ImapdConf) -> Result<MailboxList, SpoolError> {
     read_mailbox_list_in_batches(conf, BATCH, DEFAULT_LOCK_TIMEOUT)
 }
 
-fn read_mailbox_list_in_batches(
+pub(crate) fn read_mailbox_list_in_batches(
     conf: &ImapdConf,
     batch: usize,
     lock_timeout: Duration,
@@ -468,13 +282,13 @@ fn to_mailbox(
 /// whatever the size of the file. `userid` is `alice`, or `alice@example.com` with
 /// virtual domains. Needs a Cyrus 3.5+ database; an older one is reported as a config error.
 ///
-/// Waits at most [`DEFAULT_LOCK_TIMEOUT`] for the lock (the [`Spool`] methods take the
-/// spool's).
+/// Waits at most [`DEFAULT_LOCK_TIMEOUT`] for the lock (the [`Spool`](super::Spool) methods
+/// take the spool's).
 pub fn user_mailboxes(conf: &ImapdConf, userid: &str) -> Result<Vec<Mailbox>, SpoolError> {
     user_mailboxes_within(conf, userid, DEFAULT_LOCK_TIMEOUT)
 }
 
-fn user_mailboxes_within(
+pub(crate) fn user_mailboxes_within(
     conf: &ImapdConf,
     userid: &str,
     lock_timeout: Duration,
@@ -546,243 +360,12 @@ fn is_by_name<R: ReadAt>(db: &mut TwoskipReader<R>) -> Result<bool, MailboxListE
     Ok(true) // empty: nothing to find either way
 }
 
-/// Opens a Cyrus database file and takes the shared lock Cyrus's readers take, following a
-/// repack that renamed a new file over it (see the module documentation). The lock lasts
-/// as long as the returned file is open.
-/// Waits at most [`DEFAULT_LOCK_TIMEOUT`] for the lock; [`open_locked_within`] takes the wait.
-pub fn open_locked(path: &Path) -> Result<File, SpoolError> {
-    open_locked_within(path, DEFAULT_LOCK_TIMEOUT)
-}
-
-/// [`open_locked`], waiting at most `timeout` for each lock taken.
-pub fn open_locked_within(path: &Path, timeout: Duration) -> Result<File, SpoolError> {
-    let mut file = File::open(path).map_err(io(path))?;
-    loop {
-        locks::lock_shared(&file, path, timeout)?;
-        let open = file.metadata().map_err(io(path))?;
-        let named = std::fs::metadata(path).map_err(io(path))?;
-        if (open.dev(), open.ino()) == (named.dev(), named.ino()) {
-            return Ok(file);
-        }
-        // Repacked and renamed while we waited: lock the file that is there now.
-        file = File::open(path).map_err(io(path))?;
-    }
-}
-
-/// The spool of one Cyrus server, as the daemon reads it: every request of the protocol that
-/// touches Cyrus's files goes through one of these methods. Shared by the daemon's blocking
-/// pool (`Send + Sync`); each call opens what it needs and holds no lock after it returns.
-///
-/// Names from clients are checked ([`check_name`], [`check_uniqueid`]) and looked up in the
-/// mailbox list; paths are built only from imapd.conf's roots and the unique ids and
-/// partitions mailboxes.db holds.
-#[derive(Debug)]
-pub struct Spool {
-    pub(crate) conf: ImapdConf,
-    pub(crate) layout: crate::layout::Layout,
-    /// (user, unique id) → message directories, so that streaming a folder's messages does
-    /// not look the mailbox up once per message. Checked again when a file is missing.
-    pub(crate) message_dirs: crate::messages::DirCache,
-    /// The longest wait for one of Cyrus's locks.
-    pub(crate) lock_timeout: Duration,
-}
-
-impl Spool {
-    /// Reads imapd.conf (and its `@include`s) and checks that the mailbox list is there.
-    pub fn open(imapd_conf: &Path) -> Result<Spool, SpoolError> {
-        let conf = load_imapd_conf(imapd_conf)?;
-        let layout = crate::layout::Layout::new(&conf)?;
-        std::fs::metadata(&layout.mailboxes_db).map_err(io(&layout.mailboxes_db))?;
-        Ok(Spool {
-            conf,
-            layout,
-            message_dirs: Default::default(),
-            lock_timeout: DEFAULT_LOCK_TIMEOUT,
-        })
-    }
-
-    /// The same spool, waiting at most `timeout` for each of Cyrus's locks (the
-    /// configuration's `lock_timeout_secs`; [`DEFAULT_LOCK_TIMEOUT`] unless set): a request
-    /// that waits longer fails with [`SpoolError::LockTimeout`].
-    pub fn with_lock_timeout(mut self, timeout: Duration) -> Spool {
-        self.lock_timeout = timeout;
-        self
-    }
-
-    /// The longest wait for one of Cyrus's locks.
-    pub fn lock_timeout(&self) -> Duration {
-        self.lock_timeout
-    }
-
-    /// The parsed imapd.conf.
-    pub fn imapd_conf(&self) -> &ImapdConf {
-        &self.conf
-    }
-
-    /// Every user with a live INBOX, and the partition of that INBOX (for the feeders), in
-    /// user id order. Reads the whole mailbox list ([`read_mailbox_list`]).
-    pub fn users(&self) -> Result<Vec<formats::protocol::UserEntry>, SpoolError> {
-        let list = read_mailbox_list_in_batches(&self.conf, BATCH, self.lock_timeout)?;
-        Ok(list
-            .users
-            .into_iter()
-            .filter_map(|(user, mailboxes)| {
-                let inbox = mailboxes
-                    .iter()
-                    .find(|m| &*m.folder == "INBOX" && is_live(m))?;
-                Some(formats::protocol::UserEntry {
-                    user: user.into(),
-                    partition: inbox.partition.to_string(),
-                })
-            })
-            .collect())
-    }
-
-    /// One user's folders (mail folders only: not delayed-deleted ones, tombstones, the
-    /// hidden `#sieve` mailbox or DAV collections) with the stat data of their meta files,
-    /// and the stat data of the user's own files. Stat only: no lock is taken and no message
-    /// file is opened or stat'ed. See [`crate::folders`].
-    pub fn folders(&self, user: &str) -> Result<formats::protocol::UserListing, SpoolError> {
-        crate::folders::folders(self, user)
-    }
-
-    /// cyrus.header, cyrus.index and cyrus.annotations of one of the user's folders, copied
-    /// whole under the locks Cyrus takes (docs/cyrus-locks.md), and checked. See
-    /// [`crate::meta`].
-    pub fn copy_meta(
-        &self,
-        user: &str,
-        uniqueid: &str,
-    ) -> Result<formats::protocol::MetaCopy, SpoolError> {
-        crate::meta::copy_meta(self, user, uniqueid)
-    }
-
-    /// The message file of `uid` in one of the user's folders, open for reading, with its
-    /// size; `None` when Cyrus has removed it. See [`crate::messages`].
-    pub fn open_message(
-        &self,
-        user: &str,
-        uniqueid: &str,
-        uid: u32,
-    ) -> Result<Option<(File, u64)>, SpoolError> {
-        crate::messages::open_message(self, user, uniqueid, uid)
-    }
-
-    /// A user file's bytes and stat data; `None` when it does not exist. See
-    /// [`crate::user_files`].
-    pub fn read_user_file(
-        &self,
-        user: &str,
-        id: &formats::protocol::UserFileId,
-    ) -> Result<Option<(Vec<u8>, formats::FileStat)>, SpoolError> {
-        crate::user_files::read_user_file(self, user, id)
-    }
-
-    /// The user's live mailboxes (with files on this server), read from mailboxes.db; an
-    /// unknown user (none found) is an error. The name is checked first.
-    pub(crate) fn live_mailboxes(&self, user: &str) -> Result<Vec<Mailbox>, SpoolError> {
-        check_name("user", user)?;
-        let live: Vec<Mailbox> = user_mailboxes_within(&self.conf, user, self.lock_timeout)?
-            .into_iter()
-            .filter(is_live)
-            .collect();
-        if live.is_empty() {
-            return Err(SpoolError::UnknownUser { user: user.into() });
-        }
-        for m in &live {
-            // mailboxes.db is Cyrus's, but a path is built from this: check it all the same.
-            check_uniqueid(&m.uniqueid)?;
-        }
-        Ok(live)
-    }
-}
-
-/// Whether a mailbox is live (not delayed-deleted) and has files on this server (not a
-/// tombstone, reservation, intermediate or remote entry).
-pub(crate) fn is_live(m: &Mailbox) -> bool {
-    m.deleted_at.is_none() && m.mbtype.has_spool_dir()
-}
-
-pub(crate) fn bad_name(what: &'static str, name: &str, rule: &'static str) -> SpoolError {
-    SpoolError::BadName {
-        what,
-        name: name.chars().take(200).collect(),
-        rule,
-    }
-}
-
-/// Refuses a user or folder name that is empty or holds `..`, `/`, NUL or another control
-/// character, before anything is looked up or built from it.
-pub fn check_name(what: &'static str, name: &str) -> Result<(), SpoolError> {
-    let bad = name.is_empty()
-        || name.len() > 1024
-        || name.contains("..")
-        || name.chars().any(|c| c == '/' || c.is_control());
-    if bad {
-        return Err(bad_name(
-            what,
-            name,
-            "names must be non-empty, at most 1024 bytes, without `..`, `/`, NUL or control \
-             characters",
-        ));
-    }
-    Ok(())
-}
-
-/// Refuses a sieve script name Cyrus would refuse (imap/sievedir.c `sievedir_valid_name`:
-/// empty, or holding `/` or NUL), or one over 1024 bytes. Anything else is a valid Cyrus
-/// script name (`v1..v2`, a tab) and must be backed up: the name only ever becomes
-/// `<name>.script` or `<name>.bc` inside the user's sieve directory, which with the suffix
-/// can be neither `.` nor `..`.
-pub fn check_script_name(name: &str) -> Result<(), SpoolError> {
-    if name.is_empty() || name.len() > 1024 || name.contains(['/', '\0']) {
-        return Err(bad_name(
-            "sieve script",
-            name,
-            "sieve script names must be non-empty, at most 1024 bytes, without `/` or NUL",
-        ));
-    }
-    Ok(())
-}
-
-/// Refuses a unique id that is not 2 to 64 letters, digits, `-` or `_` (Cyrus 3.x makes
-/// 24 lower-case letters and digits; older servers made hex or UUID-like ones).
-pub fn check_uniqueid(id: &str) -> Result<(), SpoolError> {
-    let ok = (2..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !ok {
-        return Err(bad_name(
-            "unique id",
-            id,
-            "unique ids are 2 to 64 ASCII letters, digits, `-` and `_`",
-        ));
-    }
-    Ok(())
-}
-
-/// The stat data backupd reports for a file.
-pub(crate) fn file_stat(meta: &std::fs::Metadata) -> formats::FileStat {
-    formats::FileStat {
-        size: meta.size(),
-        mtime: formats::Timestamp {
-            secs: meta.mtime(),
-            // Always below 10^9 from the kernel.
-            nanos: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
-        },
-        inode: meta.ino(),
-    }
-}
-
-pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
-    io(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::locks::cyrus_style_lock;
+    use crate::spool::locks::{cyrus_style_lock, read_locked};
+    use crate::spool::{check_name, check_script_name, check_uniqueid, load_imapd_conf, Spool};
+    use std::path::Path;
     use std::sync::mpsc;
     use std::time::Duration;
 
