@@ -23,7 +23,7 @@
 //! GUIDs on purpose.
 
 use super::plan::{
-    messages_to_fetch, plan, unanswered_live, FolderAction, FolderStep, Plan, PlanError, Wanted,
+    messages_to_fetch, plan, plan_for, unanswered_live, FolderAction, FolderStep, Plan, PlanError, Wanted,
 };
 use super::quiet::QuietKey;
 use crate::client::{Client, ClientError, Fetched, MessageStream};
@@ -455,9 +455,19 @@ pub fn backup_user(job: &UserJob<'_>, conn: &mut dyn Backupd) -> Result<UserOutc
             }
         }
     };
-    // 1. The lock.
+    // 1. The lock. A user with a quiet key most likely needs nothing more than the lock
+    //    and a look: take it without creating or writing anything.
     let dir = UserDir::new(job.store_root, user).map_err(store_err("the store directory"))?;
-    let locked: LockedDir = match dir.lock() {
+    let locked = match job.quiet_key {
+        Some(_) => dir.lock_existing(),
+        None => Ok(Err(dir)),
+    };
+    let locked = match locked {
+        Ok(Ok(l)) => Ok(l),
+        Ok(Err(dir)) => dir.lock(),
+        Err(e) => Err(e),
+    };
+    let mut locked: LockedDir = match locked {
         Ok(l) => l,
         Err(StoreError::Locked { holder, .. }) => {
             return Err(BackupError::Locked {
@@ -480,6 +490,7 @@ pub fn backup_user(job: &UserJob<'_>, conn: &mut dyn Backupd) -> Result<UserOutc
                 ..UserOutcome::default()
             });
         }
+        locked.note_holder();
     }
     // 4. Open: an interrupted index switch finished, the torn tail cut.
     let mut store = locked
@@ -534,6 +545,10 @@ pub fn backup_user(job: &UserJob<'_>, conn: &mut dyn Backupd) -> Result<UserOutc
                 // Committed and durable, and everything stored has the listing's stat
                 // data: the store now has nothing to do for this listing, so the next
                 // night may skip it while both stay so.
+                debug_assert!(
+                    plan_for(store.catalog(), &listing).is_ok_and(|p| p.is_empty()),
+                    "user {user}: a quiet key would be recorded for a store with work to do"
+                );
                 out.quiet_key = QuietKey::of(user, &listing, store.catalog().data_path());
             }
             Ok(out)
@@ -951,6 +966,17 @@ impl Execution<'_, '_> {
             .iter()
             .map(|f| (&f.id, f.stat))
             .collect();
+        if asked_active {
+            // The plan asks for the active script again while "some listed script is
+            // active" disagrees with the listing's active link: an active link naming no
+            // listed script (or unreadable) keeps it asking, so no quiet key.
+            let names_listed = active.as_deref().is_some_and(|name| {
+                listed.contains_key(&UserFileId::SieveScript(name.to_owned()))
+            });
+            if names_listed != listed.contains_key(&UserFileId::SieveActive) {
+                self.as_listed = false;
+            }
+        }
         for (id, file) in files {
             let kind = match &id {
                 UserFileId::Seen => UserFileKind::Seen,

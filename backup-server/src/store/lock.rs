@@ -32,17 +32,22 @@ impl UserLock {
     /// and the time into it, for the message the next contender gets.
     pub fn exclusive(path: &Path, user: &str) -> Result<UserLock> {
         let mut lock = Self::take(path, user, FlockArg::LockExclusiveNonblock)?;
+        lock.write_note();
+        Ok(lock)
+    }
+
+    /// Writes who holds the lock (`pid N since unix time T`) into the lock file, for the
+    /// error another writer shows. Only a diagnostic: a failure to write it does not matter.
+    pub fn write_note(&mut self) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let note = format!("pid {} since unix time {now}\n", std::process::id());
-        let f: &mut File = &mut lock._flock;
-        // Only a diagnostic: a failure to write it does not matter.
+        let f: &mut File = &mut self._flock;
         let _ = f
             .set_len(0)
             .and_then(|()| f.seek(SeekFrom::Start(0)))
             .and_then(|_| f.write_all(note.as_bytes()));
-        Ok(lock)
     }
 
     /// Takes the exclusive lock on `path` if the file exists, writing nothing (not even

@@ -59,10 +59,14 @@ impl UserDir {
     }
 
     /// Takes the writer lock only if the store has a lock file, creating and writing
-    /// nothing (`Ok(None)`: no lock file, so no store to speak of). Held, it keeps every
-    /// writer out while the caller looks at the store's files; it opens no store.
-    pub fn lock_if_present(&self) -> Result<Option<UserLock>> {
-        UserLock::exclusive_existing(&self.file(LOCK_FILE), self.user())
+    /// nothing: the quiet check's lock, which most nights is all a user's backup takes.
+    /// `Ok(Err(self))`: no lock file, so no store to speak of. Before writing anything,
+    /// the holder calls [`LockedDir::note_holder`].
+    pub fn lock_existing(self) -> Result<std::result::Result<LockedDir, UserDir>> {
+        match UserLock::exclusive_existing(&self.file(LOCK_FILE), self.user())? {
+            Some(lock) => Ok(Ok(LockedDir { dir: self, lock })),
+            None => Ok(Err(self)),
+        }
     }
 }
 
@@ -77,6 +81,13 @@ impl LockedDir {
     /// The directory.
     pub fn dir(&self) -> &UserDir {
         &self.dir
+    }
+
+    /// Writes this process's note into the lock file (taken by
+    /// [`UserDir::lock_existing`], which writes none), so that another writer's error says
+    /// who holds the store.
+    pub fn note_holder(&mut self) {
+        self.lock.write_note();
     }
 
     /// Opens the store, creating it when the directory holds none, and recovers it (see
