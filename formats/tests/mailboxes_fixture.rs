@@ -2,7 +2,8 @@
 //! for it (mboxlist.json), and the directories against the spool on disk.
 
 use formats::cyrus::mailboxes::{
-    mailboxes, Layout, MailboxEntry, MailboxKind, MailboxName, SpoolHashing, DEFAULT_DELETED_PREFIX,
+    mailboxes, KeyLayout, MailboxEntry, MailboxKind, MailboxName, SpoolHashing,
+    DEFAULT_DELETED_PREFIX,
 };
 use std::path::Path;
 
@@ -11,7 +12,7 @@ const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/cy
 fn entries() -> Vec<MailboxEntry> {
     let data = std::fs::read(Path::new(FIXTURE).join("conf/mailboxes.db")).unwrap();
     let list = mailboxes(&data, DEFAULT_DELETED_PREFIX).unwrap();
-    assert_eq!(list.layout(), Layout::ByName);
+    assert_eq!(list.layout(), KeyLayout::ByName);
     list.collect::<Result<_, _>>().unwrap()
 }
 

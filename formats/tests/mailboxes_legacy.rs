@@ -3,7 +3,7 @@
 //! detection Cyrus 3.6 applies before upgrading such a database.
 
 use formats::cyrus::mailboxes::{
-    detect_layout, Layout, MailboxEntry, MailboxKey, MailboxKind, MailboxType, SpoolHashing,
+    detect_layout, KeyLayout, MailboxEntry, MailboxKey, MailboxKind, MailboxType, SpoolHashing,
 };
 
 #[test]
@@ -11,10 +11,10 @@ fn a_3_4_entry() {
     let key = b"example.com!user.john^doe.Work";
     let value = b"%(A %(john.doe@example.com lrswipkxtecdan anyone p) I 0123456789abcdef \
         P default V 1500000001 C 4 F 9 M 1500000000)";
-    let MailboxKey::Name(name) = MailboxKey::classify(key, Layout::Legacy) else {
+    let MailboxKey::Name(name) = MailboxKey::classify(key, KeyLayout::Legacy) else {
         panic!("a name key")
     };
-    let e = MailboxEntry::decode(name, value, Layout::Legacy, "DELETED").unwrap();
+    let e = MailboxEntry::decode(name, value, KeyLayout::Legacy, "DELETED").unwrap();
     assert_eq!(e.name.intname(), "example.com!user.john^doe.Work");
     assert_eq!(e.name.userid().as_deref(), Some("john.doe@example.com"));
     assert_eq!(e.name.folder(), "Work");
@@ -53,43 +53,43 @@ fn which_layout() {
         (&b"AS\x1fanyone\x1fuser\x1fa"[..], &b""[..]),
         (b"Iabc", b"%(T e N user\x1fa P default)"),
     ];
-    assert_eq!(detect_layout(by_name), Layout::ByName);
+    assert_eq!(detect_layout(by_name), KeyLayout::ByName);
     let legacy = [(&b"$RACL"[..], &b"2"[..]), (b"user.a", b"%(P default)")];
-    assert_eq!(detect_layout(legacy), Layout::Legacy);
+    assert_eq!(detect_layout(legacy), KeyLayout::Legacy);
     // An I key whose entry does not name the mailbox: a 3.0-3.4 mailbox called "I...".
     assert_eq!(
         detect_layout([(&b"Ifoo"[..], &b"%(P default)"[..])]),
-        Layout::Legacy
+        KeyLayout::Legacy
     );
     assert_eq!(
         detect_layout([(&b"user.a"[..], &b"%(P default)"[..])]),
-        Layout::Legacy
+        KeyLayout::Legacy
     );
     assert_eq!(
         detect_layout([(&b"Nuser\x1fa"[..], &b"%(T e P default)"[..])]),
-        Layout::ByName
+        KeyLayout::ByName
     );
     assert_eq!(
-        MailboxKey::classify(b"$RACL", Layout::Legacy),
+        MailboxKey::classify(b"$RACL", KeyLayout::Legacy),
         MailboxKey::Other
     );
     assert_eq!(
-        MailboxKey::classify(b"Iabc", Layout::ByName),
+        MailboxKey::classify(b"Iabc", KeyLayout::ByName),
         MailboxKey::Id(b"abc")
     );
     assert_eq!(
-        MailboxKey::classify(b"AS\x1fx", Layout::ByName),
+        MailboxKey::classify(b"AS\x1fx", KeyLayout::ByName),
         MailboxKey::Other
     );
 }
 
 #[test]
 fn bad_values_name_the_key() {
-    let err = MailboxEntry::decode(b"user\x1fa", b"%(T e V abc)", Layout::ByName, "DELETED")
+    let err = MailboxEntry::decode(b"user\x1fa", b"%(T e V abc)", KeyLayout::ByName, "DELETED")
         .unwrap_err()
         .to_string();
     assert!(err.contains("user/a") && err.contains("decimal"), "{err}");
-    let err = MailboxEntry::decode(b"user\x1fa", b"%(T e", Layout::ByName, "DELETED")
+    let err = MailboxEntry::decode(b"user\x1fa", b"%(T e", KeyLayout::ByName, "DELETED")
         .unwrap_err()
         .to_string();
     assert!(err.contains("user/a") && err.contains("byte"), "{err}");

@@ -23,7 +23,8 @@
 //! GUIDs on purpose.
 
 use super::plan::{
-    messages_to_fetch, plan, plan_for, unanswered_live, FolderAction, FolderStep, Plan, PlanError, Wanted,
+    messages_to_fetch, plan, plan_for, unanswered_live, FolderAction, FolderStep, Plan, PlanError,
+    Wanted,
 };
 use super::quiet::QuietKey;
 use crate::client::{Client, ClientError, Fetched, MessageStream};
@@ -970,9 +971,9 @@ impl Execution<'_, '_> {
             // The plan asks for the active script again while "some listed script is
             // active" disagrees with the listing's active link: an active link naming no
             // listed script (or unreadable) keeps it asking, so no quiet key.
-            let names_listed = active.as_deref().is_some_and(|name| {
-                listed.contains_key(&UserFileId::SieveScript(name.to_owned()))
-            });
+            let names_listed = active
+                .as_deref()
+                .is_some_and(|name| listed.contains_key(&UserFileId::SieveScript(name.to_owned())));
             if names_listed != listed.contains_key(&UserFileId::SieveActive) {
                 self.as_listed = false;
             }

@@ -4,7 +4,7 @@
 //! `mod.rs` depends on `mod.rs`.
 
 use super::error::{io_err, SpoolError};
-use super::layout::Layout;
+use super::layout::SpoolPaths;
 use super::locks::DEFAULT_LOCK_TIMEOUT;
 use super::mailbox::{is_live, Mailbox};
 use super::mailboxes::user_mailboxes_within;
@@ -37,7 +37,7 @@ pub(crate) struct Cyrus {
     /// The parsed imapd.conf.
     pub(crate) conf: ImapdConf,
     /// Where its files are.
-    pub(crate) layout: Layout,
+    pub(crate) layout: SpoolPaths,
     /// The longest wait for one of Cyrus's locks.
     pub(crate) lock_timeout: Duration,
 }
@@ -46,7 +46,7 @@ impl Cyrus {
     /// Reads imapd.conf (and its `@include`s) and checks that the mailbox list is there.
     pub(crate) fn open(imapd_conf: &Path) -> Result<Cyrus, SpoolError> {
         let conf = load_imapd_conf(imapd_conf)?;
-        let layout = Layout::new(&conf)?;
+        let layout = SpoolPaths::new(&conf)?;
         std::fs::metadata(&layout.mailboxes_db).map_err(io_err(&layout.mailboxes_db))?;
         Ok(Cyrus {
             conf,

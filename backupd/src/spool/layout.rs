@@ -28,7 +28,7 @@ struct Roots {
 
 /// The directories of a Cyrus server, from its imapd.conf.
 #[derive(Debug, Clone)]
-pub(crate) struct Layout {
+pub(crate) struct SpoolPaths {
     /// `configdirectory`.
     pub config_dir: PathBuf,
     /// mailboxes.db.
@@ -44,9 +44,9 @@ pub(crate) struct Layout {
     partitions: HashMap<String, Roots>,
 }
 
-impl Layout {
+impl SpoolPaths {
     /// Reads the roots out of `conf`; refuses a config without configdirectory or partitions.
-    pub(crate) fn new(conf: &ImapdConf) -> Result<Layout, SpoolError> {
+    pub(crate) fn new(conf: &ImapdConf) -> Result<SpoolPaths, SpoolError> {
         let config =
             |e: formats::cyrus::imapd_conf::ImapdConfError| SpoolError::Config(e.to_string());
         let config_dir = PathBuf::from(
@@ -91,7 +91,7 @@ impl Layout {
         if partitions.is_empty() {
             return Err(SpoolError::Config("no partition-<name> is set".into()));
         }
-        Ok(Layout {
+        Ok(SpoolPaths {
             config_dir,
             mailboxes_db,
             lock_root,
@@ -173,7 +173,7 @@ mod tests {
               archivepartition-default: /a1\n",
         )
         .unwrap();
-        let layout = Layout::new(&conf).unwrap();
+        let layout = SpoolPaths::new(&conf).unwrap();
         let m = |partition: &str| Mailbox {
             folder: "Work".into(),
             uniqueid: "abcdef".into(),

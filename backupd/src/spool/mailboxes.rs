@@ -35,7 +35,7 @@ use super::locks::{open_locked_within, DEFAULT_LOCK_TIMEOUT};
 use super::mailbox::Mailbox;
 use formats::cyrus::imapd_conf::{ImapdConf, ImapdConfError, VirtDomains};
 use formats::cyrus::mailboxes::{
-    layout_hint, Layout, MailboxEntry, MailboxKey, MailboxListError, SpoolHashing,
+    layout_hint, KeyLayout, MailboxEntry, MailboxKey, MailboxListError, SpoolHashing,
 };
 use formats::cyrus::twoskip::{Entry, ReadAt, TwoskipReader};
 use std::collections::BTreeMap;
@@ -49,7 +49,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, Default)]
 pub struct MailboxList {
     /// The key layout found (3.5+ by name, or 3.0 to 3.4 legacy).
-    pub layout: Option<Layout>,
+    pub layout: Option<KeyLayout>,
     /// User id (`alice`, `alice@example.com`) → that user's mailboxes in key order (INBOX,
     /// then its sub folders; delayed-deleted ones apart).
     pub users: BTreeMap<Box<str>, Vec<Mailbox>>,
@@ -168,19 +168,19 @@ impl<'c> ListWalk<'c> {
                         break;
                     }
                 }
-                *self.list.layout.insert(layout.unwrap_or(Layout::Legacy))
+                *self.list.layout.insert(layout.unwrap_or(KeyLayout::Legacy))
             }
         };
         // Keys of a legacy database are in mailbox-name order, which a seek cannot follow.
-        let limit = if layout == Layout::Legacy {
+        let limit = if layout == KeyLayout::Legacy {
             usize::MAX
         } else {
             limit
         };
         match (&resume, layout) {
             (Some(key), _) => db.seek(key),
-            (None, Layout::ByName) => db.seek(b"N"),
-            (None, Layout::Legacy) => db.rewind(),
+            (None, KeyLayout::ByName) => db.seek(b"N"),
+            (None, KeyLayout::Legacy) => db.rewind(),
         }
         let mut count = 0;
         while let Some(e) = db.next_entry()? {
@@ -189,7 +189,7 @@ impl<'c> ListWalk<'c> {
             }
             let name = match MailboxKey::classify(e.key, layout) {
                 MailboxKey::Name(name) => name,
-                _ if layout == Layout::ByName && !e.key.starts_with(b"N") => break,
+                _ if layout == KeyLayout::ByName && !e.key.starts_with(b"N") => break,
                 _ => continue,
             };
             let (mailbox, user) = to_mailbox(
@@ -241,7 +241,7 @@ pub fn mailboxes_db_path(conf: &ImapdConf) -> Result<PathBuf, SpoolError> {
 fn to_mailbox(
     e: &Entry<'_>,
     name: &[u8],
-    layout: Layout,
+    layout: KeyLayout,
     deleted_prefix: &str,
     hashing: SpoolHashing,
     partitions: &mut Vec<Arc<str>>,
@@ -332,7 +332,7 @@ pub(crate) fn user_mailboxes_within(
         let (mailbox, _) = to_mailbox(
             &e,
             &e.key[1..],
-            Layout::ByName,
+            KeyLayout::ByName,
             conf.deletedprefix(),
             hashing,
             &mut partitions,
@@ -354,7 +354,7 @@ fn is_by_name<R: ReadAt>(db: &mut TwoskipReader<R>) -> Result<bool, MailboxListE
     db.rewind();
     while let Some(e) = db.next_entry()? {
         if let Some(layout) = layout_hint(e.key, e.value) {
-            return Ok(layout == Layout::ByName);
+            return Ok(layout == KeyLayout::ByName);
         }
     }
     Ok(true) // empty: nothing to find either way
@@ -446,7 +446,7 @@ mod tests {
     fn fixture_grouped_by_user() {
         let (_dir, conf) = instance();
         let list = read_mailbox_list(&conf).unwrap();
-        assert_eq!(list.layout, Some(Layout::ByName));
+        assert_eq!(list.layout, Some(KeyLayout::ByName));
         assert_eq!(list.mailbox_count(), 5);
         assert!(list.shared.is_empty());
         let inbox = &list.users[USER][0];

@@ -23,7 +23,7 @@
 use super::cyrus::Cyrus;
 use super::error::{io_err, SpoolError};
 use super::files::{file_stat, open_read, stat_opt};
-use super::layout::{by_id, dir_hash, Layout};
+use super::layout::{by_id, dir_hash, SpoolPaths};
 use super::locks::open_locked_within;
 use super::mailbox::Mailbox;
 use super::meta::{lock_mailbox, Target};
@@ -49,7 +49,7 @@ pub(crate) struct UserPaths {
 }
 
 /// The paths of a user's files, from the user's INBOX entry.
-pub(crate) fn user_paths(layout: &Layout, user: &str, inbox: &Mailbox) -> UserPaths {
+pub(crate) fn user_paths(layout: &SpoolPaths, user: &str, inbox: &Mailbox) -> UserPaths {
     if inbox.legacy_dir.is_none() {
         let dir = by_id(&layout.config_dir.join("user"), &inbox.uniqueid);
         return UserPaths {
@@ -471,7 +471,7 @@ mod tests {
             b"configdirectory: /c\npartition-default: /p\nsievedir: /s\nvirtdomains: userid\n",
         )
         .unwrap();
-        let layout = Layout::new(&conf).unwrap();
+        let layout = SpoolPaths::new(&conf).unwrap();
         let inbox = Mailbox {
             folder: "INBOX".into(),
             uniqueid: "abc".into(),

@@ -3,12 +3,12 @@
 //! mailboxes.db is a key-value database (twoskip by default, see [`super::twoskip`]). Two key
 //! layouts exist in Cyrus 3.x (imap/mboxlist.c):
 //!
-//! * **By name** (3.5 and later, [`Layout::ByName`]). `N<dbname>` holds a mailbox's entry,
+//! * **By name** (3.5 and later, [`KeyLayout::ByName`]). `N<dbname>` holds a mailbox's entry,
 //!   `I<unique id>` the same mailbox by id (with its current `N` name and `H` name history),
 //!   `A...` the reverse ACL index (`reverseacls: yes`). A *dbname* is the mailbox name with
 //!   `\x1f` between levels and `\x1d` after a virtual domain:
 //!   `example.com\x1duser\x1falice\x1fWork`; a `.` inside a level is a plain dot.
-//! * **Legacy** (3.0 to 3.4, [`Layout::Legacy`]). The key is the internal name itself,
+//! * **Legacy** (3.0 to 3.4, [`KeyLayout::Legacy`]). The key is the internal name itself,
 //!   `example.com!user.alice.Work`, with `.` between levels and `^` for a dot inside a level;
 //!   `$RACL...` and `$RUNQ...` keys hold other indexes. Cyrus 3.6 converts such a database on
 //!   its first start and marks every mailbox as keeping its name-based directory.
@@ -37,7 +37,7 @@ pub const DEFAULT_DELETED_PREFIX: &str = "DELETED";
 
 /// How mailboxes.db keys are laid out; see the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
+pub enum KeyLayout {
     /// Cyrus 3.5 and later: `N<dbname>` and `I<unique id>` keys.
     ByName,
     /// Cyrus 3.0 to 3.4: the internal name is the key.
@@ -57,11 +57,11 @@ pub enum MailboxKey<'a> {
 
 impl<'a> MailboxKey<'a> {
     /// Classifies a key of a database of the given layout.
-    pub fn classify(key: &'a [u8], layout: Layout) -> Self {
+    pub fn classify(key: &'a [u8], layout: KeyLayout) -> Self {
         match (layout, key.split_first()) {
-            (Layout::ByName, Some((b'N', name))) if !name.is_empty() => MailboxKey::Name(name),
-            (Layout::ByName, Some((b'I', id))) if !id.is_empty() => MailboxKey::Id(id),
-            (Layout::Legacy, Some((first, _))) if !b"$*\x1f".contains(first) => {
+            (KeyLayout::ByName, Some((b'N', name))) if !name.is_empty() => MailboxKey::Name(name),
+            (KeyLayout::ByName, Some((b'I', id))) if !id.is_empty() => MailboxKey::Id(id),
+            (KeyLayout::Legacy, Some((first, _))) if !b"$*\x1f".contains(first) => {
                 MailboxKey::Name(key)
             }
             _ => MailboxKey::Other,
@@ -72,29 +72,29 @@ impl<'a> MailboxKey<'a> {
 /// Decides the layout from the entries in key order, the way Cyrus 3.6 decides whether a
 /// database needs upgrading: the first entry for which [`layout_hint`] has an answer settles
 /// it. No such entry: legacy (an empty database reads the same either way).
-pub fn detect_layout<'a>(entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Layout {
+pub fn detect_layout<'a>(entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> KeyLayout {
     entries
         .into_iter()
         .find_map(|(key, value)| layout_hint(key, value))
-        .unwrap_or(Layout::Legacy)
+        .unwrap_or(KeyLayout::Legacy)
 }
 
 /// What one entry says about the layout, if anything: a `$RACL`/`$RUNQ` key means legacy; the
 /// reverse-ACL prefix `AS\x1f`/`AU\x1f` means by name; an `I` key means by name if its entry
 /// names the mailbox (`N`), legacy if not; an `N` key whose value is a dlist means by name.
-pub fn layout_hint(key: &[u8], value: &[u8]) -> Option<Layout> {
+pub fn layout_hint(key: &[u8], value: &[u8]) -> Option<KeyLayout> {
     match key.first() {
         Some(b'$') if key.starts_with(b"$RACL") || key.starts_with(b"$RUNQ") => {
-            Some(Layout::Legacy)
+            Some(KeyLayout::Legacy)
         }
         Some(b'A') if key.starts_with(b"AS\x1f") || key.starts_with(b"AU\x1f") => {
-            Some(Layout::ByName)
+            Some(KeyLayout::ByName)
         }
         Some(b'I') => Some(match dlist::parse(value) {
-            Ok((d, _)) if d.get("N").is_some() => Layout::ByName,
-            _ => Layout::Legacy,
+            Ok((d, _)) if d.get("N").is_some() => KeyLayout::ByName,
+            _ => KeyLayout::Legacy,
         }),
-        Some(b'N') if dlist::parse(value).is_ok() => Some(Layout::ByName),
+        Some(b'N') if dlist::parse(value).is_ok() => Some(KeyLayout::ByName),
         _ => None,
     }
 }
@@ -468,7 +468,7 @@ impl MailboxEntry {
     pub fn decode(
         name: &[u8],
         value: &[u8],
-        layout: Layout,
+        layout: KeyLayout,
         deleted_prefix: &str,
     ) -> Result<Self, MailboxesError> {
         let printable = || String::from_utf8_lossy(name).replace(['\x1f', '\x1d'], "/");
@@ -516,7 +516,7 @@ impl MailboxEntry {
             })?,
         };
         // Before 3.5 every mailbox was stored under its name.
-        mbtype.legacy_dirs |= layout == Layout::Legacy;
+        mbtype.legacy_dirs |= layout == KeyLayout::Legacy;
         let uidvalidity = number("V")?;
         let acl = match d.get("A") {
             None | Some(Dlist::Nil) => Vec::new(),
@@ -534,8 +534,8 @@ impl MailboxEntry {
         };
         Ok(MailboxEntry {
             name: match layout {
-                Layout::ByName => MailboxName::from_dbname(name_str, deleted_prefix),
-                Layout::Legacy => MailboxName::from_intname(name_str, deleted_prefix),
+                KeyLayout::ByName => MailboxName::from_dbname(name_str, deleted_prefix),
+                KeyLayout::Legacy => MailboxName::from_intname(name_str, deleted_prefix),
             },
             uniqueid: text("I")?.unwrap_or_default(),
             partition: text("P")?.unwrap_or_default(),
@@ -587,7 +587,7 @@ pub enum MailboxListError {
 #[derive(Debug, Clone)]
 pub struct Mailboxes<'a> {
     entries: twoskip::Iter<'a>,
-    layout: Layout,
+    layout: KeyLayout,
     deleted_prefix: &'a str,
 }
 
@@ -616,8 +616,8 @@ pub fn mailboxes<'a>(
     }
     // By name, the mailboxes are the `N` keys: go straight to them.
     let entries = match layout {
-        Layout::ByName => db.iter_from(b"N"),
-        Layout::Legacy => db.iter(),
+        KeyLayout::ByName => db.iter_from(b"N"),
+        KeyLayout::Legacy => db.iter(),
     };
     Ok(Mailboxes {
         entries,
@@ -628,7 +628,7 @@ pub fn mailboxes<'a>(
 
 impl Mailboxes<'_> {
     /// The layout found in the database.
-    pub fn layout(&self) -> Layout {
+    pub fn layout(&self) -> KeyLayout {
         self.layout
     }
 }
@@ -642,7 +642,7 @@ impl Iterator for Mailboxes<'_> {
                 Ok(e) => e,
                 Err(err) => return Some(Err(err.into())),
             };
-            if self.layout == Layout::ByName && !e.key.starts_with(b"N") {
+            if self.layout == KeyLayout::ByName && !e.key.starts_with(b"N") {
                 return None; // past the `N` keys
             }
             if let MailboxKey::Name(name) = MailboxKey::classify(e.key, self.layout) {
