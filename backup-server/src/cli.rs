@@ -55,7 +55,7 @@ pub enum Command {
         #[arg(long)]
         folder: Option<String>,
         /// The point in time: RFC 3339 (2026-11-23T04:00:00Z) or unix seconds.
-        #[arg(long, value_parser = parse_time)]
+        #[arg(long, value_parser = crate::point_in_time::parse_time)]
         at: Option<formats::Timestamp>,
     },
     /// The backup-age report: users by whole hours since their last complete backup; exit 2
@@ -71,7 +71,7 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         mail_to: Option<String>,
         /// The clock to compute ages against (default: now): RFC 3339 or unix seconds.
-        #[arg(long, value_parser = parse_time)]
+        #[arg(long, value_parser = crate::point_in_time::parse_time)]
         now: Option<formats::Timestamp>,
     },
     /// Check stores: every chunk inflates, every message hashes to its GUID, index and data
@@ -103,7 +103,7 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
         /// The time to count retention from (default: now): RFC 3339 or unix seconds.
-        #[arg(long, value_parser = parse_time)]
+        #[arg(long, value_parser = crate::point_in_time::parse_time)]
         now: Option<formats::Timestamp>,
     },
     /// Restore mail from a user's backup into Maildir, mbox, .eml files or an IMAP account (docs/restore.md).
@@ -115,19 +115,6 @@ pub enum Command {
 pub enum UsersCommand {
     /// Read every backupd's user list into the state db (vanished users are marked).
     Refresh,
-}
-
-/// Parses `--at`: RFC 3339 (an offset or `Z` is required) or whole unix seconds.
-pub fn parse_time(s: &str) -> Result<formats::Timestamp, String> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<i64>() {
-        return Ok(formats::Timestamp::from_secs(secs));
-    }
-    let ts: jiff::Timestamp = s.parse().map_err(|e| {
-        format!("expected RFC 3339 (2026-11-23T04:00:00Z) or unix seconds, found {s:?}: {e}")
-    })?;
-    formats::Timestamp::new(ts.as_second(), ts.subsec_nanosecond().max(0) as u32)
-        .ok_or_else(|| format!("time out of range: {s:?}"))
 }
 
 /// Runs the command; returns the process exit status (0, 1 or 2; see

@@ -13,6 +13,7 @@ pub mod config;
 pub mod ls;
 pub mod nightly;
 pub mod planner;
+pub mod point_in_time;
 pub mod report;
 pub mod restore;
 pub mod scheduler;

@@ -19,17 +19,10 @@
 //! 1  \Seen $Label1  23-Nov-2026 06:30:24 +0000  1834  3f2a...
 //! ```
 
+use crate::point_in_time::{rfc3339, when};
 use crate::store::{StoreError, StoreReader};
 use anyhow::{bail, Context};
 use formats::Timestamp;
-
-/// A backup time as RFC 3339 UTC (nanoseconds shown when not zero).
-pub fn rfc3339(t: Timestamp) -> String {
-    match jiff::Timestamp::new(t.secs, t.nanos as i32) {
-        Ok(j) => j.to_string(),
-        Err(_) => t.to_string(),
-    }
-}
 
 /// An internal date in IMAP's INTERNALDATE form, in UTC.
 pub fn imap_date(t: Timestamp) -> String {
@@ -37,10 +30,6 @@ pub fn imap_date(t: Timestamp) -> String {
         Ok(j) => j.strftime("%d-%b-%Y %H:%M:%S +0000").to_string(),
         Err(_) => t.to_string(),
     }
-}
-
-fn when(at: Option<Timestamp>) -> String {
-    at.map_or_else(|| "now".to_owned(), rfc3339)
 }
 
 /// `backup-server ls --user U [--folder F] [--at TIME]`, printed to `out` (TIME already parsed).

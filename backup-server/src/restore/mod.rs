@@ -79,7 +79,7 @@ pub struct RestoreArgs {
     #[arg(long, value_parser = parse_guid)]
     pub guid: Option<Guid>,
     /// As of this time: RFC 3339 (2026-11-23T04:00:00Z) or unix seconds (default: newest).
-    #[arg(long, value_parser = crate::cli::parse_time)]
+    #[arg(long, value_parser = crate::point_in_time::parse_time)]
     pub at: Option<Timestamp>,
     /// Messages expunged by then too, in their last state known.
     #[arg(long)]
@@ -322,7 +322,7 @@ pub fn restore(
         Target::Imap(t) => Box::new(imap::ImapSink::connect(t, user)?),
     };
     let mut rep = RestoreReport::default();
-    let when = sel.at.map_or_else(|| "now".to_owned(), crate::ls::rfc3339);
+    let when = crate::point_in_time::when(sel.at);
 
     if sel.folder.is_none() {
         if let Some(g) = sel.guid {
@@ -458,7 +458,7 @@ impl<R: Read> Read for Hashing<'_, R> {
 
 /// The folders a selection covers, as of its time.
 fn pick_folders(cat: &Catalog, sel: &Selection) -> anyhow::Result<Vec<FolderAt>> {
-    let when = sel.at.map_or_else(|| "now".to_owned(), crate::ls::rfc3339);
+    let when = crate::point_in_time::when(sel.at);
     let Some(name) = &sel.folder else {
         return Ok(cat.folders_at(sel.at)?);
     };
