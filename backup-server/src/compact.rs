@@ -268,7 +268,7 @@ pub fn run(root: &Path, user: Option<&str>, o: &CompactOptions) -> u8 {
     let mut status = 0;
     for u in users {
         match compact_user(root, &u, o) {
-            Ok(r) => crate::cli::out(format_args!("{}", line(&r, o.dry_run))),
+            Ok(r) => crate::out::out(format_args!("{}", line(&r, o.dry_run))),
             Err(e) => {
                 eprintln!("backup-server: compact {u}: {e}");
                 status = 1;

@@ -6,12 +6,12 @@
 //! reindex); [`compact`] rewrites stores whose dirty ratio passes a threshold.
 //! docs/backup-server.md describes the run.
 
-pub mod cli;
 pub mod client;
 pub mod compact;
 pub mod config;
 pub mod ls;
 pub mod nightly;
+mod out;
 pub mod planner;
 pub mod point_in_time;
 pub mod report;

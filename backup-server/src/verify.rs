@@ -460,15 +460,15 @@ pub fn run_verify(root: &Path, user: Option<&str>) -> u8 {
     match verify(root, user) {
         Ok(rep) => {
             for f in &rep.faults {
-                crate::cli::out(format_args!("{f}"));
+                crate::out::out(format_args!("{f}"));
             }
             if rep.faults_not_listed > 0 {
-                crate::cli::out(format_args!(
+                crate::out::out(format_args!(
                     "... and {} more faults",
                     rep.faults_not_listed
                 ));
             }
-            crate::cli::out(format_args!(
+            crate::out::out(format_args!(
                 "verify: {} stores, {} chunks, {} entries, {} messages hashed, {} bytes; {} faults",
                 rep.users,
                 rep.chunks,
@@ -494,7 +494,7 @@ pub fn run_verify(root: &Path, user: Option<&str>) -> u8 {
 pub fn run_reindex(root: &Path, user: &str) -> u8 {
     match reindex_user(root, user) {
         Ok(r) => {
-            crate::cli::out(format_args!(
+            crate::out::out(format_args!(
                 "reindex {user}: {} chunks, {} entries ({} of unknown kinds), {} of {} bytes valid, tail {:?}",
                 r.chunks, r.entries, r.unknown_entries, r.valid_end, r.file_len, r.tail
             ));

@@ -132,9 +132,9 @@ pub fn run(root: &Path, a: &RestoreArgs) -> u8 {
     match restore(root, &a.user, &sel, &to) {
         Ok(rep) => {
             for n in &rep.notes {
-                crate::cli::out(format_args!("note: {n}"));
+                crate::out::out(format_args!("note: {n}"));
             }
-            crate::cli::out(format_args!(
+            crate::out::out(format_args!(
                 "restored {} messages ({} bytes) in {} folders; {} not stored",
                 rep.messages, rep.bytes, rep.folders, rep.not_stored
             ));
