@@ -1,7 +1,12 @@
-//! `backup-server compact`.
+//! `backup-server compact`: one line per store as it is done (user, total and dirty bytes,
+//! ratio, decision, and the size after a rewrite); a store that fails is named on stderr.
 
 use super::{Out, Status};
-use backup_server::compact::{CompactOptions, DEFAULT_MIN_BYTES, DEFAULT_THRESHOLD};
+use anyhow::Context;
+use backup_server::compact::{
+    compactions, CompactOptions, CompactReport, Decision, StoreCompaction, DEFAULT_MIN_BYTES,
+    DEFAULT_THRESHOLD,
+};
 use backup_server::config::Config;
 use backup_server::store::{Clock, StoreOptions, SystemClock};
 use std::io::Write;
@@ -26,8 +31,9 @@ pub struct CompactArgs {
     now: Option<formats::Timestamp>,
 }
 
-/// Compacts the stores.
-pub fn run(config: &Config, a: &CompactArgs, _out: &mut Out<impl Write>) -> anyhow::Result<Status> {
+/// Compacts the stores, printing each one's line as it is done (a closed stdout stops
+/// before the next store): exit 0, or 1 when any store failed.
+pub fn run(config: &Config, a: &CompactArgs, out: &mut Out<impl Write>) -> anyhow::Result<Status> {
     let o = CompactOptions {
         threshold: a.threshold,
         min_bytes: a.min_bytes,
@@ -40,9 +46,121 @@ pub fn run(config: &Config, a: &CompactArgs, _out: &mut Out<impl Write>) -> anyh
             ..StoreOptions::default()
         },
     };
-    Ok(Status::from_code(backup_server::compact::run(
-        &config.store_root,
-        a.user.as_deref(),
-        &o,
-    )))
+    let mut report = CompactReport {
+        dry_run: o.dry_run,
+        users: Vec::new(),
+    };
+    for c in compactions(&config.store_root, a.user.as_deref(), &o).context("compact")? {
+        match &c.result {
+            Ok(r) => out.line(format_args!("{}", line(r, o.dry_run)))?,
+            Err(e) => eprintln!("backup-server: compact {}: {e}", c.user),
+        }
+        report.users.push(c);
+    }
+    Ok(status(&report))
+}
+
+/// What a compaction means for the exit status.
+fn status(report: &CompactReport) -> Status {
+    if report.failed() == 0 {
+        Status::Ok
+    } else {
+        Status::Failed
+    }
+}
+
+/// A decision in words.
+fn word(d: Decision, dry_run: bool) -> &'static str {
+    match (d, dry_run) {
+        (Decision::Compact, true) => "would compact",
+        (Decision::Compact, false) => "compacted",
+        (Decision::UnderThreshold, _) => "under threshold",
+        (Decision::UnderMinimum, _) => "under minimum",
+        (Decision::Locked, _) => "skipped: backup running",
+    }
+}
+
+/// One store's line: user, total, dirty, ratio, decision (and the size after).
+fn line(r: &StoreCompaction, dry_run: bool) -> String {
+    let mut s = format!(
+        "{}\ttotal {}\tdirty {}\tratio {:.3}\t{}",
+        r.user,
+        r.before.total_bytes,
+        r.before.dirty_bytes,
+        r.before.dirty_ratio(),
+        word(r.decision, dry_run)
+    );
+    if let Some(a) = &r.after {
+        s.push_str(&format!(
+            "\tnow total {} (file {} -> {} bytes)",
+            a.total_bytes, r.before.file_len, a.file_len
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backup_server::compact::UserCompaction;
+    use backup_server::store::{StoreError, Usage};
+
+    fn store(user: &str, decision: Decision, after: Option<Usage>) -> StoreCompaction {
+        StoreCompaction {
+            user: user.into(),
+            before: Usage {
+                total_bytes: 4000,
+                dirty_bytes: 1000,
+                file_len: 1500,
+                ..Usage::default()
+            },
+            decision,
+            after,
+            new_data_file: None,
+        }
+    }
+
+    #[test]
+    fn lines_say_the_decision() {
+        let r = store("u", Decision::Compact, None);
+        assert_eq!(
+            line(&r, true),
+            "u\ttotal 4000\tdirty 1000\tratio 0.250\twould compact"
+        );
+        let after = Usage {
+            total_bytes: 3000,
+            file_len: 1100,
+            ..Usage::default()
+        };
+        let r = store("u", Decision::Compact, Some(after));
+        assert_eq!(
+            line(&r, false),
+            "u\ttotal 4000\tdirty 1000\tratio 0.250\tcompacted\tnow total 3000 (file 1500 -> 1100 bytes)"
+        );
+        let r = store("u", Decision::Locked, None);
+        assert!(line(&r, false).ends_with("\tskipped: backup running"));
+    }
+
+    #[test]
+    fn any_failed_store_is_1() {
+        let ok = |user: &str| UserCompaction {
+            user: user.into(),
+            result: Ok(store(user, Decision::UnderMinimum, None)),
+        };
+        let mut report = CompactReport {
+            dry_run: false,
+            users: vec![ok("a"), ok("b")],
+        };
+        assert_eq!(status(&report).code(), 0);
+        assert_eq!(status(&CompactReport::default()), Status::Ok);
+        report.users.push(UserCompaction {
+            user: "c".into(),
+            result: Err(StoreError::NoStore {
+                user: "c".into(),
+                dir: "/s/c".into(),
+            }),
+        });
+        assert_eq!(report.failed(), 1);
+        assert_eq!(status(&report).code(), 1);
+    }
 }
