@@ -11,7 +11,6 @@ pub mod compact;
 pub mod config;
 pub mod ls;
 pub mod nightly;
-mod out;
 pub mod planner;
 pub mod point_in_time;
 pub mod report;
