@@ -471,3 +471,23 @@ fn binary_mails_the_table() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("--mail-to: expected one address"));
 }
+
+#[test]
+fn binary_stdout_closed_is_141_quietly() {
+    // The reader (`true`) is gone before the report is written: EPIPE, as in `report | head`.
+    let (_dir, config) = setup();
+    let out = Command::new("bash")
+        .args([
+            "-c",
+            "set -o pipefail; (sleep 1; exec \"$@\") | true",
+            "_",
+            BIN,
+        ])
+        .arg("--config")
+        .arg(&config)
+        .args(["report", "--now", &NOW.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(141), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}
