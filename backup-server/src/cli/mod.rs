@@ -68,7 +68,8 @@ pub enum Command {
 /// (or, when [`Status::of`] says [`Status::ReaderGone`], nothing).
 pub fn execute(cli: &Cli, stop: &AtomicBool) -> anyhow::Result<Status> {
     let config = Config::load(&cli.config).inspect_err(|e| tracing::error!("{e}"))?;
-    let stdout = io::stdout().lock();
+    // Locked per write, not for the whole command: no other thread may ever wait on it.
+    let stdout = io::stdout();
     match &cli.command {
         Command::Run(a) => with(Out::new(stdout), |out| run::run(&config, a, stop, out)),
         Command::Users { command } => {
