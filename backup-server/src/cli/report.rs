@@ -232,13 +232,29 @@ enum MailError {
         /// What the system said.
         source: std::io::Error,
     },
-    /// sendmail was started but the mail did not go.
-    #[error("{path} did not take the report: {what}", path = .path.display())]
-    Sendmail {
+    /// sendmail exited with a failure.
+    #[error("{path} did not take the report: it exited with {status}", path = .path.display())]
+    Refused {
         /// The program.
         path: PathBuf,
-        /// Its exit status or the write error.
-        what: String,
+        /// How it exited.
+        status: std::process::ExitStatus,
+    },
+    /// The message could not be handed to sendmail.
+    #[error("{path} did not take the report: writing the message: {source}", path = .path.display())]
+    Write {
+        /// The program.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// sendmail's end could not be waited for.
+    #[error("{path} did not take the report: {source}", path = .path.display())]
+    Wait {
+        /// The program.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
     },
 }
 
@@ -262,21 +278,27 @@ fn mail(report: &AgeReport, to: &str, sendmail: &Path) -> Result<(), MailError> 
             path: sendmail.to_path_buf(),
             source,
         })?;
-    let failed = |what: String| MailError::Sendmail {
-        path: sendmail.to_path_buf(),
-        what,
-    };
+    let path = || sendmail.to_path_buf();
     let written = child
         .stdin
         .take()
         .map(|mut stdin| stdin.write_all(mail_message(report, to).as_bytes()));
     // stdin is closed here (dropped), so sendmail sees the end of the message.
-    let status = child.wait().map_err(|e| failed(e.to_string()))?;
+    let status = child.wait().map_err(|source| MailError::Wait {
+        path: path(),
+        source,
+    })?;
     if !status.success() {
-        return Err(failed(format!("it exited with {status}")));
+        return Err(MailError::Refused {
+            path: path(),
+            status,
+        });
     }
-    if let Some(Err(e)) = written {
-        return Err(failed(format!("writing the message: {e}")));
+    if let Some(Err(source)) = written {
+        return Err(MailError::Write {
+            path: path(),
+            source,
+        });
     }
     Ok(())
 }
