@@ -20,7 +20,7 @@
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use formats::archive::{ArchiveWriter, EntryMeta, ScanEvent, Scanner};
 use formats::Timestamp;
@@ -71,22 +71,9 @@ pub enum Decision {
     Locked,
 }
 
-impl Decision {
-    /// A word for output.
-    pub fn word(self, dry_run: bool) -> &'static str {
-        match (self, dry_run) {
-            (Decision::Compact, true) => "would compact",
-            (Decision::Compact, false) => "compacted",
-            (Decision::UnderThreshold, _) => "under threshold",
-            (Decision::UnderMinimum, _) => "under minimum",
-            (Decision::Locked, _) => "skipped: backup running",
-        }
-    }
-}
-
 /// One store's compaction.
 #[derive(Debug, Clone)]
-pub struct CompactReport {
+pub struct StoreCompaction {
     /// The user.
     pub user: String,
     /// The accounting before (default when locked).
@@ -100,11 +87,11 @@ pub struct CompactReport {
 }
 
 /// Compacts `user`'s store under `root` if it passes the threshold (see the module docs).
-pub fn compact_user(root: &Path, user: &str, o: &CompactOptions) -> Result<CompactReport> {
+pub fn compact_user(root: &Path, user: &str, o: &CompactOptions) -> Result<StoreCompaction> {
     let locked = match UserDir::new(root, user)?.lock() {
         Ok(l) => l,
         Err(StoreError::Locked { .. }) => {
-            return Ok(CompactReport {
+            return Ok(StoreCompaction {
                 user: user.to_owned(),
                 before: Usage::default(),
                 decision: Decision::Locked,
@@ -120,7 +107,7 @@ pub fn compact_user(root: &Path, user: &str, o: &CompactOptions) -> Result<Compa
 
 /// Compacts an opened store if it passes the threshold; hands back the store (the new one
 /// after a rewrite).
-pub fn compact_store(store: Store, o: &CompactOptions) -> Result<(Store, CompactReport)> {
+pub fn compact_store(store: Store, o: &CompactOptions) -> Result<(Store, StoreCompaction)> {
     let cutoff = o.cutoff();
     let before = store.catalog().usage(cutoff)?;
     let decision = if before.dirty_bytes <= o.min_bytes {
@@ -130,7 +117,7 @@ pub fn compact_store(store: Store, o: &CompactOptions) -> Result<(Store, Compact
     } else {
         Decision::Compact
     };
-    let mut report = CompactReport {
+    let mut report = StoreCompaction {
         user: store.catalog().user().to_owned(),
         before,
         decision,
@@ -252,47 +239,93 @@ fn write_live(
     Ok(name)
 }
 
-/// `backup-server compact`: every store under `root` (or `user`'s); prints one line per
-/// user; returns the exit status (0, or 1 when any store failed).
-pub fn run(root: &Path, user: Option<&str>, o: &CompactOptions) -> u8 {
-    let users = match user {
-        Some(u) => vec![u.to_owned()],
-        None => match crate::verify::store_users(root) {
-            Ok((users, _)) => users,
-            Err(e) => {
-                eprintln!("backup-server: compact: listing stores: {e}");
-                return 1;
-            }
-        },
-    };
-    let mut status = 0;
-    for u in users {
-        match compact_user(root, &u, o) {
-            Ok(r) => crate::cli::out(format_args!("{}", line(&r, o.dry_run))),
-            Err(e) => {
-                eprintln!("backup-server: compact {u}: {e}");
-                status = 1;
-            }
-        }
-    }
-    status
+/// One user's compaction among many: what was done, or why it failed.
+#[derive(Debug)]
+pub struct UserCompaction {
+    /// The user.
+    pub user: String,
+    /// The store's compaction, or what stopped it.
+    pub result: Result<StoreCompaction>,
 }
 
-/// One output line: user, total, dirty, ratio, decision (and the size after).
-pub fn line(r: &CompactReport, dry_run: bool) -> String {
-    let mut s = format!(
-        "{}\ttotal {}\tdirty {}\tratio {:.3}\t{}",
-        r.user,
-        r.before.total_bytes,
-        r.before.dirty_bytes,
-        r.before.dirty_ratio(),
-        r.decision.word(dry_run)
-    );
-    if let Some(a) = &r.after {
-        s.push_str(&format!(
-            "\tnow total {} (file {} -> {} bytes)",
-            a.total_bytes, r.before.file_len, a.file_len
-        ));
+/// What a compaction of many stores did, user by user.
+#[derive(Debug, Default)]
+pub struct CompactReport {
+    /// Whether it was a dry run (decisions only, nothing changed).
+    pub dry_run: bool,
+    /// Each user's compaction, in the order they were done.
+    pub users: Vec<UserCompaction>,
+}
+
+impl CompactReport {
+    /// Users whose compaction failed.
+    pub fn failed(&self) -> usize {
+        self.users.iter().filter(|u| u.result.is_err()).count()
     }
-    s
+}
+
+/// The stores to compact could not be listed.
+#[derive(Debug, thiserror::Error)]
+#[error("listing stores: {source}")]
+pub struct CompactError {
+    /// The store root.
+    pub root: PathBuf,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+/// The compaction of every store under a root (or one user's), one store each time it is
+/// advanced, so a caller can say what was done store by store (and stop between two).
+#[derive(Debug)]
+pub struct Compactions<'a> {
+    root: &'a Path,
+    users: std::vec::IntoIter<String>,
+    o: &'a CompactOptions,
+}
+
+impl Iterator for Compactions<'_> {
+    type Item = UserCompaction;
+
+    fn next(&mut self) -> Option<UserCompaction> {
+        let user = self.users.next()?;
+        let result = compact_user(self.root, &user, self.o);
+        Some(UserCompaction { user, result })
+    }
+}
+
+/// The compactions of `user`'s store, or of every store under `root` (in user order), each
+/// done when the iterator gets to it ([`compact_user`]).
+pub fn compactions<'a>(
+    root: &'a Path,
+    user: Option<&str>,
+    o: &'a CompactOptions,
+) -> std::result::Result<Compactions<'a>, CompactError> {
+    let users = match user {
+        Some(u) => vec![u.to_owned()],
+        None => {
+            crate::verify::store_users(root)
+                .map_err(|source| CompactError {
+                    root: root.to_path_buf(),
+                    source,
+                })?
+                .0
+        }
+    };
+    Ok(Compactions {
+        root,
+        users: users.into_iter(),
+        o,
+    })
+}
+
+/// Compacts `user`'s store, or every store under `root`, one after the other.
+pub fn compact(
+    root: &Path,
+    user: Option<&str>,
+    o: &CompactOptions,
+) -> std::result::Result<CompactReport, CompactError> {
+    Ok(CompactReport {
+        dry_run: o.dry_run,
+        users: compactions(root, user, o)?.collect(),
+    })
 }

@@ -1,17 +1,31 @@
-//! The backup host's library: store, planner, scheduler, state db, restore, compaction and
-//! report. Built so far: the per-user store ([`store`]), one user's backup ([`planner`],
-//! [`ls`]), and the nightly run: [`config`], [`state`] (the state db), [`scheduler`],
-//! [`nightly`] (run and users refresh), [`summary`] (output, exit status), [`cli`]; the backup-age
-//! [`report`]; getting mail back ([`restore`]) and proving stores good ([`verify`], with
-//! reindex); [`compact`] rewrites stores whose dirty ratio passes a threshold.
-//! docs/backup-server.md describes the run.
+//! The backup host's library: what `backup-server` does, as functions that return what they
+//! found or did (or a typed error naming the user, folder or file concerned). Nothing here
+//! writes to standard output or ends the process (a run logs, and draws its progress bar, on
+//! stderr): the binary (`src/main.rs`, `src/cli/`) prints the results and decides the exit
+//! status.
+//!
+//! * [`config`]: the configuration file.
+//! * [`client`]: the blocking client of backupd's protocol.
+//! * [`store`]: the per-user store (a data file of gzip chunks and its SQLite index).
+//! * [`backup`]: the nightly backup: one user's plan, quiet check and backup, the run and
+//!   `users refresh` put together, and what a run did; [`scheduler`]: feeders per RAID set
+//!   and worker threads; [`state`]: the state db.
+//! * [`ls`]: a store's folders and messages as of a point in time; [`point_in_time`]: times
+//!   as the command line takes them and output shows them.
+//! * [`restore`]: mail back out into Maildir, mbox, .eml files or an IMAP account.
+//! * [`verify`]: checking stores, and rebuilding an index from its data file.
+//! * [`compact`]: rewriting stores whose dirty ratio passes a threshold.
+//! * [`report`]: the backup-age report.
+//!
+//! docs/backup-server.md describes the run and the commands, docs/store.md the store,
+//! docs/restore.md restore, verify and reindex.
 
 pub mod backup;
-pub mod cli;
 pub mod client;
 pub mod compact;
 pub mod config;
 pub mod ls;
+pub mod point_in_time;
 pub mod report;
 pub mod restore;
 pub mod scheduler;

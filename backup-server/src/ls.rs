@@ -1,136 +1,152 @@
-//! `backup-server ls`: what a user's store holds at a point in time, as readable text.
-//!
-//! Columns are separated by one tab (so a script can split them; names may hold spaces);
-//! within the flags column flags are separated by spaces, `-` when there are none. Times
-//! are UTC: internal dates in IMAP's INTERNALDATE form (`23-Nov-2026 06:30:24 +0000`),
-//! backup times in RFC 3339. Folders (tabs shown as two spaces):
-//!
-//! ```text
-//! # user alice, as of now: 3 folders
-//! FOLDER  MESSAGES  UIDVALIDITY  LAST-UID  SNAPSHOT  UNIQUEID
-//! INBOX  12  1700000000  14  2026-11-23T15:00:01.123Z  4c0f...
-//! ```
-//!
-//! and with `--folder`, that folder's messages then (expunged ones left out):
-//!
-//! ```text
-//! # user alice, folder INBOX (unique id 4c0f...), as of now: 12 messages, snapshot 2026-...
-//! UID  FLAGS  INTERNALDATE  SIZE  GUID
-//! 1  \Seen $Label1  23-Nov-2026 06:30:24 +0000  1834  3f2a...
-//! ```
+//! `backup-server ls`: what a user's store holds at a point in time, as data: the folders
+//! the user had then, or one folder's messages then ([`Listing`]). The binary prints it
+//! (`backup-server/src/cli/ls.rs` describes the text).
 
-use crate::store::{StoreError, StoreReader};
-use anyhow::{bail, Context};
+use crate::point_in_time::when;
+use crate::store::{FolderAt, MessageAt, SnapshotInfo, StoreError, StoreReader};
 use formats::Timestamp;
 
-/// A backup time as RFC 3339 UTC (nanoseconds shown when not zero).
-pub fn rfc3339(t: Timestamp) -> String {
-    match jiff::Timestamp::new(t.secs, t.nanos as i32) {
-        Ok(j) => j.to_string(),
-        Err(_) => t.to_string(),
-    }
+/// What a store held at a point in time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listing {
+    /// Every folder the user had then, by name.
+    Folders {
+        /// The user.
+        user: String,
+        /// The point in time (`None`: the newest state).
+        at: Option<Timestamp>,
+        /// The folders, sorted by name.
+        folders: Vec<FolderAt>,
+    },
+    /// One folder's messages then, expunged ones left out.
+    Messages {
+        /// The user.
+        user: String,
+        /// The point in time (`None`: the newest state).
+        at: Option<Timestamp>,
+        /// The folder's name then.
+        folder: String,
+        /// Its unique id.
+        unique_id: String,
+        /// Its snapshot then.
+        snapshot: Box<SnapshotInfo>,
+        /// Its messages, by UID.
+        messages: Vec<MessageAt>,
+    },
 }
 
-/// An internal date in IMAP's INTERNALDATE form, in UTC.
-pub fn imap_date(t: Timestamp) -> String {
-    match jiff::Timestamp::from_second(t.secs) {
-        Ok(j) => j.strftime("%d-%b-%Y %H:%M:%S +0000").to_string(),
-        Err(_) => t.to_string(),
-    }
+/// Why a listing could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum LsError {
+    /// The user has no store.
+    #[error("user {user}: no backup ({source})")]
+    NoBackup {
+        /// The user.
+        user: String,
+        /// The store's answer (naming where the store would be).
+        source: Box<StoreError>,
+    },
+    /// The store does not open.
+    #[error("user {user}: opening the store: {source}")]
+    Open {
+        /// The user.
+        user: String,
+        /// Why.
+        source: Box<StoreError>,
+    },
+    /// Reading the store failed.
+    #[error("user {user}: {source}")]
+    Read {
+        /// The user.
+        user: String,
+        /// What failed (naming the file).
+        source: Box<StoreError>,
+    },
+    /// No folder of that name then.
+    #[error("user {user}: no folder {folder:?} as of {}", when(*.at))]
+    NoFolder {
+        /// The user.
+        user: String,
+        /// The folder asked for.
+        folder: String,
+        /// The point in time.
+        at: Option<Timestamp>,
+    },
+    /// The folder was named, but its meta files were never copied.
+    #[error("user {user}: folder {folder:?} has no snapshot as of {}", when(*.at))]
+    NoSnapshot {
+        /// The user.
+        user: String,
+        /// The folder.
+        folder: String,
+        /// The point in time.
+        at: Option<Timestamp>,
+    },
 }
 
-fn when(at: Option<Timestamp>) -> String {
-    at.map_or_else(|| "now".to_owned(), rfc3339)
-}
-
-/// `backup-server ls --user U [--folder F] [--at TIME]`, printed to `out` (TIME already parsed).
+/// The folders of `user`'s store as of `at` (`None`: now), or with `folder` that folder's
+/// messages.
 pub fn ls(
     store_root: &std::path::Path,
     user: &str,
     folder: Option<&str>,
-    at: Option<formats::Timestamp>,
-    out: &mut dyn std::io::Write,
-) -> anyhow::Result<()> {
+    at: Option<Timestamp>,
+) -> Result<Listing, LsError> {
     let reader = match StoreReader::open(store_root, user) {
         Ok(r) => r,
-        Err(e @ StoreError::NoStore { .. }) => bail!("user {user}: no backup ({e})"),
-        Err(e) => return Err(e).with_context(|| format!("user {user}: opening the store")),
+        Err(source @ StoreError::NoStore { .. }) => {
+            return Err(LsError::NoBackup {
+                user: user.to_owned(),
+                source: Box::new(source),
+            })
+        }
+        Err(source) => {
+            return Err(LsError::Open {
+                user: user.to_owned(),
+                source: Box::new(source),
+            })
+        }
+    };
+    let read = |source| LsError::Read {
+        user: user.to_owned(),
+        source: Box::new(source),
     };
     let cat = reader.catalog();
-    match folder {
-        None => {
-            let mut folders = cat.folders_at(at)?;
-            folders.sort_by(|a, b| a.name.cmp(&b.name));
-            writeln!(
-                out,
-                "# user {user}, as of {}: {} folders",
-                when(at),
-                folders.len()
-            )?;
-            writeln!(
-                out,
-                "FOLDER\tMESSAGES\tUIDVALIDITY\tLAST-UID\tSNAPSHOT\tUNIQUEID"
-            )?;
-            for f in folders {
-                match &f.snapshot {
-                    Some(s) => writeln!(
-                        out,
-                        "{}\t{}\t{}\t{}\t{}\t{}",
-                        f.name,
-                        s.exists,
-                        s.uidvalidity,
-                        s.last_uid,
-                        rfc3339(s.time),
-                        f.unique_id
-                    )?,
-                    None => writeln!(out, "{}\t-\t-\t-\t-\t{}", f.name, f.unique_id)?,
-                }
-            }
-        }
-        Some(name) => {
-            let Some(f) = cat.folder_at(name, at)? else {
-                bail!("user {user}: no folder {name:?} as of {}", when(at));
-            };
-            let Some(snap) = &f.snapshot else {
-                bail!(
-                    "user {user}: folder {name:?} has no snapshot as of {}",
-                    when(at)
-                );
-            };
-            writeln!(
-                out,
-                "# user {user}, folder {} (unique id {}), as of {}: {} messages, snapshot {}",
-                f.name,
-                f.unique_id,
-                when(at),
-                snap.exists,
-                rfc3339(snap.time)
-            )?;
-            writeln!(out, "UID\tFLAGS\tINTERNALDATE\tSIZE\tGUID")?;
-            let mut werr = None;
-            cat.messages_at(&f.unique_id, at, false, |m| {
-                let flags = if m.flags.is_empty() {
-                    "-".to_owned()
-                } else {
-                    m.flags.join(" ")
-                };
-                if let Err(e) = writeln!(
-                    out,
-                    "{}\t{}\t{}\t{}\t{}",
-                    m.uid,
-                    flags,
-                    imap_date(m.internal_date),
-                    m.size,
-                    m.guid.to_hex()
-                ) {
-                    werr.get_or_insert(e);
-                }
-                Ok(())
-            })?;
-            if let Some(e) = werr {
-                return Err(e.into());
-            }
-        }
-    }
-    Ok(())
+    let Some(name) = folder else {
+        let mut folders = cat.folders_at(at).map_err(read)?;
+        folders.sort_by(|a, b| a.name.cmp(&b.name));
+        return Ok(Listing::Folders {
+            user: user.to_owned(),
+            at,
+            folders,
+        });
+    };
+    let Some(f) = cat.folder_at(name, at).map_err(read)? else {
+        return Err(LsError::NoFolder {
+            user: user.to_owned(),
+            folder: name.to_owned(),
+            at,
+        });
+    };
+    let Some(snapshot) = f.snapshot else {
+        return Err(LsError::NoSnapshot {
+            user: user.to_owned(),
+            folder: name.to_owned(),
+            at,
+        });
+    };
+    let mut messages = Vec::new();
+    cat.messages_at(&f.unique_id, at, false, |m| {
+        messages.push(m);
+        Ok(())
+    })
+    .map_err(read)?;
+    Ok(Listing::Messages {
+        user: user.to_owned(),
+        at,
+        folder: f.name,
+        unique_id: f.unique_id,
+        snapshot: Box::new(snapshot),
+        messages,
+    })
 }

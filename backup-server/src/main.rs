@@ -1,11 +1,14 @@
 //! backup-server: the nightly job and every operation on the stores.
 //!
-//! Thin: parse the arguments, set up logging and the stop flag, call the library, exit
-//! with the status it decided (0 all done, 2 some users or messages not backed up, 1 the
-//! run failed).
+//! Parses the arguments, sets up logging and the stop flag, runs the command ([`cli`]),
+//! prints its error if it failed, and exits with its status: 0 all done, 2 done but not all
+//! of it (users or messages not backed up, backups too old), 1 failed, 141 standard
+//! output's reader went away.
 
-use backup_server::cli::{execute, Cli};
+mod cli;
+
 use clap::Parser;
+use cli::{Cli, Status};
 use std::io::IsTerminal;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -16,11 +19,12 @@ fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return std::process::ExitCode::from(if e.use_stderr() {
-                backup_server::cli::EXIT_FAILED
+            let status = if e.use_stderr() {
+                Status::Failed
             } else {
-                0
-            });
+                Status::Ok
+            };
+            return status.code().into();
         }
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -36,8 +40,13 @@ fn main() -> std::process::ExitCode {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {
             eprintln!("backup-server: cannot handle signal {sig}: {e}");
-            return std::process::ExitCode::from(backup_server::cli::EXIT_FAILED);
+            return Status::Failed.code().into();
         }
     }
-    std::process::ExitCode::from(execute(&cli, &stop))
+    let result = cli::execute(&cli, &stop);
+    let status = Status::of(&result);
+    if let (Err(e), Status::Failed) = (&result, status) {
+        eprintln!("backup-server: {}", cli::error_text(e));
+    }
+    status.code().into()
 }

@@ -19,7 +19,8 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use formats::archive::{EntryMeta, ScanEvent, Scanner, Tail};
+use formats::archive::{ArchiveError, EntryMeta, ScanEvent, Scanner, Tail};
+use formats::Guid;
 
 use crate::store::{
     is_data_file_name, ReindexReport, StoreError, StoreOptions, StoreReader, UserDir, INDEX_FILE,
@@ -28,34 +29,273 @@ use crate::store::{
 /// Faults listed per user, at most; more are counted.
 const MAX_FAULTS: usize = 1000;
 
-/// One problem found.
+/// An entry of the data file, where the scan found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fault {
-    /// The user whose store it is in.
-    pub user: String,
-    /// The file it is in (data file or index).
-    pub file: PathBuf,
-    /// Byte offset in that file, where one applies (a chunk's offset for data files).
-    pub offset: Option<u64>,
-    /// What is wrong.
-    pub what: String,
+pub struct EntryAt {
+    /// Its path in the archive (`files/<guid>`, `meta/...`).
+    pub path: String,
+    /// Offset of its chunk in the data file.
+    pub chunk: u64,
+    /// Offset of its header in the chunk's uncompressed data.
+    pub header_offset: u64,
+    /// Offset of its data in the chunk's uncompressed data.
+    pub data_offset: u64,
+    /// Length of its data.
+    pub data_len: u64,
+    /// Its kind (`message`, `meta`, ...).
+    pub kind: String,
+}
+
+impl fmt::Display for EntryAt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "entry {} at offset {} of chunk {}",
+            self.path, self.header_offset, self.chunk
+        )
+    }
+}
+
+/// A row of the index's `entries` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexRow {
+    /// Its id.
+    pub id: i64,
+    /// The data offset it records (in its chunk's uncompressed data).
+    pub data_offset: u64,
+    /// The data length it records.
+    pub data_len: u64,
+    /// The kind it records.
+    pub kind: String,
+}
+
+/// One problem found in a store: the file it is in (the data file or the index), where in
+/// it, and what is wrong. Displayed as `FILE at offset N: what` (without `at offset N` when
+/// no offset applies; a data file's offsets are of the chunk concerned, offsets inside a
+/// chunk are of its uncompressed data).
+#[derive(Debug)]
+pub enum Fault {
+    /// A directory's data file holds bytes, but there is no index: nobody can read or
+    /// back up into the store until it is reindexed.
+    NoIndex {
+        /// The index that is missing.
+        index: PathBuf,
+        /// The data file's name.
+        data_file: String,
+        /// Its length.
+        len: u64,
+    },
+    /// The index does not say whose store it is.
+    UnreadableUser {
+        /// The index.
+        index: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// The store does not open.
+    Unopenable {
+        /// The file that stops it (the data file, or the user's directory).
+        file: PathBuf,
+        /// The data file's length, when it is shorter than the index committed.
+        offset: Option<u64>,
+        /// Why.
+        source: StoreError,
+    },
+    /// The index breaks one of its own rules (found by
+    /// [`Catalog::check`](crate::store::Catalog::check), which words its findings itself).
+    IndexRule {
+        /// The index.
+        index: PathBuf,
+        /// The finding.
+        problem: String,
+    },
+    /// Checking the index's rules failed.
+    IndexCheck {
+        /// The index.
+        index: PathBuf,
+        /// Why.
+        source: StoreError,
+    },
+    /// Reading the index's entries (to compare them with the data file) failed.
+    IndexRead {
+        /// The index.
+        index: PathBuf,
+        /// Why.
+        source: StoreError,
+    },
+    /// A committed chunk does not inflate, or what it holds is not whole entries.
+    DamagedChunk {
+        /// The data file.
+        data: PathBuf,
+        /// The chunk's offset.
+        chunk: u64,
+        /// What is wrong with it.
+        source: ArchiveError,
+    },
+    /// A message entry's bytes do not hash to its GUID.
+    WrongHash {
+        /// The data file.
+        data: PathBuf,
+        /// The entry.
+        entry: EntryAt,
+        /// The SHA-1 of its bytes.
+        sha1: Guid,
+        /// Its GUID.
+        guid: Guid,
+    },
+    /// A message entry's GUID has no `messages` row.
+    NoMessageRow {
+        /// The index.
+        index: PathBuf,
+        /// The GUID.
+        guid: Guid,
+        /// The entry holding the message.
+        entry: EntryAt,
+    },
+    /// An entry of the data file has no `entries` row.
+    NoEntryRow {
+        /// The data file.
+        data: PathBuf,
+        /// The entry.
+        entry: EntryAt,
+    },
+    /// An `entries` row disagrees with the entry at its place.
+    RowDiffers {
+        /// The index.
+        index: PathBuf,
+        /// The row.
+        row: IndexRow,
+        /// The entry the data file has there.
+        entry: EntryAt,
+    },
+    /// The committed part of the data file does not end with a whole chunk.
+    TornCommitted {
+        /// The data file.
+        data: PathBuf,
+        /// Bytes the index committed.
+        committed: u64,
+        /// Where the last whole chunk ends.
+        valid_end: u64,
+        /// What follows it.
+        tail: Tail,
+    },
+    /// An `entries` row points where the data file has no entry.
+    NoEntry {
+        /// The index.
+        index: PathBuf,
+        /// The row.
+        row: IndexRow,
+        /// The chunk it names.
+        chunk: u64,
+        /// The header offset it names.
+        header_offset: u64,
+    },
+}
+
+impl Fault {
+    /// The file the fault is in.
+    pub fn file(&self) -> &Path {
+        match self {
+            Fault::NoIndex { index, .. }
+            | Fault::UnreadableUser { index, .. }
+            | Fault::IndexRule { index, .. }
+            | Fault::IndexCheck { index, .. }
+            | Fault::IndexRead { index, .. }
+            | Fault::NoMessageRow { index, .. }
+            | Fault::RowDiffers { index, .. }
+            | Fault::NoEntry { index, .. } => index,
+            Fault::Unopenable { file, .. } => file,
+            Fault::DamagedChunk { data, .. }
+            | Fault::WrongHash { data, .. }
+            | Fault::NoEntryRow { data, .. }
+            | Fault::TornCommitted { data, .. } => data,
+        }
+    }
+
+    /// The byte offset in [`Fault::file`], where one applies (a chunk's offset for the
+    /// data file).
+    pub fn offset(&self) -> Option<u64> {
+        match self {
+            Fault::Unopenable { offset, .. } => *offset,
+            Fault::DamagedChunk { chunk, .. } => Some(*chunk),
+            Fault::WrongHash { entry, .. } | Fault::NoEntryRow { entry, .. } => Some(entry.chunk),
+            Fault::TornCommitted { valid_end, .. } => Some(*valid_end),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "user {}: {}", self.user, self.file.display())?;
-        if let Some(o) = self.offset {
+        write!(f, "{}", self.file().display())?;
+        if let Some(o) = self.offset() {
             write!(f, " at offset {o}")?;
         }
-        write!(f, ": {}", self.what)
+        f.write_str(": ")?;
+        match self {
+            Fault::NoIndex { data_file, len, .. } => write!(
+                f,
+                "no index, but data file {data_file} holds {len} bytes (run backup-server reindex)"
+            ),
+            Fault::UnreadableUser { source, .. } => {
+                write!(f, "cannot read the store's user: {source}")
+            }
+            Fault::Unopenable { source, .. } => write!(f, "cannot open the store: {source}"),
+            Fault::IndexRule { problem, .. } => f.write_str(problem),
+            Fault::IndexCheck { source, .. } => write!(f, "checking the index: {source}"),
+            Fault::IndexRead { source, .. } => write!(f, "reading the index: {source}"),
+            Fault::DamagedChunk { chunk, source, .. } => {
+                write!(f, "chunk at {chunk} is damaged: {source}")
+            }
+            Fault::WrongHash {
+                entry, sha1, guid, ..
+            } => write!(
+                f,
+                "{entry}: SHA-1 of the data is {}, expected its GUID {}",
+                sha1.to_hex(),
+                guid.to_hex()
+            ),
+            Fault::NoMessageRow { guid, entry, .. } => write!(
+                f,
+                "messages: no row for GUID {} (stored as {entry} of the data file)",
+                guid.to_hex()
+            ),
+            Fault::NoEntryRow { entry, .. } => {
+                write!(f, "{entry}: expected an index row (table entries), found none")
+            }
+            Fault::RowDiffers { row, entry, .. } => write!(
+                f,
+                "entries: row {} says data at {} length {} kind {:?}; the data file has {entry} with data at {} length {} kind {:?}",
+                row.id, row.data_offset, row.data_len, row.kind, entry.data_offset, entry.data_len, entry.kind
+            ),
+            Fault::TornCommitted {
+                committed,
+                valid_end,
+                tail,
+                ..
+            } => write!(
+                f,
+                "the committed data ({committed} bytes) is not whole chunks: unreadable from offset {valid_end} ({tail:?})"
+            ),
+            Fault::NoEntry {
+                row,
+                chunk,
+                header_offset,
+                ..
+            } => write!(
+                f,
+                "entries: row {} points at offset {header_offset} of chunk {chunk}: expected a {} entry there, the data file has none",
+                row.id, row.kind
+            ),
+        }
     }
 }
 
-/// What verify did and found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct VerifyReport {
-    /// Stores looked at.
-    pub users: u64,
+/// One store's verification.
+#[derive(Debug, Default)]
+pub struct StoreVerdict {
+    /// The user whose store it is.
+    pub user: String,
     /// Chunks that inflated and checked out.
     pub chunks: u64,
     /// Entries read.
@@ -64,35 +304,114 @@ pub struct VerifyReport {
     pub messages: u64,
     /// Data file bytes read.
     pub bytes: u64,
-    /// The faults (at most 1,000 per user listed).
+    /// The faults, at most 1,000 of them.
     pub faults: Vec<Fault>,
-    /// Faults found but not listed.
+    /// Faults found beyond those listed.
     pub faults_not_listed: u64,
 }
 
-impl VerifyReport {
+impl StoreVerdict {
     /// Whether nothing is wrong.
     pub fn is_clean(&self) -> bool {
         self.faults.is_empty() && self.faults_not_listed == 0
     }
 
-    fn merge(&mut self, o: VerifyReport) {
-        self.users += o.users;
-        self.chunks += o.chunks;
-        self.entries += o.entries;
-        self.messages += o.messages;
-        self.bytes += o.bytes;
-        self.faults.extend(o.faults);
-        self.faults_not_listed += o.faults_not_listed;
+    fn push(&mut self, fault: Fault) {
+        if self.faults.len() < MAX_FAULTS {
+            self.faults.push(fault);
+        } else {
+            self.faults_not_listed += 1;
+        }
     }
 }
 
+/// A directory under the store root that holds no store anyone can read.
+#[derive(Debug)]
+pub struct UnreadableDir {
+    /// The directory's name (the user's name as the store root encodes it).
+    pub name: String,
+    /// What is wrong.
+    pub fault: Fault,
+}
+
+/// What verify found.
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    /// Directories under the store root holding no readable store (not counted as stores).
+    pub unreadable: Vec<UnreadableDir>,
+    /// The stores verified, by user.
+    pub stores: Vec<StoreVerdict>,
+}
+
+impl VerifyReport {
+    /// Whether nothing is wrong.
+    pub fn is_clean(&self) -> bool {
+        self.unreadable.is_empty() && self.stores.iter().all(StoreVerdict::is_clean)
+    }
+
+    /// The faults listed, with the user (or directory name) each is of: those of
+    /// unreadable directories first, then each store's.
+    pub fn listed(&self) -> impl Iterator<Item = (&str, &Fault)> {
+        let dirs = self.unreadable.iter().map(|d| (d.name.as_str(), &d.fault));
+        let stores = self
+            .stores
+            .iter()
+            .flat_map(|s| s.faults.iter().map(move |f| (s.user.as_str(), f)));
+        dirs.chain(stores)
+    }
+
+    /// Faults found beyond those listed.
+    pub fn not_listed(&self) -> u64 {
+        self.stores.iter().map(|s| s.faults_not_listed).sum()
+    }
+
+    /// Every fault found, listed or not.
+    pub fn faults(&self) -> u64 {
+        self.listed().count() as u64 + self.not_listed()
+    }
+
+    /// A sum over the stores.
+    fn sum(&self, f: impl Fn(&StoreVerdict) -> u64) -> u64 {
+        self.stores.iter().map(f).sum()
+    }
+
+    /// Chunks that inflated and checked out.
+    pub fn chunks(&self) -> u64 {
+        self.sum(|s| s.chunks)
+    }
+
+    /// Entries read.
+    pub fn entries(&self) -> u64 {
+        self.sum(|s| s.entries)
+    }
+
+    /// Message entries hashed.
+    pub fn messages(&self) -> u64 {
+        self.sum(|s| s.messages)
+    }
+
+    /// Data file bytes read.
+    pub fn bytes(&self) -> u64 {
+        self.sum(|s| s.bytes)
+    }
+}
+
+/// The store root could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("reading {root}: {source}", root = .root.display())]
+pub struct VerifyError {
+    /// The store root.
+    pub root: PathBuf,
+    /// Why.
+    pub source: std::io::Error,
+}
+
 /// Every user with a store under `root` (read from each index's `store` row, as user names
-/// cannot always be decoded from directory names). Directories whose index cannot be read
-/// are returned as faults.
-pub fn store_users(root: &Path) -> std::io::Result<(Vec<String>, Vec<Fault>)> {
+/// cannot always be decoded from directory names), and the directories holding no store
+/// anyone can read.
+pub fn store_users(root: &Path) -> std::io::Result<(Vec<String>, Vec<UnreadableDir>)> {
     let mut users = Vec::new();
-    let mut faults = Vec::new();
+    let mut unreadable = Vec::new();
     let hex2 = |p: &Path| {
         p.file_name()
             .and_then(|n| n.to_str())
@@ -107,6 +426,11 @@ pub fn store_users(root: &Path) -> std::io::Result<(Vec<String>, Vec<Fault>)> {
         v.sort();
         Ok(v)
     };
+    let name = |u: &Path| {
+        u.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
     for a in dirs(root)?.into_iter().filter(|p| hex2(p)) {
         for b in dirs(&a)?.into_iter().filter(|p| hex2(p)) {
             for u in dirs(&b)? {
@@ -115,7 +439,10 @@ pub fn store_users(root: &Path) -> std::io::Result<(Vec<String>, Vec<Fault>)> {
                     // A data file with bytes and no index is a store nobody can read or
                     // back up into until it is reindexed: a fault, not an empty directory.
                     if let Some(fault) = index_missing(&u)? {
-                        faults.push(fault);
+                        unreadable.push(UnreadableDir {
+                            name: name(&u),
+                            fault,
+                        });
                     }
                     continue;
                 }
@@ -126,21 +453,16 @@ pub fn store_users(root: &Path) -> std::io::Result<(Vec<String>, Vec<Fault>)> {
                 .and_then(|c| c.query_row("SELECT user FROM store WHERE id = 1", [], |r| r.get(0)));
                 match got {
                     Ok(user) => users.push(user),
-                    Err(e) => faults.push(Fault {
-                        user: u
-                            .file_name()
-                            .map(|n| n.to_string_lossy().into_owned())
-                            .unwrap_or_default(),
-                        file: index,
-                        offset: None,
-                        what: format!("cannot read the store's user: {e}"),
+                    Err(source) => unreadable.push(UnreadableDir {
+                        name: name(&u),
+                        fault: Fault::UnreadableUser { index, source },
                     }),
                 }
             }
         }
     }
     users.sort();
-    Ok((users, faults))
+    Ok((users, unreadable))
 }
 
 /// The fault of a store directory without an index whose data file holds bytes (`None`
@@ -154,16 +476,10 @@ fn index_missing(dir: &Path) -> std::io::Result<Option<Fault>> {
         };
         let len = e.metadata()?.len();
         if len > 0 {
-            return Ok(Some(Fault {
-                user: dir
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                file: dir.join(INDEX_FILE),
-                offset: None,
-                what: format!(
-                    "no index, but data file {name} holds {len} bytes (run backup-server reindex)"
-                ),
+            return Ok(Some(Fault::NoIndex {
+                index: dir.join(INDEX_FILE),
+                data_file: name.to_owned(),
+                len,
             }));
         }
     }
@@ -171,61 +487,33 @@ fn index_missing(dir: &Path) -> std::io::Result<Option<Fault>> {
 }
 
 /// Verifies `user`'s store, or every store under `root` when `user` is `None`.
-pub fn verify(root: &Path, user: Option<&str>) -> std::io::Result<VerifyReport> {
+pub fn verify(root: &Path, user: Option<&str>) -> Result<VerifyReport, VerifyError> {
     let mut rep = VerifyReport::default();
     let users = match user {
         Some(u) => vec![u.to_owned()],
         None => {
-            let (users, faults) = store_users(root)?;
-            rep.faults.extend(faults);
+            let (users, unreadable) = store_users(root).map_err(|source| VerifyError {
+                root: root.to_path_buf(),
+                source,
+            })?;
+            rep.unreadable = unreadable;
             users
         }
     };
-    for u in &users {
-        rep.merge(verify_user(root, u));
-    }
+    rep.stores = users.iter().map(|u| verify_user(root, u)).collect();
     Ok(rep)
 }
 
-/// Collects one user's faults, listing at most [`MAX_FAULTS`].
-struct Faults<'a> {
-    rep: &'a mut VerifyReport,
-    user: &'a str,
-}
-
-impl Faults<'_> {
-    fn push(&mut self, file: &Path, offset: Option<u64>, what: String) {
-        if self.rep.faults.len() < MAX_FAULTS {
-            self.rep.faults.push(Fault {
-                user: self.user.to_owned(),
-                file: file.to_path_buf(),
-                offset,
-                what,
-            });
-        } else {
-            self.rep.faults_not_listed += 1;
-        }
-    }
-}
-
-/// An index row of table `entries`.
-struct Row {
-    id: i64,
-    data_offset: u64,
-    data_len: u64,
-    kind: String,
-}
-
 /// Verifies one user's store. Never fails: what cannot be read is a fault.
-pub fn verify_user(root: &Path, user: &str) -> VerifyReport {
-    let mut rep = VerifyReport {
-        users: 1,
-        ..VerifyReport::default()
+pub fn verify_user(root: &Path, user: &str) -> StoreVerdict {
+    let mut v = StoreVerdict {
+        user: user.to_owned(),
+        ..StoreVerdict::default()
     };
     let reader = match StoreReader::open(root, user) {
         Ok(r) => r,
-        Err(e) => {
-            let (file, offset) = match &e {
+        Err(source) => {
+            let (file, offset) = match &source {
                 StoreError::DataFileShort { path, actual, .. } => (path.clone(), Some(*actual)),
                 StoreError::DataFileMissing { path, .. } => (path.clone(), None),
                 _ => (
@@ -235,74 +523,71 @@ pub fn verify_user(root: &Path, user: &str) -> VerifyReport {
                     None,
                 ),
             };
-            Faults {
-                rep: &mut rep,
-                user,
-            }
-            .push(&file, offset, format!("cannot open the store: {e}"));
-            return rep;
+            v.push(Fault::Unopenable {
+                file,
+                offset,
+                source,
+            });
+            return v;
         }
     };
     let cat = reader.catalog();
     let index = cat.index_path().to_path_buf();
-    let data = cat.data_path().to_path_buf();
     let mut found = Vec::new();
-    let mut stats = (0u64, 0u64, 0u64, 0u64);
-    let r = scan(&reader, &mut found, &mut stats);
-    rep.chunks = stats.0;
-    rep.entries = stats.1;
-    rep.messages = stats.2;
-    rep.bytes = stats.3;
-    let mut faults = Faults {
-        rep: &mut rep,
-        user,
-    };
+    let r = scan(&reader, &mut found, &mut v);
     match cat.check(true) {
         Ok(problems) => {
-            for p in problems {
-                faults.push(&index, None, p);
+            for problem in problems {
+                v.push(Fault::IndexRule {
+                    index: index.clone(),
+                    problem,
+                });
             }
         }
-        Err(e) => faults.push(&index, None, format!("checking the index: {e}")),
+        Err(source) => v.push(Fault::IndexCheck {
+            index: index.clone(),
+            source,
+        }),
     }
-    if let Err(e) = r {
-        faults.push(&index, None, format!("reading the index: {e}"));
+    if let Err(source) = r {
+        v.push(Fault::IndexRead {
+            index: index.clone(),
+            source,
+        });
     }
-    for (file, offset, what) in found {
-        let file = if file { &data } else { &index };
-        faults.push(file, offset, what);
+    for f in found {
+        v.push(f);
     }
-    rep
+    v
 }
 
-type Found = Vec<(bool, Option<u64>, String)>;
-
 /// Scans the committed part of the data file and compares it with the index. Faults go
-/// to `found` as (in the data file?, offset, what).
+/// to `found`, counts to `stats`.
 fn scan(
     reader: &StoreReader,
-    found: &mut Found,
-    stats: &mut (u64, u64, u64, u64),
+    found: &mut Vec<Fault>,
+    stats: &mut StoreVerdict,
 ) -> crate::store::Result<()> {
     let cat = reader.catalog();
     let data = cat.data_path();
+    let index = cat.index_path();
     let committed = cat.committed_len()?;
     let conn = &cat.db.conn;
-    let mut rows: HashMap<(u64, u64), Row> = HashMap::new();
+    let mut rows: HashMap<(u64, u64), IndexRow> = HashMap::new();
     {
         let mut st = conn
             .prepare("SELECT id, chunk, header_offset, data_offset, data_len, kind FROM entries")
-            .map_err(|e| sql_err(cat.index_path(), e))?;
-        let mut q = st.query([]).map_err(|e| sql_err(cat.index_path(), e))?;
-        while let Some(r) = q.next().map_err(|e| sql_err(cat.index_path(), e))? {
+            .map_err(|e| sql_err(index, e))?;
+        let mut q = st.query([]).map_err(|e| sql_err(index, e))?;
+        while let Some(r) = q.next().map_err(|e| sql_err(index, e))? {
             let get = |i| r.get::<_, i64>(i);
             let (id, chunk, hoff, doff, dlen) =
                 (|| Ok((get(0)?, get(1)?, get(2)?, get(3)?, get(4)?)))()
-                    .map_err(|e| sql_err(cat.index_path(), e))?;
-            let kind: String = r.get(5).map_err(|e| sql_err(cat.index_path(), e))?;
+                    .map_err(|e| sql_err(index, e))?;
+            let kind: String = r.get(5).map_err(|e| sql_err(index, e))?;
             rows.insert(
                 (chunk as u64, hoff as u64),
-                Row {
+                IndexRow {
                     id,
                     data_offset: doff as u64,
                     data_len: dlen as u64,
@@ -323,9 +608,13 @@ fn scan(
     loop {
         let ev = match scanner.next_event() {
             Ok(ev) => ev,
-            Err(e) => {
-                let at = e.chunk_offset().unwrap_or(chunk);
-                found.push((true, Some(at), format!("chunk at {at} is damaged: {e}")));
+            Err(source) => {
+                let at = source.chunk_offset().unwrap_or(chunk);
+                found.push(Fault::DamagedChunk {
+                    data: data.to_path_buf(),
+                    chunk: at,
+                    source,
+                });
                 scanned_to = at;
                 break;
             }
@@ -333,78 +622,69 @@ fn scan(
         match ev {
             ScanEvent::ChunkStart { offset } => chunk = offset,
             ScanEvent::Entry(mut e) => {
-                stats.1 += 1;
+                stats.entries += 1;
                 let loc = e.location;
-                let kind = e.header.meta.kind().to_owned();
-                let here = format!(
-                    "entry {} at offset {} of chunk {}",
-                    e.header.path, loc.header_offset, loc.chunk_offset
-                );
+                let entry = EntryAt {
+                    path: e.header.path.clone(),
+                    chunk: loc.chunk_offset,
+                    header_offset: loc.header_offset,
+                    data_offset: loc.data_offset,
+                    data_len: loc.data_len,
+                    kind: e.header.meta.kind().to_owned(),
+                };
                 if let EntryMeta::Message(m) = &e.header.meta {
                     let guid = m.guid;
-                    stats.2 += 1;
+                    stats.messages += 1;
                     match e.sha1() {
-                        Ok(sha) if sha != guid => found.push((
-                            true,
-                            Some(loc.chunk_offset),
-                            format!(
-                                "{here}: SHA-1 of the data is {}, expected its GUID {}",
-                                sha.to_hex(),
-                                guid.to_hex()
-                            ),
-                        )),
+                        Ok(sha1) if sha1 != guid => found.push(Fault::WrongHash {
+                            data: data.to_path_buf(),
+                            entry: entry.clone(),
+                            sha1,
+                            guid,
+                        }),
                         Ok(_) => {}
                         // The scanner reports the error again at its next step.
                         Err(_) => continue,
                     }
                     if !cat.has_message(&guid)? {
-                        found.push((
-                            false,
-                            None,
-                            format!(
-                                "messages: no row for GUID {} (stored as {here} of the data file)",
-                                guid.to_hex()
-                            ),
-                        ));
+                        found.push(Fault::NoMessageRow {
+                            index: index.to_path_buf(),
+                            guid,
+                            entry: entry.clone(),
+                        });
                     }
                 }
                 match rows.remove(&(loc.chunk_offset, loc.header_offset)) {
-                    None => found.push((
-                        true,
-                        Some(loc.chunk_offset),
-                        format!("{here}: expected an index row (table entries), found none"),
-                    )),
-                    Some(r) => {
-                        if r.data_offset != loc.data_offset
-                            || r.data_len != loc.data_len
-                            || r.kind != kind
+                    None => found.push(Fault::NoEntryRow {
+                        data: data.to_path_buf(),
+                        entry,
+                    }),
+                    Some(row) => {
+                        if row.data_offset != entry.data_offset
+                            || row.data_len != entry.data_len
+                            || row.kind != entry.kind
                         {
-                            found.push((
-                                false,
-                                None,
-                                format!(
-                                    "entries: row {} says data at {} length {} kind {:?}; the data file has {here} with data at {} length {} kind {kind:?}",
-                                    r.id, r.data_offset, r.data_len, r.kind, loc.data_offset, loc.data_len
-                                ),
-                            ));
+                            found.push(Fault::RowDiffers {
+                                index: index.to_path_buf(),
+                                row,
+                                entry,
+                            });
                         }
                     }
                 }
             }
             ScanEvent::ChunkEnd(info) => {
-                stats.0 += 1;
-                stats.3 = info.end();
+                stats.chunks += 1;
+                stats.bytes = info.end();
             }
             ScanEvent::End(end) => {
                 if end.tail != Tail::Clean {
-                    found.push((
-                        true,
-                        Some(end.valid_end),
-                        format!(
-                            "the committed data ({committed} bytes) is not whole chunks: unreadable from offset {} ({:?})",
-                            end.valid_end, end.tail
-                        ),
-                    ));
+                    found.push(Fault::TornCommitted {
+                        data: data.to_path_buf(),
+                        committed,
+                        valid_end: end.valid_end,
+                        tail: end.tail,
+                    });
                 }
                 scanned_to = end.valid_end;
                 break;
@@ -412,21 +692,19 @@ fn scan(
         }
     }
     // Index rows the data file did not have (in the part that was read).
-    let mut left: Vec<(u64, u64, Row)> = rows
+    let mut left: Vec<(u64, u64, IndexRow)> = rows
         .into_iter()
         .filter(|((c, _), _)| *c < scanned_to)
         .map(|((c, h), r)| (c, h, r))
         .collect();
     left.sort_by_key(|(c, h, _)| (*c, *h));
-    for (c, h, r) in left {
-        found.push((
-            false,
-            None,
-            format!(
-                "entries: row {} points at offset {h} of chunk {c}: expected a {} entry there, the data file has none",
-                r.id, r.kind
-            ),
-        ));
+    for (chunk, header_offset, row) in left {
+        found.push(Fault::NoEntry {
+            index: index.to_path_buf(),
+            row,
+            chunk,
+            header_offset,
+        });
     }
     Ok(())
 }
@@ -452,57 +730,4 @@ pub fn reindex_user(root: &Path, user: &str) -> crate::store::Result<ReindexRepo
     let (store, report) = dir.lock()?.reindex(StoreOptions::default())?;
     drop(store);
     Ok(report)
-}
-
-/// The `verify` subcommand: prints each fault, then a summary; exit status 0 when clean, 1
-/// on any fault.
-pub fn run_verify(root: &Path, user: Option<&str>) -> u8 {
-    match verify(root, user) {
-        Ok(rep) => {
-            for f in &rep.faults {
-                crate::cli::out(format_args!("{f}"));
-            }
-            if rep.faults_not_listed > 0 {
-                crate::cli::out(format_args!(
-                    "... and {} more faults",
-                    rep.faults_not_listed
-                ));
-            }
-            crate::cli::out(format_args!(
-                "verify: {} stores, {} chunks, {} entries, {} messages hashed, {} bytes; {} faults",
-                rep.users,
-                rep.chunks,
-                rep.entries,
-                rep.messages,
-                rep.bytes,
-                rep.faults.len() as u64 + rep.faults_not_listed
-            ));
-            if rep.is_clean() {
-                crate::cli::EXIT_OK
-            } else {
-                crate::cli::EXIT_FAILED
-            }
-        }
-        Err(e) => {
-            eprintln!("backup-server: verify: reading {}: {e}", root.display());
-            crate::cli::EXIT_FAILED
-        }
-    }
-}
-
-/// The `reindex` subcommand.
-pub fn run_reindex(root: &Path, user: &str) -> u8 {
-    match reindex_user(root, user) {
-        Ok(r) => {
-            crate::cli::out(format_args!(
-                "reindex {user}: {} chunks, {} entries ({} of unknown kinds), {} of {} bytes valid, tail {:?}",
-                r.chunks, r.entries, r.unknown_entries, r.valid_end, r.file_len, r.tail
-            ));
-            crate::cli::EXIT_OK
-        }
-        Err(e) => {
-            eprintln!("backup-server: reindex {user}: {e}");
-            crate::cli::EXIT_FAILED
-        }
-    }
 }

@@ -2,7 +2,7 @@
 //! against a hand-computed table, docs/report.sql in the sqlite3 shell giving the same rows,
 //! and the binary's formats, exit statuses and mail.
 
-use backup_server::report::{self, AgeRow, Report};
+use backup_server::report::{self, AgeRow};
 use backup_server::state::StateDb;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -55,6 +55,27 @@ fn expected_24() -> Vec<AgeRow> {
         row(None, 2, true),
     ]
 }
+
+/// The binary's table of `expected_24()`.
+const TABLE_24: &str = "\
+Backup age at 2026-11-23 04:00:00 UTC: users by whole hours since their last complete backup
+(vanished users left out; marked: 24 h or more, or never)
+
+   hours      users
+       0          3
+       1          1
+       5          1
+      23          1
+      24          2  over
+     100          1  over
+   never          2  over
+   total         11
+
+5 users not backed up complete within 24 h (2 never).
+";
+
+/// The variable naming the sendmail the binary runs.
+const SENDMAIL_ENV: &str = "MAILBACKUP_SENDMAIL";
 
 /// A state db at `path` holding `users(now)`.
 fn make_db(path: &Path, now: i64) {
@@ -163,7 +184,7 @@ fn library_matches_hand_computed_table() {
     assert_eq!(r.users(), 11);
     assert_eq!(r.never_backed_up(), 2);
     assert_eq!(r.over_max_age(), 5);
-    assert_eq!(r.exit_status(), report::EXIT_OVER_MAX_AGE);
+    assert!(!r.all_recent());
 
     // A higher limit moves the mark; never-backed-up users stay over.
     let r = report::query(&conn, NOW, 100).unwrap();
@@ -208,7 +229,7 @@ fn empty_state_db_is_all_recent() {
     let conn = report::open_state_db(&path).unwrap();
     let r = report::query(&conn, NOW, 24).unwrap();
     assert_eq!(r.rows, []);
-    assert_eq!(r.exit_status(), report::EXIT_ALL_RECENT);
+    assert!(r.all_recent());
 }
 
 #[test]
@@ -269,13 +290,7 @@ fn binary_table_and_exit_status() {
     let (_dir, config) = setup();
     let out = run(&config, &["--now", "2026-11-23T04:00:00Z"], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    let expected = Report {
-        now: NOW,
-        max_age_hours: 24,
-        rows: expected_24(),
-    }
-    .table();
-    assert_eq!(text(&out.stdout), expected);
+    assert_eq!(text(&out.stdout), TABLE_24);
     let t = text(&out.stdout);
     assert!(t.contains("      24          2  over\n"), "{t}");
     assert!(t.contains("   never          2  over\n"), "{t}");
@@ -410,17 +425,12 @@ fn binary_mails_the_table() {
             "--mail-to",
             "backup-admin@example.org",
         ],
-        &[(report::SENDMAIL_ENV, fake_s)],
+        &[(SENDMAIL_ENV, fake_s)],
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(out.stdout.is_empty());
     let mail = std::fs::read_to_string(&got).unwrap();
-    let table = Report {
-        now: NOW,
-        max_age_hours: 24,
-        rows: expected_24(),
-    }
-    .table();
+    let table = TABLE_24;
     assert!(
         mail.starts_with("ARGS: -i -- backup-admin@example.org\nTo: backup-admin@example.org\n"),
         "{mail}"
@@ -430,11 +440,7 @@ fn binary_mails_the_table() {
 
     // sendmail refusing the mail fails the report.
     std::fs::write(&fake, "#!/bin/sh\ncat >/dev/null\nexit 75\n").unwrap();
-    let out = run(
-        &config,
-        &["--mail-to", "root"],
-        &[(report::SENDMAIL_ENV, fake_s)],
-    );
+    let out = run(&config, &["--mail-to", "root"], &[(SENDMAIL_ENV, fake_s)]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("did not take the report"),
@@ -446,7 +452,7 @@ fn binary_mails_the_table() {
     let out = run(
         &config,
         &["--mail-to", "root"],
-        &[(report::SENDMAIL_ENV, "/nonexistent/sendmail")],
+        &[(SENDMAIL_ENV, "/nonexistent/sendmail")],
     );
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
@@ -460,8 +466,28 @@ fn binary_mails_the_table() {
     let out = run(
         &config,
         &["--mail-to", "root\nBcc: x@example.org"],
-        &[(report::SENDMAIL_ENV, "/nonexistent/sendmail")],
+        &[(SENDMAIL_ENV, "/nonexistent/sendmail")],
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("--mail-to: expected one address"));
+}
+
+#[test]
+fn binary_stdout_closed_is_141_quietly() {
+    // The reader (`true`) is gone before the report is written: EPIPE, as in `report | head`.
+    let (_dir, config) = setup();
+    let out = Command::new("bash")
+        .args([
+            "-c",
+            "set -o pipefail; (sleep 1; exec \"$@\") | true",
+            "_",
+            BIN,
+        ])
+        .arg("--config")
+        .arg(&config)
+        .args(["report", "--now", &NOW.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(141), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
 }

@@ -308,12 +308,12 @@ fn the_example_config_parses() {
 
 #[test]
 fn ls_at_takes_rfc3339_or_unix_seconds() {
-    use backup_server::cli::parse_time;
+    use backup_server::point_in_time::parse_time;
     assert_eq!(parse_time("1795406400").unwrap().secs, 1795406400);
     assert_eq!(parse_time("2026-11-23T04:00:00Z").unwrap().secs, 1795406400);
     let t = parse_time("2026-11-23T05:00:00.25+01:00").unwrap();
     assert_eq!((t.secs, t.nanos), (1795406400, 250_000_000));
-    let e = parse_time("yesterday").unwrap_err();
+    let e = parse_time("yesterday").unwrap_err().to_string();
     assert!(
         e.contains("expected RFC 3339") && e.contains("\"yesterday\""),
         "{e}"

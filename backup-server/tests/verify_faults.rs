@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use backup_server::store::{MessageInfo, RunEnd, Store, StoreReader, UserDir};
-use backup_server::verify::{reindex_user, verify, verify_user};
+use backup_server::verify::{reindex_user, verify, verify_user, Fault};
 use store_common::*;
 
 const USER: &str = "vic";
@@ -63,11 +63,13 @@ fn an_intact_store_verifies_clean() {
     let root = tempfile::tempdir().unwrap();
     build(root.path());
     let rep = verify(root.path(), None).unwrap();
-    assert!(rep.is_clean(), "{:#?}", rep.faults);
-    assert_eq!(rep.users, 1);
-    assert_eq!(rep.messages, 30);
-    assert_eq!(rep.chunks as usize, chunks(root.path()).len());
-    assert!(rep.chunks > 5);
+    assert!(rep.is_clean(), "{rep:#?}");
+    assert_eq!(rep.stores.len(), 1);
+    assert_eq!(rep.stores[0].user, USER);
+    assert_eq!(rep.messages(), 30);
+    assert_eq!(rep.chunks() as usize, chunks(root.path()).len());
+    assert!(rep.chunks() > 5);
+    assert_eq!(rep.faults(), 0);
 }
 
 #[test]
@@ -84,9 +86,14 @@ fn a_store_whose_index_is_gone_is_a_fault() {
     }
     let rep = verify(root.path(), None).unwrap();
     assert!(!rep.is_clean(), "a store without its index verified clean");
-    let f = &rep.faults[0];
-    assert_eq!(f.file, dir.join("backupstate.sqlite3"));
-    assert!(f.what.contains("reindex"), "{}", f.what);
+    assert!(rep.stores.is_empty(), "{rep:#?}");
+    let f = &rep.unreadable[0];
+    assert_eq!(f.fault.file(), dir.join("backupstate.sqlite3"));
+    assert!(
+        matches!(f.fault, Fault::NoIndex { .. }) && f.fault.to_string().contains("reindex"),
+        "{}",
+        f.fault
+    );
     // A user directory holding only a lock file is no store and no fault.
     UserDir::new(root.path(), "lockonly")
         .unwrap()
@@ -117,12 +124,12 @@ fn a_flipped_byte_is_found_and_named() {
     let hit = rep
         .faults
         .iter()
-        .find(|x| x.file == data && x.offset == Some(off))
+        .find(|x| x.file() == data && x.offset() == Some(off))
         .unwrap_or_else(|| panic!("no fault at chunk {off}: {:#?}", rep.faults));
-    assert_eq!(hit.user, USER);
+    assert_eq!(rep.user, USER);
     let text = hit.to_string();
     assert!(
-        text.contains(&format!("at offset {off}")) && text.contains(USER),
+        text.starts_with(&format!("{} at offset {off}: ", data.display())),
         "{text}"
     );
 }
@@ -138,11 +145,9 @@ fn a_truncated_data_file_is_found_and_named() {
     let rep = verify_user(root.path(), USER);
     assert_eq!(rep.faults.len(), 1, "{:#?}", rep.faults);
     let x = &rep.faults[0];
-    assert_eq!(
-        (&x.user[..], &x.file, x.offset),
-        (USER, &data, Some(len - 100))
-    );
-    assert!(x.what.contains(&len.to_string()), "{}", x.what);
+    assert_eq!((x.file(), x.offset()), (data.as_path(), Some(len - 100)));
+    assert!(matches!(x, Fault::Unopenable { .. }), "{x:#?}");
+    assert!(x.to_string().contains(&len.to_string()), "{x}");
 }
 
 #[test]
@@ -176,22 +181,21 @@ fn a_deleted_index_row_is_found_and_named() {
         .faults
         .iter()
         .find(|x| {
-            x.file == data
-                && x.offset == Some(chunk as u64)
-                && x.what.contains("expected an index row")
+            x.file() == data
+                && x.offset() == Some(chunk as u64)
+                && matches!(x, Fault::NoEntryRow { .. })
         })
         .unwrap_or_else(|| panic!("{:#?}", rep.faults));
+    let text = hit.to_string();
     assert!(
-        hit.what
-            .contains(&format!("offset {hoff} of chunk {chunk}")),
-        "{}",
-        hit.what
+        text.contains(&format!("offset {hoff} of chunk {chunk}"))
+            && text.contains("expected an index row"),
+        "{text}"
     );
-    assert!(hit.what.contains(&hex), "{}", hit.what);
+    assert!(text.contains(&hex), "{text}");
     assert!(
-        rep.faults
-            .iter()
-            .any(|x| x.file == index && x.what.contains(&hex)),
+        rep.faults.iter().any(|x| x.file() == index
+            && matches!(x, Fault::NoMessageRow { guid, .. } if guid.to_hex() == hex)),
         "the messages row: {:#?}",
         rep.faults
     );
@@ -320,13 +324,25 @@ fn a_message_whose_bytes_do_not_hash_to_its_guid_is_named() {
     let rep = verify_user(root.path(), USER);
     assert_eq!(rep.faults.len(), 1, "{:#?}", rep.faults);
     let x = &rep.faults[0];
-    assert_eq!((&x.file, x.offset), (&data, Some(0)));
+    assert_eq!((x.file(), x.offset()), (data.as_path(), Some(0)));
+    let Fault::WrongHash {
+        entry,
+        sha1,
+        guid: expected,
+        ..
+    } = x
+    else {
+        panic!("{x:#?}");
+    };
+    assert_eq!(
+        (entry.header_offset, *sha1, *expected),
+        (loc.header_offset, guid(&bad), wrong)
+    );
+    let text = x.to_string();
     assert!(
-        x.what
-            .contains(&format!("offset {} of chunk 0", loc.header_offset))
-            && x.what.contains(&guid(&bad).to_hex())
-            && x.what.contains(&wrong.to_hex()),
-        "{}",
-        x.what
+        text.contains(&format!("offset {} of chunk 0", loc.header_offset))
+            && text.contains(&guid(&bad).to_hex())
+            && text.contains(&wrong.to_hex()),
+        "{text}"
     );
 }

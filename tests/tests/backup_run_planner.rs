@@ -17,48 +17,32 @@ use tests::readers::imap_date;
 use tests::rig::{backup, backup_all, backup_changes, now, Backupd};
 use tests::{CyrusInstance, Truth};
 
-fn ls_text(root: &Path, user: &str, folder: Option<&str>, at: Option<Timestamp>) -> String {
-    let mut out = Vec::new();
-    ls(root, user, folder, at, &mut out).unwrap_or_else(|e| panic!("ls {user} {folder:?}: {e:#}"));
-    String::from_utf8(out).unwrap()
-}
-
 /// ls's folder list: unique id -> name.
-fn ls_folders(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .skip(2)
-        .map(|l| {
-            let cols: Vec<&str> = l.split('\t').collect();
-            assert_eq!(cols.len(), 6, "{l:?}");
-            (cols[5].to_owned(), cols[0].to_owned())
-        })
-        .collect()
+fn ls_folders(root: &Path, user: &str, at: Option<Timestamp>) -> BTreeMap<String, String> {
+    match ls(root, user, None, at).unwrap_or_else(|e| panic!("ls {user}: {e}")) {
+        backup_server::ls::Listing::Folders { folders, .. } => {
+            folders.into_iter().map(|f| (f.unique_id, f.name)).collect()
+        }
+        other => panic!("ls {user}: expected folders, found {other:?}"),
+    }
 }
 
-/// One message line: UID, sorted flags, internal date (unix seconds), size, GUID hex.
+/// One message: UID, sorted flags, internal date (unix seconds), size, GUID hex.
 type Line = (u32, Vec<String>, i64, u64, String);
 
-fn ls_messages(text: &str) -> Vec<Line> {
-    text.lines()
-        .skip(2)
-        .map(|l| {
-            let c: Vec<&str> = l.split('\t').collect();
-            assert_eq!(c.len(), 5, "{l:?}");
-            let mut flags: Vec<String> = if c[1] == "-" {
-                vec![]
-            } else {
-                c[1].split(' ').map(str::to_owned).collect()
-            };
-            flags.sort();
-            (
-                c[0].parse().unwrap(),
-                flags,
-                imap_date(c[2]).unwrap(),
-                c[3].parse().unwrap(),
-                c[4].to_owned(),
-            )
-        })
-        .collect()
+/// ls's messages of `folder`.
+fn ls_messages(root: &Path, user: &str, folder: &str, at: Option<Timestamp>) -> Vec<Line> {
+    match ls(root, user, Some(folder), at).unwrap_or_else(|e| panic!("ls {user} {folder}: {e}")) {
+        backup_server::ls::Listing::Messages { messages, .. } => messages
+            .into_iter()
+            .map(|m| {
+                let mut flags = m.flags;
+                flags.sort();
+                (m.uid, flags, m.internal_date.secs, m.size, m.guid.to_hex())
+            })
+            .collect(),
+        other => panic!("ls {user} {folder}: expected messages, found {other:?}"),
+    }
 }
 
 /// Every mismatch between `ls` (at `at`) and what IMAP said, for every user of `truth`.
@@ -66,7 +50,7 @@ fn compare(root: &Path, truth: &Truth, at: Option<Timestamp>) -> (Vec<String>, u
     let mut bad = Vec::new();
     let mut messages = 0;
     for user in truth.users() {
-        let folders = ls_folders(&ls_text(root, user, None, at));
+        let folders = ls_folders(root, user, at);
         let want: BTreeSet<String> = truth
             .folders_of(user)
             .map(|(_, f)| f.uniqueid.clone().unwrap())
@@ -80,7 +64,7 @@ fn compare(root: &Path, truth: &Truth, at: Option<Timestamp>) -> (Vec<String>, u
             let Some(name) = folders.get(id) else {
                 continue;
             };
-            let got = ls_messages(&ls_text(root, user, Some(name), at));
+            let got = ls_messages(root, user, name, at);
             let want: Vec<Line> = ft
                 .messages
                 .iter()

@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use backup_server::restore::imap::{ImapTarget, IntoFolder};
-use backup_server::restore::{restore, Selection, Target};
+use backup_server::restore::{restore, Note, Selection, Target};
 use backup_server::store::StoreOptions;
 use tests::rig::{backup, Backupd};
 use tests::truth::Truth;
@@ -130,9 +130,10 @@ fn whole_user_round_trip_over_imap_and_rerun_appends_nothing() {
     assert_eq!(rep.not_stored, 0, "{rep:?}");
     assert_eq!(rep.messages as usize, nmsg, "{rep:?}");
     assert!(
-        rep.notes
-            .iter()
-            .any(|n| n == &format!("imap: {nmsg} appended, 0 already there (not appended again)")),
+        rep.notes.contains(&Note::Appended {
+            appended: nmsg as u64,
+            already_there: 0
+        }),
         "{rep:?}"
     );
     let restored = cyrus.truth_for(&[&user]).unwrap();
@@ -151,9 +152,10 @@ fn whole_user_round_trip_over_imap_and_rerun_appends_nothing() {
     )
     .unwrap();
     assert!(
-        rep2.notes
-            .iter()
-            .any(|n| n == &format!("imap: 0 appended, {nmsg} already there (not appended again)")),
+        rep2.notes.contains(&Note::Appended {
+            appended: 0,
+            already_there: nmsg as u64
+        }),
         "{rep2:?}"
     );
     let again = cyrus.truth_for(&[&user]).unwrap();
@@ -169,9 +171,10 @@ fn whole_user_round_trip_over_imap_and_rerun_appends_nothing() {
     )
     .unwrap();
     assert!(
-        rep3.notes
-            .iter()
-            .any(|n| n == &format!("imap: 0 appended, {nmsg} already there (not appended again)")),
+        rep3.notes.contains(&Note::Appended {
+            appended: 0,
+            already_there: nmsg as u64
+        }),
         "{rep3:?}"
     );
 

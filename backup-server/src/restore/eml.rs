@@ -8,10 +8,10 @@ use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use formats::Guid;
 use sha1::{Digest, Sha1};
 
-use super::{mkdirs, set_mtime, Item, SafeFolder, Sink};
+use super::{mkdirs, set_mtime, Item, Note, RestoreError, SafeFolder, Sink};
 
 /// An .eml target.
 #[derive(Debug)]
@@ -23,7 +23,7 @@ pub struct Eml {
 
 impl Eml {
     /// A target writing under `root` (created if needed).
-    pub fn new(root: &Path) -> anyhow::Result<Eml> {
+    pub fn new(root: &Path) -> Result<Eml, RestoreError> {
         mkdirs(root)?;
         Ok(Eml {
             root: root.to_path_buf(),
@@ -34,15 +34,15 @@ impl Eml {
 }
 
 impl Sink for Eml {
-    fn folder(&mut self, f: &SafeFolder) -> anyhow::Result<()> {
+    fn folder(&mut self, f: &SafeFolder) -> Result<(), RestoreError> {
         let dir = self.root.join(f.flat());
         mkdirs(&dir)?;
         self.dir = Some(dir);
         Ok(())
     }
 
-    fn message(&mut self, m: &Item, data: &mut dyn Read) -> anyhow::Result<()> {
-        let dir = self.dir.as_ref().context("a message before its folder")?;
+    fn message(&mut self, m: &Item, data: &mut dyn Read) -> Result<(), RestoreError> {
+        let dir = self.dir.as_ref().ok_or(RestoreError::NoFolderYet)?;
         let name = if m.uid == 0 {
             format!("{}.eml", m.guid.to_hex())
         } else {
@@ -50,24 +50,23 @@ impl Sink for Eml {
         };
         let p = dir.join(&name);
         if p.exists() {
-            anyhow::bail!("{} exists already", p.display());
+            return Err(RestoreError::Exists { path: p });
         }
         // Written under a temporary name, renamed once the bytes hashed to their GUID.
         let tmp = dir.join(format!(".{name}.tmp"));
         write_checked(&tmp, m, data)?;
-        std::fs::rename(&tmp, &p).with_context(|| format!("renaming to {}", p.display()))?;
+        std::fs::rename(&tmp, &p).map_err(|source| RestoreError::Rename { path: p, source })?;
         if !m.flags.is_empty() {
             self.flags_dropped += 1;
         }
         Ok(())
     }
 
-    fn finish(&mut self) -> anyhow::Result<Vec<String>> {
+    fn finish(&mut self) -> Result<Vec<Note>, RestoreError> {
         Ok(if self.flags_dropped > 0 {
-            vec![format!(
-                "eml keeps no flags: {} messages had some",
-                self.flags_dropped
-            )]
+            vec![Note::FlagsNotKept {
+                messages: self.flags_dropped,
+            }]
         } else {
             Vec::new()
         })
@@ -77,16 +76,22 @@ impl Sink for Eml {
 /// Writes a message to the new file `tmp` (mtime: its internal date), for the caller to
 /// rename into place; when the bytes do not hash to the message's GUID, or anything
 /// fails, `tmp` is removed again and the error returned.
-pub(super) fn write_checked(tmp: &Path, m: &Item, data: &mut dyn Read) -> anyhow::Result<()> {
+pub(super) fn write_checked(tmp: &Path, m: &Item, data: &mut dyn Read) -> Result<(), RestoreError> {
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
+        .map_err(|source| RestoreError::Create {
+            path: tmp.to_path_buf(),
+            source,
+        })?;
     let mut data = Checked::new(data);
     let written = std::io::copy(&mut data, &mut f)
         .and_then(|_| f.flush())
-        .with_context(|| format!("writing {}", tmp.display()))
+        .map_err(|source| RestoreError::Write {
+            path: tmp.to_path_buf(),
+            source,
+        })
         .and_then(|()| data.check(m));
     if let Err(e) = written {
         drop(f);
@@ -115,15 +120,17 @@ impl<'a> Checked<'a> {
     }
 
     /// Reads what is left, then fails unless the SHA-1 of every byte is `m`'s GUID.
-    pub(super) fn check(mut self, m: &Item) -> anyhow::Result<()> {
-        std::io::copy(&mut self, &mut std::io::sink()).context("reading the message")?;
-        let digest = self.hasher.finalize();
-        if !m.guid.is_null() && digest[..] != m.guid.0[..] {
-            anyhow::bail!(
-                "message {}: the stored bytes hash to {}, not to their GUID (run verify); not written",
-                m.guid.to_hex(),
-                hex::encode(digest)
-            );
+    pub(super) fn check(mut self, m: &Item) -> Result<(), RestoreError> {
+        std::io::copy(&mut self, &mut std::io::sink()).map_err(|source| {
+            RestoreError::ReadMessage {
+                guid: m.guid,
+                source,
+            }
+        })?;
+        let mut sha1 = Guid::NULL;
+        sha1.0.copy_from_slice(&self.hasher.finalize());
+        if !m.guid.is_null() && sha1 != m.guid {
+            return Err(RestoreError::NotWritten { guid: m.guid, sha1 });
         }
         Ok(())
     }

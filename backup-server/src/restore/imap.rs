@@ -19,10 +19,167 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
 use formats::{Guid, Timestamp};
 
-use super::{Item, SafeFolder, Sink};
+use super::{Item, Note, RestoreError, SafeFolder, Sink};
+
+/// An `imap://` URL that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImapUrlError {
+    /// Not `imap://...`.
+    #[error("expected imap://ADMIN@HOST:PORT/, found {0:?}")]
+    NotImap(String),
+    /// A path after the server (a folder is `--into`).
+    #[error("expected nothing after HOST:PORT/ (use --into for a folder), found {0:?}")]
+    Path(String),
+    /// No `ADMIN@`.
+    #[error("expected ADMIN@ in {0:?}, found none")]
+    NoAdmin(String),
+    /// `@` with nothing before it.
+    #[error("expected an admin name before @ in {0:?}")]
+    EmptyAdmin(String),
+    /// A port that is not a number.
+    #[error("expected a port number, found {port:?} in {url:?}")]
+    Port {
+        /// The port given.
+        port: String,
+        /// The URL.
+        url: String,
+    },
+    /// No host after `@`.
+    #[error("expected a host after @ in {0:?}")]
+    NoHost(String),
+}
+
+/// A `--into` that names no folder.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected a folder name for --into, found {0:?}")]
+pub struct IntoFolderError(pub String);
+
+/// Why restoring into an IMAP account failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ImapError {
+    /// No `--password-file`.
+    #[error("an imap:// target needs --password-file")]
+    NoPasswordFile,
+    /// The password file is not there (or cannot be looked at).
+    #[error("password file {}: {source}", .path.display())]
+    PasswordFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Anyone can read the password file.
+    #[error("password file {} is readable by everyone (mode {mode:o}): chmod o-r it", .path.display())]
+    PasswordReadable {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The password file cannot be read.
+    #[error("reading {}: {source}", .path.display())]
+    PasswordRead {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The password file's first line is empty.
+    #[error("password file {} is empty", .path.display())]
+    PasswordEmpty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// No connection.
+    #[error("connecting to IMAP {host}:{port}: {source}")]
+    Connect {
+        /// The host.
+        host: String,
+        /// The port.
+        port: u16,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The connection failed.
+    #[error("IMAP {server}: {source}")]
+    Io {
+        /// `HOST:PORT`.
+        server: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server closed the connection.
+    #[error("the IMAP server closed the connection")]
+    Closed,
+    /// No `* OK` greeting.
+    #[error("expected an IMAP greeting * OK, found {found:?}")]
+    Greeting {
+        /// The first line.
+        found: String,
+    },
+    /// A response with an unterminated quoted string.
+    #[error("unterminated quoted string at byte {at} of a response")]
+    Unterminated {
+        /// Where it starts.
+        at: usize,
+    },
+    /// A literal's announcement without its `}`.
+    #[error("expected }} after {{ at byte {at}")]
+    Unclosed {
+        /// Where the `{` is.
+        at: usize,
+    },
+    /// A literal announced but not sent.
+    #[error("a literal announced at byte {at} is missing")]
+    MissingLiteral {
+        /// Where it was announced.
+        at: usize,
+    },
+    /// The server refused a literal of a command.
+    #[error("the server refused a literal: {response}")]
+    LiteralRefused {
+        /// Its answer.
+        response: String,
+    },
+    /// The server answered NO or BAD.
+    #[error("{command}: {response}")]
+    Refused {
+        /// The command (its first words: never a literal, never a password).
+        command: String,
+        /// The answer after the tag.
+        response: String,
+    },
+    /// The server does not offer `AUTH=PLAIN`.
+    #[error("{host}:{port} does not offer AUTHENTICATE PLAIN")]
+    NoAuthPlain {
+        /// The host.
+        host: String,
+        /// The port.
+        port: u16,
+    },
+    /// `AUTHENTICATE PLAIN` got no `+` challenge.
+    #[error("AUTHENTICATE PLAIN: expected +, found {found:?}")]
+    AuthChallenge {
+        /// The answer.
+        found: String,
+    },
+    /// The admin could not authenticate as the user.
+    #[error("{host}:{port}: {admin} could not authenticate as {user}: {response}")]
+    AuthRefused {
+        /// The host.
+        host: String,
+        /// The port.
+        port: u16,
+        /// The admin.
+        admin: String,
+        /// The user.
+        user: String,
+        /// The server's answer.
+        response: String,
+    },
+}
 
 /// Where restored folders go.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,13 +196,13 @@ pub enum IntoFolder {
 impl IntoFolder {
     /// Reads `--into`: `/` for the original names, otherwise a folder name (levels
     /// separated by `/`).
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, IntoFolderError> {
         let t = s.trim_matches('/');
         if t.is_empty() {
             return Ok(IntoFolder::Original);
         }
         if t.split('/').any(str::is_empty) {
-            return Err(format!("expected a folder name for --into, found {s:?}"));
+            return Err(IntoFolderError(s.to_owned()));
         }
         Ok(IntoFolder::Named(t.to_owned()))
     }
@@ -71,33 +228,33 @@ pub struct ImapTarget {
 
 impl ImapTarget {
     /// Parses `imap://ADMIN@HOST[:PORT][/]`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, ImapUrlError> {
         let rest = s
             .strip_prefix("imap://")
-            .ok_or_else(|| format!("expected imap://ADMIN@HOST:PORT/, found {s:?}"))?;
+            .ok_or_else(|| ImapUrlError::NotImap(s.to_owned()))?;
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains('/') {
-            return Err(format!(
-                "expected nothing after HOST:PORT/ (use --into for a folder), found {s:?}"
-            ));
+            return Err(ImapUrlError::Path(s.to_owned()));
         }
         let (admin, hostport) = rest
             .rsplit_once('@')
-            .ok_or_else(|| format!("expected ADMIN@ in {s:?}, found none"))?;
+            .ok_or_else(|| ImapUrlError::NoAdmin(s.to_owned()))?;
         if admin.is_empty() {
-            return Err(format!("expected an admin name before @ in {s:?}"));
+            return Err(ImapUrlError::EmptyAdmin(s.to_owned()));
         }
         let (host, port) = match hostport.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => (
                 h,
-                p.parse::<u16>()
-                    .map_err(|_| format!("expected a port number, found {p:?} in {s:?}"))?,
+                p.parse::<u16>().map_err(|_| ImapUrlError::Port {
+                    port: p.to_owned(),
+                    url: s.to_owned(),
+                })?,
             ),
             _ => (hostport, 143),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
-            return Err(format!("expected a host after @ in {s:?}"));
+            return Err(ImapUrlError::NoHost(s.to_owned()));
         }
         Ok(ImapTarget {
             admin: admin.to_owned(),
@@ -111,21 +268,28 @@ impl ImapTarget {
 }
 
 /// Reads the password: the first line of a file nobody but its owner (and group) can read.
-pub fn read_password(p: &Path) -> anyhow::Result<String> {
+pub fn read_password(p: &Path) -> Result<String, ImapError> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(p).with_context(|| format!("password file {}", p.display()))?;
+    let meta = std::fs::metadata(p).map_err(|source| ImapError::PasswordFile {
+        path: p.to_path_buf(),
+        source,
+    })?;
     let mode = meta.permissions().mode();
     if mode & 0o004 != 0 {
-        bail!(
-            "password file {} is readable by everyone (mode {:o}): chmod o-r it",
-            p.display(),
-            mode & 0o7777
-        );
+        return Err(ImapError::PasswordReadable {
+            path: p.to_path_buf(),
+            mode: mode & 0o7777,
+        });
     }
-    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    let text = std::fs::read_to_string(p).map_err(|source| ImapError::PasswordRead {
+        path: p.to_path_buf(),
+        source,
+    })?;
     let pw = text.lines().next().unwrap_or("").to_owned();
     if pw.is_empty() {
-        bail!("password file {} is empty", p.display());
+        return Err(ImapError::PasswordEmpty {
+            path: p.to_path_buf(),
+        });
     }
     Ok(pw)
 }
@@ -150,7 +314,7 @@ struct Resp {
 }
 
 impl Resp {
-    fn tokens(&self) -> anyhow::Result<Vec<Tok>> {
+    fn tokens(&self) -> Result<Vec<Tok>, ImapError> {
         let b = &self.text;
         let mut lits = self.literals.iter();
         let mut out = Vec::new();
@@ -171,7 +335,7 @@ impl Resp {
                     i += 1;
                     loop {
                         match b.get(i) {
-                            None => bail!("unterminated quoted string at byte {i} of a response"),
+                            None => return Err(ImapError::Unterminated { at: i }),
                             Some(b'\\') => {
                                 s.extend(b.get(i + 1));
                                 i += 2
@@ -193,10 +357,12 @@ impl Resp {
                         .iter()
                         .position(|&c| c == b'}')
                         .map(|p| i + p)
-                        .ok_or_else(|| anyhow!("expected }} after {{ at byte {i}"))?;
-                    out.push(Tok::Str(lits.next().cloned().ok_or_else(|| {
-                        anyhow!("a literal announced at byte {i} is missing")
-                    })?));
+                        .ok_or(ImapError::Unclosed { at: i })?;
+                    out.push(Tok::Str(
+                        lits.next()
+                            .cloned()
+                            .ok_or(ImapError::MissingLiteral { at: i })?,
+                    ));
                     i = end + 1;
                 }
                 _ => {
@@ -227,6 +393,8 @@ impl Resp {
 
 /// A connection, authenticated as the user.
 struct Conn {
+    /// `HOST:PORT`, for errors.
+    server: String,
     r: BufReader<TcpStream>,
     w: TcpStream,
     tag: u32,
@@ -234,12 +402,22 @@ struct Conn {
 }
 
 impl Conn {
-    fn connect(host: &str, port: u16) -> anyhow::Result<Self> {
-        let s = TcpStream::connect((host, port))
-            .with_context(|| format!("connecting to IMAP {host}:{port}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(300)))?;
-        let w = s.try_clone()?;
+    fn connect(host: &str, port: u16) -> Result<Self, ImapError> {
+        let s = TcpStream::connect((host, port)).map_err(|source| ImapError::Connect {
+            host: host.to_owned(),
+            port,
+            source,
+        })?;
+        let server = format!("{host}:{port}");
+        let io = |source| ImapError::Io {
+            server: server.clone(),
+            source,
+        };
+        s.set_read_timeout(Some(Duration::from_secs(300)))
+            .map_err(io)?;
+        let w = s.try_clone().map_err(io)?;
         let mut c = Conn {
+            server,
             r: BufReader::new(s),
             w,
             tag: 0,
@@ -247,10 +425,9 @@ impl Conn {
         };
         let greeting = c.read_resp()?;
         if !greeting.text.starts_with(b"* OK") {
-            bail!(
-                "expected an IMAP greeting * OK, found {:?}",
-                String::from_utf8_lossy(&greeting.text)
-            );
+            return Err(ImapError::Greeting {
+                found: String::from_utf8_lossy(&greeting.text).into_owned(),
+            });
         }
         c.take_caps(&greeting.text);
         Ok(c)
@@ -272,14 +449,30 @@ impl Conn {
         self.caps.contains(cap)
     }
 
+    /// An I/O error of this connection.
+    fn io(&self, source: std::io::Error) -> ImapError {
+        ImapError::Io {
+            server: self.server.clone(),
+            source,
+        }
+    }
+
+    /// Writes to the server.
+    fn send(&mut self, bytes: &[u8]) -> Result<(), ImapError> {
+        self.w.write_all(bytes).map_err(|e| self.io(e))
+    }
+
     /// Reads one response line and the literals it announces.
-    fn read_resp(&mut self) -> anyhow::Result<Resp> {
+    fn read_resp(&mut self) -> Result<Resp, ImapError> {
         let mut resp = Resp::default();
         loop {
             let mut line = Vec::new();
-            let n = self.r.read_until(b'\n', &mut line)?;
+            let n = self
+                .r
+                .read_until(b'\n', &mut line)
+                .map_err(|e| self.io(e))?;
             if n == 0 {
-                bail!("the IMAP server closed the connection");
+                return Err(ImapError::Closed);
             }
             let body = line.strip_suffix(b"\r\n").unwrap_or(&line);
             resp.text.extend_from_slice(body);
@@ -290,7 +483,7 @@ impl Conn {
             match lit {
                 Some(len) => {
                     let mut buf = vec![0; len];
-                    self.r.read_exact(&mut buf)?;
+                    self.r.read_exact(&mut buf).map_err(|e| self.io(e))?;
                     resp.literals.push(buf);
                 }
                 None => return Ok(resp),
@@ -300,7 +493,11 @@ impl Conn {
 
     /// Sends a command made of text pieces and literals; returns the untagged responses and
     /// the tagged one's text after the tag, failing on NO/BAD unless `may_fail`.
-    fn cmd(&mut self, parts: &[Part<'_>], may_fail: bool) -> anyhow::Result<(Vec<Resp>, String)> {
+    fn cmd(
+        &mut self,
+        parts: &[Part<'_>],
+        may_fail: bool,
+    ) -> Result<(Vec<Resp>, String), ImapError> {
         self.tag += 1;
         let tag = format!("A{}", self.tag);
         let plus = self.has("LITERAL+");
@@ -314,7 +511,7 @@ impl Conn {
                         format!("{{{}{}}}\r\n", data.len(), if plus { "+" } else { "" }).as_bytes(),
                     );
                     if !plus {
-                        self.w.write_all(&buf)?;
+                        self.send(&buf)?;
                         buf.clear();
                         loop {
                             let r = self.read_resp()?;
@@ -322,10 +519,9 @@ impl Conn {
                                 break;
                             }
                             if r.text.starts_with(tag.as_bytes()) {
-                                bail!(
-                                    "the server refused a literal: {}",
-                                    String::from_utf8_lossy(&r.text)
-                                );
+                                return Err(ImapError::LiteralRefused {
+                                    response: String::from_utf8_lossy(&r.text).into_owned(),
+                                });
                             }
                             untagged.push(r);
                         }
@@ -335,13 +531,16 @@ impl Conn {
             }
         }
         buf.extend_from_slice(b"\r\n");
-        self.w.write_all(&buf)?;
+        self.send(&buf)?;
         loop {
             let r = self.read_resp()?;
             if let Some(rest) = r.text.strip_prefix(tag.as_bytes()) {
                 let rest = String::from_utf8_lossy(rest).trim().to_owned();
                 if !rest.starts_with("OK") && !may_fail {
-                    bail!("{}: {rest}", describe(parts));
+                    return Err(ImapError::Refused {
+                        command: describe(parts),
+                        response: rest,
+                    });
                 }
                 if rest.contains("[CAPABILITY ") {
                     self.take_caps(&r.text);
@@ -402,24 +601,27 @@ pub struct ImapSink {
     unhashed: HashMap<u64, Vec<u32>>,
     appended: u64,
     skipped: u64,
-    notes: Vec<String>,
+    notes: Vec<Note>,
 }
 
 impl ImapSink {
     /// Connects, authenticates as `user` with the admin's credentials and learns the
     /// namespace.
-    pub fn connect(t: &ImapTarget, user: &str) -> anyhow::Result<Self> {
+    pub fn connect(t: &ImapTarget, user: &str) -> Result<Self, ImapError> {
         let pwfile = t
             .password_file
             .as_deref()
-            .context("an imap:// target needs --password-file")?;
+            .ok_or(ImapError::NoPasswordFile)?;
         let password = read_password(pwfile)?;
         let mut conn = Conn::connect(&t.host, t.port)?;
         if conn.caps.is_empty() {
             conn.cmd(&[Part::Text("CAPABILITY".into())], false)?;
         }
         if !conn.has("AUTH=PLAIN") {
-            bail!("{}:{} does not offer AUTHENTICATE PLAIN", t.host, t.port);
+            return Err(ImapError::NoAuthPlain {
+                host: t.host.clone(),
+                port: t.port,
+            });
         }
         let authz = if user == t.admin { "" } else { user };
         let mut sasl = Vec::new();
@@ -435,16 +637,14 @@ impl ImapSink {
             // The response goes after the server's empty challenge.
             conn.tag += 1;
             let tag = format!("A{}", conn.tag);
-            conn.w
-                .write_all(format!("{tag} AUTHENTICATE PLAIN\r\n").as_bytes())?;
+            conn.send(format!("{tag} AUTHENTICATE PLAIN\r\n").as_bytes())?;
             let r = conn.read_resp()?;
             if !r.text.starts_with(b"+") {
-                bail!(
-                    "AUTHENTICATE PLAIN: expected +, found {:?}",
-                    String::from_utf8_lossy(&r.text)
-                );
+                return Err(ImapError::AuthChallenge {
+                    found: String::from_utf8_lossy(&r.text).into_owned(),
+                });
             }
-            conn.w.write_all(format!("{b64}\r\n").as_bytes())?;
+            conn.send(format!("{b64}\r\n").as_bytes())?;
             loop {
                 let r = conn.read_resp()?;
                 if let Some(rest) = r.text.strip_prefix(tag.as_bytes()) {
@@ -455,12 +655,13 @@ impl ImapSink {
             }
         };
         if !res.starts_with("OK") {
-            bail!(
-                "{}:{}: {} could not authenticate as {user}: {res}",
-                t.host,
-                t.port,
-                t.admin
-            );
+            return Err(ImapError::AuthRefused {
+                host: t.host.clone(),
+                port: t.port,
+                admin: t.admin.clone(),
+                user: user.to_owned(),
+                response: res,
+            });
         }
         if !res.contains("[CAPABILITY ") {
             conn.cmd(&[Part::Text("CAPABILITY".into())], false)?;
@@ -554,7 +755,7 @@ impl ImapSink {
         format!("{}{}", self.prefix, levels.join(&self.delim.to_string()))
     }
 
-    fn fetch_present(&mut self) -> anyhow::Result<()> {
+    fn fetch_present(&mut self) -> Result<(), ImapError> {
         self.present.clear();
         self.unhashed.clear();
         let digest = self.use_digest && self.conn.has("DIGEST=SHA1");
@@ -566,7 +767,10 @@ impl ImapSink {
         let (un, res) = self.conn.cmd(&[Part::Text(what.into())], true)?;
         // An empty folder: Cyrus says OK with nothing, others may say NO/BAD to `1:*`.
         if !res.starts_with("OK") && !un.is_empty() {
-            bail!("{what}: {res}");
+            return Err(ImapError::Refused {
+                command: what.to_owned(),
+                response: res,
+            });
         }
         for r in &un {
             let toks = r.tokens()?;
@@ -585,7 +789,7 @@ impl ImapSink {
                     };
                     match k.to_ascii_uppercase().as_slice() {
                         b"UID" => uid = val.parse::<u32>().ok(),
-                        b"DIGEST.SHA1" => sha = super::parse_guid(&val).ok(),
+                        b"DIGEST.SHA1" => sha = val.parse::<Guid>().ok(),
                         b"RFC822.SIZE" => size = val.parse::<u64>().ok(),
                         _ => {}
                     }
@@ -601,7 +805,7 @@ impl ImapSink {
     }
 
     /// Without DIGEST.SHA1: hashes the messages of this size not hashed yet.
-    fn hash_size(&mut self, size: u64) -> anyhow::Result<()> {
+    fn hash_size(&mut self, size: u64) -> Result<(), ImapError> {
         let Some(uids) = self.unhashed.remove(&size) else {
             return Ok(());
         };
@@ -621,7 +825,7 @@ impl ImapSink {
 }
 
 impl Sink for ImapSink {
-    fn folder(&mut self, f: &SafeFolder) -> anyhow::Result<()> {
+    fn folder(&mut self, f: &SafeFolder) -> Result<(), RestoreError> {
         let name = self.target_name(&f.name);
         if !self.existing.contains(&name) {
             let mut parts = vec![Part::Text("CREATE ".into())];
@@ -629,7 +833,11 @@ impl Sink for ImapSink {
             let (_, res) = self.conn.cmd(&parts, true)?;
             // Another client (or a half-done earlier run) may have made it meanwhile.
             if !res.starts_with("OK") && !res.contains("ALREADYEXISTS") && !res.contains("exists") {
-                bail!("CREATE {name:?}: {res}");
+                return Err(ImapError::Refused {
+                    command: format!("CREATE {name:?}"),
+                    response: res,
+                }
+                .into());
             }
             // Parents come into being with it.
             let d = self.delim.to_string();
@@ -646,22 +854,20 @@ impl Sink for ImapSink {
         parts.push(astring(&name));
         self.conn.cmd(&parts, false)?;
         self.current = Some(name);
-        self.fetch_present()
+        Ok(self.fetch_present()?)
     }
 
-    fn message(&mut self, m: &Item, data: &mut dyn Read) -> anyhow::Result<()> {
-        let name = self
-            .current
-            .clone()
-            .context("a message before any folder")?;
+    fn message(&mut self, m: &Item, data: &mut dyn Read) -> Result<(), RestoreError> {
+        let name = self.current.clone().ok_or(RestoreError::NoFolderYet)?;
         let mut bytes = Vec::with_capacity(m.size as usize);
-        data.read_to_end(&mut bytes)?;
+        data.read_to_end(&mut bytes)
+            .map_err(|source| RestoreError::ReadMessage {
+                guid: m.guid,
+                source,
+            })?;
         // Checked before it reaches the server: a bad copy must not be appended.
         if Guid::of(&bytes) != m.guid {
-            bail!(
-                "message {}: the stored bytes do not hash to their GUID (run verify)",
-                m.guid.to_hex()
-            );
+            return Err(RestoreError::WrongHash { guid: m.guid });
         }
         self.hash_size(bytes.len() as u64)?;
         if let Some(n) = self.present.get_mut(&m.guid).filter(|n| **n > 0) {
@@ -681,10 +887,11 @@ impl Sink for ImapSink {
             if ok_atom {
                 flags.push(f.as_str());
             } else {
-                self.notes.push(format!(
-                    "{name}: message {}: keyword {f:?} is not an IMAP atom, not kept",
-                    m.guid.to_hex()
-                ));
+                self.notes.push(Note::KeywordNotSent {
+                    folder: name.clone(),
+                    guid: m.guid,
+                    keyword: f.clone(),
+                });
             }
         }
         let date = imap_date(m.internal_date);
@@ -698,13 +905,13 @@ impl Sink for ImapSink {
         Ok(())
     }
 
-    fn finish(&mut self) -> anyhow::Result<Vec<String>> {
+    fn finish(&mut self) -> Result<Vec<Note>, RestoreError> {
         let _ = self.conn.cmd(&[Part::Text("LOGOUT".into())], true);
         let mut notes = std::mem::take(&mut self.notes);
-        notes.push(format!(
-            "imap: {} appended, {} already there (not appended again)",
-            self.appended, self.skipped
-        ));
+        notes.push(Note::Appended {
+            appended: self.appended,
+            already_there: self.skipped,
+        });
         Ok(notes)
     }
 }

@@ -13,10 +13,8 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-
 use super::eml::write_checked;
-use super::{mkdirs, Item, SafeFolder, Sink};
+use super::{mkdirs, Item, Note, RestoreError, SafeFolder, Sink};
 
 /// A Maildir++ target.
 #[derive(Debug)]
@@ -26,12 +24,12 @@ pub struct Maildir {
     /// The current folder's keywords, by letter index.
     keywords: BTreeMap<String, u8>,
     dropped: BTreeMap<String, ()>,
-    notes: Vec<String>,
+    notes: Vec<Note>,
 }
 
 impl Maildir {
     /// A target rooted at `root` (created if needed; existing mail there is left alone).
-    pub fn new(root: &Path) -> anyhow::Result<Maildir> {
+    pub fn new(root: &Path) -> Result<Maildir, RestoreError> {
         mkdirs(root)?;
         Ok(Maildir {
             root: root.to_path_buf(),
@@ -42,7 +40,7 @@ impl Maildir {
         })
     }
 
-    fn end_folder(&mut self) -> anyhow::Result<()> {
+    fn end_folder(&mut self) -> Result<(), RestoreError> {
         if let Some(dir) = self.dir.take() {
             if !self.keywords.is_empty() {
                 let mut by_letter: Vec<(&u8, &String)> =
@@ -53,14 +51,14 @@ impl Maildir {
                     text.push_str(&format!("{i} {k}\n"));
                 }
                 let p = dir.join("dovecot-keywords");
-                std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+                std::fs::write(&p, text)
+                    .map_err(|source| RestoreError::Write { path: p, source })?;
             }
             if !self.dropped.is_empty() {
-                self.notes.push(format!(
-                    "{}: more than 26 keywords; left out: {}",
-                    dir.display(),
-                    self.dropped.keys().cloned().collect::<Vec<_>>().join(" ")
-                ));
+                self.notes.push(Note::KeywordsLeftOut {
+                    dir: dir.clone(),
+                    keywords: self.dropped.keys().cloned().collect(),
+                });
             }
         }
         self.keywords.clear();
@@ -107,7 +105,7 @@ impl Maildir {
 }
 
 impl Sink for Maildir {
-    fn folder(&mut self, f: &SafeFolder) -> anyhow::Result<()> {
+    fn folder(&mut self, f: &SafeFolder) -> Result<(), RestoreError> {
         self.end_folder()?;
         let dir = if f.levels.is_empty() {
             self.root.clone()
@@ -119,14 +117,14 @@ impl Sink for Maildir {
         }
         if !f.levels.is_empty() {
             let p = dir.join("maildirfolder");
-            std::fs::write(&p, b"").with_context(|| format!("writing {}", p.display()))?;
+            std::fs::write(&p, b"").map_err(|source| RestoreError::Write { path: p, source })?;
         }
         self.dir = Some(dir);
         Ok(())
     }
 
-    fn message(&mut self, m: &Item, data: &mut dyn Read) -> anyhow::Result<()> {
-        let dir = self.dir.clone().context("a message before its folder")?;
+    fn message(&mut self, m: &Item, data: &mut dyn Read) -> Result<(), RestoreError> {
+        let dir = self.dir.clone().ok_or(RestoreError::NoFolderYet)?;
         let flags = self.letters(&m.flags);
         let base = format!(
             "{}.R{}G{}.mailbackup,S={}",
@@ -141,13 +139,14 @@ impl Sink for Maildir {
         let dest = dir.join("cur").join(format!("{base}:2,{flags}"));
         if dest.exists() {
             let _ = std::fs::remove_file(&tmp);
-            anyhow::bail!("{} exists already", dest.display());
+            return Err(RestoreError::Exists { path: dest });
         }
-        std::fs::rename(&tmp, &dest).with_context(|| format!("renaming to {}", dest.display()))?;
+        std::fs::rename(&tmp, &dest)
+            .map_err(|source| RestoreError::Rename { path: dest, source })?;
         Ok(())
     }
 
-    fn finish(&mut self) -> anyhow::Result<Vec<String>> {
+    fn finish(&mut self) -> Result<Vec<Note>, RestoreError> {
         self.end_folder()?;
         Ok(std::mem::take(&mut self.notes))
     }

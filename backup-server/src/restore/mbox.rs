@@ -14,10 +14,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-
 use super::eml::Checked;
-use super::{mkdirs, Item, SafeFolder, Sink};
+use super::{mkdirs, Item, Note, RestoreError, SafeFolder, Sink};
 
 /// An mboxrd target.
 #[derive(Debug)]
@@ -29,7 +27,7 @@ pub struct Mbox {
 
 impl Mbox {
     /// A target at `path`: the file itself when `single` (one folder), else a directory.
-    pub fn new(path: &Path, single: bool) -> anyhow::Result<Mbox> {
+    pub fn new(path: &Path, single: bool) -> Result<Mbox, RestoreError> {
         if !single {
             mkdirs(path)?;
         }
@@ -40,13 +38,14 @@ impl Mbox {
         })
     }
 
-    fn close(&mut self) -> anyhow::Result<()> {
+    fn close(&mut self) -> Result<(), RestoreError> {
         if let Some((p, mut w)) = self.out.take() {
-            w.flush()
-                .with_context(|| format!("writing {}", p.display()))?;
-            w.get_ref()
-                .sync_all()
-                .with_context(|| format!("syncing {}", p.display()))?;
+            if let Err(source) = w.flush() {
+                return Err(RestoreError::Write { path: p, source });
+            }
+            if let Err(source) = w.get_ref().sync_all() {
+                return Err(RestoreError::Sync { path: p, source });
+            }
         }
         Ok(())
     }
@@ -66,7 +65,7 @@ fn asctime(secs: i64) -> String {
 }
 
 impl Sink for Mbox {
-    fn folder(&mut self, f: &SafeFolder) -> anyhow::Result<()> {
+    fn folder(&mut self, f: &SafeFolder) -> Result<(), RestoreError> {
         if self.single && self.out.is_some() {
             return Ok(());
         }
@@ -80,17 +79,22 @@ impl Sink for Mbox {
             .write(true)
             .create_new(true)
             .open(&p)
-            .with_context(|| format!("creating {}", p.display()))?;
+            .map_err(|source| RestoreError::Create {
+                path: p.clone(),
+                source,
+            })?;
         self.out = Some((p, BufWriter::new(file)));
         Ok(())
     }
 
-    fn message(&mut self, m: &Item, data: &mut dyn Read) -> anyhow::Result<()> {
-        let (p, w) = self.out.as_mut().context("a message before its folder")?;
+    fn message(&mut self, m: &Item, data: &mut dyn Read) -> Result<(), RestoreError> {
+        let (p, w) = self.out.as_mut().ok_or(RestoreError::NoFolderYet)?;
+        let write_err = |source| RestoreError::Write {
+            path: p.clone(),
+            source,
+        };
         // Where this message starts: damaged bytes are cut off again (below).
-        let start = w
-            .stream_position()
-            .with_context(|| format!("writing {}", p.display()))?;
+        let start = w.stream_position().map_err(write_err)?;
         let mut data = Checked::new(data);
         let r = (|| -> std::io::Result<()> {
             writeln!(w, "From mailbackup {}", asctime(m.internal_date.secs))?;
@@ -136,25 +140,26 @@ impl Sink for Mbox {
             }
             w.write_all(b"\n")
         })();
-        let r = r
-            .with_context(|| format!("writing {}", p.display()))
-            .and_then(|()| data.check(m));
-        if r.is_err() {
+        let r = r.map_err(write_err).and_then(|()| data.check(m));
+        if let Err(original) = r {
             // Only messages whose bytes hashed to their GUID stay in the file.
             let cut = w
                 .flush()
                 .and_then(|()| w.get_ref().set_len(start))
                 .and_then(|()| w.seek(SeekFrom::Start(start)).map(|_| ()));
-            if let Err(e) = cut {
-                return r.with_context(|| {
-                    format!("{}: cutting a damaged message off failed: {e}", p.display())
-                });
-            }
+            return Err(match cut {
+                Ok(()) => original,
+                Err(cut) => RestoreError::CutFailed {
+                    path: p.clone(),
+                    cut,
+                    original: Box::new(original),
+                },
+            });
         }
-        r
+        Ok(())
     }
 
-    fn finish(&mut self) -> anyhow::Result<Vec<String>> {
+    fn finish(&mut self) -> Result<Vec<Note>, RestoreError> {
         self.close()?;
         Ok(Vec::new())
     }

@@ -1,22 +1,27 @@
-//! `backup-server restore`: getting mail back out of a store, as of any point in time it
-//! holds, into local files or an IMAP account. docs/restore.md is the user's reference.
+//! Getting mail back out of a store, as of any point in time it holds, into local files or
+//! an IMAP account. docs/restore.md is the user's reference.
 //!
-//! The driver here picks what to restore (one message by folder and UID or by GUID, one
-//! folder with or without its subfolders, or the whole user) and hands each message to a
-//! [`Sink`], one per target: [`maildir`], [`mbox`], [`eml`], [`imap`]. Folder names come from
-//! the store, which got them from the mail server: they are never used as paths as they
-//! are; [`safe_component`] maps each hierarchy level to a harmless file name.
+//! [`restore`] picks what to restore (a [`Selection`]: one message by folder and UID or by
+//! GUID, one folder with or without its subfolders, or the whole user) and hands each
+//! message to a [`Sink`], one per [`Target`]: [`maildir`], [`mbox`], [`eml`], [`imap`]. It
+//! returns a [`RestoreReport`] (counts, and [`Note`]s on what a target could not keep) or a
+//! [`RestoreError`]. Folder names come from the store, which got them from the mail server:
+//! they are never used as paths as they are; [`safe_component`] maps each hierarchy level to
+//! a harmless file name.
 
 pub mod eml;
+mod error;
 pub mod imap;
 pub mod maildir;
 pub mod mbox;
 
+use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
 use formats::{Guid, Timestamp};
+
+pub use error::{RestoreError, TargetError};
 
 use crate::store::{Catalog, FolderAt, MessageAt, MessageState, StoreReader};
 
@@ -35,114 +40,26 @@ pub enum Target {
 }
 
 impl std::str::FromStr for Target {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = TargetError;
+    fn from_str(s: &str) -> Result<Self, TargetError> {
         if s.starts_with("imap://") {
-            return imap::ImapTarget::parse(s).map(Target::Imap);
+            return Ok(Target::Imap(imap::ImapTarget::parse(s)?));
         }
-        let (kind, path) = s.split_once(':').ok_or_else(|| {
-            format!(
-                "expected maildir:DIR, mbox:FILE, eml:DIR or imap://ADMIN@HOST:PORT/, found {s:?}"
-            )
-        })?;
+        let (kind, path) = s
+            .split_once(':')
+            .ok_or_else(|| TargetError::NoKind(s.to_owned()))?;
         if path.is_empty() {
-            return Err(format!("expected a path after {kind}:, found none"));
+            return Err(TargetError::NoPath(kind.to_owned()));
         }
         let p = PathBuf::from(path);
         match kind {
             "maildir" => Ok(Target::Maildir(p)),
             "mbox" => Ok(Target::Mbox(p)),
             "eml" => Ok(Target::Eml(p)),
-            _ => Err(format!(
-                "expected a target kind maildir, mbox, eml or imap, found {kind:?} in {s:?}"
-            )),
-        }
-    }
-}
-
-/// `backup-server restore` arguments.
-#[derive(Debug, Clone, clap::Args)]
-pub struct RestoreArgs {
-    /// The user.
-    #[arg(long)]
-    pub user: String,
-    /// Only this folder, as `ls` names it (e.g. INBOX, Work/Sub).
-    #[arg(long)]
-    pub folder: Option<String>,
-    /// With --folder: its subfolders too.
-    #[arg(long, requires = "folder")]
-    pub subfolders: bool,
-    /// One message of --folder, by UID.
-    #[arg(long, requires = "folder", conflicts_with = "guid")]
-    pub uid: Option<u32>,
-    /// One message by GUID (40 hex digits).
-    #[arg(long, value_parser = parse_guid)]
-    pub guid: Option<Guid>,
-    /// As of this time: RFC 3339 (2026-11-23T04:00:00Z) or unix seconds (default: newest).
-    #[arg(long, value_parser = crate::cli::parse_time)]
-    pub at: Option<Timestamp>,
-    /// Messages expunged by then too, in their last state known.
-    #[arg(long)]
-    pub include_expunged: bool,
-    /// maildir:DIR, mbox:FILE, eml:DIR or imap://ADMIN@HOST:PORT/.
-    #[arg(long)]
-    pub to: Target,
-    /// imap:// target: the file holding the admin's password (not readable by others).
-    #[arg(long)]
-    pub password_file: Option<PathBuf>,
-    /// imap:// target: restore under this folder (default `Restored/<date>`); `/` restores
-    /// into the original names.
-    #[arg(long, value_parser = imap::IntoFolder::parse)]
-    pub into: Option<imap::IntoFolder>,
-}
-
-fn parse_guid(s: &str) -> Result<Guid, String> {
-    let b =
-        hex::decode(s.trim()).map_err(|e| format!("expected 40 hex digits, found {s:?}: {e}"))?;
-    let mut g = Guid::NULL;
-    if b.len() != 20 {
-        return Err(format!(
-            "expected 40 hex digits, found {} in {s:?}",
-            2 * b.len()
-        ));
-    }
-    g.0.copy_from_slice(&b);
-    Ok(g)
-}
-
-/// The `restore` subcommand: restores, prints the notes and a summary; exit status 0, or 1
-/// on failure.
-pub fn run(root: &Path, a: &RestoreArgs) -> u8 {
-    let sel = Selection {
-        folder: a.folder.clone(),
-        subfolders: a.subfolders,
-        uid: a.uid,
-        guid: a.guid,
-        at: a.at,
-        include_expunged: a.include_expunged,
-    };
-    let mut to = a.to.clone();
-    if let Target::Imap(t) = &mut to {
-        t.password_file = a.password_file.clone();
-        t.into = a.into.clone().unwrap_or_default();
-    } else if a.password_file.is_some() || a.into.is_some() {
-        eprintln!("backup-server: --password-file and --into are for an imap:// target");
-        return crate::cli::EXIT_FAILED;
-    }
-    match restore(root, &a.user, &sel, &to) {
-        Ok(rep) => {
-            for n in &rep.notes {
-                crate::cli::out(format_args!("note: {n}"));
-            }
-            crate::cli::out(format_args!(
-                "restored {} messages ({} bytes) in {} folders; {} not stored",
-                rep.messages, rep.bytes, rep.folders, rep.not_stored
-            ));
-            crate::cli::EXIT_OK
-        }
-        Err(e) => {
-            eprintln!("backup-server: restore {}: {e:#}", a.user);
-            crate::cli::EXIT_FAILED
+            _ => Err(TargetError::UnknownKind {
+                kind: kind.to_owned(),
+                found: s.to_owned(),
+            }),
         }
     }
 }
@@ -202,11 +119,92 @@ impl SafeFolder {
 /// A target format.
 pub trait Sink {
     /// Starts a folder; the following messages go into it.
-    fn folder(&mut self, f: &SafeFolder) -> anyhow::Result<()>;
+    fn folder(&mut self, f: &SafeFolder) -> Result<(), RestoreError>;
     /// Writes one message, its bytes read from `data`.
-    fn message(&mut self, m: &Item, data: &mut dyn Read) -> anyhow::Result<()>;
+    fn message(&mut self, m: &Item, data: &mut dyn Read) -> Result<(), RestoreError>;
     /// Finishes (closes files); notes for the report.
-    fn finish(&mut self) -> anyhow::Result<Vec<String>>;
+    fn finish(&mut self) -> Result<Vec<Note>, RestoreError>;
+}
+
+/// Something a restore could not do, or did differently, short of failing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// A record whose message the store does not hold (the backup could not fetch it):
+    /// skipped.
+    NotStored {
+        /// The folder.
+        folder: String,
+        /// The record's UID.
+        uid: u32,
+        /// The message.
+        guid: Guid,
+    },
+    /// A Maildir folder met more than 26 keywords (the letters `a` to `z`): these were
+    /// left out.
+    KeywordsLeftOut {
+        /// The Maildir folder.
+        dir: PathBuf,
+        /// The keywords left out.
+        keywords: Vec<String>,
+    },
+    /// .eml files keep no flags.
+    FlagsNotKept {
+        /// Messages that had some.
+        messages: u64,
+    },
+    /// A keyword IMAP cannot send (not an atom): left out.
+    KeywordNotSent {
+        /// The folder on the server.
+        folder: String,
+        /// The message.
+        guid: Guid,
+        /// The keyword.
+        keyword: String,
+    },
+    /// What an IMAP restore appended, and left out as already there.
+    Appended {
+        /// Messages appended.
+        appended: u64,
+        /// Messages the folder already held (not appended again).
+        already_there: u64,
+    },
+}
+
+impl fmt::Display for Note {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Note::NotStored { folder, uid, guid } => write!(
+                f,
+                "folder {folder:?} UID {uid}: message {} is not stored, skipped",
+                guid.to_hex()
+            ),
+            Note::KeywordsLeftOut { dir, keywords } => write!(
+                f,
+                "{}: more than 26 keywords; left out: {}",
+                dir.display(),
+                keywords.join(" ")
+            ),
+            Note::FlagsNotKept { messages } => {
+                write!(f, "eml keeps no flags: {messages} messages had some")
+            }
+            Note::KeywordNotSent {
+                folder,
+                guid,
+                keyword,
+            } => write!(
+                f,
+                "{folder}: message {}: keyword {keyword:?} is not an IMAP atom, not kept",
+                guid.to_hex()
+            ),
+            Note::Appended {
+                appended,
+                already_there,
+            } => write!(
+                f,
+                "imap: {appended} appended, {already_there} already there (not appended again)"
+            ),
+        }
+    }
 }
 
 /// What a restore did.
@@ -224,8 +222,8 @@ pub struct RestoreReport {
     pub chunks_inflated: u64,
     /// Uncompressed bytes inflated in all.
     pub inflated: u64,
-    /// Notes from the target (keywords it could not keep, and the like).
-    pub notes: Vec<String>,
+    /// Records skipped, and what the target could not keep (keywords and the like).
+    pub notes: Vec<Note>,
 }
 
 /// Maps one level of a folder name to a file name that is safe on its own: no `/`, `\`,
@@ -298,15 +296,17 @@ pub fn restore(
     user: &str,
     sel: &Selection,
     target: &Target,
-) -> anyhow::Result<RestoreReport> {
+) -> Result<RestoreReport, RestoreError> {
     if sel.uid.is_some() && sel.folder.is_none() {
-        bail!("--uid needs --folder");
+        return Err(RestoreError::UidNeedsFolder);
     }
     if sel.uid.is_some() && sel.guid.is_some() {
-        bail!("--uid and --guid exclude each other");
+        return Err(RestoreError::UidAndGuid);
     }
-    let reader =
-        StoreReader::open(root, user).with_context(|| format!("user {user}: opening the store"))?;
+    let reader = StoreReader::open(root, user).map_err(|source| RestoreError::OpenStore {
+        user: user.to_owned(),
+        source: Box::new(source),
+    })?;
     let cat = reader.catalog();
     let by_guid_alone = sel.folder.is_none() && sel.guid.is_some();
     let folders = if by_guid_alone {
@@ -322,14 +322,14 @@ pub fn restore(
         Target::Imap(t) => Box::new(imap::ImapSink::connect(t, user)?),
     };
     let mut rep = RestoreReport::default();
-    let when = sel.at.map_or_else(|| "now".to_owned(), crate::ls::rfc3339);
 
     if sel.folder.is_none() {
         if let Some(g) = sel.guid {
             // A message by GUID alone: no folder, no flags.
-            let m = cat
-                .message(&g)?
-                .with_context(|| format!("user {user}: message {} is not stored", g.to_hex()))?;
+            let m = cat.message(&g)?.ok_or_else(|| RestoreError::NotStored {
+                user: user.to_owned(),
+                guid: g,
+            })?;
             let item = Item {
                 uid: 0,
                 guid: g,
@@ -349,19 +349,20 @@ pub fn restore(
         let safe = folder_levels(user, &f.name);
         let mut items = Vec::new();
         if let Some(uid) = sel.uid {
-            let m = cat
-                .message_at(&f.unique_id, uid, sel.at)?
-                .with_context(|| format!("folder {:?}: no UID {uid} as of {when}", f.name))?;
+            let m =
+                cat.message_at(&f.unique_id, uid, sel.at)?
+                    .ok_or_else(|| RestoreError::NoUid {
+                        folder: f.name.clone(),
+                        uid,
+                        at: sel.at,
+                    })?;
             if m.state != MessageState::Visible && !sel.include_expunged {
-                bail!(
-                    "folder {:?}: UID {uid} was {} as of {when} (--include-expunged restores it)",
-                    f.name,
-                    if m.state == MessageState::Expunged {
-                        "expunged"
-                    } else {
-                        "gone"
-                    }
-                );
+                return Err(RestoreError::NotVisible {
+                    folder: f.name.clone(),
+                    uid,
+                    at: sel.at,
+                    state: m.state,
+                });
             }
             items.push(m);
         } else {
@@ -371,12 +372,12 @@ pub fn restore(
                 }
                 Ok(())
             })?;
-            if let (Some(g), true) = (sel.guid, items.is_empty()) {
-                bail!(
-                    "folder {:?}: no message {} as of {when}",
-                    f.name,
-                    g.to_hex()
-                );
+            if let (Some(guid), true) = (sel.guid, items.is_empty()) {
+                return Err(RestoreError::NoMessage {
+                    folder: f.name.clone(),
+                    guid,
+                    at: sel.at,
+                });
             }
         }
         sink.folder(&safe)?;
@@ -384,12 +385,11 @@ pub fn restore(
         for m in items {
             if !m.stored {
                 rep.not_stored += 1;
-                rep.notes.push(format!(
-                    "folder {:?} UID {}: message {} is not stored, skipped",
-                    f.name,
-                    m.uid,
-                    m.guid.to_hex()
-                ));
+                rep.notes.push(Note::NotStored {
+                    folder: f.name.clone(),
+                    uid: m.uid,
+                    guid: m.guid,
+                });
                 continue;
             }
             write_one(cat, sink.as_mut(), &item_of(&m), &mut rep)?;
@@ -415,10 +415,10 @@ fn write_one(
     sink: &mut dyn Sink,
     item: &Item,
     rep: &mut RestoreReport,
-) -> anyhow::Result<()> {
+) -> Result<(), RestoreError> {
     let mut r = cat
         .open_message(&item.guid)?
-        .with_context(|| format!("message {} is not stored", item.guid.to_hex()))?;
+        .ok_or(RestoreError::MessageGone { guid: item.guid })?;
     rep.chunks_inflated += 1;
     let mut hashing = Hashing {
         inner: &mut r,
@@ -427,13 +427,15 @@ fn write_one(
     };
     sink.message(item, &mut hashing)?;
     // Whatever the sink left unread is read, so the hash covers every byte.
-    std::io::copy(&mut hashing, &mut std::io::sink())?;
+    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|source| {
+        RestoreError::ReadMessage {
+            guid: item.guid,
+            source,
+        }
+    })?;
     let (len, digest) = (hashing.len, sha1::Digest::finalize(hashing.hasher));
     if digest[..] != item.guid.0[..] {
-        bail!(
-            "message {}: the stored bytes do not hash to their GUID (run verify)",
-            item.guid.to_hex()
-        );
+        return Err(RestoreError::WrongHash { guid: item.guid });
     }
     rep.inflated += r.inflated();
     rep.messages += 1;
@@ -457,15 +459,19 @@ impl<R: Read> Read for Hashing<'_, R> {
 }
 
 /// The folders a selection covers, as of its time.
-fn pick_folders(cat: &Catalog, sel: &Selection) -> anyhow::Result<Vec<FolderAt>> {
-    let when = sel.at.map_or_else(|| "now".to_owned(), crate::ls::rfc3339);
+fn pick_folders(cat: &Catalog, sel: &Selection) -> Result<Vec<FolderAt>, RestoreError> {
     let Some(name) = &sel.folder else {
         return Ok(cat.folders_at(sel.at)?);
     };
     let mut out = Vec::new();
     match cat.folder_at(name, sel.at)? {
         Some(f) => out.push(f),
-        None if !sel.subfolders => bail!("no folder {name:?} as of {when}"),
+        None if !sel.subfolders => {
+            return Err(RestoreError::NoFolder {
+                folder: name.clone(),
+                at: sel.at,
+            })
+        }
         None => {}
     }
     if sel.subfolders {
@@ -476,15 +482,21 @@ fn pick_folders(cat: &Catalog, sel: &Selection) -> anyhow::Result<Vec<FolderAt>>
                 .filter(|f| f.name.starts_with(&prefix)),
         );
         if out.is_empty() {
-            bail!("no folder {name:?} nor subfolders of it as of {when}");
+            return Err(RestoreError::NoFolderTree {
+                folder: name.clone(),
+                at: sel.at,
+            });
         }
     }
     Ok(out)
 }
 
 /// Creates a directory and its parents; refuses a path that exists as something else.
-pub(crate) fn mkdirs(p: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(p).with_context(|| format!("creating directory {}", p.display()))
+pub(crate) fn mkdirs(p: &Path) -> Result<(), RestoreError> {
+    std::fs::create_dir_all(p).map_err(|source| RestoreError::CreateDir {
+        path: p.to_path_buf(),
+        source,
+    })
 }
 
 /// Sets a file's modification time to a message's internal date (mail readers sort by it).
@@ -493,5 +505,65 @@ pub(crate) fn set_mtime(file: &std::fs::File, t: Timestamp) {
         let when = std::time::UNIX_EPOCH + std::time::Duration::new(t.secs as u64, t.nanos);
         // Cosmetic: a file system that refuses it still holds the message.
         let _ = file.set_modified(when);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_and_refuse_with_reasons() {
+        assert_eq!(
+            "maildir:/r".parse::<Target>().unwrap(),
+            Target::Maildir("/r".into())
+        );
+        assert!(matches!(
+            "imap://a@h:1/".parse::<Target>().unwrap(),
+            Target::Imap(t) if t.port == 1
+        ));
+        let e = |s: &str| s.parse::<Target>().unwrap_err();
+        assert_eq!(e("nocolon"), TargetError::NoKind("nocolon".into()));
+        assert_eq!(
+            e("maildir:").to_string(),
+            "expected a path after maildir:, found none"
+        );
+        assert!(matches!(e("foo:/x"), TargetError::UnknownKind { kind, .. } if kind == "foo"));
+        assert!(matches!(e("imap://h:143/"), TargetError::Imap(_)));
+    }
+
+    #[test]
+    fn notes_and_errors_say_what_and_where() {
+        let g = Guid::of(b"m");
+        assert_eq!(
+            Note::Appended {
+                appended: 3,
+                already_there: 1
+            }
+            .to_string(),
+            "imap: 3 appended, 1 already there (not appended again)"
+        );
+        assert_eq!(
+            Note::NotStored {
+                folder: "Work".into(),
+                uid: 7,
+                guid: g
+            }
+            .to_string(),
+            format!(
+                "folder \"Work\" UID 7: message {} is not stored, skipped",
+                g.to_hex()
+            )
+        );
+        let e = RestoreError::NotVisible {
+            folder: "INBOX".into(),
+            uid: 1,
+            at: Some(Timestamp::from_secs(1_795_406_400)),
+            state: MessageState::Gone,
+        };
+        assert_eq!(
+            e.to_string(),
+            "folder \"INBOX\": UID 1 was gone as of 2026-11-23T04:00:00Z (--include-expunged restores it)"
+        );
     }
 }

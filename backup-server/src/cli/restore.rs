@@ -1,0 +1,107 @@
+//! `backup-server restore`: the arguments made into a [`Selection`] and a [`Target`],
+//! [`restore()`](backup_server::restore::restore) run, its notes and a summary printed.
+
+use super::{Out, Status};
+use anyhow::{bail, Context};
+use backup_server::config::Config;
+use backup_server::restore::imap::IntoFolder;
+use backup_server::restore::{restore, Selection, Target};
+use formats::{Guid, Timestamp};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// `backup-server restore` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RestoreArgs {
+    /// The user.
+    #[arg(long)]
+    user: String,
+    /// Only this folder, as `ls` names it (e.g. INBOX, Work/Sub).
+    #[arg(long)]
+    folder: Option<String>,
+    /// With --folder: its subfolders too.
+    #[arg(long, requires = "folder")]
+    subfolders: bool,
+    /// One message of --folder, by UID.
+    #[arg(long, requires = "folder", conflicts_with = "guid")]
+    uid: Option<u32>,
+    /// One message by GUID (40 hex digits).
+    #[arg(long, value_parser = parse_guid)]
+    guid: Option<Guid>,
+    /// As of this time: RFC 3339 (2026-11-23T04:00:00Z) or unix seconds (default: newest).
+    #[arg(long, value_parser = backup_server::point_in_time::parse_time)]
+    at: Option<Timestamp>,
+    /// Messages expunged by then too, in their last state known.
+    #[arg(long)]
+    include_expunged: bool,
+    /// maildir:DIR, mbox:FILE, eml:DIR or imap://ADMIN@HOST:PORT/.
+    #[arg(long)]
+    to: Target,
+    /// imap:// target: the file holding the admin's password (not readable by others).
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// imap:// target: restore under this folder (default `Restored/<date>`); `/` restores
+    /// into the original names.
+    #[arg(long, value_parser = IntoFolder::parse)]
+    into: Option<IntoFolder>,
+}
+
+/// Reads `--guid`: 40 hex digits.
+fn parse_guid(s: &str) -> Result<Guid, String> {
+    let b =
+        hex::decode(s.trim()).map_err(|e| format!("expected 40 hex digits, found {s:?}: {e}"))?;
+    let mut g = Guid::NULL;
+    if b.len() != 20 {
+        return Err(format!(
+            "expected 40 hex digits, found {} in {s:?}",
+            2 * b.len()
+        ));
+    }
+    g.0.copy_from_slice(&b);
+    Ok(g)
+}
+
+/// Restores, then prints the notes and a summary: exit 0, or 1 on failure.
+pub fn run(config: &Config, a: &RestoreArgs, out: &mut Out<impl Write>) -> anyhow::Result<Status> {
+    let sel = Selection {
+        folder: a.folder.clone(),
+        subfolders: a.subfolders,
+        uid: a.uid,
+        guid: a.guid,
+        at: a.at,
+        include_expunged: a.include_expunged,
+    };
+    let mut to = a.to.clone();
+    if let Target::Imap(t) = &mut to {
+        t.password_file = a.password_file.clone();
+        t.into = a.into.clone().unwrap_or_default();
+    } else if a.password_file.is_some() || a.into.is_some() {
+        bail!("--password-file and --into are for an imap:// target");
+    }
+    let rep = restore(&config.store_root, &a.user, &sel, &to)
+        .with_context(|| format!("restore {}", a.user))?;
+    for n in &rep.notes {
+        out.line(format_args!("note: {n}"))?;
+    }
+    out.line(format_args!(
+        "restored {} messages ({} bytes) in {} folders; {} not stored",
+        rep.messages, rep.bytes, rep.folders, rep.not_stored
+    ))?;
+    Ok(Status::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_guid;
+
+    #[test]
+    fn guids_are_40_hex_digits() {
+        let g = parse_guid(&"0a".repeat(20)).unwrap();
+        assert_eq!(g.to_hex(), "0a".repeat(20));
+        assert_eq!(
+            parse_guid("xyz").unwrap_err(),
+            "expected 40 hex digits, found \"xyz\": Odd number of digits"
+        );
+        assert!(parse_guid("0a0b").unwrap_err().contains("found 4 in"));
+    }
+}

@@ -1,0 +1,43 @@
+//! `backup-server users refresh`: every server's user list read into the state db
+//! ([`backup_server::backup::refresh`]), one line per server.
+
+use super::{Out, Status};
+use anyhow::Context;
+use backup_server::backup;
+use backup_server::config::Config;
+use backup_server::state::StateDb;
+use std::io::Write;
+
+/// `backup-server users ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum UsersCommand {
+    /// Read every backupd's user list into the state db (vanished users are marked).
+    Refresh,
+}
+
+/// Runs `users refresh`: exit 0 when every server answered, 2 when some did not, 1 when
+/// none did.
+pub fn run(
+    config: &Config,
+    command: &UsersCommand,
+    out: &mut Out<impl Write>,
+) -> anyhow::Result<Status> {
+    let UsersCommand::Refresh = command;
+    let report = StateDb::open(&config.state_db)
+        .and_then(|mut db| backup::refresh(config, &mut db, true))
+        .context("users refresh")?;
+    for (server, r) in &report.servers {
+        match r {
+            Ok(c) => out.line(format_args!(
+                "{server}: {} users listed, {} new, {} moved, {} vanished, {} back, {} on no RAID set",
+                c.listed, c.added, c.moved, c.vanished, c.returned, c.unassigned
+            ))?,
+            Err(e) => out.line(format_args!("{server}: not refreshed: {e}"))?,
+        }
+    }
+    Ok(match report.failed() {
+        0 => Status::Ok,
+        n if n == report.servers.len() => Status::Failed,
+        _ => Status::Incomplete,
+    })
+}
