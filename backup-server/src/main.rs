@@ -37,11 +37,23 @@ fn main() -> std::process::ExitCode {
         .init();
     // SIGINT/SIGTERM: workers finish the user under way, then the run ends with its summary.
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+    let signals = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
+    for sig in signals {
         if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {
             eprintln!("backup-server: cannot handle signal {sig}: {e}");
             return Status::Failed.code().into();
         }
+    }
+    // And say so, once the flag is set (the tests wait for this line before they let the
+    // work under way end).
+    if let Ok(mut taken) = signal_hook::iterator::Signals::new(signals) {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            for sig in taken.forever() {
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::warn!("signal {sig}: stopping after the work under way");
+            }
+        });
     }
     let result = cli::execute(&cli, &stop);
     let status = Status::of(&result);

@@ -110,18 +110,12 @@ fn the_command_line_reports_and_compacts() {
     drop(build(&root, "big", 10).close().unwrap());
     drop(build(&root, "small", 38).close().unwrap());
     let config = dir.path().join("b.toml");
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, "compact-test-secret-0123456789\n").unwrap();
-    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     // compact needs only the store root and the retention; the rest is the minimum a
     // config holds.
-    std::fs::write(
-        &config,
-        "store_root = \"store\"\nretention_days = 14\n[[server]]\nname = \"m\"\n\
-         address = \"127.0.0.1:1\"\nsecret_file = \"secret\"\n\
-         [[raidset]]\nname = \"a\"\nserver = \"m\"\npartitions = [\"default\"]\n",
-    )
-    .unwrap();
+    testkit::config::ServerConfig::minimal("127.0.0.1:1")
+        .retention_days(14)
+        .write_with_secrets(&config, "compact-test-secret-0123456789")
+        .unwrap();
     let now = (T0 + DAY + RETENTION + 1).to_string();
     let cli = |extra: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_backup-server"))

@@ -7,6 +7,7 @@ use backup_server::state::StateDb;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use testkit::config::ServerConfig;
 
 const BIN: &str = env!("CARGO_BIN_EXE_backup-server");
 const SQL_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/report.sql");
@@ -99,25 +100,10 @@ fn make_db(path: &Path, now: i64) {
 
 /// A config whose state db is `dir/store/state.sqlite3`.
 fn make_config(dir: &Path) -> PathBuf {
-    let secret = dir.join("secret");
-    std::fs::write(&secret, "report-test-secret-0123456789\n").unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let config = dir.join("backup-server.toml");
-    std::fs::write(
-        &config,
-        r#"
-store_root = "store"
-[[server]]
-name = "mail1"
-address = "127.0.0.1:1"
-secret_file = "secret"
-[[raidset]]
-name = "a"
-server = "mail1"
-partitions = ["default"]
-"#,
-    )
-    .unwrap();
+    ServerConfig::minimal("127.0.0.1:1")
+        .write_with_secrets(&config, "report-test-secret-0123456789")
+        .unwrap();
     config
 }
 

@@ -5,7 +5,6 @@
 
 use backup_server::report;
 use backup_server::state::StateDb;
-use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -20,7 +19,7 @@ fn report_over_500k_users_under_a_second() {
     let t = Instant::now();
     {
         let db = StateDb::open(&path).unwrap();
-        report::fill_benchmark_population(&db, USERS, NOW).unwrap();
+        testkit::population::fill(db.connection(), USERS, NOW).unwrap();
     }
     println!("built a state db of {USERS} users in {:?}", t.elapsed());
 
@@ -46,17 +45,10 @@ fn report_over_500k_users_under_a_second() {
     );
 
     // The whole program, as cron runs it: start, parse the config, open, query, print.
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, "bench-secret-0123456789abcdef\n").unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let config = dir.path().join("backup-server.toml");
-    std::fs::write(
-        &config,
-        "store_root = \"store\"\n[[server]]\nname = \"mail0\"\naddress = \"127.0.0.1:1\"\n\
-         secret_file = \"secret\"\n[[raidset]]\nname = \"r0\"\nserver = \"mail0\"\n\
-         partitions = [\"default\"]\n",
-    )
-    .unwrap();
+    testkit::config::ServerConfig::minimal("127.0.0.1:1")
+        .write_with_secrets(&config, "bench-secret-0123456789abcdef")
+        .unwrap();
     let mut bin_times = Vec::new();
     for format in ["table", "json", "prometheus"] {
         let t = Instant::now();

@@ -11,6 +11,7 @@ use backup_server::restore::{restore, safe_component, Selection, Target};
 use backup_server::store::{MessageInfo, RunEnd, Store};
 use formats::{Guid, Timestamp};
 use store_common::*;
+use testkit::python::{read_maildir, read_mbox, Restored};
 
 const USER: &str = "amy";
 const T1: i64 = 1_800_000_000;
@@ -108,95 +109,46 @@ fn lf(b: &[u8]) -> Vec<u8> {
         .into_bytes()
 }
 
-/// Runs a Python script over `path`; its stdout is one line per message,
-/// `folder<TAB>flags<TAB>sha1`, sorted.
-fn python(script: &str, path: &Path) -> Vec<String> {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(path)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "python: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut v: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    v.sort();
-    v
-}
-
-const READ_MAILDIR: &str = r#"
-import mailbox, sys, hashlib
-root = mailbox.Maildir(sys.argv[1], factory=None, create=False)
-def dump(md, name):
-    kw = {}
-    try:
-        for line in open(md._path + '/dovecot-keywords'):
-            i, k = line.split(' ', 1)
-            kw[chr(ord('a') + int(i))] = k.strip()
-    except FileNotFoundError:
-        pass
-    for key in md.keys():
-        m = md.get_message(key)
-        flags = ''.join(sorted(c for c in m.get_flags() if c.isupper()))
-        kws = ','.join(sorted(kw[c] for c in m.get_flags() if c.islower()))
-        print('%s\t%s%s\t%s' % (name, flags, ('+' + kws) if kws else '', hashlib.sha1(md.get_bytes(key)).hexdigest()))
-dump(root, 'INBOX')
-for f in root.list_folders():
-    dump(root.get_folder(f), f)
-"#;
-
-const READ_MBOX: &str = r#"
-import mailbox, sys, hashlib, re
-mb = mailbox.mbox(sys.argv[1], create=False)
-for key in mb.keys():
-    m = mb.get_message(key)
-    raw = mb.get_bytes(key).split(b'\n')
-    while raw and re.match(rb'^(Status|X-Status|X-Keywords): ', raw[0]):
-        raw.pop(0)
-    raw = [l[1:] if re.match(rb'^>+From ', l) else l for l in raw]
-    data = b'\n'.join(raw)
-    kws = m.get('X-Keywords', '')
-    flags = ''.join(sorted(c for c in m.get_flags() if c != 'O'))
-    print('%s\t%s%s\t%s' % ('-', flags, ('+' + kws) if kws else '', hashlib.sha1(data).hexdigest()))
-"#;
-
-/// Maildir letters for a record, as READ_MAILDIR prints them.
-fn maildir_flags(r: &Rec) -> String {
-    let mut s = String::new();
+/// A record as Python reads it back from a Maildir of `folder`.
+fn maildir_row(folder: &str, r: &Rec) -> Restored {
+    let mut flags = String::new();
     if r.flagged {
-        s.push('F');
+        flags.push('F');
     }
     if r.seen {
-        s.push('S');
+        flags.push('S');
     }
-    if r.keyword0 {
-        s.push_str("+$Label1");
+    Restored {
+        folder: folder.to_owned(),
+        flags,
+        keywords: keywords(r),
+        sha1: r.guid.to_hex(),
     }
-    s
 }
 
-fn mbox_flags(r: &Rec) -> String {
-    let mut s = String::new();
+/// A record as Python reads it back from an mbox, `data` the message's bytes.
+fn mbox_row(r: &Rec, data: &[u8]) -> Restored {
+    let mut flags = String::new();
     if r.flagged {
-        s.push('F');
+        flags.push('F');
     }
     if r.seen {
-        s.push('R');
+        flags.push('R');
     }
-    let mut v: Vec<char> = s.chars().collect();
-    v.sort();
-    let mut s: String = v.into_iter().collect();
+    Restored {
+        folder: String::new(),
+        flags,
+        keywords: keywords(r),
+        sha1: sha(&lf(data)),
+    }
+}
+
+fn keywords(r: &Rec) -> Vec<String> {
     if r.keyword0 {
-        s.push_str("+$Label1");
+        vec!["$Label1".to_owned()]
+    } else {
+        Vec::new()
     }
-    s
 }
 
 fn sel() -> Selection {
@@ -212,18 +164,23 @@ fn whole_user_to_maildir_reads_back_with_python() {
     assert_eq!(rep.not_stored, 0);
     // INBOX has 3 now (UID 2 gone), Sub 2, one per hostile folder.
     assert_eq!(rep.messages, 3 + 2 + HOSTILE.len() as u64);
-    let got = python(READ_MAILDIR, &out);
+    let got = read_maildir(&out);
     let mut want = Vec::new();
     for r in b.inbox.iter().filter(|r| r.uid != 2) {
-        want.push(format!("INBOX\t{}\t{}", maildir_flags(r), r.guid.to_hex()));
+        want.push(maildir_row("INBOX", r));
     }
     for r in &b.sub {
-        want.push(format!("Sub\t{}\t{}", maildir_flags(r), r.guid.to_hex()));
+        want.push(maildir_row("Sub", r));
     }
     for (i, name) in HOSTILE.iter().enumerate() {
         let f = backup_server::restore::folder_levels(USER, name).flat();
         let m = &b.msgs[&guid(&body(20 + i as u64, 3000 + 500 * (20 + i)))];
-        want.push(format!("{f}\t\t{}", sha(m)));
+        want.push(Restored {
+            folder: f,
+            flags: String::new(),
+            keywords: Vec::new(),
+            sha1: sha(m),
+        });
     }
     want.sort();
     assert_eq!(got, want);
@@ -287,12 +244,12 @@ fn a_folder_to_mbox_reads_back_with_python() {
     };
     let rep = restore(root.path(), USER, &s, &Target::Mbox(out.clone())).unwrap();
     assert_eq!(rep.messages, 3);
-    let got = python(READ_MBOX, &out);
-    let mut want: Vec<String> = b
+    let got = read_mbox(&out);
+    let mut want: Vec<Restored> = b
         .inbox
         .iter()
         .filter(|r| r.uid != 2)
-        .map(|r| format!("-\t{}\t{}", mbox_flags(r), sha(&lf(&b.msgs[&r.guid]))))
+        .map(|r| mbox_row(r, &b.msgs[&r.guid]))
         .collect();
     want.sort();
     assert_eq!(got, want);
@@ -412,8 +369,14 @@ fn a_single_message_restore_inflates_one_chunk() {
     let out = root.path().join("one.mbox");
     let rep = restore(root.path(), USER, &s, &Target::Mbox(out.clone())).unwrap();
     assert_eq!((rep.messages, rep.chunks_inflated), (1, 1));
+    // No folder, so no flags: the message alone.
     assert_eq!(
-        python(READ_MBOX, &out),
-        vec![format!("-\t\t{}", sha(&lf(&b.msgs[&r.guid])))]
+        read_mbox(&out),
+        vec![Restored {
+            folder: String::new(),
+            flags: String::new(),
+            keywords: Vec::new(),
+            sha1: sha(&lf(&b.msgs[&r.guid])),
+        }]
     );
 }

@@ -6,11 +6,13 @@ use backup_server::config::Config;
 use backup_server::scheduler::{self, Backend, RaidSetQueue, ScheduledUser, SchedulerOptions};
 use backup_server::state::StateDb;
 use formats::protocol::UserEntry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use testkit::config::ServerConfig;
+use testkit::wait;
 
 /// Records, per RAID set, how many users are being backed up at once, and every call.
 #[derive(Default)]
@@ -26,10 +28,16 @@ struct Recorder {
     calls: Mutex<Vec<String>>,
     /// user → what to return instead of success.
     fail: HashMap<String, &'static str>,
+    /// How long each backup takes (work, to make batches overlap; no assertion depends on it).
     sleep: Duration,
     /// Stop the run after this many calls.
     stop_after: Option<(usize, &'static AtomicBool)>,
+    /// Called inside every backup, with the user counted as under way and its call number
+    /// (1-based): where a test holds a backup until it sees what it waits for.
+    gate: Option<Gate>,
 }
+
+type Gate = Box<dyn Fn(&Recorder, &ScheduledUser, usize) + Sync>;
 
 impl Backend for Recorder {
     type Worker = usize;
@@ -54,6 +62,9 @@ impl Backend for Recorder {
             c.push(u.name.clone());
             c.len()
         };
+        if let Some(gate) = &self.gate {
+            gate(self, u, calls);
+        }
         std::thread::sleep(self.sleep);
         if let Some((n, flag)) = self.stop_after {
             if calls >= n {
@@ -111,8 +122,18 @@ fn queues(sets: usize, users: usize) -> Vec<RaidSetQueue> {
 
 #[test]
 fn batches_per_raidset_bounds_each_set_and_is_used() {
+    // The first backup of each set waits until a second batch of its set is under way: more
+    // than one batch per set is used, however the threads happen to be scheduled.
+    let first_of_set = Mutex::new(HashSet::new());
     let rec = Recorder {
         sleep: Duration::from_millis(2),
+        gate: Some(Box::new(move |rec, u, _| {
+            if first_of_set.lock().unwrap().insert(u.raidset.clone()) {
+                wait::until("a second batch of the set under way", || {
+                    rec.in_flight.lock().unwrap()[&u.raidset] >= 2
+                });
+            }
+        })),
         ..Default::default()
     };
     let stop = AtomicBool::new(false);
@@ -147,8 +168,17 @@ fn batches_per_raidset_bounds_each_set_and_is_used() {
 
 #[test]
 fn never_two_batches_of_one_raidset_at_once() {
+    // The first backup of all waits until a user of another set is under way too: the sets
+    // run side by side, however the threads happen to be scheduled.
     let rec = Recorder {
         sleep: Duration::from_millis(1),
+        gate: Some(Box::new(|rec, _, call| {
+            if call == 1 {
+                wait::until("a second set under way", || {
+                    rec.total.load(Ordering::SeqCst) >= 2
+                });
+            }
+        })),
         ..Default::default()
     };
     let stop = AtomicBool::new(false);
@@ -267,8 +297,19 @@ fn a_failing_user_does_not_stop_the_others() {
 
 #[test]
 fn an_error_recording_a_result_stops_the_run() {
-    let rec = Recorder::default();
-    let stop = AtomicBool::new(false);
+    // Backups after the third wait until the run has stopped: however soon the workers
+    // get to them and however late the calling thread hears of the third, the error is
+    // what ends the run, not the end of the queues.
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    let rec = Recorder {
+        gate: Some(Box::new(move |_, _, call| {
+            if call > 3 {
+                wait::until("the run to stop", || stopped.load(Ordering::SeqCst));
+            }
+        })),
+        ..Default::default()
+    };
     let mut n = 0;
     let mut calls_at_error = 0;
     let r = scheduler::run(
@@ -297,32 +338,23 @@ fn an_error_recording_a_result_stops_the_run() {
         calls <= calls_at_error + 2,
         "{calls} calls, {calls_at_error} at the error"
     );
-    assert!(calls < 100);
+    // Three, and one held at the gate per worker.
+    assert!(calls <= 5, "{calls} calls");
 }
 
-// ---- through nightly::run_with: config, state db, summary, exit status ----
+// ---- through backup::run_with: config, state db, summary, exit status ----
 
 fn setup(dir: &Path, users: &[(&str, &str)]) -> Config {
-    let text = r#"
-store_root = "store"
-state_db = "state.sqlite3"
-workers = 3
-batch_size = 2
-[[server]]
-name = "mail1"
-address = "127.0.0.1:1"
-secret_file = "secret"
-[[raidset]]
-name = "a"
-server = "mail1"
-partitions = ["default"]
-[[raidset]]
-name = "b"
-server = "mail1"
-partitions = ["p2"]
-"#;
     let path = dir.join("backup-server.toml");
-    std::fs::write(&path, text).unwrap();
+    ServerConfig::new("store")
+        .state_db("state.sqlite3")
+        .workers(3)
+        .batch_size(2)
+        .server("mail1", "127.0.0.1:1", "secret")
+        .raidset("a", "mail1", &["default"])
+        .raidset("b", "mail1", &["p2"])
+        .write(&path)
+        .unwrap();
     let config = Config::load(&path).unwrap();
     let mut db = StateDb::open(&config.state_db).unwrap();
     let entries: Vec<UserEntry> = users
@@ -537,7 +569,6 @@ fn a_stop_finishes_the_current_user_then_ends() {
     let config = setup(dir.path(), &refs);
     let rec = Recorder {
         stop_after: Some((5, &STOP)),
-        sleep: Duration::from_millis(2),
         ..Default::default()
     };
     let s = backup::run_with(
@@ -677,8 +708,16 @@ fn quiet_keys_go_to_the_state_db_and_back_to_the_next_run() {
 
 #[test]
 fn a_long_backup_brings_idle_events_and_every_result_once() {
+    // Each backup lasts until the calling thread has heard one more Idle event: long
+    // backups, whatever the machine's speed.
+    let idle_seen = Arc::new(AtomicUsize::new(0));
+    let heard = Arc::clone(&idle_seen);
     let rec = Recorder {
-        sleep: scheduler::IDLE * 3,
+        gate: Some(Box::new(move |_, _, call| {
+            wait::until("an Idle event while a backup is under way", || {
+                heard.load(Ordering::SeqCst) >= call
+            });
+        })),
         ..Default::default()
     };
     let stop = AtomicBool::new(false);
@@ -698,14 +737,17 @@ fn a_long_backup_brings_idle_events_and_every_result_once() {
                     assert!(d.result.is_ok());
                     done += 1;
                 }
-                scheduler::Event::Idle => idle += 1,
+                scheduler::Event::Idle => {
+                    idle += 1;
+                    idle_seen.store(idle, Ordering::SeqCst);
+                }
             }
             Ok(())
         },
     )
     .unwrap();
     assert_eq!((done, report.users_attempted), (2, 2));
-    // Two users one after another, each three IDLE long: the caller heard of the wait.
+    // Two users one after another, each under way until an Idle event came.
     assert!(idle >= 2, "only {idle} idle events over two long backups");
 }
 

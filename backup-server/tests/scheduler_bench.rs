@@ -9,6 +9,7 @@ use backup_server::state::StateDb;
 use formats::protocol::UserEntry;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
+use testkit::config::ServerConfig;
 
 struct Nothing;
 
@@ -27,16 +28,12 @@ fn run_overhead_per_user() {
     let users = 100_000;
     let sets = 10;
     let dir = tempfile::tempdir().unwrap();
-    let mut text = String::from(
-        "store_root = \"store\"\n[[server]]\nname = \"m\"\naddress = \"127.0.0.1:1\"\nsecret_file = \"s\"\n",
-    );
+    let mut text = ServerConfig::new("store").server("m", "127.0.0.1:1", "s");
     for s in 0..sets {
-        text.push_str(&format!(
-            "[[raidset]]\nname = \"r{s}\"\nserver = \"m\"\npartitions = [\"p{s}\"]\n"
-        ));
+        text = text.raidset(&format!("r{s}"), "m", &[&format!("p{s}")]);
     }
     let path = dir.path().join("c.toml");
-    std::fs::write(&path, text).unwrap();
+    text.write(&path).unwrap();
     let config = Config::load(&path).unwrap();
     let entries: Vec<UserEntry> = (0..users)
         .map(|i| UserEntry {

@@ -219,25 +219,10 @@ fn reindex_rebuilds_an_index_equal_to_the_original() {
 }
 
 fn config(dir: &Path) -> PathBuf {
-    std::fs::write(dir.join("secret"), "binary-test-secret-0123456789\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
     let p = dir.join("backup-server.toml");
-    std::fs::write(
-        &p,
-        r#"
-store_root = "store"
-[[server]]
-name = "mail1"
-address = "127.0.0.1:9"
-secret_file = "secret"
-[[raidset]]
-name = "a"
-server = "mail1"
-partitions = ["default"]
-"#,
-    )
-    .unwrap();
+    testkit::config::ServerConfig::minimal("127.0.0.1:9")
+        .write_with_secrets(&p, "binary-test-secret-0123456789")
+        .unwrap();
     p
 }
 

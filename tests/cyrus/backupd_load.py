@@ -17,8 +17,10 @@ pass, N deliveries are made, or F exists, whichever comes first:
   60 per folder), and every third round \\Deleted + EXPUNGE of the two oldest;
 * expire: every 0.5 s, `cyr_expire -X 0 -u U` as the cyrus user.
 
-Stdlib only. Prints one summary line starting with "load:" (counts and errors=N) and exits 0
-if no thread met an error, 1 otherwise (each error is printed on stderr).
+Stdlib only. While it runs, prints the counts so far every 0.2 s on a line starting with
+"progress:" (so that a test can wait for the load it needs rather than for a time); at the
+end one summary line starting with "load:" (counts and errors=N). Exits 0 if no thread met
+an error, 1 otherwise (each error is printed on stderr).
 """
 
 import sys
@@ -140,6 +142,14 @@ class Run:
             self.error("expire", e)
 
 
+    def progress(self):
+        while not self.done():
+            with self.lock:
+                c = dict(self.counts)
+            print("progress: " + " ".join("%s=%d" % kv for kv in sorted(c.items())), flush=True)
+            time.sleep(0.2)
+
+
 def setup(a):
     admin = Imap(a.host, a.imap_port)
     admin.login("admin")
@@ -172,7 +182,8 @@ def main():
         return 0
     run = Run(a)
     t0 = time.monotonic()
-    threads = [threading.Thread(target=f) for f in (run.deliver, run.imap, run.expire)]
+    threads = [threading.Thread(target=f)
+               for f in (run.deliver, run.imap, run.expire, run.progress)]
     for t in threads:
         t.start()
     for t in threads:

@@ -21,7 +21,9 @@
 set -euo pipefail
 
 CYRUS_BIN=${CYRUS_BIN:-/usr/lib/cyrus/bin}
-START_TIMEOUT=${CYRUS_START_TIMEOUT:-30}
+# How long the services may take to answer: a few seconds on a quiet machine; only a stuck
+# start takes two minutes, however loaded the machine is.
+START_TIMEOUT=${CYRUS_START_TIMEOUT:-120}
 
 die() { echo "start.sh: $*" >&2; exit 1; }
 

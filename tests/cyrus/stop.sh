@@ -48,8 +48,13 @@ if [ -n "$(ours)" ]; then
         if [ $SECONDS -ge $deadline ]; then
             echo "stop.sh: still running after ${TIMEOUT}s, sending SIGKILL" >&2
             kill -KILL $(ours) 2>/dev/null || true
-            sleep 0.2
-            [ -z "$(ours)" ] || die "processes $(ours) of $DIR survive SIGKILL"
+            # Gone as soon as the kernel has torn them down and they are reaped: wait for
+            # that (a loaded machine takes its time); only a minute means they survived.
+            killed=$((SECONDS + 60))
+            while [ -n "$(ours)" ]; do
+                [ $SECONDS -lt $killed ] || die "processes $(ours) of $DIR survive SIGKILL"
+                sleep 0.05
+            done
             break
         fi
         sleep 0.05

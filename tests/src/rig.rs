@@ -3,7 +3,6 @@
 //! binary with a configuration file, and changes made with `backup_changes.py`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -263,35 +262,16 @@ pub fn write_config(
     workers: usize,
     batch_size: usize,
 ) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let secret_file = dir.join("mail1.secret");
-    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
-    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let config = dir.join("backup-server.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-store_root = "store"
-state_db = "state/state.sqlite3"
-workers = {workers}
-batch_size = {batch_size}
-[[server]]
-name = "mail1"
-address = "{addr}"
-secret_file = "mail1.secret"
-[[raidset]]
-name = "drives-a"
-server = "mail1"
-partitions = ["default"]
-[[raidset]]
-name = "drives-b"
-server = "mail1"
-partitions = ["p2"]
-"#
-        ),
-    )
-    .unwrap();
+    testkit::config::ServerConfig::new("store")
+        .state_db("state/state.sqlite3")
+        .workers(workers)
+        .batch_size(batch_size)
+        .server("mail1", &addr.to_string(), "mail1.secret")
+        .raidset("drives-a", "mail1", &["default"])
+        .raidset("drives-b", "mail1", &["p2"])
+        .write_with_secrets(&config, secret)
+        .unwrap();
     config
 }
 

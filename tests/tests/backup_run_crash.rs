@@ -9,7 +9,9 @@
 //! every stored message reads back with SHA-1 == GUID; the state db never says a user was
 //! backed up later than its store's last complete run. Then a baseline store is copied for
 //! each of the second-run trials, after backup_changes.py and new bulk users: the kill
-//! lands in a run that has changes to back up.
+//! lands in a run that has changes to back up. However fast or slow the machine: a kill that
+//! came after the run had ended is tried again sooner, and if no kill landed between two
+//! users' commits, more trials kill as soon as a first store has committed.
 //!
 //! Sizes through CRASH_BULK_USERS / CRASH_MESSAGES / CRASH_TRIALS / CRASH_SECOND_TRIALS /
 //! CRASH_SEED.
@@ -23,6 +25,7 @@ use backup_server::state::StateDb;
 use backup_server::store::{MessageState, Store, StoreOptions, StoreReader};
 use formats::archive::{EntryMeta, ScanEvent, Scanner, Tail};
 use formats::{Guid, Timestamp};
+use testkit::{wait, Rng};
 use tests::rig::{
     self, backup_changes, backup_server_bin, counts, now, run_command as command, text, Backupd,
 };
@@ -33,24 +36,6 @@ fn env(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// splitmix64: a seeded generator, so a failing trial can be replayed (CRASH_SEED).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// One record as the catalog shows it: folder unique id, UID, GUID, state, flags.
@@ -221,25 +206,52 @@ fn run_whole(s: &Setup, config: &Path, users: usize, what: &str) -> Duration {
     took
 }
 
-/// One trial in `dir` (its config written, maybe a store already there): start, kill after
-/// `delay`, record, recover, check. `base_runs` is each store's complete runs before.
+/// When a trial's kill comes.
+#[derive(Debug, Clone, Copy)]
+enum When {
+    /// This long after the start (the moment drawn at random: what the trial is about).
+    After(Duration),
+    /// As soon as a store is seen to have committed this run.
+    FirstCommit,
+}
+
+/// Complete runs in `user`'s store (0 while it has none, or cannot be read yet).
+fn complete_runs(root: &Path, user: &str) -> usize {
+    StoreReader::open(root, user)
+        .ok()
+        .and_then(|r| r.catalog().runs().ok())
+        .map_or(0, |runs| runs.iter().filter(|r| r.ended.is_some()).count())
+}
+
+/// One trial in `dir` (its config written, maybe a store already there): start, kill
+/// (`when`), record, recover, check. `base_runs` is each store's complete runs before.
 fn trial(
     s: &Setup,
     dir: &Path,
     users: &BTreeSet<String>,
     base_runs: &BTreeMap<String, usize>,
-    delay: Duration,
+    when: When,
     label: &str,
 ) -> Landed {
     let config = dir.join("backup-server.toml");
     let root = dir.join("store");
     let state = dir.join("state/state.sqlite3");
+    let started = Instant::now();
     let mut child = command(&s.bin, &config)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(delay);
+    match when {
+        When::After(delay) => std::thread::sleep(delay),
+        When::FirstCommit => wait::until("a store to commit, or the run to end", || {
+            child.try_wait().unwrap().is_some()
+                || users
+                    .iter()
+                    .any(|u| complete_runs(&root, u) > base_runs.get(u).copied().unwrap_or(0))
+        }),
+    }
+    let delay = started.elapsed();
     let missed = child.try_wait().unwrap().is_some();
     child.kill().ok(); // SIGKILL
     child.wait().unwrap();
@@ -368,7 +380,7 @@ fn kill_9_at_random_moments_loses_nothing() {
     let second_trials = env("CRASH_SECOND_TRIALS", 6) as usize;
     let bulk_users = env("CRASH_BULK_USERS", 10).to_string();
     let messages = env("CRASH_MESSAGES", 30).to_string();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
 
     let cyrus = CyrusInstance::start().expect("starting Cyrus");
     cyrus
@@ -417,24 +429,34 @@ fn kill_9_at_random_moments_loses_nothing() {
         first_len.as_secs_f64()
     );
 
-    // First-run trials: fresh stores, kills spread over the first run's length.
+    // First-run trials: fresh stores, kills spread over the first run's length. A kill that
+    // came after the run had ended (the machine was quicker then than when the run was
+    // timed) is tried again, sooner: every trial kills a live run, at any speed.
     let none = BTreeMap::new();
     let mut landed = Vec::new();
     for i in 0..trials {
-        let dir = work.path().join(format!("first-{i}"));
-        write_config(&dir, s.addr, &s.secret);
         // Spread evenly (stratified) so every part of the run is hit, jittered by the RNG.
         let f = (i as f64 + rng.unit()) / trials as f64;
-        let delay = first_len.mul_f64(f * 0.9);
-        landed.push(trial(
-            &s,
-            &dir,
-            &users,
-            &none,
-            delay,
-            &format!("first-run trial {i}"),
-        ));
-        std::fs::remove_dir_all(&dir).unwrap();
+        let mut delay = first_len.mul_f64(f * 0.9);
+        loop {
+            let dir = work.path().join(format!("first-{i}"));
+            write_config(&dir, s.addr, &s.secret);
+            let l = trial(
+                &s,
+                &dir,
+                &users,
+                &none,
+                When::After(delay),
+                &format!("first-run trial {i}"),
+            );
+            std::fs::remove_dir_all(&dir).unwrap();
+            let missed = l.missed;
+            landed.push(l);
+            if !missed {
+                break;
+            }
+            delay /= 2;
+        }
     }
 
     // Changes: backup_changes.py for every populate.py user, and new bulk.py users.
@@ -498,27 +520,56 @@ fn kill_9_at_random_moments_loses_nothing() {
 
     let mut landed2 = Vec::new();
     for i in 0..second_trials {
-        let dir = work.path().join(format!("second-{i}"));
-        cp_r(&base, &dir);
         let f = (i as f64 + rng.unit()) / second_trials as f64;
-        let delay = second_len.mul_f64(f * 0.9);
-        landed2.push(trial(
+        let mut delay = second_len.mul_f64(f * 0.9);
+        loop {
+            let dir = work.path().join(format!("second-{i}"));
+            cp_r(&base, &dir);
+            let l = trial(
+                &s,
+                &dir,
+                &users2,
+                &base_runs,
+                When::After(delay),
+                &format!("second-run trial {i}"),
+            );
+            std::fs::remove_dir_all(&dir).unwrap();
+            let missed = l.missed;
+            landed2.push(l);
+            if !missed {
+                break;
+            }
+            delay /= 2;
+        }
+    }
+
+    // A kill between two users' commits: if no random moment gave one, kills timed by the
+    // first commit seen (any machine leaves time between the first user's commit and the
+    // last's for a look at the stores).
+    let is_mid = |l: &Landed| !l.missed && l.committed > 0 && l.committed < l.users;
+    let mut landed3 = Vec::new();
+    while !landed.iter().chain(&landed2).chain(&landed3).any(is_mid) {
+        assert!(
+            landed3.len() < 10,
+            "no kill landed between two users' commits, even timed by the first commit: \
+             {landed3:?}"
+        );
+        let dir = work.path().join(format!("mid-{}", landed3.len()));
+        write_config(&dir, s.addr, &s.secret);
+        landed3.push(trial(
             &s,
             &dir,
-            &users2,
-            &base_runs,
-            delay,
-            &format!("second-run trial {i}"),
+            &users,
+            &none,
+            When::FirstCommit,
+            &format!("first-commit trial {}", landed3.len()),
         ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    let all: Vec<&Landed> = landed.iter().chain(&landed2).collect();
+    let all: Vec<&Landed> = landed.iter().chain(&landed2).chain(&landed3).collect();
     let killed = all.iter().filter(|l| !l.missed).count();
-    let mid = all
-        .iter()
-        .filter(|l| !l.missed && l.committed > 0 && l.committed < l.users)
-        .count();
+    let mid = all.iter().filter(|l| is_mid(l)).count();
     let before_any = all.iter().filter(|l| !l.missed && l.committed == 0).count();
     let torn = all.iter().filter(|l| l.torn > 0).count();
     let all_in = all
@@ -536,7 +587,10 @@ fn kill_9_at_random_moments_loses_nothing() {
         all.len(),
         t_test.elapsed().as_secs_f64()
     );
-    assert!(killed >= 20, "only {killed} kills hit a live run");
+    assert!(
+        killed >= trials + second_trials,
+        "only {killed} kills hit a live run"
+    );
     assert!(mid >= 1, "no kill landed between two users' commits");
     backupd.shutdown();
 }

@@ -6,10 +6,11 @@ use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use backup_server::client::{Client, ClientOptions};
 use formats::protocol::Secret;
+use testkit::wait;
 use tests::CyrusInstance;
 
 /// target/<profile>/backupd, built if this test run did not build it.
@@ -98,16 +99,12 @@ fn the_daemon_checks_starts_drops_root_and_stops_on_sigterm() {
         .unwrap();
     let secret = Secret::from_bytes(b"e2e-binary-secret-0123456789").unwrap();
     let t = Instant::now();
-    let mut client = loop {
-        match Client::connect(("127.0.0.1", port), &secret, &ClientOptions::default()) {
-            Ok(c) => break c,
-            Err(e) if t.elapsed() < Duration::from_secs(10) => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => panic!("backupd did not come up: {e}"),
+    let mut client = wait::until_some("backupd to come up", || {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("backupd exited before serving: {status}");
         }
-    };
+        Client::connect(("127.0.0.1", port), &secret, &ClientOptions::default()).ok()
+    });
     eprintln!("backupd up in {:?}", t.elapsed());
     assert_eq!(client.list_users().unwrap().len(), 3);
     if run_as_root {
@@ -123,16 +120,7 @@ fn the_daemon_checks_starts_drops_root_and_stops_on_sigterm() {
         .status()
         .unwrap();
     assert!(status.success());
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "no exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait::exit(&mut child, "backupd after SIGTERM");
     let mut log = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
     assert_eq!(status.code(), Some(0), "{log}");

@@ -6,75 +6,20 @@
 //! `--include-expunged`, and not without them.
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::Command;
 
 use backup_server::restore::{folder_levels, restore, Selection, Target};
 use backup_server::store::StoreOptions;
 use formats::{Guid, Timestamp};
+use testkit::python::{read_maildir, read_mbox, Restored};
 use tests::rig::{backup, backup_changes, now, Backupd};
-use tests::CyrusInstance;
+use tests::{CyrusInstance, MessageTruth};
 
-const READ_MAILDIR: &str = r#"
-import mailbox, sys, hashlib
-root = mailbox.Maildir(sys.argv[1], factory=None, create=False)
-def dump(md, name):
-    kw = {}
-    try:
-        for line in open(md._path + '/dovecot-keywords'):
-            i, k = line.rstrip('\n').split(' ', 1)
-            kw[chr(ord('a') + int(i))] = k
-    except FileNotFoundError:
-        pass
-    for key in md.keys():
-        m = md.get_message(key)
-        flags = ''.join(sorted(c for c in m.get_flags() if c.isupper()))
-        kws = ','.join(sorted(kw[c] for c in m.get_flags() if c.islower()))
-        print('%s\t%s+%s\t%s' % (name, flags, kws, hashlib.sha1(md.get_bytes(key)).hexdigest()))
-dump(root, 'INBOX')
-for f in root.list_folders():
-    dump(root.get_folder(f), f)
-"#;
-
-const READ_MBOX: &str = r#"
-import mailbox, sys, hashlib, re
-mb = mailbox.mbox(sys.argv[1], create=False)
-for key in mb.keys():
-    m = mb.get_message(key)
-    raw = mb.get_bytes(key).split(b'\n')
-    while raw and re.match(rb'^(Status|X-Status|X-Keywords): ', raw[0]):
-        raw.pop(0)
-    raw = [l[1:] if re.match(rb'^>+From ', l) else l for l in raw]
-    seen = 'R' in m.get_flags()
-    print('%s\t%s' % ('S' if seen else '-', hashlib.sha1(b'\n'.join(raw)).hexdigest()))
-"#;
-
-fn python(script: &str, path: &Path) -> Vec<String> {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(path)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "python: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut v: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    v.sort();
-    v
-}
-
-/// IMAP flags as READ_MAILDIR prints them: Maildir letters, `+`, sorted keywords.
-fn maildir_flags(flags: &[String]) -> String {
+/// A message as Python reads it back from a Maildir folder `flat`: IMAP's flags as Maildir
+/// letters, its keywords.
+fn maildir_row(flat: &str, m: &MessageTruth) -> Restored {
     let mut up: Vec<char> = Vec::new();
-    let mut kw: Vec<&str> = Vec::new();
-    for f in flags {
+    let mut keywords: Vec<String> = Vec::new();
+    for f in &m.flags {
         match f.as_str() {
             "\\Draft" => up.push('D'),
             "\\Flagged" => up.push('F'),
@@ -82,12 +27,38 @@ fn maildir_flags(flags: &[String]) -> String {
             "\\Seen" => up.push('S'),
             "\\Deleted" => up.push('T'),
             f if f.starts_with('\\') => {}
-            f => kw.push(f),
+            f => keywords.push(f.to_owned()),
         }
     }
     up.sort();
-    kw.sort();
-    format!("{}+{}", up.into_iter().collect::<String>(), kw.join(","))
+    keywords.sort();
+    Restored {
+        folder: flat.to_owned(),
+        flags: up.into_iter().collect(),
+        keywords,
+        sha1: m.sha1.clone(),
+    }
+}
+
+/// The same from an mbox: Status/X-Status letters (docs/restore.md), `lf` the message's
+/// bytes with LF line ends.
+fn mbox_row(m: &MessageTruth, lf: &[u8]) -> Restored {
+    let mut row = maildir_row("", m);
+    let mut letters: Vec<char> = Vec::new();
+    for f in &m.flags {
+        match f.as_str() {
+            "\\Seen" => letters.push('R'),
+            "\\Answered" => letters.push('A'),
+            "\\Flagged" => letters.push('F'),
+            "\\Draft" => letters.push('T'),
+            "\\Deleted" => letters.push('D'),
+            _ => {}
+        }
+    }
+    letters.sort();
+    row.flags = letters.into_iter().collect();
+    row.sha1 = Guid::of(lf).to_hex();
+    row
 }
 
 #[test]
@@ -121,12 +92,12 @@ fn restore_from_a_real_backup_to_files_and_as_of_before_an_expunge() {
         folders.insert(f.to_owned());
         let flat = folder_levels(&user, f).flat();
         for m in &ft.messages {
-            want.push(format!("{flat}\t{}\t{}", maildir_flags(&m.flags), m.sha1));
+            want.push(maildir_row(&flat, m));
         }
     }
     want.sort();
     assert!(want.len() > 10, "{want:?}");
-    assert_eq!(python(READ_MAILDIR, &md), want);
+    assert_eq!(read_maildir(&md), want);
     assert_eq!(rep.folders as usize, folders.len());
 
     // ---- INBOX into an mbox.
@@ -138,7 +109,7 @@ fn restore_from_a_real_backup_to_files_and_as_of_before_an_expunge() {
     let rep = restore(root.path(), &user, &s, &Target::Mbox(mbox.clone())).unwrap();
     let inbox = truth1.folder(&user, "INBOX").unwrap();
     assert_eq!(rep.messages as usize, inbox.messages.len());
-    let mut want: Vec<String> = inbox
+    let mut want: Vec<Restored> = inbox
         .messages
         .iter()
         .map(|m| {
@@ -157,16 +128,11 @@ fn restore_from_a_real_backup_to_files_and_as_of_before_an_expunge() {
             let lf = String::from_utf8_lossy(&std::fs::read(file).unwrap())
                 .replace("\r\n", "\n")
                 .into_bytes();
-            let seen = m.flags.iter().any(|f| f == "\\Seen");
-            format!(
-                "{}\t{}",
-                if seen { "S" } else { "-" },
-                Guid::of(&lf).to_hex()
-            )
+            mbox_row(m, &lf)
         })
         .collect();
     want.sort();
-    assert_eq!(python(READ_MBOX, &mbox), want);
+    assert_eq!(read_mbox(&mbox), want);
 
     // ---- an expunge, a second backup.
     backup_changes(&cyrus, &user);

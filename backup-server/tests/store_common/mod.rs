@@ -55,12 +55,10 @@ pub fn message(seed: u64, len: usize) -> Vec<u8> {
         "From: sender{seed}@example.org\r\nTo: user@example.com\r\nSubject: message {seed}\r\n\r\n"
     )
     .into_bytes();
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rng = testkit::Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     while out.len() < len {
-        // xorshift: text-ish bytes that compress like mail, not like zeros.
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        // Text-ish bytes that compress like mail, not like zeros.
+        let x = rng.next_u64();
         let words = [
             "the ", "backup ", "of ", "mail ", "store ", "chunk ", "\r\n", "index ",
         ];

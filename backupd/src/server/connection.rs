@@ -482,7 +482,6 @@ impl<S: SpoolAccess> Conn<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
 
     #[test]
     fn a_buffer_of_small_pipelined_frames_is_taken_in_one_pass() {
@@ -497,18 +496,21 @@ mod tests {
         inbuf
             .buf
             .extend_from_slice(&[0, 0, 0, 3, kind::LIST_FOLDERS, 0]);
-        let t = Instant::now();
+        let total = inbuf.buf.len();
         for id in 1..=n {
             let (h, body) = inbuf.take(MAX_BODY).ok().unwrap().unwrap();
             assert_eq!((h.kind, h.id, body.len()), (kind::PING, id, 0));
+            // Taken where it lies: nothing moved, whatever the machine's speed.
+            assert_eq!(
+                (inbuf.start, inbuf.buf.len()),
+                (id as usize * HEADER_LEN, total)
+            );
         }
-        let took = t.elapsed();
         assert!(inbuf.take(MAX_BODY).ok().unwrap().is_none());
         assert_eq!(inbuf.pending(), [0, 0, 0, 3, kind::LIST_FOLDERS, 0]);
         let room = inbuf.room();
         assert_eq!(room.len(), 6);
         assert!(room.capacity() >= 4096 + 6);
-        assert!(took < Duration::from_secs(2), "{n} frames took {took:?}");
     }
 
     #[test]

@@ -365,6 +365,7 @@ mod tests {
     use super::*;
     use crate::spool::locks::{cyrus_style_lock, read_locked};
     use crate::spool::{check_name, check_script_name, check_uniqueid, load_imapd_conf, Spool};
+    use std::os::unix::fs::MetadataExt;
     use std::path::Path;
     use std::sync::mpsc;
     use std::time::Duration;
@@ -546,7 +547,24 @@ mod tests {
             let path = path.clone();
             std::thread::spawn(move || read_locked(&path))
         };
-        std::thread::sleep(Duration::from_millis(200));
+        // Once the reader has the old file open (a second descriptor of its inode in this
+        // process), it can only get at it through the lock we hold.
+        let meta = old.metadata().unwrap();
+        let open_on_old = || {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| std::fs::metadata(e.ok()?.path()).ok())
+                .filter(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
+                .count()
+        };
+        let t = std::time::Instant::now();
+        while open_on_old() < 2 {
+            assert!(
+                t.elapsed() < Duration::from_secs(300),
+                "stuck: the reader never opened the file"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let new = dir.path().join("conf/mailboxes.db.NEW");
         std::fs::write(&new, b"the repacked file").unwrap();
         std::fs::rename(&new, &path).unwrap();

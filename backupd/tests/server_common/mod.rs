@@ -33,15 +33,7 @@ pub fn stat(size: u64) -> FileStat {
 
 /// Deterministic bytes for a message of `uid`.
 pub fn message_bytes(uid: u32, len: usize) -> Vec<u8> {
-    let mut x = uid.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
+    testkit::Rng::new(u64::from(uid).wrapping_mul(2_654_435_761) | 1).bytes(len)
 }
 
 /// Sizes of the fake folder's messages by UID (1-based); UID 7 is gone, UID 8 fails to
@@ -54,6 +46,8 @@ pub struct FakeSpool {
     /// Milliseconds every `folders` call sleeps (to make requests overlap).
     pub folders_delay_ms: u64,
     pub folders_calls: AtomicUsize,
+    /// Calls of `read_user_file`.
+    pub user_file_reads: AtomicUsize,
     pub index: Vec<u8>,
 }
 
@@ -71,6 +65,7 @@ impl FakeSpool {
             users,
             folders_delay_ms: 0,
             folders_calls: AtomicUsize::new(0),
+            user_file_reads: AtomicUsize::new(0),
             index: message_bytes(77, 1_500_000),
         }
     }
@@ -189,6 +184,7 @@ impl SpoolAccess for FakeSpool {
         user: &str,
         id: &UserFileId,
     ) -> Result<Option<(Vec<u8>, FileStat)>, SpoolError> {
+        self.user_file_reads.fetch_add(1, Ordering::Relaxed);
         self.known(user)?;
         Ok(match id {
             UserFileId::Seen => Some((b"abc".to_vec(), stat(3))),
@@ -212,8 +208,10 @@ pub fn settings() -> Settings {
     Settings {
         max_connections: 64,
         blocking_threads: 4,
-        idle_timeout: Duration::from_secs(20),
-        auth_timeout: Duration::from_secs(5),
+        // Far longer than any test takes on a loaded machine: only the tests of the timeouts
+        // set them short, on a server where nothing else can be caught out by them.
+        idle_timeout: Duration::from_secs(600),
+        auth_timeout: Duration::from_secs(600),
         shutdown_grace: Duration::from_secs(5),
         data_chunk: 64 * 1024,
         server_name: "fake backupd".into(),
@@ -237,7 +235,8 @@ pub fn start(spool: FakeSpool, settings: Settings) -> (ServerHandle, Arc<FakeSpo
 
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // Only a stuck server is that slow.
+    s.set_read_timeout(Some(testkit::wait::STUCK)).unwrap();
     s
 }
 

@@ -781,7 +781,7 @@ impl Bench {
         let now = 1_795_406_400;
         {
             let db = backup_server::state::StateDb::open(&db_path)?;
-            backup_server::report::fill_benchmark_population(&db, users, now)?;
+            testkit::population::fill(db.connection(), users, now)?;
         }
         let config = dir.join("backup-server.toml");
         rig::write_server_config(&config, &dir.join("store"), &db_path, &self.backupd, 1)?;

@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -141,8 +140,7 @@ impl Backupd {
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
         let secret_file = work.join("backupd.secret");
-        fs::write(&secret_file, "bench-secret-0123456789abcdef0123456789\n")?;
-        fs::set_permissions(&secret_file, fs::Permissions::from_mode(0o600))?;
+        testkit::config::write_secret(&secret_file, "bench-secret-0123456789abcdef0123456789")?;
         let config = work.join("backupd.toml");
         fs::write(
             &config,
@@ -203,35 +201,14 @@ pub fn write_server_config(
     backupd: &Backupd,
     per_set: usize,
 ) -> Result<()> {
-    fs::write(
-        path,
-        format!(
-            r#"store_root = "{}"
-state_db = "{}"
-batches_per_raidset = {per_set}
-
-[[server]]
-name = "bench"
-address = "{}"
-secret_file = "{}"
-
-[[raidset]]
-name = "bench-p1"
-server = "bench"
-partitions = ["default"]
-
-[[raidset]]
-name = "bench-p2"
-server = "bench"
-partitions = ["p2"]
-"#,
-            store_root.display(),
-            state_db.display(),
-            backupd.addr,
-            backupd.secret_file.display()
-        ),
-    )
-    .with_context(|| format!("writing {}", path.display()))
+    testkit::config::ServerConfig::new(store_root)
+        .state_db(state_db)
+        .batches_per_raidset(per_set)
+        .server("bench", &backupd.addr, &backupd.secret_file)
+        .raidset("bench-p1", "bench", &["default"])
+        .raidset("bench-p2", "bench", &["p2"])
+        .write(path)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// One message of the spool, as the peers and we name it for a single-message restore.

@@ -14,6 +14,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use flate2::Compression;
+use testkit::Rng;
 
 const WORDS: &[&str] = &[
     "the",
@@ -100,21 +101,6 @@ const WORDS: &[&str] = &[
     "issue",
 ];
 
-/// A small deterministic generator (xorshift), so every run and backend sees the same bytes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn base64_line(rng: &mut Rng, out: &mut Vec<u8>) {
     const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     for _ in 0..76 {
@@ -128,7 +114,7 @@ fn message(rng: &mut Rng, n: u64, out: &mut Vec<u8>) {
     let _ = write!(
         out,
         "Return-Path: <{from}@example.com>\r\nReceived: from mx{}.example.net (mx{}.example.net [192.0.2.{}])\r\n\tby imap.example.org (Cyrus 3.6.1) with LMTPA;\r\n\tMon, 23 Nov 2026 06:{:02}:{:02} +0000\r\nMessage-ID: <{:016x}@example.com>\r\nDate: Mon, 23 Nov 2026 06:30:24 +0000\r\nFrom: {from} <{from}@example.com>\r\nTo: user{} <user{}@example.org>\r\nSubject: Re: {} {} {}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b{n}\"\r\n\r\n--b{n}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n",
-        rng.below(9), rng.below(9), rng.below(255), rng.below(60), rng.below(60), rng.next(),
+        rng.below(9), rng.below(9), rng.below(255), rng.below(60), rng.below(60), rng.next_u64(),
         n % 300, n % 300,
         WORDS[rng.below(WORDS.len() as u64) as usize],
         WORDS[rng.below(WORDS.len() as u64) as usize],
@@ -161,7 +147,8 @@ fn message(rng: &mut Rng, n: u64, out: &mut Vec<u8>) {
 }
 
 fn generate(bytes: usize) -> Vec<u8> {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // Seeded: every run and backend sees the same bytes.
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let mut out = Vec::with_capacity(bytes + 200_000);
     let mut n = 0;
     while out.len() < bytes {
