@@ -4,7 +4,6 @@
 
 use formats::protocol::handshake::{self, SecretFileFacts};
 use formats::protocol::{Secret, SecretError, NONCE_LEN};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 /// Reads the secret file. It must be a regular file owned by root or by the effective
@@ -24,11 +23,7 @@ fn load_secret_as(path: &Path, euid: u32) -> Result<Secret, SecretError> {
     let file = std::fs::File::open(path).map_err(read_err)?;
     // Checked on the open file, so what is read is what was checked.
     let meta = file.metadata().map_err(read_err)?;
-    let facts = SecretFileFacts {
-        is_file: meta.is_file(),
-        uid: meta.uid(),
-        mode: meta.permissions().mode() & 0o7777,
-    };
+    let facts = SecretFileFacts::of(&meta);
     handshake::read_secret_file(file, path, facts, euid, "backupd", |uid| {
         nix::unistd::User::from_uid(uid.into())
             .ok()
@@ -48,6 +43,7 @@ pub fn nonce() -> Result<[u8; NONCE_LEN], getrandom::Error> {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     #[test]
     fn secret_file_rules() {

@@ -799,29 +799,26 @@ impl Execution<'_, '_> {
         let by_uid: HashMap<u32, &Wanted> = wanted.iter().map(|w| (w.uid, w)).collect();
         let uids: Vec<u32> = wanted.iter().map(|w| w.uid).collect();
         let (run, out) = (&mut *self.run, &mut *self.out);
+        // The request failed: for this folder only (noted), or for the connection.
+        let failed = |out: &mut UserOutcome, e: ClientError| {
+            if !e.connection_usable() {
+                return Err(Abort::Conn(e));
+            }
+            out.incomplete.push(Missing::Fetch {
+                folder: folder(),
+                reason: e.to_string(),
+            });
+            Ok(None)
+        };
         let mut stream = match self.conn.fetch_messages(self.user, &f.uniqueid, &uids) {
             Ok(s) => s,
-            Err(e) if e.connection_usable() => {
-                out.incomplete.push(Missing::Fetch {
-                    folder: folder(),
-                    reason: e.to_string(),
-                });
-                return Ok(None);
-            }
-            Err(e) => return Err(Abort::Conn(e)),
+            Err(e) => return failed(out, e),
         };
         loop {
             let item = match stream.next_message() {
                 Ok(Some(item)) => item,
                 Ok(None) => break,
-                Err(e) if e.connection_usable() => {
-                    out.incomplete.push(Missing::Fetch {
-                        folder: folder(),
-                        reason: e.to_string(),
-                    });
-                    return Ok(None);
-                }
-                Err(e) => return Err(Abort::Conn(e)),
+                Err(e) => return failed(out, e),
             };
             match item {
                 Fetched::Message {

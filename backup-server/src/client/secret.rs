@@ -4,7 +4,6 @@
 
 use formats::protocol::handshake::{self, SecretFileFacts};
 use formats::protocol::{Secret, SecretError};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 /// Reads and checks a secret file (the file named by a server's `secret_file`).
@@ -16,11 +15,7 @@ pub fn load_secret(path: &Path) -> Result<Secret, SecretError> {
     let file = std::fs::File::open(path).map_err(read_err)?;
     // Checked on the open file, so what is read is what was checked.
     let meta = file.metadata().map_err(read_err)?;
-    let facts = SecretFileFacts {
-        is_file: meta.is_file(),
-        uid: meta.uid(),
-        mode: meta.permissions().mode() & 0o7777,
-    };
+    let facts = SecretFileFacts::of(&meta);
     let euid = nix::unistd::geteuid().as_raw();
     handshake::read_secret_file(file, path, facts, euid, "backup-server", |uid| {
         nix::unistd::User::from_uid(uid.into())
@@ -33,6 +28,7 @@ pub fn load_secret(path: &Path) -> Result<Secret, SecretError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn a_secret_others_can_read_is_refused() {

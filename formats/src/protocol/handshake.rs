@@ -103,6 +103,18 @@ pub struct SecretFileFacts {
     pub mode: u32,
 }
 
+impl SecretFileFacts {
+    /// The facts of an opened file's metadata (`File::metadata`, an `fstat`).
+    pub fn of(meta: &std::fs::Metadata) -> SecretFileFacts {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        SecretFileFacts {
+            is_file: meta.is_file(),
+            uid: meta.uid(),
+            mode: meta.permissions().mode() & 0o7777,
+        }
+    }
+}
+
 /// Checks an opened secret file before it is read: a regular file owned by root or by the
 /// reading process's effective user (`euid`), that only its owner may read or write (mode
 /// 0600 or 0400). `owner_name` names a uid for the error text (the caller looks it up).
