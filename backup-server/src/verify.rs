@@ -102,12 +102,12 @@ pub enum Fault {
         source: StoreError,
     },
     /// The index breaks one of its own rules (found by
-    /// [`Catalog::check`](crate::store::Catalog::check), which words its findings itself).
+    /// [`Catalog::check`](crate::store::Catalog::check)).
     IndexRule {
         /// The index.
         index: PathBuf,
         /// The finding.
-        problem: String,
+        problem: crate::store::IndexFault,
     },
     /// Checking the index's rules failed.
     IndexCheck {
@@ -241,7 +241,7 @@ impl fmt::Display for Fault {
                 write!(f, "cannot read the store's user: {source}")
             }
             Fault::Unopenable { source, .. } => write!(f, "cannot open the store: {source}"),
-            Fault::IndexRule { problem, .. } => f.write_str(problem),
+            Fault::IndexRule { problem, .. } => problem.fmt(f),
             Fault::IndexCheck { source, .. } => write!(f, "checking the index: {source}"),
             Fault::IndexRead { source, .. } => write!(f, "reading the index: {source}"),
             Fault::DamagedChunk { chunk, source, .. } => {

@@ -207,7 +207,7 @@ fn kill_9_during_compaction_loses_nothing_restorable() {
         }
         assert_eq!(
             s.check(true).unwrap(),
-            Vec::<String>::new(),
+            Vec::<backup_server::store::IndexFault>::new(),
             "trial {trial}"
         );
         assert_eq!(restorable(s.catalog(), &WINDOW), want, "trial {trial}");

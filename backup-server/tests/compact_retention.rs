@@ -92,7 +92,10 @@ fn expunged_mail_lives_out_the_window_and_no_longer() {
             want,
             "at {now}: {r:?}"
         );
-        assert_eq!(store.check(true).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            store.check(true).unwrap(),
+            Vec::<backup_server::store::IndexFault>::new()
+        );
     }
 
     // The first compaction after the window drops m3, and only m3 of the messages.
@@ -110,7 +113,10 @@ fn expunged_mail_lives_out_the_window_and_no_longer() {
             "m{i} (still in a folder) dropped"
         );
     }
-    assert_eq!(store.check(true).unwrap(), Vec::<String>::new());
+    assert_eq!(
+        store.check(true).unwrap(),
+        Vec::<backup_server::store::IndexFault>::new()
+    );
     assert_eq!(store.dir().data_files().unwrap().len(), 1);
 
     // Today's view: INBOX m2 m6, Archive (renamed long ago) m4 m5 m1, all readable.
@@ -140,5 +146,8 @@ fn expunged_mail_lives_out_the_window_and_no_longer() {
     let mut run = store.begin_run().unwrap();
     add(&mut run, &m[7]);
     run.commit(RunEnd::Complete).unwrap();
-    assert_eq!(store.check(true).unwrap(), Vec::<String>::new());
+    assert_eq!(
+        store.check(true).unwrap(),
+        Vec::<backup_server::store::IndexFault>::new()
+    );
 }

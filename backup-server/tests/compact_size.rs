@@ -78,7 +78,10 @@ fn over_the_threshold_shrinks_to_the_live_size() {
     );
     assert!(a.file_len * 2 < b.file_len);
     assert_eq!(restorable(store.catalog(), &[now]), before_view);
-    assert_eq!(store.check(true).unwrap(), Vec::<String>::new());
+    assert_eq!(
+        store.check(true).unwrap(),
+        Vec::<backup_server::store::IndexFault>::new()
+    );
     assert_eq!(store.dir().data_files().unwrap().len(), 1);
 }
 

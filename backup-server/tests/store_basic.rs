@@ -429,6 +429,9 @@ fn folder_snapshot_rules() {
     ));
     assert!(!run.tombstone("never-seen").unwrap());
     run.commit(RunEnd::Complete).unwrap();
-    assert_eq!(store.check(true).unwrap(), Vec::<String>::new());
+    assert_eq!(
+        store.check(true).unwrap(),
+        Vec::<backup_server::store::IndexFault>::new()
+    );
     assert_eq!(store.catalog().folders_at(None).unwrap().len(), 1);
 }

@@ -119,7 +119,10 @@ fn check_store(
 ) -> (u64, usize, usize) {
     let store = Store::open(root, USER, child_opts()).unwrap();
     let cut = store.open_report().cut_bytes;
-    assert_eq!(store.check(true).unwrap(), Vec::<String>::new());
+    assert_eq!(
+        store.check(true).unwrap(),
+        Vec::<backup_server::store::IndexFault>::new()
+    );
     // Every run the child logged as committed is there, every message reads back whole.
     let log = std::fs::read_to_string(root.join("committed.log")).unwrap_or_default();
     let mut logged = 0;

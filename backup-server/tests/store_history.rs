@@ -89,7 +89,10 @@ fn history() -> History {
     let mut run = store.begin_run().unwrap();
     assert!(run.tombstone("u-work").unwrap());
     run.commit(RunEnd::Partial).unwrap();
-    assert_eq!(store.check(true).unwrap(), Vec::<String>::new());
+    assert_eq!(
+        store.check(true).unwrap(),
+        Vec::<backup_server::store::IndexFault>::new()
+    );
     History {
         _root: root,
         store,

@@ -6,7 +6,7 @@ mod store_common;
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
 
-use backup_server::store::{MessageInfo, RunEnd, Store, StoreError};
+use backup_server::store::{IndexFault, MessageInfo, RunEnd, Store, StoreError};
 use formats::archive::{ArchiveWriter, EntryMeta, Message};
 use formats::Timestamp;
 use store_common::*;
@@ -215,7 +215,9 @@ fn every_index_row_points_inside_a_committed_chunk() {
     let store = Store::open(root.path(), "tina", opts(&clock)).unwrap();
     let problems = store.check(false).unwrap();
     assert!(
-        problems.iter().any(|p| p.starts_with("entry 3:")),
+        problems
+            .iter()
+            .any(|p| matches!(p, IndexFault::EntryMisplaced { entry: 3, .. })),
         "{problems:?}"
     );
     drop(store);
@@ -235,11 +237,13 @@ fn every_index_row_points_inside_a_committed_chunk() {
     assert!(
         problems
             .iter()
-            .any(|p| p.contains("which is not a committed chunk")),
+            .any(|p| matches!(p, IndexFault::EntryOutsideChunk { .. })),
         "{problems:?}"
     );
     assert!(
-        problems.iter().any(|p| p.starts_with("foreign key")),
+        problems
+            .iter()
+            .any(|p| matches!(p, IndexFault::Sqlite(s) if s.starts_with("foreign key"))),
         "{problems:?}"
     );
 }

@@ -132,7 +132,10 @@ fn build(root: &std::path::Path) -> std::path::PathBuf {
         }
         clock.advance(86_400);
     }
-    assert_eq!(store.check(true).unwrap(), Vec::<String>::new());
+    assert_eq!(
+        store.check(true).unwrap(),
+        Vec::<backup_server::store::IndexFault>::new()
+    );
     let index = store.dir().index_path();
     let locked = store.close().unwrap();
     drop(locked);

@@ -311,7 +311,7 @@ fn planner_backs_up_changes_only_and_ls_shows_each_state() {
         assert_eq!(last.run, run, "{u}: a run was recorded");
         drop(r);
         let store = backup_server::store::Store::open(root.path(), u, opts.clone()).unwrap();
-        assert_eq!(store.check(true).unwrap(), Vec::<String>::new(), "{u}");
+        assert_eq!(store.check(true).unwrap(), vec![], "{u}");
     }
     eprintln!(
         "planner e2e: {} users, {} folders, {n1} messages listed by IMAP; first backup {:?} \

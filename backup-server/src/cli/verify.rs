@@ -97,7 +97,7 @@ mod tests {
     fn rule(problem: &str) -> Fault {
         Fault::IndexRule {
             index: PathBuf::from("/s/ab/cd/u/backupstate.sqlite3"),
-            problem: problem.into(),
+            problem: backup_server::store::IndexFault::Sqlite(problem.into()),
         }
     }
 

@@ -20,6 +20,7 @@
 
 mod catalog;
 mod check;
+pub use check::IndexFault;
 mod datafile;
 mod error;
 mod index;

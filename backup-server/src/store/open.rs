@@ -317,7 +317,7 @@ impl Store {
 
     /// Checks the index against the store's rules (invariant 2 and the rest; see
     /// [`Catalog::check`]); `deep` adds SQLite's `integrity_check`.
-    pub fn check(&self, deep: bool) -> Result<Vec<String>> {
+    pub fn check(&self, deep: bool) -> Result<Vec<super::check::IndexFault>> {
         self.cat.check(deep)
     }
 
