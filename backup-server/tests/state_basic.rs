@@ -437,3 +437,37 @@ fn a_version_1_state_db_is_upgraded_in_place() {
     assert_eq!((u.name.as_str(), u.quiet_key), ("u", None));
     db.set_quiet_key("u", Some("k")).unwrap();
 }
+
+#[test]
+fn a_version_2_state_db_keeps_its_keys_under_the_new_column_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.sqlite3");
+    {
+        let mut db = StateDb::open(&path).unwrap();
+        db.refresh_server(
+            "mail1",
+            "m1:2912",
+            &entries(&[("u", "default")]),
+            &sets,
+            100,
+        )
+        .unwrap();
+        db.set_quiet_key("u", Some("k1 abc")).unwrap();
+    }
+    // What version 2 was: the same column, called unchanged_key.
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "ALTER TABLE users RENAME COLUMN quiet_key TO unchanged_key; PRAGMA user_version = 2;",
+        )
+        .unwrap();
+    }
+    let db = StateDb::open(&path).unwrap();
+    let v: i64 = db
+        .connection()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, STATE_SCHEMA_VERSION);
+    let u = db.user("u").unwrap().unwrap();
+    assert_eq!(u.quiet_key.as_deref(), Some("k1 abc"), "the key survives");
+}
