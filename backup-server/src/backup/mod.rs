@@ -4,7 +4,7 @@
 //! * [`plan`]: what a user's backup will do, decided from data alone (pure).
 //! * [`quiet`]: the [`QuietKey`] that lets a quiet user's backup end after its listing.
 //! * [`user`]: one user's backup: lock, list once, check the quiet key, open the store,
-//!   carry the plan out over a [`Backupd`] connection, commit.
+//!   carry the plan out over a backupd connection, commit.
 //! * [`run`]: `backup-server run` and `users refresh`: the state db, the connections and
 //!   the [scheduler](crate::scheduler) put together.
 //! * [`summary`]: what a run did, and its [`Verdict`].
@@ -22,4 +22,4 @@ pub use run::{
     RequestError, RunError, RunProgress, RunRequest,
 };
 pub use summary::{RunSummary, UserResult, Verdict};
-pub use user::{backup_user, BackupError, Backupd, Missing, UserJob, UserOutcome};
+pub use user::{backup_user, BackupError, Missing, UserJob, UserOutcome};

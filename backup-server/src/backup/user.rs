@@ -18,16 +18,16 @@
 //! reports gone was expunged after the meta copy: the folder's meta is copied again (at
 //! most twice) so that the snapshot shows it expunged; that is not an error.
 //!
-//! The connection is anything that answers the protocol's requests ([`Backupd`]): the real
-//! client, or in tests a backend that drops the connection, loses messages or lies about
-//! GUIDs on purpose.
+//! Faults of the connection and of the mail server (a connection cut at any frame, a message
+//! gone or not matching its GUID, an item error) are tested through the real client, against
+//! a real backupd over an in-memory spool and a frame-level proxy (tests/tests/backup_faults.rs).
 
 use super::plan::{
     messages_to_fetch, plan, plan_for, unanswered_live, FolderAction, FolderStep, Plan, PlanError,
     Wanted,
 };
 use super::quiet::QuietKey;
-use crate::client::{Client, ClientError, Fetched, MessageStream};
+use crate::client::{Client, ClientError, Fetched};
 use crate::store::{
     FolderSnapshot, HeldFolder, HeldUserFile, LockedDir, MessageInfo, MetaFileData, RunEnd,
     RunWriter, StoreError, StoreOptions, UserDir,
@@ -47,77 +47,26 @@ const META_WINDOW_BYTES: u64 = 32 * 1024 * 1024;
 /// How often a folder's meta is copied again when live messages vanished meanwhile.
 const GONE_RETRIES: u32 = 2;
 
-/// What one user's backup asks of backupd: the requests of docs/protocol.md, as the backup
-/// host's [`Client`] makes them. A trait so that tests can put a faulty connection in its
-/// place.
-pub trait Backupd {
-    /// The server's address, for error texts.
-    fn addr(&self) -> &str;
-    /// One user's folders and files, stat data only.
-    fn list_folders(&mut self, user: &str) -> Result<UserListing, ClientError>;
-    /// Meta copies of these folders (pipelined), one answer per folder in order. An
-    /// `Err` in the outer result broke the connection.
-    fn copy_metas(
-        &mut self,
-        user: &str,
-        uniqueids: &[&str],
-    ) -> Result<Vec<Result<MetaCopy, ClientError>>, ClientError>;
-    /// Message files of one folder by UID, as a stream.
-    fn fetch_messages(
-        &mut self,
-        user: &str,
-        uniqueid: &str,
-        uids: &[u32],
-    ) -> Result<MessageStream<'_>, ClientError>;
-    /// Per-user files, in the order of `ids`.
-    fn fetch_user_files(
-        &mut self,
-        user: &str,
-        ids: &[UserFileId],
-    ) -> Result<Vec<(UserFileId, UserFile)>, ClientError>;
-}
-
-impl Backupd for Client {
-    fn addr(&self) -> &str {
-        Client::addr(self)
+/// Meta copies of these folders, pipelined: one answer per folder, in order. An `Err` in
+/// the outer result broke the connection.
+fn copy_metas(
+    conn: &mut Client,
+    user: &str,
+    uniqueids: &[&str],
+) -> Result<Vec<Result<MetaCopy, ClientError>>, ClientError> {
+    let mut pending = Vec::with_capacity(uniqueids.len());
+    for u in uniqueids {
+        pending.push(conn.send_copy_meta(user, u)?);
     }
-    fn list_folders(&mut self, user: &str) -> Result<UserListing, ClientError> {
-        Client::list_folders(self, user)
-    }
-    fn copy_metas(
-        &mut self,
-        user: &str,
-        uniqueids: &[&str],
-    ) -> Result<Vec<Result<MetaCopy, ClientError>>, ClientError> {
-        let mut pending = Vec::with_capacity(uniqueids.len());
-        for u in uniqueids {
-            pending.push(self.send_copy_meta(user, u)?);
+    let mut replies = Vec::with_capacity(pending.len());
+    for p in pending {
+        match conn.recv(p) {
+            Ok(m) => replies.push(Ok(m)),
+            Err(e) if e.connection_usable() => replies.push(Err(e)),
+            Err(e) => return Err(e),
         }
-        let mut replies = Vec::with_capacity(pending.len());
-        for p in pending {
-            match self.recv(p) {
-                Ok(m) => replies.push(Ok(m)),
-                Err(e) if e.connection_usable() => replies.push(Err(e)),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(replies)
     }
-    fn fetch_messages(
-        &mut self,
-        user: &str,
-        uniqueid: &str,
-        uids: &[u32],
-    ) -> Result<MessageStream<'_>, ClientError> {
-        Client::fetch_messages(self, user, uniqueid, uids)
-    }
-    fn fetch_user_files(
-        &mut self,
-        user: &str,
-        ids: &[UserFileId],
-    ) -> Result<Vec<(UserFileId, UserFile)>, ClientError> {
-        Client::fetch_user_files(self, user, ids)
-    }
+    Ok(replies)
 }
 
 /// Where and how one user is backed up (built by the run from the config and the state db).
@@ -432,7 +381,7 @@ fn store_abort(doing: &str) -> impl Fn(StoreError) -> Abort + '_ {
 }
 
 /// Backs up one user over an authenticated connection (the caller owns and reuses it).
-pub fn backup_user(job: &UserJob<'_>, conn: &mut dyn Backupd) -> Result<UserOutcome, BackupError> {
+pub fn backup_user(job: &UserJob<'_>, conn: &mut Client) -> Result<UserOutcome, BackupError> {
     let user = job.user;
     let store_err = |doing: &'static str| {
         move |source| BackupError::Store {
@@ -577,7 +526,7 @@ struct Execution<'a, 'r> {
     listing: &'a UserListing,
     held: &'a HashMap<&'a str, &'a HeldFolder>,
     held_files: &'a [HeldUserFile],
-    conn: &'a mut dyn Backupd,
+    conn: &'a mut Client,
     run: &'a mut RunWriter<'r>,
     out: &'a mut UserOutcome,
     /// Whether everything stored so far carries the listing's own stat data (a meta copy
@@ -630,7 +579,7 @@ impl Execution<'_, '_> {
                 .iter()
                 .map(|s| folders[s.index].uniqueid.as_str())
                 .collect();
-            let replies = self.conn.copy_metas(self.user, &ids)?;
+            let replies = copy_metas(self.conn, self.user, &ids)?;
             self.out.meta_copies += ids.len() as u64;
             if replies.len() != ids.len() {
                 return Err(Abort::Conn(ClientError::Misuse(format!(
@@ -729,7 +678,7 @@ impl Execution<'_, '_> {
                     // Expunged since the copy: a fresh copy shows them expunged or absent.
                     attempt += 1;
                     self.out.meta_copies += 1;
-                    let mut again = self.conn.copy_metas(self.user, &[&f.uniqueid])?;
+                    let mut again = copy_metas(self.conn, self.user, &[&f.uniqueid])?;
                     match again.pop() {
                         Some(Ok(m)) => {
                             meta = m;
