@@ -1,9 +1,13 @@
 //! Helpers for the end-to-end tests: a private Cyrus IMAP on loopback, started and stopped
 //! by the scripts in `tests/cyrus/`, and the IMAP server's own view of its spool ("truth");
 //! and the setup the backup and restore tests share (`rig`: backupd in process, backups,
-//! the backup-server binary and its configuration).
+//! the backup-server binary and its configuration). Without Cyrus: `memspool`, a real
+//! backupd over an in-memory spool whose faults the test sets, and `proxy`, a frame-level
+//! TCP proxy that closes the connection or rewrites a reply at a chosen frame.
 
 pub mod cyrus;
+pub mod memspool;
+pub mod proxy;
 pub mod readers;
 pub mod rig;
 pub mod truth;
