@@ -356,38 +356,29 @@ impl Catalog {
             .collect()
     }
 
-    /// The folder named `name` at `at`, if one was.
+    /// The folder named `name` at `at`, if one was: of the folders [`Catalog::folders_at`]
+    /// shows with that name, the one linked to it last.
     pub fn folder_at(&self, name: &str, at: Option<Timestamp>) -> Result<Option<FolderAt>> {
         let t = at_ns(at)?;
-        let hit: Option<(i64, String, bool)> = self
+        // A link of this name that is still its folder's newest name event up to `at` (not
+        // renamed away, nor deleted since). Not simply the newest event of this name: a
+        // tombstone of another folder that had the name (one whose deletion a partial run
+        // could not make take effect) may come after the link of the folder that has it.
+        let hit: Option<String> = self
             .db
             .conn
             .prepare_cached(
-                "SELECT entry, uniqueid, deleted FROM names WHERE folder = ?1 AND time <= ?2
-                 ORDER BY time DESC LIMIT 1",
+                "SELECT n.uniqueid FROM names n
+                 WHERE n.folder = ?1 AND n.time <= ?2 AND n.deleted = 0
+                   AND n.time = (SELECT max(n2.time) FROM names n2
+                                 WHERE n2.uniqueid = n.uniqueid AND n2.time <= ?2)
+                 ORDER BY n.time DESC LIMIT 1",
             )
-            .and_then(|mut st| {
-                st.query_row(params![name, t], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                    .optional()
-            })
+            .and_then(|mut st| st.query_row(params![name, t], |r| r.get(0)).optional())
             .sql(&self.db.path)?;
-        let Some((entry, unique_id, false)) = hit else {
+        let Some(unique_id) = hit else {
             return Ok(None);
         };
-        // The name still points at the folder only if the folder's own newest name event
-        // up to `at` is this link (not a later rename away, nor a tombstone).
-        let newest: Option<i64> = self
-            .db
-            .conn
-            .prepare_cached(
-                "SELECT entry FROM names WHERE uniqueid = ?1 AND time <= ?2
-                 ORDER BY time DESC LIMIT 1",
-            )
-            .and_then(|mut st| st.query_row(params![unique_id, t], |r| r.get(0)).optional())
-            .sql(&self.db.path)?;
-        if newest != Some(entry) {
-            return Ok(None);
-        }
         Ok(Some(FolderAt {
             snapshot: self.snapshot_at(&unique_id, at)?,
             unique_id,

@@ -134,11 +134,12 @@ fn fill(
                     );
                     let data = if wants {
                         buf.clear();
-                        e.read_to_end(&mut buf).map_err(|source| StoreError::Io {
-                            path: data_path.to_path_buf(),
-                            op: "reading an entry",
-                            source,
-                        })?;
+                        if e.read_to_end(&mut buf).is_err() {
+                            // The scanner keeps the error; its next event says what it
+                            // was: the file ending inside this chunk (a torn tail, the
+                            // chunk rolled back) or damage (an error).
+                            continue;
+                        }
                         Some(&buf[..])
                     } else {
                         None
