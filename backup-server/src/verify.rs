@@ -23,7 +23,7 @@ use formats::archive::{ArchiveError, EntryMeta, ScanEvent, Scanner, Tail};
 use formats::Guid;
 
 use crate::store::{
-    is_data_file_name, ReindexReport, StoreError, StoreOptions, StoreReader, UserDir, INDEX_FILE,
+    is_data_file_name, record_damage, DamageAt, ReindexReport, StoreError, StoreOptions, StoreReader, UserDir, INDEX_FILE,
 };
 
 /// Faults listed per user, at most; more are counted.
@@ -308,6 +308,9 @@ pub struct StoreVerdict {
     pub faults: Vec<Fault>,
     /// Faults found beyond those listed.
     pub faults_not_listed: u64,
+    /// Damaged messages found (a chunk that does not inflate, SHA-1 ≠ GUID): whether they
+    /// were marked in the index for the next run to fetch again (`None`: none found).
+    pub damage: Option<crate::store::DamageRecording>,
 }
 
 impl StoreVerdict {
@@ -555,8 +558,25 @@ pub fn verify_user(root: &Path, user: &str) -> StoreVerdict {
             source,
         });
     }
+    // Damaged messages are marked so the next run fetches them again (store/damage.rs);
+    // a lock held by a run or an index that cannot be written is a note, not a fault.
+    let damage: Vec<DamageAt> = found
+        .iter()
+        .filter_map(|f| match f {
+            Fault::DamagedChunk { chunk, .. } => Some(DamageAt::Chunk { offset: *chunk }),
+            Fault::WrongHash { entry, .. } => Some(DamageAt::Entry {
+                chunk: entry.chunk,
+                header_offset: entry.header_offset,
+            }),
+            _ => None,
+        })
+        .collect();
     for f in found {
         v.push(f);
+    }
+    if !damage.is_empty() {
+        drop(reader);
+        v.damage = Some(record_damage(root, user, &damage, "found by verify"));
     }
     v
 }

@@ -28,6 +28,9 @@ pub enum CopyReason {
     Changed,
     /// The store holds it as deleted, and it is back.
     Revived,
+    /// Unchanged (or only renamed), but a live record's message is marked damaged or was
+    /// lost: copied again so the run fetches the message while Cyrus still has it.
+    Damaged,
 }
 
 /// What to do with one listed folder.
@@ -79,6 +82,32 @@ impl Plan {
                 .folders
                 .iter()
                 .all(|s| s.action == FolderAction::Unchanged)
+    }
+
+    /// Copies again every folder of `damaged` (unique ids: [`Catalog::damaged_folders`])
+    /// that the plan left unchanged or only renamed, so the run fetches its damaged
+    /// messages again (a rename stays a rename, within the copy).
+    pub fn heal(&mut self, listing: &UserListing, damaged: &HashSet<String>) {
+        if damaged.is_empty() {
+            return;
+        }
+        for step in &mut self.folders {
+            let Some(f) = listing.folders.get(step.index) else {
+                continue;
+            };
+            if !damaged.contains(&f.uniqueid) {
+                continue;
+            }
+            let renamed_from = match &step.action {
+                FolderAction::Unchanged => None,
+                FolderAction::Rename { from } => Some(from.clone()),
+                FolderAction::Copy { .. } => continue,
+            };
+            step.action = FolderAction::Copy {
+                reason: CopyReason::Damaged,
+                renamed_from,
+            };
+        }
     }
 
     /// Steps that copy meta files.
@@ -320,5 +349,7 @@ pub enum PlanError {
 pub fn plan_for(catalog: &Catalog, listing: &UserListing) -> Result<Plan, StoreError> {
     let held = catalog.held_folders()?;
     let files = catalog.user_files_at(None)?;
-    Ok(plan(listing, &held, &files))
+    let mut p = plan(listing, &held, &files);
+    p.heal(listing, &catalog.damaged_folders()?);
+    Ok(p)
 }

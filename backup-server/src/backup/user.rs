@@ -320,8 +320,9 @@ pub enum BackupError {
         #[source]
         source: ClientError,
     },
-    /// The store could not be locked, opened, written or committed.
-    #[error("user {user}: {doing}: {source}")]
+    /// The store could not be locked, opened, written or committed. When the store's
+    /// files are damaged in a way `backup-server repair` mends, the text says so.
+    #[error("user {user}: {doing}: {source}{}", repair_hint(user, source))]
     Store {
         /// The user.
         user: String,
@@ -370,6 +371,15 @@ enum Abort {
 impl From<ClientError> for Abort {
     fn from(e: ClientError) -> Self {
         Abort::Conn(e)
+    }
+}
+
+/// The way out of a store error that would otherwise make the user fail every night.
+fn repair_hint(user: &str, e: &StoreError) -> String {
+    if e.repair_mends() {
+        format!("; run backup-server repair --user {user}")
+    } else {
+        String::new()
     }
 }
 
@@ -454,7 +464,15 @@ pub fn backup_user(job: &UserJob<'_>, conn: &mut Client) -> Result<UserOutcome, 
         .catalog()
         .user_files_at(None)
         .map_err(store_err("reading the index"))?;
-    let plan = plan(&listing, &held, &held_files);
+    let mut plan = plan(&listing, &held, &held_files);
+    // Folders with a damaged (or lost) live message are copied again: the run fetches it.
+    plan.heal(
+        &listing,
+        &store
+            .catalog()
+            .damaged_folders()
+            .map_err(store_err("reading the index"))?,
+    );
     let held_by_id: HashMap<&str, &HeldFolder> =
         held.iter().map(|h| (h.unique_id.as_str(), h)).collect();
 

@@ -61,7 +61,8 @@ fn parse_guid(s: &str) -> Result<Guid, String> {
     Ok(g)
 }
 
-/// Restores, then prints the notes and a summary: exit 0, or 1 on failure.
+/// Restores, then prints the notes and a summary: exit 0; 2 when damaged messages were
+/// skipped (each named in a note); 1 on failure.
 pub fn run(config: &Config, a: &RestoreArgs, out: &mut Out<impl Write>) -> anyhow::Result<Status> {
     let sel = Selection {
         folder: a.folder.clone(),
@@ -83,11 +84,19 @@ pub fn run(config: &Config, a: &RestoreArgs, out: &mut Out<impl Write>) -> anyho
     for n in &rep.notes {
         out.line(format_args!("note: {n}"))?;
     }
+    if let Some(d) = &rep.damage_recorded {
+        out.line(format_args!("note: {d}"))?;
+    }
     out.line(format_args!(
-        "restored {} messages ({} bytes) in {} folders; {} not stored",
-        rep.messages, rep.bytes, rep.folders, rep.not_stored
+        "restored {} messages ({} bytes) in {} folders; {} not stored; {} damaged, not restored",
+        rep.messages, rep.bytes, rep.folders, rep.not_stored, rep.damaged
     ))?;
-    Ok(Status::Ok)
+    // Everything intact was restored; the damaged messages are named in the notes above.
+    Ok(if rep.damaged > 0 {
+        Status::Incomplete
+    } else {
+        Status::Ok
+    })
 }
 
 #[cfg(test)]

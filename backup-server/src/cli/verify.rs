@@ -47,6 +47,11 @@ fn print(rep: &VerifyReport, out: &mut Out<impl Write>) -> Result<(), OutputErro
     for (user, fault) in rep.listed() {
         out.line(format_args!("user {user}: {fault}"))?;
     }
+    for s in &rep.stores {
+        if let Some(d) = &s.damage {
+            out.line(format_args!("user {}: {d}", s.user))?;
+        }
+    }
     if rep.not_listed() > 0 {
         out.line(format_args!("... and {} more faults", rep.not_listed()))?;
     }
@@ -91,6 +96,7 @@ mod tests {
             bytes: 900,
             faults,
             faults_not_listed: not_listed,
+            damage: None,
         }
     }
 

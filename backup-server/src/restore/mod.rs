@@ -23,7 +23,9 @@ use formats::{Guid, Timestamp};
 
 pub use error::{RestoreError, TargetError};
 
-use crate::store::{Catalog, FolderAt, MessageAt, MessageState, StoreReader};
+use crate::store::{
+    record_damage, Catalog, DamageAt, FolderAt, MessageAt, MessageState, StoreError, StoreReader,
+};
 
 /// Where a restore writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +163,19 @@ pub enum Note {
         /// The keyword.
         keyword: String,
     },
+    /// A message whose stored copy is damaged (marked so by verify, a restore or a
+    /// repair, or found so now): skipped, nothing of it written. The next backup run
+    /// fetches it again while the mail server still has it.
+    Damaged {
+        /// The folder.
+        folder: String,
+        /// The record's UID.
+        uid: u32,
+        /// The message.
+        guid: Guid,
+        /// What is wrong with it.
+        why: String,
+    },
     /// What an IMAP restore appended, and left out as already there.
     Appended {
         /// Messages appended.
@@ -176,6 +191,16 @@ impl fmt::Display for Note {
             Note::NotStored { folder, uid, guid } => write!(
                 f,
                 "folder {folder:?} UID {uid}: message {} is not stored, skipped",
+                guid.to_hex()
+            ),
+            Note::Damaged {
+                folder,
+                uid,
+                guid,
+                why,
+            } => write!(
+                f,
+                "folder {folder:?} UID {uid}: message {} is damaged ({why}), not restored",
                 guid.to_hex()
             ),
             Note::KeywordsLeftOut { dir, keywords } => write!(
@@ -218,6 +243,12 @@ pub struct RestoreReport {
     pub bytes: u64,
     /// Records whose message the store does not hold (skipped).
     pub not_stored: u64,
+    /// Messages skipped because their stored copy is damaged (each has a
+    /// [`Note::Damaged`]).
+    pub damaged: u64,
+    /// Damage this restore found that the index did not know yet: whether it was marked
+    /// for the next run to fetch the messages again.
+    pub damage_recorded: Option<crate::store::DamageRecording>,
     /// Chunks inflated (one per message read).
     pub chunks_inflated: u64,
     /// Uncompressed bytes inflated in all.
@@ -339,12 +370,15 @@ pub fn restore(
             };
             sink.folder(&folder_levels(user, "INBOX"))?;
             rep.folders += 1;
-            write_one(cat, sink.as_mut(), &item, &mut rep)?;
+            if write_one(cat, sink.as_mut(), &item, &mut rep)?.is_some() {
+                return Err(RestoreError::WrongHash { guid: g });
+            }
             rep.notes.extend(sink.finish()?);
             return Ok(rep);
         }
     }
 
+    let mut found_damaged = Vec::new();
     for f in &folders {
         let safe = folder_levels(user, &f.name);
         let mut items = Vec::new();
@@ -383,6 +417,16 @@ pub fn restore(
         sink.folder(&safe)?;
         rep.folders += 1;
         for m in items {
+            if let Some(d) = cat.is_damaged(&m.guid)? {
+                rep.damaged += 1;
+                rep.notes.push(Note::Damaged {
+                    folder: f.name.clone(),
+                    uid: m.uid,
+                    guid: m.guid,
+                    why: d.why,
+                });
+                continue;
+            }
             if !m.stored {
                 rep.not_stored += 1;
                 rep.notes.push(Note::NotStored {
@@ -392,10 +436,30 @@ pub fn restore(
                 });
                 continue;
             }
-            write_one(cat, sink.as_mut(), &item_of(&m), &mut rep)?;
+            // A message that cannot be read back whole and right is skipped and named; the
+            // rest of the selection is restored (a target's own failure still stops it).
+            if let Some(why) = write_one(cat, sink.as_mut(), &item_of(&m), &mut rep)? {
+                rep.damaged += 1;
+                rep.notes.push(Note::Damaged {
+                    folder: f.name.clone(),
+                    uid: m.uid,
+                    guid: m.guid,
+                    why,
+                });
+                found_damaged.push(DamageAt::Message { guid: m.guid });
+            }
         }
     }
     rep.notes.extend(sink.finish()?);
+    drop(reader);
+    if !found_damaged.is_empty() {
+        rep.damage_recorded = Some(record_damage(
+            root,
+            user,
+            &found_damaged,
+            "found by a restore",
+        ));
+    }
     Ok(rep)
 }
 
@@ -410,48 +474,74 @@ fn item_of(m: &MessageAt) -> Item {
 }
 
 /// Reads one message (inflating its one chunk up to it) into the sink, checking its SHA-1.
+/// `Ok(Some(why))`: the stored copy could not be read back whole and right (a chunk that
+/// does not inflate, bytes that do not hash to the GUID); the sink kept nothing of it.
+/// `Err`: the target failed, or the index could not be read.
 fn write_one(
     cat: &Catalog,
     sink: &mut dyn Sink,
     item: &Item,
     rep: &mut RestoreReport,
-) -> Result<(), RestoreError> {
-    let mut r = cat
-        .open_message(&item.guid)?
-        .ok_or(RestoreError::MessageGone { guid: item.guid })?;
+) -> Result<Option<String>, RestoreError> {
+    let mut r = match cat.open_message(&item.guid) {
+        Ok(Some(r)) => r,
+        Ok(None) => return Err(RestoreError::MessageGone { guid: item.guid }),
+        Err(StoreError::Archive { source, .. }) => return Ok(Some(source.to_string())),
+        Err(e) => return Err(e.into()),
+    };
     rep.chunks_inflated += 1;
     let mut hashing = Hashing {
         inner: &mut r,
         hasher: <sha1::Sha1 as sha1::Digest>::new(),
         len: 0,
+        read_error: None,
     };
-    sink.message(item, &mut hashing)?;
-    // Whatever the sink left unread is read, so the hash covers every byte.
-    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|source| {
-        RestoreError::ReadMessage {
-            guid: item.guid,
-            source,
+    let written = sink.message(item, &mut hashing);
+    if let Some(why) = hashing.read_error.take() {
+        // The store's side failed (the sink reports it as its own write error, or as a
+        // hash mismatch): the message is damaged, whatever the sink made of it.
+        return Ok(Some(why));
+    }
+    match written {
+        Ok(()) => {}
+        Err(RestoreError::NotWritten { sha1, .. }) => {
+            return Ok(Some(format!("its bytes hash to {}", sha1.to_hex())))
         }
-    })?;
+        Err(e) => return Err(e),
+    }
+    // Whatever the sink left unread is read, so the hash covers every byte.
+    if let Err(e) = std::io::copy(&mut hashing, &mut std::io::sink()) {
+        return Ok(Some(e.to_string()));
+    }
     let (len, digest) = (hashing.len, sha1::Digest::finalize(hashing.hasher));
     if digest[..] != item.guid.0[..] {
+        // Only a sink that writes before the bytes are checked gets here (IMAP checks
+        // before it sends): the target may hold it, so this stays an error.
         return Err(RestoreError::WrongHash { guid: item.guid });
     }
     rep.inflated += r.inflated();
     rep.messages += 1;
     rep.bytes += len;
-    Ok(())
+    Ok(None)
 }
 
 struct Hashing<'a, R: Read> {
     inner: &'a mut R,
     hasher: sha1::Sha1,
     len: u64,
+    /// The store's side failed (what it said): the message is damaged.
+    read_error: Option<String>,
 }
 
 impl<R: Read> Read for Hashing<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let n = match self.inner.read(buf) {
+            Ok(n) => n,
+            Err(e) => {
+                self.read_error = Some(e.to_string());
+                return Err(e);
+            }
+        };
         sha1::Digest::update(&mut self.hasher, &buf[..n]);
         self.len += n as u64;
         Ok(n)

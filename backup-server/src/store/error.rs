@@ -97,8 +97,8 @@ pub enum StoreError {
         /// End of the last committed chunk.
         committed: u64,
     },
-    /// Data files exist but the index does not: only `reindex` may rebuild it.
-    #[error("{dir}: data file {data_file} exists but the index backupstate.sqlite3 does not; run reindex")]
+    /// Data files exist but the index does not: only `reindex` or `repair` may rebuild it.
+    #[error("{dir}: data file {data_file} exists but the index backupstate.sqlite3 does not; run backup-server repair (or reindex) for this user")]
     IndexMissing {
         /// The user's directory.
         dir: PathBuf,
@@ -194,6 +194,27 @@ pub enum StoreError {
     /// An earlier error left the run writer unusable; only dropping it (abort) is left.
     #[error("the run was abandoned after an earlier error; drop it and begin a new run")]
     RunBroken,
+}
+
+impl StoreError {
+    /// Whether `backup-server repair` mends what this error says: a data file cut short or
+    /// missing, damaged data, an index missing or not a valid index. Such a store fails
+    /// every run until it is repaired, so the error text a run reports names the repair.
+    pub fn repair_mends(&self) -> bool {
+        match self {
+            StoreError::DataFileShort { .. }
+            | StoreError::DataFileMissing { .. }
+            | StoreError::IndexMissing { .. }
+            | StoreError::IndexInvalid { .. }
+            | StoreError::Damaged { .. } => true,
+            StoreError::Archive { source, .. } => !matches!(source, ArchiveError::Io { .. }),
+            StoreError::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// Shorthand for results of this module.

@@ -43,14 +43,37 @@ pub struct Migration {
 }
 
 /// Every migration, in order. The schema of a new index is all of them applied.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    what: "initial schema",
-    sql: SCHEMA_V1,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        what: "initial schema",
+        sql: SCHEMA_V1,
+    },
+    Migration {
+        version: 2,
+        what: "damaged messages (healed by the next run)",
+        sql: SCHEMA_V2,
+    },
+];
 
 /// The schema version this program writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Version 2: the messages found damaged (by verify, a restore or a repair), so the next
+/// run fetches them again while Cyrus still has them (docs/store.md, "Damage and healing").
+/// Keyed by GUID: a run that stores a good copy moves `messages.entry` to it and deletes
+/// the row. `entry` is the damaged entry (the one `messages` pointed at when the damage
+/// was found), NULL when the store holds no entry at all for the GUID any more (a repair
+/// dropped it). No foreign key: the row must outlive the entry it names, which a repair or
+/// a compaction removes.
+const SCHEMA_V2: &str = r#"
+CREATE TABLE damaged (
+    guid BLOB PRIMARY KEY,
+    entry INTEGER,
+    found INTEGER NOT NULL,
+    why TEXT NOT NULL
+) WITHOUT ROWID;
+"#;
 
 /// Version 1. Times named `time`, `started`, `ended`, `valid_from` and `valid_to` are
 /// nanoseconds since the epoch (64-bit); `stat_mtime` and `internaldate` are the archive's
@@ -175,6 +198,7 @@ pub const TABLES: &[&str] = &[
     "snapshots",
     "records",
     "user_files",
+    "damaged",
 ];
 
 /// How an index is opened.

@@ -9,7 +9,8 @@
 //! What each kind does:
 //! * every entry: an `entries` row, id = its ordinal in the file (1, 2, ...).
 //! * message: a `messages` row (the first entry of a GUID wins; a later duplicate stays
-//!   only in `entries`, where compaction counts it dirty).
+//!   only in `entries`, where compaction counts it dirty), unless the copy it names is
+//!   marked damaged (`damaged`): then the new entry replaces it and the mark is deleted.
 //! * folder-meta: a `meta_files` row; a cyrus.header is parsed for its keyword names; a
 //!   cyrus.index becomes a `snapshots` row and is diffed against the folder's current
 //!   `records` rows (see [`apply_index`]).
@@ -141,11 +142,19 @@ impl Ingest {
         let time = time.unwrap_or(0);
         match meta {
             EntryMeta::Message(m) => {
+                // The first entry of a GUID wins, unless the copy the row names is marked
+                // damaged: then this good copy takes its place and the mark goes.
                 db.conn
                     .prepare_cached(
-                        "INSERT OR IGNORE INTO messages
+                        "INSERT INTO messages
                          (guid, entry, internaldate, origin_uniqueid, origin_uid)
-                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                         VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (guid) DO UPDATE SET entry = excluded.entry,
+                           internaldate = excluded.internaldate,
+                           origin_uniqueid = excluded.origin_uniqueid,
+                           origin_uid = excluded.origin_uid
+                         WHERE EXISTS (SELECT 1 FROM damaged d WHERE d.guid = messages.guid
+                           AND (d.entry IS NULL OR d.entry = messages.entry))",
                     )
                     .and_then(|mut st| {
                         st.execute(params![
@@ -156,6 +165,14 @@ impl Ingest {
                             m.origin.as_ref().map(|o| o.1)
                         ])
                     })
+                    .sql(&db.path)?;
+                db.conn
+                    .prepare_cached(
+                        "DELETE FROM damaged WHERE guid = ?1
+                         AND (entry IS NULL
+                              OR entry != (SELECT m.entry FROM messages m WHERE m.guid = ?1))",
+                    )
+                    .and_then(|mut st| st.execute([&m.guid.0[..]]))
                     .sql(&db.path)?;
             }
             EntryMeta::FolderMeta(f) => self.folder_meta(db, id, time, f, data)?,

@@ -20,6 +20,8 @@
 
 mod catalog;
 mod check;
+mod damage;
+pub use damage::{record_damage, DamageAt, DamageRecording, DamagedMessage};
 pub use check::IndexFault;
 mod datafile;
 mod error;

@@ -248,10 +248,11 @@ impl<'s> RunWriter<'s> {
         &self.summary
     }
 
-    /// Whether the store, or this run, already holds the message (invariant 4: then it is
-    /// not fetched, nor written again).
+    /// Whether the store, or this run, already holds a good copy of the message (invariant
+    /// 4: then it is not fetched, nor written again). A copy marked damaged does not count:
+    /// the message is fetched and stored again, and the good copy replaces it.
     pub fn has_message(&self, guid: &Guid) -> Result<bool> {
-        self.store.cat.has_message(guid)
+        self.store.cat.holds_message(guid)
     }
 
     /// Stores a message: `len` bytes read from `data`, whose SHA-1 must be `guid`. Checked
