@@ -26,7 +26,7 @@ use formats::archive::{ArchiveWriter, EntryMeta, ScanEvent, Scanner};
 use formats::Timestamp;
 
 use crate::store::{
-    data_file_name, LockedDir, Result, Store, StoreError, StoreOptions, Usage, UserDir,
+    data_file_name, DamagedMessage, LockedDir, Result, Store, StoreError, StoreOptions, Usage, UserDir,
 };
 
 /// Default dirty ratio above which a store is compacted.
@@ -84,6 +84,10 @@ pub struct StoreCompaction {
     pub after: Option<Usage>,
     /// The new data file's name after a rewrite.
     pub new_data_file: Option<String>,
+    /// Damaged messages whose only copy the rewrite dropped (it could not be restored
+    /// anyway): marked lost in the new index, so the next run fetches again those the mail
+    /// server still has.
+    pub dropped_damaged: Vec<DamagedMessage>,
 }
 
 /// Compacts `user`'s store under `root` if it passes the threshold (see the module docs).
@@ -97,6 +101,7 @@ pub fn compact_user(root: &Path, user: &str, o: &CompactOptions) -> Result<Store
                 decision: Decision::Locked,
                 after: None,
                 new_data_file: None,
+                dropped_damaged: Vec::new(),
             })
         }
         Err(e) => return Err(e),
@@ -123,10 +128,17 @@ pub fn compact_store(store: Store, o: &CompactOptions) -> Result<(Store, StoreCo
         decision,
         after: None,
         new_data_file: None,
+        dropped_damaged: Vec::new(),
     };
     if decision != Decision::Compact || o.dry_run {
         return Ok((store, report));
     }
+    report.dropped_damaged = store
+        .catalog()
+        .damaged()?
+        .into_iter()
+        .filter(|d| d.entry.is_some())
+        .collect();
     let mut live = HashSet::new();
     store.catalog().entry_states(cutoff, |e| {
         if !e.dirty {
@@ -139,7 +151,10 @@ pub fn compact_store(store: Store, o: &CompactOptions) -> Result<(Store, StoreCo
     let committed = store.committed_len();
     let locked = store.close()?;
     let new_name = write_live(&locked, &old_path, &old_name, committed, &live, o)?;
-    let (store, _) = locked.install_data_file(&new_name, o.store.clone())?;
+    let (mut store, _) = locked.install_data_file(&new_name, o.store.clone())?;
+    // The new index knows nothing of the damage: the records whose message was dropped
+    // are marked lost, so the planner still copies their folders again.
+    store.mark_missing("damaged; its copy dropped by compaction")?;
     report.after = Some(store.catalog().usage(cutoff)?);
     report.new_data_file = Some(new_name);
     Ok((store, report))

@@ -15,6 +15,7 @@
 //! * [`restore`]: mail back out into Maildir, mbox, .eml files or an IMAP account.
 //! * [`verify`]: checking stores, and rebuilding an index from its data file.
 //! * [`compact`]: rewriting stores whose dirty ratio passes a threshold.
+//! * [`repair`]: a new store from the intact chunks of a damaged or truncated data file.
 //! * [`report`]: the backup-age report.
 //!
 //! docs/backup-server.md describes the run and the commands, docs/store.md the store,
@@ -26,6 +27,7 @@ pub mod compact;
 pub mod config;
 pub mod ls;
 pub mod point_in_time;
+pub mod repair;
 pub mod report;
 pub mod restore;
 pub mod scheduler;

@@ -52,7 +52,17 @@ pub fn run(config: &Config, a: &CompactArgs, out: &mut Out<impl Write>) -> anyho
     };
     for c in compactions(&config.store_root, a.user.as_deref(), &o).context("compact")? {
         match &c.result {
-            Ok(r) => out.line(format_args!("{}", line(r, o.dry_run)))?,
+            Ok(r) => {
+                out.line(format_args!("{}", line(r, o.dry_run)))?;
+                for d in &r.dropped_damaged {
+                    out.line(format_args!(
+                        "{}	message {} was damaged ({}): its only copy dropped; the next run fetches it again if the mail server still has it",
+                        r.user,
+                        d.guid.to_hex(),
+                        d.why
+                    ))?;
+                }
+            }
             Err(e) => eprintln!("backup-server: compact {}: {e}", c.user),
         }
         report.users.push(c);
@@ -117,6 +127,7 @@ mod tests {
             decision,
             after,
             new_data_file: None,
+            dropped_damaged: Vec::new(),
         }
     }
 

@@ -1,5 +1,5 @@
 //! The command line: `backup-server --config FILE run | users refresh | ls | restore | verify
-//! | reindex | compact | report`.
+//! | reindex | repair | compact | report`.
 //!
 //! A module of the binary: one file per subcommand, each parsing its arguments, calling the
 //! library (which returns what it found or did, and never prints) and printing the result.
@@ -8,6 +8,7 @@
 
 mod compact;
 mod ls;
+mod repair;
 mod report;
 mod restore;
 mod run;
@@ -57,6 +58,10 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Rebuild a user's index (backupstate.sqlite3) from the data file alone.
     Reindex(verify::ReindexArgs),
+    /// Rebuild a user's store from the intact chunks of a damaged or truncated data file,
+    /// naming what was lost (folder, UID); the next run fetches it again. Exit 2 when
+    /// something was lost.
+    Repair(repair::RepairArgs),
     /// Rewrite stores whose dirty ratio (bytes no restore inside the retention can need)
     /// passes the threshold, keeping only live entries (docs/store.md, Compaction).
     Compact(compact::CompactArgs),
@@ -82,6 +87,7 @@ pub fn execute(cli: &Cli, stop: &AtomicBool) -> anyhow::Result<Status> {
         Command::Report(a) => with(Out::new(stdout), |out| report::run(&config, a, out)),
         Command::Verify(a) => with(Out::new(stdout), |out| verify::verify(&config, a, out)),
         Command::Reindex(a) => with(Out::new(stdout), |out| verify::reindex(&config, a, out)),
+        Command::Repair(a) => with(Out::new(stdout), |out| repair::run(&config, a, out)),
         Command::Compact(a) => with(Out::new(stdout), |out| compact::run(&config, a, out)),
         Command::Restore(a) => with(Out::new(stdout), |out| restore::run(&config, a, out)),
     }

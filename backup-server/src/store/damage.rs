@@ -181,8 +181,9 @@ impl Store {
     }
 
     /// Marks as damaged, with no entry, every GUID a current live record names that the
-    /// store holds no message for (what a repair lost). Returns how many.
-    pub(crate) fn mark_missing(&mut self, why: &str) -> Result<u64> {
+    /// store holds no message for (what a repair or a compaction dropped, whose marks a
+    /// rebuilt index no longer has). Returns how many.
+    pub fn mark_missing(&mut self, why: &str) -> Result<u64> {
         let now = to_ns(self.opts.clock.now())?;
         let db = &self.cat.db;
         let n = db
@@ -291,6 +292,26 @@ impl Catalog {
                         OR d.entry = (SELECT m.entry FROM messages m WHERE m.guid = d.guid))",
             )
             .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+            .sql(&self.db.path)
+    }
+
+    /// Where a message is live now: (folder name, UID) of each current, non-expunged record
+    /// naming it.
+    pub fn live_places(&self, guid: &Guid) -> Result<Vec<(String, u32)>> {
+        self.db
+            .conn
+            .prepare_cached(
+                "SELECT (SELECT n.folder FROM names n WHERE n.uniqueid = r.uniqueid
+                         ORDER BY n.time DESC LIMIT 1), r.uid
+                 FROM records r WHERE r.guid = ?1 AND r.valid_to IS NULL AND r.expunged = 0
+                 ORDER BY 1, 2",
+            )
+            .and_then(|mut st| {
+                st.query_map([&guid.0[..]], |r| {
+                    Ok((r.get::<_, Option<String>>(0)?.unwrap_or_default(), r.get(1)?))
+                })?
+                .collect()
+            })
             .sql(&self.db.path)
     }
 }

@@ -183,7 +183,7 @@ pub enum StoreError {
     #[error("time {0}: expected a time between 1678 and 2262")]
     TimeOutOfRange(formats::Timestamp),
     /// The data file is damaged before its end (reindex and verify stop there).
-    #[error("{path}: damaged data: {source}")]
+    #[error("{path}: damaged data: {source} (backup-server repair keeps every intact chunk)")]
     Damaged {
         /// The data file.
         path: PathBuf,

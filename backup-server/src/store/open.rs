@@ -135,6 +135,23 @@ impl LockedDir {
         Ok((store, r))
     }
 
+    /// The data file a repair starts from: an interrupted index switch finished first,
+    /// then the one the index names if the index can be read and the file exists, else the
+    /// newest data file in the directory (with no index to say, a second data file can only
+    /// be a complete replacement that was renamed into place but not yet switched to, or
+    /// the original; a repair's own output is written under another name until complete),
+    /// `None` when there is none.
+    pub(crate) fn data_file_to_repair(&self) -> Result<Option<String>> {
+        let mut report = OpenReport::default();
+        cleanup(&self.dir, &mut report)?;
+        match self.current_data_file() {
+            Ok(name) => Ok(Some(name)),
+            Err(StoreError::NoStore { .. }) => Ok(None),
+            Err(StoreError::Invalid { .. }) => Ok(self.dir.data_files()?.pop()),
+            Err(e) => Err(e),
+        }
+    }
+
     fn current_data_file(&self) -> Result<String> {
         let index = self.dir.index_path();
         if index.exists() {

@@ -4,7 +4,8 @@
 //! Each entry is *needed until* a time (or forever); it is dirty when that time is before
 //! the cutoff (now minus retention):
 //!
-//! * message: forever while a current, non-expunged record of any folder holds its GUID;
+//! * message: dirty at once when marked damaged (`damaged`: no restore can use it);
+//!   else forever while a current, non-expunged record of any folder holds its GUID;
 //!   else until the last time one did (`max(valid_to)` of its non-expunged records; a
 //!   message only ever seen expunged: when last seen; never seen: when stored). A second
 //!   entry of a GUID already stored (never written by a run) is dirty at once.
@@ -24,6 +25,7 @@ use std::collections::BTreeMap;
 use formats::Timestamp;
 
 use super::catalog::Catalog;
+use super::damage::DAMAGED_SQL;
 use super::error::{Result, SqlContext};
 use super::ingest::{to_ns, SPAN_SQL};
 
@@ -83,6 +85,7 @@ fn state_sql() -> String {
          CASE e.kind
          WHEN 'message' THEN CASE
            WHEN NOT EXISTS (SELECT 1 FROM messages m WHERE m.entry = e.id) THEN {MIN}
+           WHEN EXISTS (SELECT 1 FROM messages m WHERE m.entry = e.id AND {DAMAGED_SQL}) THEN {MIN}
            WHEN EXISTS (SELECT 1 FROM messages m JOIN records r ON r.guid = m.guid
                         WHERE m.entry = e.id AND r.expunged = 0 AND r.valid_to IS NULL) THEN NULL
            ELSE coalesce(
