@@ -1,13 +1,15 @@
 //! A message whose stored bytes no longer hash to its GUID never reaches a restore
-//! target: the restore fails, and the target holds only the messages that checked out
-//! (no damaged file in a Maildir's cur/ or an .eml directory, no damaged message left in
-//! an mbox file).
+//! target: the restore goes on with the rest and names it (a `Damaged` note, counted in
+//! `damaged`), and the target holds only the messages that checked out (no damaged file in
+//! a Maildir's cur/ or an .eml directory, no damaged message left in an mbox file). The
+//! damage is marked in the index for the next run to fetch the message again.
 
 mod store_common;
 
 use std::path::Path;
 
-use backup_server::restore::{restore, Selection, Target};
+use backup_server::restore::{restore, Note, RestoreReport, Selection, Target};
+use backup_server::store::DamageRecording;
 use backup_server::store::{MessageInfo, RunEnd, Store};
 use store_common::*;
 
@@ -49,6 +51,24 @@ fn build_damaged(root: &Path) {
     std::fs::write(&data, bytes).unwrap();
 }
 
+/// Message 1 restored; message 2 skipped, named, and marked damaged.
+fn assert_skipped(rep: &RestoreReport) {
+    assert_eq!((rep.messages, rep.damaged), (1, 1), "{rep:?}");
+    assert!(
+        rep.notes.iter().any(|n| matches!(
+            n,
+            Note::Damaged { folder, uid: 2, guid: g, why } if folder == "INBOX"
+                && *g == guid(&body(2)) && why.contains("hash")
+        )),
+        "{:?}",
+        rep.notes
+    );
+    assert_eq!(
+        rep.damage_recorded,
+        Some(DamageRecording::Recorded { marked: 1 })
+    );
+}
+
 fn files(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -70,8 +90,8 @@ fn maildir_gets_no_damaged_message() {
     let root = tempfile::tempdir().unwrap();
     build_damaged(root.path());
     let out = root.path().join("md");
-    let e = restore(root.path(), USER, &inbox(), &Target::Maildir(out.clone())).unwrap_err();
-    assert!(format!("{e:#}").contains("GUID"), "{e:#}");
+    let rep = restore(root.path(), USER, &inbox(), &Target::Maildir(out.clone())).unwrap();
+    assert_skipped(&rep);
     let cur = files(&out.join("cur"));
     assert_eq!(cur.len(), 1, "{cur:?}");
     assert!(cur[0].contains(".R1G"), "{cur:?}");
@@ -83,7 +103,7 @@ fn eml_gets_no_damaged_message() {
     let root = tempfile::tempdir().unwrap();
     build_damaged(root.path());
     let out = root.path().join("eml");
-    restore(root.path(), USER, &inbox(), &Target::Eml(out.clone())).unwrap_err();
+    assert_skipped(&restore(root.path(), USER, &inbox(), &Target::Eml(out.clone())).unwrap());
     assert_eq!(files(&out.join("INBOX")), vec!["1.eml".to_owned()]);
     assert_eq!(
         std::fs::read(out.join("INBOX/1.eml")).unwrap(),
@@ -97,7 +117,7 @@ fn mbox_keeps_no_damaged_message() {
     let root = tempfile::tempdir().unwrap();
     build_damaged(root.path());
     let out = root.path().join("inbox.mbox");
-    restore(root.path(), USER, &inbox(), &Target::Mbox(out.clone())).unwrap_err();
+    assert_skipped(&restore(root.path(), USER, &inbox(), &Target::Mbox(out.clone())).unwrap());
     let text = std::fs::read(&out).unwrap();
     let has = |s: &[u8]| text.windows(s.len()).any(|w| w == s);
     assert!(has(b"MARKER-1-END"));

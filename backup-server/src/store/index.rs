@@ -186,7 +186,10 @@ CREATE TABLE user_files (
 CREATE INDEX user_files_by_kind ON user_files(kind, script, time);
 "#;
 
-/// Every table of the schema, in the order a comparison walks them.
+/// Every table derived from the data file, in the order a comparison walks them: what
+/// reindex rebuilds row for row. Not `damaged`: it records what verify, a restore or a
+/// repair found, which the data file does not say (a rebuilt index starts without marks;
+/// the next verify finds the damage again).
 pub const TABLES: &[&str] = &[
     "store",
     "chunks",
@@ -198,7 +201,6 @@ pub const TABLES: &[&str] = &[
     "snapshots",
     "records",
     "user_files",
-    "damaged",
 ];
 
 /// How an index is opened.
