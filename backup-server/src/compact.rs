@@ -151,10 +151,9 @@ pub fn compact_store(store: Store, o: &CompactOptions) -> Result<(Store, StoreCo
     let committed = store.committed_len();
     let locked = store.close()?;
     let new_name = write_live(&locked, &old_path, &old_name, committed, &live, o)?;
-    let (mut store, _) = locked.install_data_file(&new_name, o.store.clone())?;
-    // The new index knows nothing of the damage: the records whose message was dropped
-    // are marked lost, so the planner still copies their folders again.
-    store.mark_missing("damaged; its copy dropped by compaction")?;
+    // The rebuilt index marks the records whose message was dropped as lost, so the
+    // planner still copies their folders again.
+    let (store, _) = locked.install_data_file(&new_name, o.store.clone())?;
     report.after = Some(store.catalog().usage(cutoff)?);
     report.new_data_file = Some(new_name);
     Ok((store, report))

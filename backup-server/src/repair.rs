@@ -16,14 +16,14 @@
 //! 3. Write `backupdata-<now>.tar.gz.repair`: each intact chunk copied byte for byte; a
 //!    chunk holding a damaged message re-encoded without it (its other entries kept).
 //!    fsync it, rename it to `backupdata-<now>.tar.gz`, fsync the directory.
-//! 4. [`LockedDir::install_data_file`]: the index is built aside from the new file (the
+//! 4. `LockedDir::install_data_file`: the index is built aside from the new file (the
 //!    same ingest as a run and reindex), switched in atomically, the store opened (which
 //!    removes the old data file). A kill -9 before the switch leaves the old index (the
 //!    next open removes the new file; a `.repair` file is removed by the next repair);
 //!    after it, the new one. Never a broken index.
-//! 5. Mark lost every GUID a current live record names that the new store lacks
-//!    (`damaged`, no entry): the planner copies those folders again and the next run
-//!    fetches what Cyrus still has. Report them by folder and UID: from the old index when
+//! 5. Every GUID a current live record names that the new store lacks is marked lost
+//!    (`damaged`, no entry) by the rebuild itself, before the switch: the planner copies
+//!    those folders again and the next run fetches what Cyrus still has. Report them by folder and UID: from the old index when
 //!    it could be read (so messages whose snapshot was lost too are named), else from the
 //!    new one.
 
@@ -165,8 +165,8 @@ pub fn repair_user(root: &Path, user: &str, opts: StoreOptions) -> Result<Repair
     File::open(dir.path())
         .and_then(|d| d.sync_all())
         .map_err(io(dir.path(), "syncing the directory"))?;
-    let (mut store, reindexed) = locked.install_data_file(&new_name, opts)?;
-    store.mark_missing("lost: not in any intact chunk (found by repair)")?;
+    // The rebuilt index marks what is lost (reindex.rs), in the transaction that builds it.
+    let (store, reindexed) = locked.install_data_file(&new_name, opts)?;
     let lost_messages = lost_messages(&store, old_records.as_ref())?;
     Ok(RepairReport {
         user: user.to_owned(),

@@ -20,6 +20,7 @@ use formats::{Guid, Timestamp};
 use rusqlite::{params, OptionalExtension};
 
 use super::catalog::Catalog;
+use super::index::IndexDb;
 use super::error::{IoContext, Result, SqlContext};
 use super::ingest::{from_ns, to_ns};
 use super::open::Store;
@@ -179,25 +180,24 @@ impl Store {
             }
         }
     }
+}
 
-    /// Marks as damaged, with no entry, every GUID a current live record names that the
-    /// store holds no message for (what a repair or a compaction dropped, whose marks a
-    /// rebuilt index no longer has). Returns how many.
-    pub fn mark_missing(&mut self, why: &str) -> Result<u64> {
-        let now = to_ns(self.opts.clock.now())?;
-        let db = &self.cat.db;
-        let n = db
-            .conn
-            .execute(
-                "INSERT OR IGNORE INTO damaged (guid, entry, found, why)
-                 SELECT DISTINCT r.guid, NULL, ?1, ?2 FROM records r
-                 WHERE r.valid_to IS NULL AND r.expunged = 0 AND r.guid != zeroblob(20)
-                   AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.guid = r.guid)",
-                params![now, why],
-            )
-            .sql(&db.path)?;
-        Ok(n as u64)
-    }
+/// Marks as damaged, with no entry, every GUID a current live record names that the index
+/// holds no message for: what a repair or a compaction dropped. Run by every index
+/// rebuild before its commit (reindex.rs), so a rebuilt index never lacks these marks, not
+/// even for a moment a kill could catch. Returns how many.
+pub(crate) fn mark_missing(db: &IndexDb, found: Timestamp, why: &str) -> Result<u64> {
+    let n = db
+        .conn
+        .execute(
+            "INSERT OR IGNORE INTO damaged (guid, entry, found, why)
+             SELECT DISTINCT r.guid, NULL, ?1, ?2 FROM records r
+             WHERE r.valid_to IS NULL AND r.expunged = 0 AND r.guid != zeroblob(20)
+               AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.guid = r.guid)",
+            params![to_ns(found)?, why],
+        )
+        .sql(&db.path)?;
+    Ok(n as u64)
 }
 
 /// Sets a file's mtime (and so its ctime) to now.

@@ -8,6 +8,10 @@
 //! back; the next open cuts it off. Damage before the end (a bad chunk with data after it)
 //! is an error and no index is produced.
 //!
+//! A current, live record whose message no entry holds (a repair or a compaction dropped
+//! it) gets a `damaged` mark without an entry, in the same transaction: the next run then
+//! copies its folder again and fetches it (store/damage.rs).
+//!
 //! Entry data is read only for cyrus.header and cyrus.index entries (their content makes
 //! keyword names, snapshots and records); every other entry's data is skipped (inflated,
 //! not kept). Message SHA-1s are not checked here: that is `verify`'s work.
@@ -21,7 +25,9 @@ use rusqlite::params;
 
 use super::error::{IoContext, Result, SqlContext, StoreError};
 use super::index::{IndexDb, OpenMode};
+use super::damage::mark_missing;
 use super::ingest::Ingest;
+use formats::Timestamp;
 
 /// What a rebuild found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +178,15 @@ fn fill(
             }
         }
     })();
+    // Messages a current, live record names but no intact entry holds (a repair or a
+    // compaction dropped them): marked lost in the same transaction, so the planner copies
+    // their folders again. Nothing, for a whole data file.
+    let r = r.and_then(|rep| {
+        let now = Timestamp::from_system_time(std::time::SystemTime::now())
+            .unwrap_or(Timestamp::EPOCH);
+        mark_missing(db, now, "lost: no intact copy in the data file")?;
+        Ok(rep)
+    });
     match r {
         Ok(rep) => {
             db.conn.execute_batch("COMMIT").sql(&path)?;
