@@ -263,7 +263,17 @@ impl IndexDb {
                         supported: SCHEMA_VERSION,
                     });
                 }
-                if v < SCHEMA_VERSION {
+                if v == 1 {
+                    // Version 1 lacks only `damaged`: read it as a store with no damage
+                    // recorded (an empty table of the session's own, in memory), so ls,
+                    // restore and verify work on stores no run has upgraded yet.
+                    db.conn
+                        .execute_batch(&format!(
+                            "PRAGMA temp_store=MEMORY; {}",
+                            SCHEMA_V2.replace("CREATE TABLE", "CREATE TEMP TABLE")
+                        ))
+                        .sql(path)?;
+                } else if v < SCHEMA_VERSION {
                     return Err(StoreError::IndexTooOld {
                         path: path.to_path_buf(),
                         found: v,
@@ -414,5 +424,34 @@ mod tests {
             IndexDb::open(&dir.path().join("absent"), OpenMode::Write),
             Err(StoreError::Sqlite { .. })
         ));
+    }
+
+    #[test]
+    fn a_version_1_index_is_read_without_damage_and_upgraded_by_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("i.sqlite3");
+        {
+            let conn = Connection::open(&p).unwrap();
+            conn.execute_batch(&format!(
+                "PRAGMA journal_mode=WAL; BEGIN; {SCHEMA_V1} PRAGMA user_version = 1; COMMIT;"
+            ))
+            .unwrap();
+        }
+        let r = IndexDb::open(&p, OpenMode::Read).unwrap();
+        assert_eq!(r.version().unwrap(), 1);
+        let n: i64 = r
+            .conn
+            .query_row("SELECT count(*) FROM damaged", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
+        drop(r);
+        let w = IndexDb::open(&p, OpenMode::Write).unwrap();
+        assert_eq!(w.version().unwrap(), SCHEMA_VERSION);
+        w.conn
+            .execute(
+                "INSERT INTO damaged (guid, entry, found, why) VALUES (x'00', NULL, 0, 'x')",
+                [],
+            )
+            .unwrap();
     }
 }
