@@ -341,3 +341,55 @@ fn repair_of_a_whole_store_changes_nothing_and_leaves_no_leftover() {
     let r = StoreReader::open(root.path(), USER).unwrap();
     assert!(plan_for(r.catalog(), &listing(&last)).unwrap().is_empty());
 }
+
+#[test]
+fn compaction_drops_damaged_copies_and_names_an_only_copy() {
+    use backup_server::compact::{compact_store, CompactOptions};
+    use backup_server::store::DamageAt;
+    let root = tempfile::tempdir().unwrap();
+    let (m, last) = build(root.path());
+    let (g1, g2) = (guid(&m[1]), guid(&m[2]));
+    let clock = TestClock::at(T1 + 7200);
+    let copts = CompactOptions {
+        threshold: 0.0,
+        min_bytes: 0,
+        dry_run: false,
+        now: formats::Timestamp::from_secs(T1 + 7200),
+        retention_secs: 86_400,
+        store: opts(&clock),
+    };
+    // Two messages found damaged (as a restore would mark them); one gets a good copy.
+    {
+        let mut s = Store::open(root.path(), USER, opts(&clock)).unwrap();
+        let n = s
+            .mark_damaged(
+                &[DamageAt::Message { guid: g1 }, DamageAt::Message { guid: g2 }],
+                "found by a test",
+            )
+            .unwrap();
+        assert_eq!(n, 2);
+    }
+    refetch(root.path(), &[&m[2]], &last);
+    let s = Store::open(root.path(), USER, opts(&clock)).unwrap();
+    let (s, rep) = compact_store(s, &copts).unwrap();
+    // The healed one's damaged copy went silently (a good copy stays); the other one's
+    // only copy went, and is named.
+    let named: Vec<Guid> = rep.dropped_damaged.iter().map(|d| d.guid).collect();
+    assert_eq!(named, vec![g1]);
+    let c = s.catalog();
+    assert!(c.holds_message(&g2).unwrap());
+    assert!(!c.holds_message(&g1).unwrap());
+    let d = c.damaged().unwrap();
+    assert_eq!((d.len(), d[0].guid, d[0].entry), (1, g1, None));
+    assert!(matches!(
+        plan_for(c, &listing(&last)).unwrap().folders[0].action,
+        FolderAction::Copy {
+            reason: CopyReason::Damaged,
+            ..
+        }
+    ));
+    drop(s);
+    refetch(root.path(), &[&m[1]], &last);
+    assert_clean(root.path());
+    assert_restores(root.path(), &m);
+}
