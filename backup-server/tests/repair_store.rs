@@ -393,3 +393,74 @@ fn compaction_drops_damaged_copies_and_names_an_only_copy() {
     assert_clean(root.path());
     assert_restores(root.path(), &m);
 }
+
+/// A message whose chunk checks out (gzip CRC and all) but whose bytes do not hash to its
+/// GUID: the chunk is rewritten without it, every other entry of it kept.
+#[test]
+fn repair_rewrites_a_chunk_without_its_damaged_message() {
+    use formats::archive::{ArchiveWriter, EntryMeta, ScanEvent, Scanner};
+    use std::io::Read;
+    let root = tempfile::tempdir().unwrap();
+    // One chunk for everything (the default 4 MiB cap).
+    let clock = TestClock::at(T1);
+    let m: Vec<Vec<u8>> = (0..4).map(|i| message(200 + i, 3000)).collect();
+    let recs: Vec<Rec> = m
+        .iter()
+        .enumerate()
+        .map(|(i, x)| Rec::new(i as u32 + 1, x))
+        .collect();
+    let inbox = Snap::new("u-inbox", "INBOX", 7, &recs, 10);
+    let mut store = Store::open(root.path(), USER, opts(&clock)).unwrap();
+    commit_run(&mut store, &m, &[&inbox]);
+    let data = store.catalog().data_path().to_path_buf();
+    drop(store);
+    // The same entries written again, one byte of message 2 changed under its GUID.
+    let g1 = guid(&m[1]);
+    let old = std::fs::read(&data).unwrap();
+    let mut out = Vec::new();
+    {
+        let mut w = ArchiveWriter::new(&mut out, 0);
+        let mut sc = Scanner::new(&old[..]);
+        loop {
+            match sc.next_event().unwrap() {
+                ScanEvent::ChunkStart { .. } => {
+                    w.start_chunk().unwrap();
+                }
+                ScanEvent::Entry(mut e) => {
+                    let meta = e.header.meta.clone();
+                    let mut d = Vec::new();
+                    e.read_to_end(&mut d).unwrap();
+                    if matches!(&meta, EntryMeta::Message(x) if x.guid == g1) {
+                        d[100] ^= 1;
+                    }
+                    w.append(&meta, &d).unwrap();
+                }
+                ScanEvent::ChunkEnd(_) => {
+                    w.finish_chunk().unwrap();
+                }
+                ScanEvent::End(_) => break,
+            }
+        }
+    }
+    std::fs::write(&data, out).unwrap();
+
+    let rep = repair_user(root.path(), USER, Default::default()).unwrap();
+    assert!(rep.lost_ranges.is_empty(), "{rep:#?}");
+    assert_eq!(rep.damaged_entries.len(), 1, "{rep:#?}");
+    assert_eq!(rep.damaged_entries[0].guid, g1);
+    assert_eq!((rep.chunks_copied, rep.chunks_rewritten), (0, 1));
+    let lost: Vec<(u32, Guid)> = rep.lost_messages.iter().map(|l| (l.uid, l.guid)).collect();
+    assert_eq!(lost, vec![(2, g1)]);
+    {
+        let r = StoreReader::open(root.path(), USER).unwrap();
+        for (i, x) in m.iter().enumerate() {
+            assert_eq!(r.catalog().holds_message(&guid(x)).unwrap(), i != 1);
+        }
+        // The snapshot, names, markers and user file of that chunk were kept.
+        assert!(r.catalog().folder_at("INBOX", None).unwrap().is_some());
+        assert_eq!(r.catalog().runs().unwrap().len(), 1);
+    }
+    refetch(root.path(), &[&m[1]], &inbox);
+    assert_clean(root.path());
+    assert_restores(root.path(), &m);
+}
