@@ -26,7 +26,8 @@ use formats::archive::{ArchiveWriter, EntryMeta, ScanEvent, Scanner};
 use formats::Timestamp;
 
 use crate::store::{
-    data_file_name, DamagedMessage, LockedDir, Result, Store, StoreError, StoreOptions, Usage, UserDir,
+    data_file_name, DamagedMessage, LockedDir, Result, Store, StoreError, StoreOptions, Usage,
+    UserDir,
 };
 
 /// Default dirty ratio above which a store is compacted.

@@ -187,7 +187,8 @@ pub fn repair_user(root: &Path, user: &str, opts: StoreOptions) -> Result<Repair
 const REPAIR_SUFFIX: &str = ".repair";
 
 fn leftovers(dir: &UserDir) -> Result<Vec<String>> {
-    let rd = std::fs::read_dir(dir.path()).map_err(io(dir.path(), "listing the store directory"))?;
+    let rd =
+        std::fs::read_dir(dir.path()).map_err(io(dir.path(), "listing the store directory"))?;
     let mut out = Vec::new();
     for e in rd {
         let e = e.map_err(io(dir.path(), "listing the store directory"))?;

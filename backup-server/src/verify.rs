@@ -23,7 +23,8 @@ use formats::archive::{ArchiveError, EntryMeta, ScanEvent, Scanner, Tail};
 use formats::Guid;
 
 use crate::store::{
-    is_data_file_name, record_damage, DamageAt, ReindexReport, StoreError, StoreOptions, StoreReader, UserDir, INDEX_FILE,
+    is_data_file_name, record_damage, DamageAt, ReindexReport, StoreError, StoreOptions,
+    StoreReader, UserDir, INDEX_FILE,
 };
 
 /// Faults listed per user, at most; more are counted.

@@ -63,12 +63,24 @@ fn build(root: &Path) -> (Vec<Vec<u8>>, HashSet<Guid>) {
         &m,
         &[&Snap::new("u-inbox", "INBOX", 7, &recs, T0 - 1)],
     );
-    let e = store.catalog().message(&guid(&m[100])).unwrap().unwrap().entry;
+    let e = store
+        .catalog()
+        .message(&guid(&m[100]))
+        .unwrap()
+        .unwrap()
+        .entry;
     let bad: HashSet<Guid> = m
         .iter()
         .map(|x| guid(x))
         .filter(|g| {
-            store.catalog().message(g).unwrap().unwrap().entry.chunk_offset == e.chunk_offset
+            store
+                .catalog()
+                .message(g)
+                .unwrap()
+                .unwrap()
+                .entry
+                .chunk_offset
+                == e.chunk_offset
         })
         .collect();
     assert!(bad.len() > 1, "a chunk of several messages");

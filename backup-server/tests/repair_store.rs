@@ -9,8 +9,8 @@ mod store_common;
 
 use std::path::{Path, PathBuf};
 
-use backup_server::backup::{plan_for, FolderAction};
 use backup_server::backup::plan::CopyReason;
+use backup_server::backup::{plan_for, FolderAction};
 use backup_server::repair::repair_user;
 use backup_server::restore::{restore, Note, Selection, Target};
 use backup_server::store::{
@@ -235,7 +235,10 @@ fn repair_keeps_every_chunk_around_a_damaged_one() {
             }
         ));
         assert_eq!(c.data_file_name(), rep.new_data_file);
-        assert_eq!(r.dir().data_files().unwrap(), vec![rep.new_data_file.clone()]);
+        assert_eq!(
+            r.dir().data_files().unwrap(),
+            vec![rep.new_data_file.clone()]
+        );
     }
     // Until the run, verify names the record whose message is lost.
     assert!(!verify_user(root.path(), USER).is_clean());
@@ -261,7 +264,10 @@ fn repair_of_a_truncated_tail_names_what_the_cut_took() {
     let rep = repair_user(root.path(), USER, Default::default()).unwrap();
     assert_eq!(rep.lost_ranges.len(), 1, "{rep:#?}");
     assert_eq!(rep.lost_ranges[0].offset, off);
-    assert_eq!(rep.lost_ranges[0].offset + rep.lost_ranges[0].len, off + len / 2);
+    assert_eq!(
+        rep.lost_ranges[0].offset + rep.lost_ranges[0].len,
+        off + len / 2
+    );
     // The last snapshot went with the tail: UID 4 is named from the old index.
     let lost: Vec<(u32, Guid)> = rep.lost_messages.iter().map(|l| (l.uid, l.guid)).collect();
     assert_eq!(lost, vec![(4, guid(&m[3]))]);
@@ -294,7 +300,10 @@ fn repair_skips_garbage_between_chunks() {
 
     let rep = repair_user(root.path(), USER, Default::default()).unwrap();
     assert_eq!(rep.lost_ranges.len(), 1, "{rep:#?}");
-    assert_eq!((rep.lost_ranges[0].offset, rep.lost_ranges[0].len), (off, 300));
+    assert_eq!(
+        (rep.lost_ranges[0].offset, rep.lost_ranges[0].len),
+        (off, 300)
+    );
     assert!(rep.lost_messages.is_empty(), "{rep:#?}");
     assert!(rep.damaged_entries.is_empty());
     assert_clean(root.path());
@@ -363,7 +372,10 @@ fn compaction_drops_damaged_copies_and_names_an_only_copy() {
         let mut s = Store::open(root.path(), USER, opts(&clock)).unwrap();
         let n = s
             .mark_damaged(
-                &[DamageAt::Message { guid: g1 }, DamageAt::Message { guid: g2 }],
+                &[
+                    DamageAt::Message { guid: g1 },
+                    DamageAt::Message { guid: g2 },
+                ],
                 "found by a test",
             )
             .unwrap();

@@ -194,7 +194,13 @@ fn damaged_and_truncated_stores_heal() {
     let o = cmd(
         &bin,
         &config,
-        &["restore", "--user", flipped, "--to", &format!("maildir:{}", md.display())],
+        &[
+            "restore",
+            "--user",
+            flipped,
+            "--to",
+            &format!("maildir:{}", md.display()),
+        ],
     );
     let out = text(&o);
     assert_eq!(o.status.code(), Some(2), "{out}");
@@ -207,12 +213,12 @@ fn damaged_and_truncated_stores_heal() {
             "{out}"
         );
     }
-    let total: usize = truth.folders_of(flipped).map(|(_, f)| f.messages.len()).sum();
+    let total: usize = truth
+        .folders_of(flipped)
+        .map(|(_, f)| f.messages.len())
+        .sum();
     assert!(
-        out.contains(&format!(
-            "restored {} messages",
-            total - hit.len()
-        )),
+        out.contains(&format!("restored {} messages", total - hit.len())),
         "{out}"
     );
     let restored_inbox = std::fs::read_dir(md.join("cur")).unwrap().count();
@@ -257,7 +263,10 @@ fn damaged_and_truncated_stores_heal() {
     let out = text(&o);
     assert_eq!(o.status.code(), Some(2), "{out}");
     assert!(out.contains("lost: folder "), "{out}");
-    let lost = out.lines().filter(|l| l.contains(": lost: folder ")).count();
+    let lost = out
+        .lines()
+        .filter(|l| l.contains(": lost: folder "))
+        .count();
     assert!(lost >= 1, "{out}");
     let o = run_user(&bin, &config, cut);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));

@@ -507,6 +507,10 @@ fn write_one(
         Err(RestoreError::NotWritten { sha1, .. }) => {
             return Ok(Some(format!("its bytes hash to {}", sha1.to_hex())))
         }
+        // A sink that checks before it sends (IMAP) refused it: nothing was written.
+        Err(RestoreError::WrongHash { .. }) => {
+            return Ok(Some("its bytes do not hash to its GUID".to_owned()))
+        }
         Err(e) => return Err(e),
     }
     // Whatever the sink left unread is read, so the hash covers every byte.

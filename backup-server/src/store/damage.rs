@@ -20,8 +20,8 @@ use formats::{Guid, Timestamp};
 use rusqlite::{params, OptionalExtension};
 
 use super::catalog::Catalog;
-use super::index::IndexDb;
 use super::error::{IoContext, Result, SqlContext};
+use super::index::IndexDb;
 use super::ingest::{from_ns, to_ns};
 use super::open::Store;
 use super::{StoreOptions, UserDir};
@@ -147,16 +147,15 @@ impl Store {
                     }
                 };
                 let n = match f {
-                    DamageAt::Chunk { offset } => db
-                        .conn
-                        .execute(sql, params![*offset as i64, 0, now, why]),
+                    DamageAt::Chunk { offset } => {
+                        db.conn.execute(sql, params![*offset as i64, 0, now, why])
+                    }
                     DamageAt::Entry {
                         chunk,
                         header_offset,
-                    } => db.conn.execute(
-                        sql,
-                        params![*chunk as i64, *header_offset as i64, now, why],
-                    ),
+                    } => db
+                        .conn
+                        .execute(sql, params![*chunk as i64, *header_offset as i64, now, why]),
                     DamageAt::Message { guid } => {
                         db.conn.execute(sql, params![&guid.0[..], 0, now, why])
                     }
@@ -308,7 +307,10 @@ impl Catalog {
             )
             .and_then(|mut st| {
                 st.query_map([&guid.0[..]], |r| {
-                    Ok((r.get::<_, Option<String>>(0)?.unwrap_or_default(), r.get(1)?))
+                    Ok((
+                        r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                        r.get(1)?,
+                    ))
                 })?
                 .collect()
             })

@@ -21,8 +21,8 @@
 mod catalog;
 mod check;
 mod damage;
-pub use damage::{record_damage, DamageAt, DamageRecording, DamagedMessage};
 pub use check::IndexFault;
+pub use damage::{record_damage, DamageAt, DamageRecording, DamagedMessage};
 mod datafile;
 mod error;
 mod index;

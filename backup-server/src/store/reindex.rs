@@ -23,9 +23,9 @@ use std::path::Path;
 use formats::archive::{EntryMeta, MetaFile, ScanEvent, Scanner, Tail};
 use rusqlite::params;
 
+use super::damage::mark_missing;
 use super::error::{IoContext, Result, SqlContext, StoreError};
 use super::index::{IndexDb, OpenMode};
-use super::damage::mark_missing;
 use super::ingest::Ingest;
 use formats::Timestamp;
 
@@ -182,8 +182,8 @@ fn fill(
     // compaction dropped them): marked lost in the same transaction, so the planner copies
     // their folders again. Nothing, for a whole data file.
     let r = r.and_then(|rep| {
-        let now = Timestamp::from_system_time(std::time::SystemTime::now())
-            .unwrap_or(Timestamp::EPOCH);
+        let now =
+            Timestamp::from_system_time(std::time::SystemTime::now()).unwrap_or(Timestamp::EPOCH);
         mark_missing(db, now, "lost: no intact copy in the data file")?;
         Ok(rep)
     });
