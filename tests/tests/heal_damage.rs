@@ -7,7 +7,8 @@
 //!   `repair` drops the damaged bytes (nothing lost: good copies exist); `verify` is clean
 //!   and `ls` equals IMAP.
 //! * The data file cut short inside a chunk: `run` fails for that user and its error says
-//!   `backup-server repair --user U`; `repair` keeps every chunk before the cut, names the
+//!   `backup-server repair --user U`; a whole-user `restore` restores what the file still
+//!   holds and names the rest (exit 2); `repair` keeps every chunk before the cut, names the
 //!   lost messages and exits 2; the next `run` fetches them again; `verify` is clean and
 //!   `ls` equals IMAP.
 
@@ -259,6 +260,26 @@ fn damaged_and_truncated_stores_heal() {
         out.contains(&format!("backup-server repair --user {cut}")),
         "{out}"
     );
+    // A whole-user restore before the repair: what the file still holds, the rest named.
+    let md = dir.path().join("restored-cut");
+    let o = cmd(
+        &bin,
+        &config,
+        &[
+            "restore",
+            "--user",
+            cut,
+            "--to",
+            &format!("maildir:{}", md.display()),
+        ],
+    );
+    let restore_out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{restore_out}");
+    let damaged_in_restore = restore_out
+        .lines()
+        .filter(|l| l.starts_with("note: folder ") && l.contains(" is damaged ("))
+        .count();
+    assert!(damaged_in_restore >= 1, "{restore_out}");
     let o = cmd(&bin, &config, &["repair", "--user", cut]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(2), "{out}");
@@ -267,7 +288,8 @@ fn damaged_and_truncated_stores_heal() {
         .lines()
         .filter(|l| l.contains(": lost: folder "))
         .count();
-    assert!(lost >= 1, "{out}");
+    // The restore could not read exactly what the repair found lost.
+    assert_eq!(lost, damaged_in_restore, "{restore_out}\n{out}");
     let o = run_user(&bin, &config, cut);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let o = cmd(&bin, &config, &["verify", "--user", cut]);

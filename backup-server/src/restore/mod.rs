@@ -334,10 +334,12 @@ pub fn restore(
     if sel.uid.is_some() && sel.guid.is_some() {
         return Err(RestoreError::UidAndGuid);
     }
-    let reader = StoreReader::open(root, user).map_err(|source| RestoreError::OpenStore {
-        user: user.to_owned(),
-        source: Box::new(source),
-    })?;
+    // A data file cut short still restores what it holds; the rest is named as damaged.
+    let reader =
+        StoreReader::open_past_damage(root, user).map_err(|source| RestoreError::OpenStore {
+            user: user.to_owned(),
+            source: Box::new(source),
+        })?;
     let cat = reader.catalog();
     let by_guid_alone = sel.folder.is_none() && sel.guid.is_some();
     let folders = if by_guid_alone {

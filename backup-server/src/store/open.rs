@@ -362,6 +362,17 @@ pub struct StoreReader {
 impl StoreReader {
     /// Opens `user`'s store under `root` for reading.
     pub fn open(root: &Path, user: &str) -> Result<StoreReader> {
+        Self::open_with(root, user, false)
+    }
+
+    /// Opens `user`'s store for a restore past damage: a data file shorter than the index
+    /// committed (cut short) is accepted, and each message beyond its end fails to read
+    /// (a restore skips it as damaged and restores the rest). Nothing is ever written.
+    pub fn open_past_damage(root: &Path, user: &str) -> Result<StoreReader> {
+        Self::open_with(root, user, true)
+    }
+
+    fn open_with(root: &Path, user: &str, short_ok: bool) -> Result<StoreReader> {
         let dir = UserDir::new(root, user)?;
         let index_path = dir.index_path();
         if !dir.exists() || !index_path.exists() {
@@ -401,7 +412,7 @@ impl StoreReader {
         }
         let data = DataFile::open(&data_path, false)?;
         let actual = data.len()?;
-        if actual < committed {
+        if actual < committed && !short_ok {
             return Err(StoreError::DataFileShort {
                 path: data_path,
                 committed,
