@@ -530,3 +530,50 @@ fn lost_messages(store: &Store, old: Option<&OldRecords>) -> Result<Vec<LostMess
     out.sort_by(|a, b| (&a.folder, a.uid).cmp(&(&b.folder, b.uid)));
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_headers_are_found_across_block_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        // 64 KiB blocks: one header split over the first boundary, one well inside the
+        // second block, and a lone 1f 8b (no 08) before them.
+        let mut b = vec![0u8; 200 * 1024];
+        b[1000] = 0x1f;
+        b[1001] = 0x8b;
+        let split = 64 * 1024 - 1;
+        b[split..split + 3].copy_from_slice(&[0x1f, 0x8b, 0x08]);
+        b[100_000..100_003].copy_from_slice(&[0x1f, 0x8b, 0x08]);
+        std::fs::write(&p, &b).unwrap();
+        assert_eq!(next_gzip_header(&p, 0).unwrap(), Some(split as u64));
+        assert_eq!(
+            next_gzip_header(&p, split as u64).unwrap(),
+            Some(split as u64)
+        );
+        assert_eq!(
+            next_gzip_header(&p, split as u64 + 1).unwrap(),
+            Some(100_000)
+        );
+        assert_eq!(next_gzip_header(&p, 100_001).unwrap(), None);
+        assert_eq!(next_gzip_header(&p, 10 * 1024 * 1024).unwrap(), None);
+    }
+
+    #[test]
+    fn a_file_of_garbage_is_one_lost_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let mut b = vec![0xA5u8; 5000];
+        // False starts: each fails its own checks, and the range just grows.
+        b[10..13].copy_from_slice(&[0x1f, 0x8b, 0x08]);
+        b[4000..4003].copy_from_slice(&[0x1f, 0x8b, 0x08]);
+        std::fs::write(&p, &b).unwrap();
+        let s = survey_file(&p).unwrap();
+        assert!(s.chunks.is_empty());
+        assert_eq!(s.lost.len(), 1, "{:?}", s.lost);
+        assert_eq!((s.lost[0].offset, s.lost[0].len), (0, 5000));
+        assert_eq!(s.lost[0].why, "bytes that do not start a chunk");
+    }
+}

@@ -353,3 +353,80 @@ pub fn plan_for(catalog: &Catalog, listing: &UserListing) -> Result<Plan, StoreE
     p.heal(listing, &catalog.damaged_folders()?);
     Ok(p)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use formats::FileStat;
+
+    fn folder(name: &str, id: &str) -> FolderStat {
+        let st = FileStat {
+            size: 1,
+            mtime: Timestamp::from_secs(1),
+            inode: 1,
+        };
+        FolderStat {
+            name: name.into(),
+            uniqueid: id.into(),
+            partition: "default".into(),
+            uidvalidity: 1,
+            header: st,
+            index: st,
+            annotations: None,
+        }
+    }
+
+    #[test]
+    fn heal_copies_unchanged_and_renamed_folders_with_damage_only() {
+        let listing = UserListing {
+            folders: vec![
+                folder("INBOX", "a"),
+                folder("New", "b"),
+                folder("Work", "c"),
+                folder("Old", "d"),
+            ],
+            ..UserListing::default()
+        };
+        let step = |index, action| FolderStep { index, action };
+        let mut p = Plan {
+            folders: vec![
+                step(0, FolderAction::Unchanged),
+                step(
+                    1,
+                    FolderAction::Rename {
+                        from: "Prev".into(),
+                    },
+                ),
+                step(
+                    2,
+                    FolderAction::Copy {
+                        reason: CopyReason::Changed,
+                        renamed_from: None,
+                    },
+                ),
+                step(3, FolderAction::Unchanged),
+            ],
+            ..Plan::default()
+        };
+        p.heal(&listing, &HashSet::new());
+        assert_eq!(p.folders[0].action, FolderAction::Unchanged);
+        let damaged: HashSet<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        p.heal(&listing, &damaged);
+        let copy = |renamed_from: Option<&str>| FolderAction::Copy {
+            reason: CopyReason::Damaged,
+            renamed_from: renamed_from.map(str::to_owned),
+        };
+        assert_eq!(p.folders[0].action, copy(None));
+        assert_eq!(p.folders[1].action, copy(Some("Prev")));
+        // Copied anyway: its reason stays.
+        assert_eq!(
+            p.folders[2].action,
+            FolderAction::Copy {
+                reason: CopyReason::Changed,
+                renamed_from: None
+            }
+        );
+        assert_eq!(p.folders[3].action, FolderAction::Unchanged);
+        assert!(!p.is_empty());
+    }
+}

@@ -989,3 +989,33 @@ fn data(d: &(Vec<u8>, FileStat)) -> MetaFileData<'_> {
         stat: Some(d.1),
     }
 }
+
+#[cfg(test)]
+mod heal_tests {
+    use super::*;
+
+    #[test]
+    fn a_store_only_repair_mends_names_the_repair() {
+        let short = BackupError::Store {
+            user: "ann".into(),
+            doing: "opening the store".into(),
+            source: Box::new(StoreError::DataFileShort {
+                path: "/s/a/b/ann/backupdata-1.tar.gz".into(),
+                committed: 100,
+                actual: 50,
+            }),
+        };
+        assert!(
+            short
+                .to_string()
+                .ends_with("holds only 50 bytes; run backup-server repair --user ann"),
+            "{short}"
+        );
+        let locked = BackupError::Store {
+            user: "ann".into(),
+            doing: "committing".into(),
+            source: Box::new(StoreError::RunBroken),
+        };
+        assert!(!locked.to_string().contains("repair"), "{locked}");
+    }
+}

@@ -651,6 +651,19 @@ mod tests {
                 g.to_hex()
             )
         );
+        assert_eq!(
+            Note::Damaged {
+                folder: "INBOX".into(),
+                uid: 3,
+                guid: g,
+                why: "found by verify".into()
+            }
+            .to_string(),
+            format!(
+                "folder \"INBOX\" UID 3: message {} is damaged (found by verify), not restored",
+                g.to_hex()
+            )
+        );
         let e = RestoreError::NotVisible {
             folder: "INBOX".into(),
             uid: 1,
