@@ -82,6 +82,10 @@ pub enum DamageRecording {
 impl std::fmt::Display for DamageRecording {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            DamageRecording::Recorded { marked: 0 } => f.write_str(
+                "no damaged message left to mark (marked already, or good copies stored since); \
+                 backup-server repair drops the damaged bytes",
+            ),
             DamageRecording::Recorded { marked } => write!(
                 f,
                 "{marked} damaged messages marked: the next run fetches again those Cyrus still has"
