@@ -476,3 +476,32 @@ fn repair_rewrites_a_chunk_without_its_damaged_message() {
     assert_clean(root.path());
     assert_restores(root.path(), &m);
 }
+
+#[test]
+fn repair_of_a_missing_data_file_leaves_an_empty_store_and_names_every_message() {
+    let root = tempfile::tempdir().unwrap();
+    let (m, last) = build(root.path());
+    std::fs::remove_file(data_path(root.path())).unwrap();
+    let e = Store::open(root.path(), USER, Default::default()).unwrap_err();
+    assert!(matches!(e, StoreError::DataFileMissing { .. }), "{e}");
+    assert!(e.to_string().contains("backup-server repair"), "{e}");
+    let rep = repair_user(root.path(), USER, Default::default()).unwrap();
+    assert_eq!(rep.old_data_file, None);
+    assert_eq!((rep.new_len, rep.entries), (0, 0));
+    let lost: Vec<u32> = rep.lost_messages.iter().map(|l| l.uid).collect();
+    assert_eq!(lost, vec![1, 2, 3, 4]);
+    {
+        let r = StoreReader::open(root.path(), USER).unwrap();
+        let p = plan_for(r.catalog(), &listing(&last)).unwrap();
+        assert!(matches!(
+            p.folders[0].action,
+            FolderAction::Copy {
+                reason: CopyReason::New,
+                ..
+            }
+        ));
+    }
+    refetch(root.path(), &m.iter().collect::<Vec<_>>(), &last);
+    assert_clean(root.path());
+    assert_restores(root.path(), &m);
+}

@@ -1008,7 +1008,7 @@ mod heal_tests {
         assert!(
             short
                 .to_string()
-                .ends_with("holds only 50 bytes; run backup-server repair --user ann"),
+                .ends_with("intact chunk); run backup-server repair --user ann"),
             "{short}"
         );
         let locked = BackupError::Store {

@@ -80,7 +80,7 @@ pub enum StoreError {
     },
     /// The data file is shorter than the chunks the index committed: data the index points
     /// at is gone. Never "fixed" silently.
-    #[error("{path}: the index committed {committed} bytes of chunks, but the data file holds only {actual} bytes")]
+    #[error("{path}: the index committed {committed} bytes of chunks, but the data file holds only {actual} bytes (backup-server repair keeps every intact chunk)")]
     DataFileShort {
         /// The data file.
         path: PathBuf,
@@ -90,7 +90,7 @@ pub enum StoreError {
         actual: u64,
     },
     /// The data file the index names does not exist.
-    #[error("{path}: missing, but the index committed {committed} bytes of chunks in it")]
+    #[error("{path}: missing, but the index committed {committed} bytes of chunks in it (backup-server repair makes an empty store the next run fills again)")]
     DataFileMissing {
         /// The data file.
         path: PathBuf,
