@@ -499,6 +499,10 @@ fn write_one(
         read_error: None,
     };
     let written = sink.message(item, &mut hashing);
+    if let Err(e @ RestoreError::CutFailed { .. }) = written {
+        // The target could not take the damaged bytes out again: that is its failure.
+        return Err(e);
+    }
     if let Some(why) = hashing.read_error.take() {
         // The store's side failed (the sink reports it as its own write error, or as a
         // hash mismatch): the message is damaged, whatever the sink made of it.
