@@ -20,6 +20,9 @@
 
 mod catalog;
 mod check;
+mod compare;
+pub use compare::{CompareCounts, RowDiff, RowFault, RowFolder, DERIVED_TABLES, NOT_DERIVED};
+pub(crate) use compare::compare_indexes;
 pub use check::IndexFault;
 mod datafile;
 mod error;
@@ -39,7 +42,7 @@ pub use catalog::{
     RunInfo, SnapshotInfo, StoredMessage,
 };
 pub use datafile::PositionalReader;
-pub use error::{Result, StoreError};
+pub use error::{ReadBlocker, Result, StoreError};
 pub use index::{Migration, MIGRATIONS, SCHEMA_VERSION, TABLES};
 pub use layout::{
     data_file_name, encode_name, is_data_file_name, UserDir, DATA_PREFIX, DATA_SUFFIX, INDEX_FILE,
@@ -47,6 +50,9 @@ pub use layout::{
 };
 pub use lock::UserLock;
 pub use open::{LockedDir, OpenReport, Store, StoreReader};
+pub(crate) use index::IndexDb;
+pub(crate) use open::open_index_read_only;
+pub(crate) use reindex::Rebuild;
 pub use reindex::{rebuild_index, ReindexReport};
 pub use run::{Added, CommitSummary, FolderSnapshot, MessageInfo, MetaFileData, RunEnd, RunWriter};
 pub use usage::{EntryState, Usage};
