@@ -914,7 +914,9 @@ fn holders(reader: &StoreReader, guid: &Guid) -> Vec<Affected> {
 fn chunk_contents(reader: &StoreReader, chunk: u64) -> (Vec<Guid>, Vec<Affected>) {
     let conn = &reader.catalog().db.conn;
     let guids: Vec<Guid> = conn
-        .prepare("SELECT m.guid FROM messages m JOIN entries e ON e.id = m.entry WHERE e.chunk = ?1")
+        .prepare(
+            "SELECT m.guid FROM messages m JOIN entries e ON e.id = m.entry WHERE e.chunk = ?1",
+        )
         .and_then(|mut st| {
             st.query_map([chunk as i64], |r| r.get::<_, Vec<u8>>(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()
@@ -998,15 +1000,18 @@ fn scan(
         Err(e) => return Ok(Err(format!("rebuilding in memory failed: {e}"))),
     };
     let mut rebuild_failed: Option<String> = None;
-    let mut feed = |rebuild: &mut Option<Rebuild<'_>>,
-                    step: &mut dyn FnMut(&mut Rebuild<'_>) -> crate::store::Result<()>| {
-        if let Some(r) = rebuild.as_mut() {
-            if let Err(e) = step(r) {
-                rebuild_failed = Some(format!("rebuilding the index from the data file failed: {e}"));
-                *rebuild = None;
+    let mut feed =
+        |rebuild: &mut Option<Rebuild<'_>>,
+         step: &mut dyn FnMut(&mut Rebuild<'_>) -> crate::store::Result<()>| {
+            if let Some(r) = rebuild.as_mut() {
+                if let Err(e) = step(r) {
+                    rebuild_failed = Some(format!(
+                        "rebuilding the index from the data file failed: {e}"
+                    ));
+                    *rebuild = None;
+                }
             }
-        }
-    };
+        };
     // Only what the index committed: a backup may be appending past it.
     let mut scanner = Scanner::new(file.take(committed));
     let mut chunk = 0u64;
@@ -1019,10 +1024,11 @@ fn scan(
             Err(source) => {
                 let at = source.chunk_offset().unwrap_or(chunk);
                 let (guids, affected) = chunk_contents(reader, at);
-                stats.damaged.extend(guids.into_iter().map(|guid| DamagedMessage {
-                    guid,
-                    entry: None,
-                }));
+                stats.damaged.extend(
+                    guids
+                        .into_iter()
+                        .map(|guid| DamagedMessage { guid, entry: None }),
+                );
                 found.push(Fault::DamagedChunk {
                     data: data.to_path_buf(),
                     chunk: at,

@@ -47,7 +47,11 @@ fn verify_figures() {
                 .enumerate()
                 .map(|(i, m)| {
                     let r = Rec::new(i as u32 + 1, m);
-                    let r = if (i as u64 + day) % 7 == 0 { r.seen() } else { r };
+                    let r = if (i as u64 + day) % 7 == 0 {
+                        r.seen()
+                    } else {
+                        r
+                    };
                     if i < day as usize * 10 {
                         r.expunged()
                     } else {

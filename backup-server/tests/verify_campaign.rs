@@ -59,7 +59,11 @@ fn build(root: &Path) {
                 .enumerate()
                 .map(|(i, m)| {
                     let r = Rec::new(i as u32 + 1, m);
-                    let r = if (i as u64 + day) % 3 == 0 { r.seen() } else { r };
+                    let r = if (i as u64 + day) % 3 == 0 {
+                        r.seen()
+                    } else {
+                        r
+                    };
                     let r = if i % 4 == 1 { r.flagged() } else { r };
                     if i < 2 && day >= 2 {
                         r.expunged()
@@ -72,7 +76,11 @@ fn build(root: &Path) {
                 Snap::new("u-inbox", "INBOX", 3, &recs, clock.secs()).as_snapshot(),
             )
             .unwrap();
-            let work = if day < 2 { "INBOX/Work" } else { "INBOX/Projects" };
+            let work = if day < 2 {
+                "INBOX/Work"
+            } else {
+                "INBOX/Projects"
+            };
             if day == 0 || day == 2 {
                 let r: Vec<Rec> = inbox
                     .iter()
@@ -136,10 +144,8 @@ fn data_of(root: &Path, user: &str) -> PathBuf {
 /// Everything a reader of the index can see: every table's rows, the schema, the schema
 /// version; `Err` when SQLite cannot read it.
 fn index_content(index: &Path) -> Result<Vec<String>, rusqlite::Error> {
-    let c = rusqlite::Connection::open_with_flags(
-        index,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )?;
+    let c =
+        rusqlite::Connection::open_with_flags(index, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let mut out = Vec::new();
     out.push(format!(
         "user_version {}",
@@ -347,7 +353,9 @@ fn every_corruption_is_detected_or_provably_harmless() {
                     ""
                 };
                 c.query_row(
-                    &format!("SELECT uniqueid FROM {t} {filter} ORDER BY {key} LIMIT 1 OFFSET {offset}"),
+                    &format!(
+                        "SELECT uniqueid FROM {t} {filter} ORDER BY {key} LIMIT 1 OFFSET {offset}"
+                    ),
                     [],
                     |r| r.get::<_, String>(0),
                 )
@@ -427,7 +435,9 @@ fn every_corruption_is_detected_or_provably_harmless() {
             assert!(
                 v.faults.iter().any(|f| matches!(
                     f,
-                    Fault::DamagedChunk { .. } | Fault::WrongHash { .. } | Fault::TornCommitted { .. }
+                    Fault::DamagedChunk { .. }
+                        | Fault::WrongHash { .. }
+                        | Fault::TornCommitted { .. }
                 ) && f.file() == data),
                 "data flip {i}: no fault names the data file: {}",
                 faults_text(&v)

@@ -355,17 +355,24 @@ fn index_damage_alone_is_named_by_folder_and_uid() {
     let rep = verify_user(root.path(), USER);
     let text: Vec<String> = rep.faults.iter().map(|f| f.to_string()).collect();
     assert_eq!(rep.faults.len(), 4, "{text:#?}");
-    assert_eq!((rep.rows.missing, rep.rows.differing, rep.rows.extra), (1, 3, 0));
+    assert_eq!(
+        (rep.rows.missing, rep.rows.differing, rep.rows.extra),
+        (1, 3, 0)
+    );
     for (uid, what) in [
         (5, "missing from the index; the data file implies ("),
         (6, "flags is \"\\\\Flagged\", the data file implies \"\""),
         (7, "size is "),
-        (8, "internaldate is \"1600000000\", the data file implies \"1700000008\""),
+        (
+            8,
+            "internaldate is \"1600000000\", the data file implies \"1700000008\"",
+        ),
     ] {
         let needle = format!("folder \"INBOX\" (u-in) UID {uid} - records row id=");
         assert!(
             text.iter()
-                .any(|t| t.starts_with(&format!("{}: {needle}", index.display())) && t.contains(what)),
+                .any(|t| t.starts_with(&format!("{}: {needle}", index.display()))
+                    && t.contains(what)),
             "UID {uid}: {what}: {text:#?}"
         );
     }
@@ -403,8 +410,14 @@ fn the_quick_level_reads_no_message_and_finds_broken_framing() {
         .map(|x| (x.offset(), x.to_string()))
         .collect();
     assert_eq!(v.faults.len(), 2, "{at:#?}");
-    assert!(at[0].0 == Some(a) && at[0].1.contains("expected a gzip header"), "{at:#?}");
-    assert!(at[1].0 == Some(b) && at[1].1.contains("uncompressed length"), "{at:#?}");
+    assert!(
+        at[0].0 == Some(a) && at[0].1.contains("expected a gzip header"),
+        "{at:#?}"
+    );
+    assert!(
+        at[1].0 == Some(b) && at[1].1.contains("uncompressed length"),
+        "{at:#?}"
+    );
     assert!(v.faults.iter().all(|x| x.file() == data));
     // A flip inside the deflate data is the full level's to find.
     flip(a + 1);
@@ -424,7 +437,9 @@ fn the_binary_names_the_way_out_on_every_fault_line() {
     let index = UserDir::new(&root, USER).unwrap().index_path();
     rusqlite::Connection::open(&index)
         .unwrap()
-        .execute_batch("DELETE FROM records WHERE uniqueid = 'u-in' AND uid = 12 AND valid_to IS NULL")
+        .execute_batch(
+            "DELETE FROM records WHERE uniqueid = 'u-in' AND uid = 12 AND valid_to IS NULL",
+        )
         .unwrap();
     let bin = env!("CARGO_BIN_EXE_backup-server");
     let run = |args: &[&str]| {
@@ -434,7 +449,10 @@ fn the_binary_names_the_way_out_on_every_fault_line() {
             .args(args)
             .output()
             .unwrap();
-        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned())
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
     };
     let (code, out) = run(&["verify", "--quick"]);
     assert_eq!(code, Some(0), "{out}");
@@ -443,8 +461,10 @@ fn the_binary_names_the_way_out_on_every_fault_line() {
     assert_eq!(code, Some(1), "{out}");
     let line = out.lines().next().unwrap();
     assert!(
-        line.starts_with(&format!("user {USER}: {}: folder \"INBOX\" (u-in) UID 12 - records row id=", index.display()))
-            && line.ends_with(&format!("; run backup-server repair --user {USER}")),
+        line.starts_with(&format!(
+            "user {USER}: {}: folder \"INBOX\" (u-in) UID 12 - records row id=",
+            index.display()
+        )) && line.ends_with(&format!("; run backup-server repair --user {USER}")),
         "{out}"
     );
     assert!(out.contains("index rows compared; 1 faults"), "{out}");

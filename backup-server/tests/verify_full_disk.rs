@@ -23,7 +23,13 @@ impl Tmpfs {
     fn mount(at: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(at).unwrap();
         let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(at)
             .status()
             .unwrap();
@@ -134,7 +140,15 @@ impl Bin {
         for args in [
             &["ls", "--user", USER][..],
             &["ls", "--user", USER, "--folder", "INBOX"],
-            &["ls", "--user", USER, "--folder", "INBOX/Done", "--at", "1800090000"],
+            &[
+                "ls",
+                "--user",
+                USER,
+                "--folder",
+                "INBOX/Done",
+                "--at",
+                "1800090000",
+            ],
             &["verify", "--user", USER],
             &["verify", "--quick", "--user", USER],
         ] {
@@ -196,7 +210,11 @@ fn ls_restore_and_verify_answer_the_same_on_a_full_disk() {
     let bin = Bin { cfg };
     let target = dir.path().join("restored");
     let before = bin.answers(&target);
-    assert!(before[0].starts_with("[\"ls\", \"--user\", \"fay\"]: Some(0)"), "{}", before[0]);
+    assert!(
+        before[0].starts_with("[\"ls\", \"--user\", \"fay\"]: Some(0)"),
+        "{}",
+        before[0]
+    );
     assert!(before[3].contains("; 0 faults"), "{}", before[3]);
     assert!(before[5].starts_with("restore: Some(0)"), "{}", before[5]);
     assert!(before[6].lines().count() > 20, "{}", before[6]);
@@ -237,7 +255,8 @@ fn ls_restore_and_verify_answer_the_same_on_a_full_disk() {
         let (code, stdout, stderr) = bin.run(&["ls", "--user", USER]);
         assert_ne!(code, Some(0), "{stdout}");
         assert!(
-            stderr.contains("a writer holds the store") && stderr.contains("is its file system full?"),
+            stderr.contains("a writer holds the store")
+                && stderr.contains("is its file system full?"),
             "{stderr}"
         );
     }
@@ -258,7 +277,13 @@ fn ls_restore_and_verify_answer_the_same_on_a_full_disk() {
     std::fs::write(&wal, &saved).unwrap();
     let _ = std::fs::remove_file(with_suffix(&index, "-shm"));
     fill(&root);
-    let (code, _, stderr) = bin.run(&["restore", "--user", USER, "--to", &format!("eml:{}", dir.path().join("r2").display())]);
+    let (code, _, stderr) = bin.run(&[
+        "restore",
+        "--user",
+        USER,
+        "--to",
+        &format!("eml:{}", dir.path().join("r2").display()),
+    ]);
     assert_ne!(code, Some(0));
     assert!(
         stderr.contains(&format!("{} holds {} bytes", wal.display(), saved.len())),

@@ -65,10 +65,7 @@ fn print(rep: &VerifyReport, out: &mut Out<impl Write>) -> Result<(), OutputErro
             s.user
         ))?;
     }
-    let quick = rep
-        .stores
-        .iter()
-        .any(|s| s.level == Level::Quick);
+    let quick = rep.stores.iter().any(|s| s.level == Level::Quick);
     if quick {
         out.line(format_args!(
             "verify --quick: {} stores, {} chunks framed right; {} faults",

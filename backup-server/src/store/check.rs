@@ -9,7 +9,8 @@
 //!   give it back otherwise).
 //! * With `deep`: SQLite's `integrity_check` and `foreign_key_check`.
 //!
-//! `backup-server verify` (crate::verify) runs this, then reads and hashes every entry.
+//! `backup-server verify` (crate::verify) runs this at both levels; the full level then
+//! reads and hashes every entry and compares the index with the one the data file implies.
 
 use super::catalog::Catalog;
 use super::error::{Result, SqlContext};

@@ -314,12 +314,7 @@ struct Context<'a> {
 
 impl Context<'_> {
     fn fault(&self, row: &[Value], diff: RowDiff) -> RowFault {
-        let col = |name: &str| {
-            self.cols
-                .iter()
-                .position(|c| c == name)
-                .map(|i| &row[i])
-        };
+        let col = |name: &str| self.cols.iter().position(|c| c == name).map(|i| &row[i]);
         let text = |v: Option<&Value>| match v {
             Some(Value::Text(t)) => Some(String::from_utf8_lossy(t).into_owned()),
             _ => None,
@@ -465,7 +460,9 @@ mod tests {
             text[0]
         );
         assert!(
-            text[1].starts_with("folder \"INBOX\" (u-1) UID 9 - records row id=3: missing from the index"),
+            text[1].starts_with(
+                "folder \"INBOX\" (u-1) UID 9 - records row id=3: missing from the index"
+            ),
             "{}",
             text[1]
         );

@@ -19,6 +19,9 @@
 //! * Write transactions are `BEGIN IMMEDIATE`: the write lock is taken up front, never
 //!   upgraded half-way (no SQLITE_BUSY in the middle of a run).
 //!
+//! Readers ([`IndexDb::open_read`]) set none of these: they open `SQLITE_OPEN_READ_ONLY`
+//! and never write, checkpoint or migrate (see `StoreReader` for reading on a full disk).
+//!
 //! The schema version is SQLite's `user_version`. [`MIGRATIONS`] is a table: entry `i`
 //! takes a database from version `i` to `i + 1`, each in its own transaction. A database
 //! newer than the table is refused, never opened.
@@ -304,7 +307,9 @@ impl IndexDb {
             conn,
             path: label.to_path_buf(),
         };
-        db.conn.execute_batch("PRAGMA foreign_keys=ON;").sql(label)?;
+        db.conn
+            .execute_batch("PRAGMA foreign_keys=ON;")
+            .sql(label)?;
         db.conn.set_prepared_statement_cache_capacity(64);
         db.migrate()?;
         Ok(db)

@@ -428,10 +428,7 @@ impl StoreReader {
 /// creating no file (see [`StoreReader`]): the ordinary read-only open, or, when that fails
 /// for want of a file SQLite cannot create, the immutable one with the writer lock, which is
 /// returned to be held meanwhile.
-pub(crate) fn open_index_read_only(
-    dir: &Path,
-    user: &str,
-) -> Result<(IndexDb, Option<UserLock>)> {
+pub(crate) fn open_index_read_only(dir: &Path, user: &str) -> Result<(IndexDb, Option<UserLock>)> {
     let index = dir.join(INDEX_FILE);
     let source = match IndexDb::open_read(&index, false) {
         Ok(db) => return Ok((db, None)),

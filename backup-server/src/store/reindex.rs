@@ -235,7 +235,7 @@ impl<'a> Rebuild<'a> {
         }
         self.report.valid_end = end.valid_end;
         self.report.file_len = end.file_len;
-        self.report.tail = end.tail.clone();
+        self.report.tail = end.tail;
         Ok(self.report.clone())
     }
 
