@@ -30,8 +30,8 @@ fn verify_figures() {
     for day in 0..6u64 {
         let mut run = store.begin_run().unwrap();
         let n = if day == 0 { 5000 } else { 1000 };
-        for i in 0..n {
-            let seed = all.len() as u64 + i;
+        for _ in 0..n {
+            let seed = all.len() as u64;
             let m = message(seed, 2000 + (seed as usize * 7919) % 40_000);
             run.add_message(guid(&m), m.len() as u64, &m[..], MessageInfo::default())
                 .unwrap();
