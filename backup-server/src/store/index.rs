@@ -441,6 +441,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_immutable_read_takes_any_path_and_writes_nothing() {
+        // URI syntax in a directory name must not cut the file name short.
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("a?b#c%41 d");
+        std::fs::create_dir(&sub).unwrap();
+        let p = sub.join("i.sqlite3");
+        drop(IndexDb::open(&p, OpenMode::Create).unwrap());
+        let before: Vec<_> = std::fs::read_dir(&sub)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        let db = IndexDb::open_read(&p, true).unwrap();
+        assert_eq!(db.version().unwrap(), SCHEMA_VERSION);
+        assert!(
+            db.conn.execute_batch("CREATE TABLE x (y)").is_err(),
+            "writable"
+        );
+        drop(db);
+        let after: Vec<_> = std::fs::read_dir(&sub)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(before, after, "the immutable read created a file");
+        assert!(matches!(
+            IndexDb::open_read(&sub.join("absent"), true),
+            Err(StoreError::Sqlite { .. })
+        ));
+    }
+
+    #[test]
     fn creates_migrates_and_refuses_newer() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("i.sqlite3");
