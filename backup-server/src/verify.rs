@@ -1024,11 +1024,12 @@ fn scan(
             Err(source) => {
                 let at = source.chunk_offset().unwrap_or(chunk);
                 let (guids, affected) = chunk_contents(reader, at);
-                stats.damaged.extend(
-                    guids
-                        .into_iter()
-                        .map(|guid| DamagedMessage { guid, entry: None }),
-                );
+                for guid in guids {
+                    // A message of this chunk read before the damage may be listed already.
+                    if !stats.damaged.iter().any(|d| d.guid == guid) {
+                        stats.damaged.push(DamagedMessage { guid, entry: None });
+                    }
+                }
                 found.push(Fault::DamagedChunk {
                     data: data.to_path_buf(),
                     chunk: at,
