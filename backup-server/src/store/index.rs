@@ -279,6 +279,11 @@ impl IndexDb {
             path: path.to_path_buf(),
         };
         db.conn.busy_timeout(Duration::from_secs(30)).sql(path)?;
+        // Sorts and temporary tables a query needs stay in memory: no temporary file on a
+        // full disk.
+        db.conn
+            .execute_batch("PRAGMA temp_store=MEMORY")
+            .sql(path)?;
         db.conn.set_prepared_statement_cache_capacity(64);
         let v = db.version()?;
         if v > SCHEMA_VERSION {
@@ -308,7 +313,7 @@ impl IndexDb {
             path: label.to_path_buf(),
         };
         db.conn
-            .execute_batch("PRAGMA foreign_keys=ON;")
+            .execute_batch("PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;")
             .sql(label)?;
         db.conn.set_prepared_statement_cache_capacity(64);
         db.migrate()?;
