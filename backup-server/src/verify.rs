@@ -115,17 +115,6 @@ fn show_affected(f: &mut fmt::Formatter<'_>, affected: &[Affected]) -> fmt::Resu
     f.write_str(")")
 }
 
-/// A message entry whose bytes are damaged (for heal: restores skip it, runs fetch it
-/// again).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DamagedMessage {
-    /// The message's GUID.
-    pub guid: Guid,
-    /// Its entry, when the scan read its header (`None`: inside a chunk that does not
-    /// inflate, found from the index).
-    pub entry: Option<EntryAt>,
-}
-
 /// Faults listed per user, at most; more are counted.
 const MAX_FAULTS: usize = 1000;
 
@@ -475,9 +464,6 @@ pub struct StoreVerdict {
     /// Whether the index was read as immutable, the writer lock held (the file system
     /// could not give SQLite its `-shm`: full).
     pub immutable: bool,
-    /// Message entries whose bytes are damaged (wrong SHA-1, or in a chunk that does not
-    /// inflate): what heal marks.
-    pub damaged: Vec<DamagedMessage>,
     /// The faults, at most 1,000 of them.
     pub faults: Vec<Fault>,
     /// Faults found beyond those listed.
@@ -909,9 +895,9 @@ fn holders(reader: &StoreReader, guid: &Guid) -> Vec<Affected> {
         .unwrap_or_default()
 }
 
-/// What the index says a damaged chunk held: its messages (with the folders and UIDs
-/// holding them now) and the folders of its snapshots.
-fn chunk_contents(reader: &StoreReader, chunk: u64) -> (Vec<Guid>, Vec<Affected>) {
+/// What the index says a damaged chunk held: the folders and UIDs holding its messages now,
+/// and the folders of its snapshots.
+fn chunk_contents(reader: &StoreReader, chunk: u64) -> Vec<Affected> {
     let conn = &reader.catalog().db.conn;
     let guids: Vec<Guid> = conn
         .prepare(
@@ -948,12 +934,12 @@ fn chunk_contents(reader: &StoreReader, chunk: u64) -> (Vec<Guid>, Vec<Affected>
         affected.extend(holders(reader, g));
     }
     affected.truncate(MAX_AFFECTED);
-    (guids, affected)
+    affected
 }
 
 /// Scans the committed part of the data file, compares its entries with the index's
 /// `entries` rows, and rebuilds into `mem` the index the data implies. Faults go to
-/// `found`, counts and damaged messages to `stats`. `Ok(Err(why))`: the data file did not
+/// `found`, counts to `stats`. `Ok(Err(why))`: the data file did not
 /// scan whole (its faults are in `found`) or the rebuild failed, so there is nothing to
 /// compare the index with.
 fn scan(
@@ -1023,13 +1009,7 @@ fn scan(
             Ok(ev) => ev,
             Err(source) => {
                 let at = source.chunk_offset().unwrap_or(chunk);
-                let (guids, affected) = chunk_contents(reader, at);
-                for guid in guids {
-                    // A message of this chunk read before the damage may be listed already.
-                    if !stats.damaged.iter().any(|d| d.guid == guid) {
-                        stats.damaged.push(DamagedMessage { guid, entry: None });
-                    }
-                }
+                let affected = chunk_contents(reader, at);
                 found.push(Fault::DamagedChunk {
                     data: data.to_path_buf(),
                     chunk: at,
@@ -1061,19 +1041,13 @@ fn scan(
                     let guid = m.guid;
                     stats.messages += 1;
                     match e.sha1() {
-                        Ok(sha1) if sha1 != guid => {
-                            stats.damaged.push(DamagedMessage {
-                                guid,
-                                entry: Some(entry.clone()),
-                            });
-                            found.push(Fault::WrongHash {
-                                data: data.to_path_buf(),
-                                entry: entry.clone(),
-                                sha1,
-                                guid,
-                                affected: holders(reader, &guid),
-                            })
-                        }
+                        Ok(sha1) if sha1 != guid => found.push(Fault::WrongHash {
+                            data: data.to_path_buf(),
+                            entry: entry.clone(),
+                            sha1,
+                            guid,
+                            affected: holders(reader, &guid),
+                        }),
                         Ok(_) => {}
                         // The scanner reports the error again at its next step.
                         Err(_) => continue,
