@@ -2,30 +2,119 @@
 //! rebuilding its index from the data file alone.
 //!
 //! Verify reads a store under the readers' lock (a backup may run meanwhile; only the
-//! committed length the index names is read) and checks, on top of the index's own rules
-//! ([`Catalog::check`](crate::store::Catalog::check), with SQLite's integrity checks):
+//! committed length the index names is read, all in one read transaction) and writes
+//! nothing, so it works on a full disk ([`StoreReader`]). Two levels ([`Level`]):
 //!
-//! * every committed chunk inflates and its gzip CRC-32 and length check out;
-//! * every message entry's SHA-1 equals its GUID;
-//! * every entry in the data file has its index row (same chunk, offsets, length, kind), and
-//!   every index row points at an entry that is in the data file;
-//! * every message entry's GUID has its `messages` row.
+//! * quick (nightly): no inflating. SQLite's `quick_check` and `foreign_key_check`, the
+//!   index's own rules ([`Catalog::check`](crate::store::Catalog::check): chunks tile the
+//!   file, entries tile their chunks, kind tables, every current record's message stored),
+//!   the data file at least as long as the committed length, and every chunk framed as the
+//!   index says: a gzip header at its offset, and its trailer's ISIZE equal to its
+//!   uncompressed length.
+//! * full: the rules with SQLite's full `integrity_check`, then one pass over the committed
+//!   data: every chunk inflates with its CRC-32 and length right; every message's SHA-1
+//!   equals its GUID; every entry has its `entries` row and every row its entry; and the
+//!   index the data file implies is rebuilt in memory (the ingest reindex uses, cyrus.index
+//!   snapshots parsed into `snapshots` and `records`) and compared with the index table by
+//!   table, row by row, both ways ([`compare`](crate::store::RowFault)).
 //!
 //! Each fault names the user, the file and, where one applies, the byte offset (a chunk's
-//! offset in the data file; offsets inside a chunk are of its uncompressed data).
+//! offset in the data file; offsets inside a chunk are of its uncompressed data), the folder
+//! (name and unique id) and UID, and its way out ([`Fault::way_out`]).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use formats::archive::{ArchiveError, EntryMeta, ScanEvent, Scanner, Tail};
 use formats::Guid;
 
 use crate::store::{
-    is_data_file_name, record_damage, DamageAt, ReindexReport, StoreError, StoreOptions,
-    StoreReader, UserDir, INDEX_FILE,
+    compare_indexes, is_data_file_name, open_index_read_only, record_damage, DamageAt, IndexDb,
+    IndexFault, Rebuild, ReindexReport, RowFault, StoreError, StoreOptions, StoreReader, UserDir,
+    INDEX_FILE,
 };
+
+/// How much verify reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Level {
+    /// No inflating: the index's checks and the chunks' framing (module documentation).
+    Quick,
+    /// Everything: every byte of the committed data read, hashed, and the index rebuilt
+    /// from it and compared.
+    #[default]
+    Full,
+}
+
+/// What to do about a fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WayOut {
+    /// `backup-server repair --user U`: rebuild the index from the intact part of the data
+    /// file (naming what was lost); the next run fetches again what Cyrus still has.
+    Repair,
+    /// `backup-server reindex --user U`: the data file is whole, only the index is gone.
+    Reindex,
+    /// Free space on the store's file system, then verify again.
+    FreeSpace,
+}
+
+impl WayOut {
+    /// The command or action, for `user`.
+    pub fn for_user(self, user: &str) -> String {
+        match self {
+            WayOut::Repair => format!("run backup-server repair --user {user}"),
+            WayOut::Reindex => format!("run backup-server reindex --user {user}"),
+            WayOut::FreeSpace => "free space on the store's file system and verify again".into(),
+        }
+    }
+}
+
+/// A folder and message a fault concerns: a current record holding a damaged message, or
+/// the folder of a damaged snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Affected {
+    /// The folder's unique id.
+    pub uniqueid: String,
+    /// Its name, when the index knows it.
+    pub folder: Option<String>,
+    /// The UID, for a message.
+    pub uid: Option<u32>,
+}
+
+impl fmt::Display for Affected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.folder {
+            Some(n) => write!(f, "folder {n:?} ({})", self.uniqueid)?,
+            None => write!(f, "folder {}", self.uniqueid)?,
+        }
+        if let Some(u) = self.uid {
+            write!(f, " UID {u}")?;
+        }
+        Ok(())
+    }
+}
+
+/// At most this many folders and UIDs are named per fault.
+const MAX_AFFECTED: usize = 20;
+
+fn show_affected(f: &mut fmt::Formatter<'_>, affected: &[Affected]) -> fmt::Result {
+    if affected.is_empty() {
+        return Ok(());
+    }
+    f.write_str(" (")?;
+    for (i, a) in affected.iter().enumerate() {
+        if i > 0 {
+            f.write_str(", ")?;
+        }
+        write!(f, "{a}")?;
+    }
+    if affected.len() >= MAX_AFFECTED {
+        f.write_str(", ...")?;
+    }
+    f.write_str(")")
+}
 
 /// Faults listed per user, at most; more are counted.
 const MAX_FAULTS: usize = 1000;
@@ -90,8 +179,8 @@ pub enum Fault {
     UnreadableUser {
         /// The index.
         index: PathBuf,
-        /// What SQLite said.
-        source: rusqlite::Error,
+        /// Why.
+        source: StoreError,
     },
     /// The store does not open.
     Unopenable {
@@ -132,6 +221,8 @@ pub enum Fault {
         chunk: u64,
         /// What is wrong with it.
         source: ArchiveError,
+        /// Folders and messages with data in it (from the index), at most 20.
+        affected: Vec<Affected>,
     },
     /// A message entry's bytes do not hash to its GUID.
     WrongHash {
@@ -143,6 +234,8 @@ pub enum Fault {
         sha1: Guid,
         /// Its GUID.
         guid: Guid,
+        /// The folders and UIDs holding the message now, at most 20.
+        affected: Vec<Affected>,
     },
     /// A message entry's GUID has no `messages` row.
     NoMessageRow {
@@ -180,6 +273,32 @@ pub enum Fault {
         /// What follows it.
         tail: Tail,
     },
+    /// A row of a derived table is not what the data file implies (missing, extra, or
+    /// different).
+    IndexRow {
+        /// The index.
+        index: PathBuf,
+        /// The row, named by table, key, folder and UID.
+        row: RowFault,
+    },
+    /// The index could not be compared with the data file: the data file is damaged (its
+    /// own faults say where), or rebuilding from it failed.
+    NotCompared {
+        /// The index.
+        index: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// A chunk is not framed as its `chunks` row says (quick level): no gzip header at its
+    /// offset, or a trailer whose ISIZE is not its uncompressed length.
+    ChunkFrame {
+        /// The data file.
+        data: PathBuf,
+        /// The chunk's offset.
+        chunk: u64,
+        /// What was found.
+        what: String,
+    },
     /// An `entries` row points where the data file has no entry.
     NoEntry {
         /// The index.
@@ -209,7 +328,21 @@ impl Fault {
             Fault::DamagedChunk { data, .. }
             | Fault::WrongHash { data, .. }
             | Fault::NoEntryRow { data, .. }
-            | Fault::TornCommitted { data, .. } => data,
+            | Fault::TornCommitted { data, .. }
+            | Fault::ChunkFrame { data, .. } => data,
+            Fault::IndexRow { index, .. } | Fault::NotCompared { index, .. } => index,
+        }
+    }
+
+    /// What to do about it.
+    pub fn way_out(&self) -> WayOut {
+        match self {
+            Fault::NoIndex { .. } => WayOut::Reindex,
+            Fault::Unopenable {
+                source: StoreError::ReadOnlyBlocked { .. },
+                ..
+            } => WayOut::FreeSpace,
+            _ => WayOut::Repair,
         }
     }
 
@@ -218,7 +351,7 @@ impl Fault {
     pub fn offset(&self) -> Option<u64> {
         match self {
             Fault::Unopenable { offset, .. } => *offset,
-            Fault::DamagedChunk { chunk, .. } => Some(*chunk),
+            Fault::DamagedChunk { chunk, .. } | Fault::ChunkFrame { chunk, .. } => Some(*chunk),
             Fault::WrongHash { entry, .. } | Fault::NoEntryRow { entry, .. } => Some(entry.chunk),
             Fault::TornCommitted { valid_end, .. } => Some(*valid_end),
             _ => None,
@@ -236,7 +369,7 @@ impl fmt::Display for Fault {
         match self {
             Fault::NoIndex { data_file, len, .. } => write!(
                 f,
-                "no index, but data file {data_file} holds {len} bytes (run backup-server reindex)"
+                "no index, but data file {data_file} holds {len} bytes"
             ),
             Fault::UnreadableUser { source, .. } => {
                 write!(f, "cannot read the store's user: {source}")
@@ -245,17 +378,37 @@ impl fmt::Display for Fault {
             Fault::IndexRule { problem, .. } => problem.fmt(f),
             Fault::IndexCheck { source, .. } => write!(f, "checking the index: {source}"),
             Fault::IndexRead { source, .. } => write!(f, "reading the index: {source}"),
-            Fault::DamagedChunk { chunk, source, .. } => {
-                write!(f, "chunk at {chunk} is damaged: {source}")
+            Fault::DamagedChunk {
+                chunk,
+                source,
+                affected,
+                ..
+            } => {
+                write!(f, "chunk at {chunk} is damaged: {source}")?;
+                show_affected(f, affected)
             }
             Fault::WrongHash {
-                entry, sha1, guid, ..
-            } => write!(
-                f,
-                "{entry}: SHA-1 of the data is {}, expected its GUID {}",
-                sha1.to_hex(),
-                guid.to_hex()
-            ),
+                entry,
+                sha1,
+                guid,
+                affected,
+                ..
+            } => {
+                write!(
+                    f,
+                    "{entry}: SHA-1 of the data is {}, expected its GUID {}",
+                    sha1.to_hex(),
+                    guid.to_hex()
+                )?;
+                show_affected(f, affected)
+            }
+            Fault::IndexRow { row, .. } => row.fmt(f),
+            Fault::NotCompared { why, .. } => {
+                write!(f, "not compared with the data file: {why}")
+            }
+            Fault::ChunkFrame { chunk, what, .. } => {
+                write!(f, "chunk at {chunk}: {what}")
+            }
             Fault::NoMessageRow { guid, entry, .. } => write!(
                 f,
                 "messages: no row for GUID {} (stored as {entry} of the data file)",
@@ -305,6 +458,13 @@ pub struct StoreVerdict {
     pub messages: u64,
     /// Data file bytes read.
     pub bytes: u64,
+    /// The level it was verified at.
+    pub level: Level,
+    /// Index rows compared with what the data file implies (full level), both ways.
+    pub rows: crate::store::CompareCounts,
+    /// Whether the index was read as immutable, the writer lock held (the file system
+    /// could not give SQLite its `-shm`: full).
+    pub immutable: bool,
     /// The faults, at most 1,000 of them.
     pub faults: Vec<Fault>,
     /// Faults found beyond those listed.
@@ -398,6 +558,11 @@ impl VerifyReport {
     pub fn bytes(&self) -> u64 {
         self.sum(|s| s.bytes)
     }
+
+    /// Index rows compared with what the data file implies.
+    pub fn rows(&self) -> u64 {
+        self.sum(|s| s.rows.found)
+    }
 }
 
 /// The store root could not be read.
@@ -450,11 +615,15 @@ pub fn store_users(root: &Path) -> std::io::Result<(Vec<String>, Vec<UnreadableD
                     }
                     continue;
                 }
-                let got = rusqlite::Connection::open_with_flags(
-                    &index,
-                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-                )
-                .and_then(|c| c.query_row("SELECT user FROM store WHERE id = 1", [], |r| r.get(0)));
+                // Read-only and creating nothing, like every reader (a full disk).
+                let got = open_index_read_only(&u, &name(&u)).and_then(|(db, _writer)| {
+                    db.conn
+                        .query_row("SELECT user FROM store WHERE id = 1", [], |r| r.get(0))
+                        .map_err(|source| StoreError::Sqlite {
+                            path: index.clone(),
+                            source,
+                        })
+                });
                 match got {
                     Ok(user) => users.push(user),
                     Err(source) => unreadable.push(UnreadableDir {
@@ -490,8 +659,8 @@ fn index_missing(dir: &Path) -> std::io::Result<Option<Fault>> {
     Ok(None)
 }
 
-/// Verifies `user`'s store, or every store under `root` when `user` is `None`.
-pub fn verify(root: &Path, user: Option<&str>) -> Result<VerifyReport, VerifyError> {
+/// Verifies `user`'s store, or every store under `root` when `user` is `None`, at `level`.
+pub fn verify(root: &Path, user: Option<&str>, level: Level) -> Result<VerifyReport, VerifyError> {
     let mut rep = VerifyReport::default();
     let users = match user {
         Some(u) => vec![u.to_owned()],
@@ -504,14 +673,24 @@ pub fn verify(root: &Path, user: Option<&str>) -> Result<VerifyReport, VerifyErr
             users
         }
     };
-    rep.stores = users.iter().map(|u| verify_user(root, u)).collect();
+    rep.stores = users
+        .iter()
+        .map(|u| verify_user_at(root, u, level))
+        .collect();
     Ok(rep)
 }
 
-/// Verifies one user's store. Never fails: what cannot be read is a fault.
+/// Verifies one user's store at the full level. Never fails: what cannot be read is a
+/// fault.
 pub fn verify_user(root: &Path, user: &str) -> StoreVerdict {
+    verify_user_at(root, user, Level::Full)
+}
+
+/// Verifies one user's store at `level`. Never fails: what cannot be read is a fault.
+pub fn verify_user_at(root: &Path, user: &str, level: Level) -> StoreVerdict {
     let mut v = StoreVerdict {
         user: user.to_owned(),
+        level,
         ..StoreVerdict::default()
     };
     let reader = match StoreReader::open(root, user) {
@@ -535,33 +714,28 @@ pub fn verify_user(root: &Path, user: &str) -> StoreVerdict {
             return v;
         }
     };
+    v.immutable = reader.is_immutable();
     let cat = reader.catalog();
     let index = cat.index_path().to_path_buf();
-    let mut found = Vec::new();
-    let r = scan(&reader, &mut found, &mut v);
-    match cat.check(true) {
-        Ok(problems) => {
-            for problem in problems {
-                v.push(Fault::IndexRule {
-                    index: index.clone(),
-                    problem,
-                });
-            }
-        }
-        Err(source) => v.push(Fault::IndexCheck {
-            index: index.clone(),
-            source,
-        }),
-    }
-    if let Err(source) = r {
+    // One read transaction: every query sees the same committed state while a backup
+    // appends and commits beside us.
+    if let Err(source) = cat.db.conn.execute_batch("BEGIN") {
         v.push(Fault::IndexRead {
-            index: index.clone(),
-            source,
+            index,
+            source: sql_err(cat.index_path(), source),
         });
+        return v;
     }
-    // Damaged messages are marked so the next run fetches them again (store/damage.rs);
-    // a lock held by a run or an index that cannot be written is a note, not a fault.
-    let damage: Vec<DamageAt> = found
+    match level {
+        Level::Quick => quick(&reader, &mut v),
+        Level::Full => full(&reader, &mut v),
+    }
+    let _ = cat.db.conn.execute_batch("COMMIT");
+    // Damaged messages are marked so the next run fetches them again (store/damage.rs); a
+    // lock held by a run or an index that cannot be written is a note, not a fault. Only
+    // the listed faults are marked: a later verify marks the rest.
+    let damage: Vec<DamageAt> = v
+        .faults
         .iter()
         .filter_map(|f| match f {
             Fault::DamagedChunk { chunk, .. } => Some(DamageAt::Chunk { offset: *chunk }),
@@ -572,9 +746,6 @@ pub fn verify_user(root: &Path, user: &str) -> StoreVerdict {
             _ => None,
         })
         .collect();
-    for f in found {
-        v.push(f);
-    }
     if !damage.is_empty() {
         drop(reader);
         v.damage = Some(record_damage(root, user, &damage, "found by verify"));
@@ -582,13 +753,224 @@ pub fn verify_user(root: &Path, user: &str) -> StoreVerdict {
     v
 }
 
-/// Scans the committed part of the data file and compares it with the index. Faults go
-/// to `found`, counts to `stats`.
+/// The index's rules, with SQLite's `quick_check` (quick) or `integrity_check` (full).
+fn rules(reader: &StoreReader, v: &mut StoreVerdict, level: Level) {
+    let cat = reader.catalog();
+    let index = cat.index_path().to_path_buf();
+    let sqlite = match level {
+        Level::Quick => cat.db.quick_check(),
+        Level::Full => cat.db.integrity_check(),
+    };
+    let found = sqlite.and_then(|mut out| {
+        let rules = cat.check(false)?;
+        let mut all: Vec<IndexFault> = out.drain(..).map(IndexFault::Sqlite).collect();
+        all.extend(rules);
+        Ok(all)
+    });
+    match found {
+        Ok(problems) => {
+            for problem in problems {
+                v.push(Fault::IndexRule {
+                    index: index.clone(),
+                    problem,
+                });
+            }
+        }
+        Err(source) => v.push(Fault::IndexCheck { index, source }),
+    }
+}
+
+/// The quick level: the rules, then each chunk's framing, by two small reads a chunk.
+fn quick(reader: &StoreReader, v: &mut StoreVerdict) {
+    rules(reader, v, Level::Quick);
+    let cat = reader.catalog();
+    let data = cat.data_path().to_path_buf();
+    let chunks: crate::store::Result<Vec<(i64, i64, i64)>> = cat
+        .db
+        .conn
+        .prepare("SELECT offset, compressed_len, uncompressed_len FROM chunks ORDER BY offset")
+        .and_then(|mut st| {
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })
+        .map_err(|e| sql_err(cat.index_path(), e));
+    let chunks = match chunks {
+        Ok(c) => c,
+        Err(source) => {
+            v.push(Fault::IndexRead {
+                index: cat.index_path().to_path_buf(),
+                source,
+            });
+            return;
+        }
+    };
+    let file = &cat.data.file;
+    for (off, clen, ulen) in chunks {
+        // Lengths the rules already refuse would only repeat their fault here.
+        if off < 0 || clen < 18 || ulen <= 0 {
+            continue;
+        }
+        let (off, clen) = (off as u64, clen as u64);
+        v.chunks += 1;
+        let mut head = [0u8; 3];
+        let mut tail = [0u8; 4];
+        let read = file
+            .read_exact_at(&mut head, off)
+            .and_then(|()| file.read_exact_at(&mut tail, off + clen - 4));
+        let what = match read {
+            Err(e) => Some(format!(
+                "expected {clen} bytes of gzip member, reading them failed: {e}"
+            )),
+            Ok(()) if head != [0x1f, 0x8b, 0x08] => Some(format!(
+                "expected a gzip header (1f 8b 08), found {}",
+                hex::encode(head)
+            )),
+            Ok(()) if u32::from_le_bytes(tail) != ulen as u32 => Some(format!(
+                "expected the gzip trailer at {} to give the uncompressed length {ulen} (mod 2^32), found {}",
+                off + clen - 8,
+                u32::from_le_bytes(tail)
+            )),
+            Ok(()) => None,
+        };
+        if let Some(what) = what {
+            v.push(Fault::ChunkFrame {
+                data: data.clone(),
+                chunk: off,
+                what,
+            });
+        }
+    }
+}
+
+/// The full level: the rules, one pass over the committed data (inflate, hash, entries
+/// against rows, rebuilding in memory), then the rebuilt index against the index.
+fn full(reader: &StoreReader, v: &mut StoreVerdict) {
+    let cat = reader.catalog();
+    let index = cat.index_path().to_path_buf();
+    rules(reader, v, Level::Full);
+    let label = PathBuf::from(format!("{} (rebuilt in memory)", index.display()));
+    let mem = match IndexDb::in_memory(&label) {
+        Ok(m) => m,
+        Err(source) => {
+            v.push(Fault::IndexRead { index, source });
+            return;
+        }
+    };
+    let mut found = Vec::new();
+    let r = scan(reader, &mem, &mut found, v);
+    let rebuilt = match r {
+        Ok(rebuilt) => rebuilt,
+        Err(source) => {
+            v.push(Fault::IndexRead {
+                index: index.clone(),
+                source,
+            });
+            Err("reading the index failed".to_owned())
+        }
+    };
+    for f in found {
+        v.push(f);
+    }
+    match rebuilt {
+        Ok(()) => {
+            let mut rows = Vec::new();
+            match compare_indexes(&mem, &cat.db, |row| rows.push(row)) {
+                Ok(counts) => v.rows = counts,
+                Err(source) => v.push(Fault::IndexRead {
+                    index: index.clone(),
+                    source,
+                }),
+            }
+            for row in rows {
+                v.push(Fault::IndexRow {
+                    index: index.clone(),
+                    row,
+                });
+            }
+        }
+        Err(why) => v.push(Fault::NotCompared { index, why }),
+    }
+}
+
+/// Folders and UIDs holding `guid` now (current records), from the index.
+fn holders(reader: &StoreReader, guid: &Guid) -> Vec<Affected> {
+    let sql = format!(
+        "SELECT r.uniqueid, r.uid,
+                (SELECT n.folder FROM names n WHERE n.uniqueid = r.uniqueid ORDER BY n.time DESC LIMIT 1)
+         FROM records r WHERE r.guid = ?1 AND r.valid_to IS NULL
+         ORDER BY r.uniqueid, r.uid LIMIT {MAX_AFFECTED}"
+    );
+    reader
+        .catalog()
+        .db
+        .conn
+        .prepare(&sql)
+        .and_then(|mut st| {
+            st.query_map([&guid.0[..]], |r| {
+                Ok(Affected {
+                    uniqueid: r.get(0)?,
+                    uid: r.get(1)?,
+                    folder: r.get(2)?,
+                })
+            })?
+            .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What the index says a damaged chunk held: the folders and UIDs holding its messages now,
+/// and the folders of its snapshots.
+fn chunk_contents(reader: &StoreReader, chunk: u64) -> Vec<Affected> {
+    let conn = &reader.catalog().db.conn;
+    let guids: Vec<Guid> = conn
+        .prepare(
+            "SELECT m.guid FROM messages m JOIN entries e ON e.id = m.entry WHERE e.chunk = ?1",
+        )
+        .and_then(|mut st| {
+            st.query_map([chunk as i64], |r| r.get::<_, Vec<u8>>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|g| <[u8; 20]>::try_from(g).ok().map(Guid))
+        .collect();
+    let mut affected: Vec<Affected> = conn
+        .prepare(&format!(
+            "SELECT DISTINCT f.uniqueid, f.folder FROM meta_files f JOIN entries e ON e.id = f.entry
+             WHERE e.chunk = ?1 ORDER BY f.uniqueid LIMIT {MAX_AFFECTED}"
+        ))
+        .and_then(|mut st| {
+            st.query_map([chunk as i64], |r| {
+                Ok(Affected {
+                    uniqueid: r.get(0)?,
+                    folder: r.get(1)?,
+                    uid: None,
+                })
+            })?
+            .collect()
+        })
+        .unwrap_or_default();
+    for g in &guids {
+        if affected.len() >= MAX_AFFECTED {
+            break;
+        }
+        affected.extend(holders(reader, g));
+    }
+    affected.truncate(MAX_AFFECTED);
+    affected
+}
+
+/// Scans the committed part of the data file, compares its entries with the index's
+/// `entries` rows, and rebuilds into `mem` the index the data implies. Faults go to
+/// `found`, counts to `stats`. `Ok(Err(why))`: the data file did not
+/// scan whole (its faults are in `found`) or the rebuild failed, so there is nothing to
+/// compare the index with.
 fn scan(
     reader: &StoreReader,
+    mem: &IndexDb,
     found: &mut Vec<Fault>,
     stats: &mut StoreVerdict,
-) -> crate::store::Result<()> {
+) -> crate::store::Result<Result<(), String>> {
     let cat = reader.catalog();
     let data = cat.data_path();
     let index = cat.index_path();
@@ -622,26 +1004,50 @@ fn scan(
         op: "opening the data file",
         source,
     })?;
+    let mut rebuild = match Rebuild::start(mem, cat.user(), cat.data_file_name()) {
+        Ok(r) => Some(r),
+        Err(e) => return Ok(Err(format!("rebuilding in memory failed: {e}"))),
+    };
+    let mut rebuild_failed: Option<String> = None;
+    let mut feed =
+        |rebuild: &mut Option<Rebuild<'_>>,
+         step: &mut dyn FnMut(&mut Rebuild<'_>) -> crate::store::Result<()>| {
+            if let Some(r) = rebuild.as_mut() {
+                if let Err(e) = step(r) {
+                    rebuild_failed = Some(format!(
+                        "rebuilding the index from the data file failed: {e}"
+                    ));
+                    *rebuild = None;
+                }
+            }
+        };
     // Only what the index committed: a backup may be appending past it.
     let mut scanner = Scanner::new(file.take(committed));
     let mut chunk = 0u64;
+    let mut buf = Vec::new();
     let scanned_to: u64;
+    let mut whole = false;
     loop {
         let ev = match scanner.next_event() {
             Ok(ev) => ev,
             Err(source) => {
                 let at = source.chunk_offset().unwrap_or(chunk);
+                let affected = chunk_contents(reader, at);
                 found.push(Fault::DamagedChunk {
                     data: data.to_path_buf(),
                     chunk: at,
                     source,
+                    affected,
                 });
                 scanned_to = at;
                 break;
             }
         };
         match ev {
-            ScanEvent::ChunkStart { offset } => chunk = offset,
+            ScanEvent::ChunkStart { offset } => {
+                chunk = offset;
+                feed(&mut rebuild, &mut |r| r.chunk_start());
+            }
             ScanEvent::Entry(mut e) => {
                 stats.entries += 1;
                 let loc = e.location;
@@ -653,6 +1059,7 @@ fn scan(
                     data_len: loc.data_len,
                     kind: e.header.meta.kind().to_owned(),
                 };
+                let mut with_data = false;
                 if let EntryMeta::Message(m) = &e.header.meta {
                     let guid = m.guid;
                     stats.messages += 1;
@@ -662,6 +1069,7 @@ fn scan(
                             entry: entry.clone(),
                             sha1,
                             guid,
+                            affected: holders(reader, &guid),
                         }),
                         Ok(_) => {}
                         // The scanner reports the error again at its next step.
@@ -674,7 +1082,17 @@ fn scan(
                             entry: entry.clone(),
                         });
                     }
+                } else if Rebuild::wants_data(&e.header.meta) {
+                    buf.clear();
+                    if e.read_to_end(&mut buf).is_err() {
+                        // As above: the scanner's next step says what it was.
+                        continue;
+                    }
+                    with_data = true;
                 }
+                let data_ref = with_data.then_some(&buf[..]);
+                let meta = &e.header.meta;
+                feed(&mut rebuild, &mut |r| r.entry(meta, &loc, data_ref));
                 match rows.remove(&(loc.chunk_offset, loc.header_offset)) {
                     None => found.push(Fault::NoEntryRow {
                         data: data.to_path_buf(),
@@ -697,6 +1115,7 @@ fn scan(
             ScanEvent::ChunkEnd(info) => {
                 stats.chunks += 1;
                 stats.bytes = info.end();
+                feed(&mut rebuild, &mut |r| r.chunk_end(&info));
             }
             ScanEvent::End(end) => {
                 if end.tail != Tail::Clean {
@@ -706,7 +1125,10 @@ fn scan(
                         valid_end: end.valid_end,
                         tail: end.tail,
                     });
+                } else {
+                    whole = true;
                 }
+                feed(&mut rebuild, &mut |r| r.end(&end).map(|_| ()));
                 scanned_to = end.valid_end;
                 break;
             }
@@ -727,7 +1149,20 @@ fn scan(
             header_offset,
         });
     }
-    Ok(())
+    let outcome = match (rebuild, rebuild_failed, whole) {
+        (_, Some(why), _) => Err(why),
+        (None, None, _) => Err("rebuilding the index from the data file failed".into()),
+        (Some(r), None, true) => r
+            .commit()
+            .map_err(|e| format!("rebuilding the index from the data file failed: {e}")),
+        (Some(r), None, false) => {
+            r.abandon();
+            Err(format!(
+                "the committed data does not scan whole (see the data file's fault); the index rows the data file implies are known only up to offset {scanned_to}"
+            ))
+        }
+    };
+    Ok(outcome)
 }
 
 fn sql_err(path: &Path, source: rusqlite::Error) -> StoreError {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use backup_server::store::{MessageInfo, RunEnd, Store, StoreReader, UserDir};
-use backup_server::verify::{reindex_user, verify, verify_user, Fault};
+use backup_server::verify::{reindex_user, verify, verify_user, Fault, Level, WayOut};
 use store_common::*;
 
 const USER: &str = "vic";
@@ -62,7 +62,7 @@ fn chunks(root: &Path) -> Vec<(u64, u64)> {
 fn an_intact_store_verifies_clean() {
     let root = tempfile::tempdir().unwrap();
     build(root.path());
-    let rep = verify(root.path(), None).unwrap();
+    let rep = verify(root.path(), None, Level::Full).unwrap();
     assert!(rep.is_clean(), "{rep:#?}");
     assert_eq!(rep.stores.len(), 1);
     assert_eq!(rep.stores[0].user, USER);
@@ -84,13 +84,13 @@ fn a_store_whose_index_is_gone_is_a_fault() {
     ] {
         let _ = std::fs::remove_file(dir.join(f));
     }
-    let rep = verify(root.path(), None).unwrap();
+    let rep = verify(root.path(), None, Level::Full).unwrap();
     assert!(!rep.is_clean(), "a store without its index verified clean");
     assert!(rep.stores.is_empty(), "{rep:#?}");
     let f = &rep.unreadable[0];
     assert_eq!(f.fault.file(), dir.join("backupstate.sqlite3"));
     assert!(
-        matches!(f.fault, Fault::NoIndex { .. }) && f.fault.to_string().contains("reindex"),
+        matches!(f.fault, Fault::NoIndex { .. }) && f.fault.way_out() == WayOut::Reindex,
         "{}",
         f.fault
     );
@@ -100,7 +100,7 @@ fn a_store_whose_index_is_gone_is_a_fault() {
         .lock()
         .unwrap();
     std::fs::remove_dir_all(dir).unwrap();
-    assert!(verify(root.path(), None).unwrap().is_clean());
+    assert!(verify(root.path(), None, Level::Full).unwrap().is_clean());
 }
 
 #[test]
@@ -330,4 +330,142 @@ fn a_message_whose_bytes_do_not_hash_to_its_guid_is_named() {
             && text.contains(&wrong.to_hex()),
         "{text}"
     );
+}
+
+#[test]
+fn index_damage_alone_is_named_by_folder_and_uid() {
+    // The damage the old verify could not see: a current record deleted (the message
+    // vanishes from ls and restore), flags, size and internal date changed.
+    let root = tempfile::tempdir().unwrap();
+    build(root.path());
+    let index = UserDir::new(root.path(), USER).unwrap().index_path();
+    {
+        let c = rusqlite::Connection::open(&index).unwrap();
+        c.execute_batch(
+            "DELETE FROM records WHERE uniqueid = 'u-in' AND uid = 5 AND valid_to IS NULL;
+             UPDATE records SET flags = '\\Flagged' WHERE uniqueid = 'u-in' AND uid = 6 AND valid_to IS NULL;
+             UPDATE records SET size = size + 1 WHERE uniqueid = 'u-in' AND uid = 7 AND valid_to IS NULL;
+             UPDATE records SET internaldate = '1600000000' WHERE uniqueid = 'u-in' AND uid = 8 AND valid_to IS NULL;",
+        )
+        .unwrap();
+    }
+    // The quick level does not compare rows with the data file: none of this breaks a rule.
+    let quick = backup_server::verify::verify_user_at(root.path(), USER, Level::Quick);
+    assert!(quick.is_clean(), "{:#?}", quick.faults);
+    let rep = verify_user(root.path(), USER);
+    let text: Vec<String> = rep.faults.iter().map(|f| f.to_string()).collect();
+    assert_eq!(rep.faults.len(), 4, "{text:#?}");
+    assert_eq!(
+        (rep.rows.missing, rep.rows.differing, rep.rows.extra),
+        (1, 3, 0)
+    );
+    for (uid, what) in [
+        (5, "missing from the index; the data file implies ("),
+        (6, "flags is \"\\\\Flagged\", the data file implies \"\""),
+        (7, "size is "),
+        (
+            8,
+            "internaldate is \"1600000000\", the data file implies \"1700000008\"",
+        ),
+    ] {
+        let needle = format!("folder \"INBOX\" (u-in) UID {uid} - records row id=");
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with(&format!("{}: {needle}", index.display()))
+                    && t.contains(what)),
+            "UID {uid}: {what}: {text:#?}"
+        );
+    }
+    assert!(rep.faults.iter().all(|f| f.way_out() == WayOut::Repair));
+}
+
+#[test]
+fn the_quick_level_reads_no_message_and_finds_broken_framing() {
+    let root = tempfile::tempdir().unwrap();
+    let data = build(root.path());
+    let quick = |root: &Path| backup_server::verify::verify_user_at(root, USER, Level::Quick);
+    let v = quick(root.path());
+    assert!(v.is_clean(), "{:#?}", v.faults);
+    let cs = chunks(root.path());
+    assert_eq!((v.chunks as usize, v.entries, v.messages), (cs.len(), 0, 0));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&data)
+        .unwrap();
+    let flip = |at: u64| {
+        let mut b = [0u8];
+        f.read_at(&mut b, at).unwrap();
+        f.write_at(&[b[0] ^ 0x01], at).unwrap();
+    };
+    // A chunk's gzip header, then another's ISIZE: each named at its chunk.
+    let (a, _) = cs[2];
+    let (b, blen) = cs[5];
+    flip(a + 1);
+    flip(b + blen - 2);
+    let v = quick(root.path());
+    let at: Vec<(Option<u64>, String)> = v
+        .faults
+        .iter()
+        .map(|x| (x.offset(), x.to_string()))
+        .collect();
+    assert_eq!(v.faults.len(), 2, "{at:#?}");
+    assert!(
+        at[0].0 == Some(a) && at[0].1.contains("expected a gzip header"),
+        "{at:#?}"
+    );
+    assert!(
+        at[1].0 == Some(b) && at[1].1.contains("uncompressed length"),
+        "{at:#?}"
+    );
+    assert!(v.faults.iter().all(|x| x.file() == data));
+    // A flip inside the deflate data is the full level's to find.
+    flip(a + 1);
+    flip(b + blen - 2);
+    let (c, clen) = cs[3];
+    flip(c + clen / 2);
+    assert!(quick(root.path()).is_clean());
+    assert!(!verify_user(root.path(), USER).is_clean());
+}
+
+#[test]
+fn the_binary_names_the_way_out_on_every_fault_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let root = dir.path().join("store");
+    build(&root);
+    let index = UserDir::new(&root, USER).unwrap().index_path();
+    rusqlite::Connection::open(&index)
+        .unwrap()
+        .execute_batch(
+            "DELETE FROM records WHERE uniqueid = 'u-in' AND uid = 12 AND valid_to IS NULL",
+        )
+        .unwrap();
+    let bin = env!("CARGO_BIN_EXE_backup-server");
+    let run = |args: &[&str]| {
+        let o = Command::new(bin)
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (code, out) = run(&["verify", "--quick"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("verify --quick: 1 stores, "), "{out}");
+    let (code, out) = run(&["verify"]);
+    assert_eq!(code, Some(1), "{out}");
+    let line = out.lines().next().unwrap();
+    assert!(
+        line.starts_with(&format!(
+            "user {USER}: {}: folder \"INBOX\" (u-in) UID 12 - records row id=",
+            index.display()
+        )) && line.ends_with(&format!("; run backup-server repair --user {USER}")),
+        "{out}"
+    );
+    assert!(out.contains("index rows compared; 1 faults"), "{out}");
 }

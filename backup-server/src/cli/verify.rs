@@ -1,10 +1,11 @@
 //! `backup-server verify` and `backup-server reindex`: each fault on a line of its own
-//! (`user U: FILE at offset N: what`), then a line summing up; a reindex's one line.
+//! (`user U: FILE at offset N: what; way out`), then a line summing up; a reindex's one
+//! line.
 
 use super::{Out, OutputError, Status};
 use anyhow::Context;
 use backup_server::config::Config;
-use backup_server::verify::{reindex_user, verify as verify_stores, VerifyReport};
+use backup_server::verify::{reindex_user, verify as verify_stores, Level, VerifyReport};
 use std::io::Write;
 
 /// `backup-server verify` arguments.
@@ -13,6 +14,10 @@ pub struct VerifyArgs {
     /// Only this user (default: every store under the store root).
     #[arg(long)]
     user: Option<String>,
+    /// The nightly level: the index's checks and each chunk's framing, no inflating (the
+    /// default, full level, reads and hashes every byte and rebuilds the index to compare).
+    #[arg(long)]
+    quick: bool,
 }
 
 /// `backup-server reindex` arguments.
@@ -29,7 +34,8 @@ pub fn verify(
     a: &VerifyArgs,
     out: &mut Out<impl Write>,
 ) -> anyhow::Result<Status> {
-    let rep = verify_stores(&config.store_root, a.user.as_deref()).context("verify")?;
+    let level = if a.quick { Level::Quick } else { Level::Full };
+    let rep = verify_stores(&config.store_root, a.user.as_deref(), level).context("verify")?;
     print(&rep, out)?;
     Ok(status(&rep))
 }
@@ -45,7 +51,10 @@ fn status(rep: &VerifyReport) -> Status {
 
 fn print(rep: &VerifyReport, out: &mut Out<impl Write>) -> Result<(), OutputError> {
     for (user, fault) in rep.listed() {
-        out.line(format_args!("user {user}: {fault}"))?;
+        out.line(format_args!(
+            "user {user}: {fault}; {}",
+            fault.way_out().for_user(user)
+        ))?;
     }
     for s in &rep.stores {
         if let Some(d) = &s.damage {
@@ -55,15 +64,32 @@ fn print(rep: &VerifyReport, out: &mut Out<impl Write>) -> Result<(), OutputErro
     if rep.not_listed() > 0 {
         out.line(format_args!("... and {} more faults", rep.not_listed()))?;
     }
-    out.line(format_args!(
-        "verify: {} stores, {} chunks, {} entries, {} messages hashed, {} bytes; {} faults",
-        rep.stores.len(),
-        rep.chunks(),
-        rep.entries(),
-        rep.messages(),
-        rep.bytes(),
-        rep.faults()
-    ))
+    for s in rep.stores.iter().filter(|s| s.immutable) {
+        out.line(format_args!(
+            "user {}: read without SQLite's shared memory (its file system is full), the writer lock held meanwhile",
+            s.user
+        ))?;
+    }
+    let quick = rep.stores.iter().any(|s| s.level == Level::Quick);
+    if quick {
+        out.line(format_args!(
+            "verify --quick: {} stores, {} chunks framed right; {} faults",
+            rep.stores.len(),
+            rep.chunks(),
+            rep.faults()
+        ))
+    } else {
+        out.line(format_args!(
+            "verify: {} stores, {} chunks, {} entries, {} messages hashed, {} bytes, {} index rows compared; {} faults",
+            rep.stores.len(),
+            rep.chunks(),
+            rep.entries(),
+            rep.messages(),
+            rep.bytes(),
+            rep.rows(),
+            rep.faults()
+        ))
+    }
 }
 
 /// Rebuilds a user's index from the data file.
@@ -94,9 +120,14 @@ mod tests {
             entries: 5,
             messages: 3,
             bytes: 900,
+            rows: backup_server::store::CompareCounts {
+                found: 40,
+                implied: 40,
+                ..Default::default()
+            },
             faults,
             faults_not_listed: not_listed,
-            damage: None,
+            ..StoreVerdict::default()
         }
     }
 
@@ -122,7 +153,7 @@ mod tests {
         assert_eq!(status(&clean).code(), 0);
         assert_eq!(
             printed(&clean),
-            "verify: 2 stores, 4 chunks, 10 entries, 6 messages hashed, 1800 bytes; 0 faults\n"
+            "verify: 2 stores, 4 chunks, 10 entries, 6 messages hashed, 1800 bytes, 80 index rows compared; 0 faults\n"
         );
         let faulty = VerifyReport {
             unreadable: Vec::new(),
@@ -153,8 +184,8 @@ mod tests {
         assert_eq!(status(&dir), Status::Failed);
         assert_eq!(
             printed(&dir),
-            "user zed: /s/ab/cd/zed/backupstate.sqlite3: no index, but data file backupdata-1.tar.gz holds 4 bytes (run backup-server reindex)\n\
-             verify: 0 stores, 0 chunks, 0 entries, 0 messages hashed, 0 bytes; 1 faults\n"
+            "user zed: /s/ab/cd/zed/backupstate.sqlite3: no index, but data file backupdata-1.tar.gz holds 4 bytes; run backup-server reindex --user zed\n\
+             verify: 0 stores, 0 chunks, 0 entries, 0 messages hashed, 0 bytes, 0 index rows compared; 1 faults\n"
         );
     }
 
@@ -169,11 +200,11 @@ mod tests {
         };
         assert_eq!(
             printed(&rep),
-            "user a: /s/ab/cd/u/backupstate.sqlite3: chunk at 0: bad\n\
-             user b: /s/ab/cd/u/backupstate.sqlite3: one\n\
-             user b: /s/ab/cd/u/backupstate.sqlite3: two\n\
+            "user a: /s/ab/cd/u/backupstate.sqlite3: chunk at 0: bad; run backup-server repair --user a\n\
+             user b: /s/ab/cd/u/backupstate.sqlite3: one; run backup-server repair --user b\n\
+             user b: /s/ab/cd/u/backupstate.sqlite3: two; run backup-server repair --user b\n\
              ... and 7 more faults\n\
-             verify: 2 stores, 4 chunks, 10 entries, 6 messages hashed, 1800 bytes; 10 faults\n"
+             verify: 2 stores, 4 chunks, 10 entries, 6 messages hashed, 1800 bytes, 80 index rows compared; 10 faults\n"
         );
     }
 }

@@ -9,7 +9,8 @@
 //!   give it back otherwise).
 //! * With `deep`: SQLite's `integrity_check` and `foreign_key_check`.
 //!
-//! `backup-server verify` (crate::verify) runs this, then reads and hashes every entry.
+//! `backup-server verify` (crate::verify) runs this at both levels; the full level then
+//! reads and hashes every entry and compares the index with the one the data file implies.
 
 use super::catalog::Catalog;
 use super::error::{Result, SqlContext};
@@ -110,6 +111,8 @@ pub enum IndexFault {
     RecordWithoutMessage {
         /// The folder's unique id.
         uniqueid: String,
+        /// The folder's newest name, when the index has one.
+        folder: Option<String>,
         /// The record's UID.
         uid: u32,
         /// The message's GUID (hex).
@@ -182,9 +185,16 @@ impl fmt::Display for IndexFault {
             ),
             IndexFault::RecordWithoutMessage {
                 uniqueid,
+                folder,
                 uid,
                 guid,
-            } => write!(f, "folder {uniqueid} UID {uid}: its message {guid} is not stored"),
+            } => {
+                match folder {
+                    Some(name) => write!(f, "folder {name:?} ({uniqueid})")?,
+                    None => write!(f, "folder {uniqueid}")?,
+                }
+                write!(f, " UID {uid}: its message {guid} is not stored")
+            }
         }
     }
 }
@@ -358,21 +368,25 @@ impl Catalog {
         }
 
         // Current records point at stored messages.
-        let missing: Vec<(String, u32, Vec<u8>)> = conn
+        type Missing = (String, Option<String>, u32, Vec<u8>);
+        let missing: Vec<Missing> = conn
             .prepare(&format!(
-                "SELECT r.uniqueid, r.uid, r.guid FROM records r
+                "SELECT r.uniqueid,
+                        (SELECT n.folder FROM names n WHERE n.uniqueid = r.uniqueid ORDER BY n.time DESC LIMIT 1),
+                        r.uid, r.guid FROM records r
                  WHERE r.valid_to IS NULL AND r.expunged = 0
                    AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.guid = r.guid)
                  ORDER BY r.uniqueid, r.uid LIMIT {MAX_LISTED}"
             ))
             .and_then(|mut st| {
-                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
                     .collect()
             })
             .sql(path)?;
-        for (u, uid, g) in missing {
+        for (u, folder, uid, g) in missing {
             out.push(IndexFault::RecordWithoutMessage {
                 uniqueid: u,
+                folder,
                 uid,
                 guid: hex::encode(g),
             });

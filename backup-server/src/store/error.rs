@@ -194,6 +194,64 @@ pub enum StoreError {
     /// An earlier error left the run writer unusable; only dropping it (abort) is left.
     #[error("the run was abandoned after an earlier error; drop it and begin a new run")]
     RunBroken,
+    /// The index cannot be read read-only: SQLite could not open it as it stands (most
+    /// often: it must create or grow `backupstate.sqlite3-shm`, and the file system is
+    /// full), and the way that creates nothing (reading the file as immutable) would not be
+    /// exact now.
+    #[error("{path}: cannot be read without writing a file ({source}; is its file system full?), and reading it as it stands on disk is not safe now: {blocker}")]
+    ReadOnlyBlocked {
+        /// The index file.
+        path: PathBuf,
+        /// What SQLite said to the ordinary read-only open.
+        #[source]
+        source: rusqlite::Error,
+        /// Why the immutable read is not safe.
+        blocker: ReadBlocker,
+    },
+}
+
+/// Why an index cannot be read as immutable (see [`StoreError::ReadOnlyBlocked`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadBlocker {
+    /// A writer (backup run, compaction, reindex) holds the store: the index may change.
+    WriterRunning {
+        /// What the holder wrote into the lock file.
+        holder: String,
+    },
+    /// The store has no writer's lock file, so no lock keeps a writer out.
+    NoLockFile {
+        /// The lock file that is missing.
+        path: PathBuf,
+    },
+    /// The WAL holds committed transactions not yet copied into the index file (a writer
+    /// ended without its final checkpoint, e.g. it was killed): the file alone is stale.
+    WalNotEmpty {
+        /// The `-wal` file.
+        wal: PathBuf,
+        /// Its length.
+        len: u64,
+    },
+}
+
+impl std::fmt::Display for ReadBlocker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadBlocker::WriterRunning { holder } => write!(
+                f,
+                "a writer holds the store ({holder}); retry when it has finished, or free space"
+            ),
+            ReadBlocker::NoLockFile { path } => write!(
+                f,
+                "there is no writer's lock file {} to keep a writer out; free space and retry",
+                path.display()
+            ),
+            ReadBlocker::WalNotEmpty { wal, len } => write!(
+                f,
+                "{} holds {len} bytes of commits not yet in the index file (a writer was stopped before its last checkpoint); free space and retry (the next reader or writer will read them)",
+                wal.display()
+            ),
+        }
+    }
 }
 
 impl StoreError {

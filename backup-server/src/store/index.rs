@@ -19,6 +19,9 @@
 //! * Write transactions are `BEGIN IMMEDIATE`: the write lock is taken up front, never
 //!   upgraded half-way (no SQLITE_BUSY in the middle of a run).
 //!
+//! Readers ([`IndexDb::open_read`]) set none of these: they open `SQLITE_OPEN_READ_ONLY`
+//! and never write, checkpoint or migrate (see `StoreReader` for reading on a full disk).
+//!
 //! The schema version is SQLite's `user_version`. [`MIGRATIONS`] is a table: entry `i`
 //! takes a database from version `i` to `i + 1`, each in its own transaction. A database
 //! newer than the table is refused, never opened.
@@ -203,6 +206,23 @@ pub const TABLES: &[&str] = &[
     "user_files",
 ];
 
+/// `path` as an SQLite URI opening it read-only and immutable: every byte but the
+/// unreserved ones and `/` percent-encoded, so no `?`, `#` or `%` in a path is taken
+/// for URI syntax.
+fn immutable_uri(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?mode=ro&immutable=1");
+    uri
+}
+
 /// How an index is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OpenMode {
@@ -222,8 +242,12 @@ pub(crate) struct IndexDb {
 }
 
 impl IndexDb {
-    /// Opens (or creates) the index at `path`, sets the pragmas, migrates.
+    /// Opens (or creates) the index at `path`, sets the pragmas, migrates. A
+    /// [`OpenMode::Read`] open is [`IndexDb::open_read`] without `immutable`.
     pub(crate) fn open(path: &Path, mode: OpenMode) -> Result<IndexDb> {
+        if mode == OpenMode::Read {
+            return Self::open_read(path, false);
+        }
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if mode == OpenMode::Create {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
@@ -253,36 +277,79 @@ impl IndexDb {
             .execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
             .sql(path)?;
         db.conn.set_prepared_statement_cache_capacity(64);
-        match mode {
-            OpenMode::Read => {
-                let v = db.version()?;
-                if v > SCHEMA_VERSION {
-                    return Err(StoreError::IndexTooNew {
-                        path: path.to_path_buf(),
-                        found: v,
-                        supported: SCHEMA_VERSION,
-                    });
-                }
-                if v == 1 {
-                    // Version 1 lacks only `damaged`: read it as a store with no damage
-                    // recorded (an empty table of the session's own, in memory), so ls,
-                    // restore and verify work on stores no run has upgraded yet.
-                    db.conn
-                        .execute_batch(&format!(
-                            "PRAGMA temp_store=MEMORY; {}",
-                            SCHEMA_V2.replace("CREATE TABLE", "CREATE TEMP TABLE")
-                        ))
-                        .sql(path)?;
-                } else if v < SCHEMA_VERSION {
-                    return Err(StoreError::IndexTooOld {
-                        path: path.to_path_buf(),
-                        found: v,
-                        expected: SCHEMA_VERSION,
-                    });
-                }
-            }
-            OpenMode::Create | OpenMode::Write => db.migrate()?,
+        db.migrate()?;
+        Ok(db)
+    }
+
+    /// Opens the existing index at `path` read-only (`SQLITE_OPEN_READ_ONLY`: it never
+    /// writes, checkpoints or migrates), and checks its schema version, which is also the
+    /// first read: an index SQLite cannot read as it stands fails here, not later.
+    ///
+    /// `immutable`: opened as `file:...?mode=ro&immutable=1`, which reads the database file
+    /// alone, with no locking and no `-wal`/`-shm`, so it needs to create nothing (a full
+    /// disk). It is exact only while nobody can write the index and its WAL holds nothing:
+    /// the caller ([`StoreReader::open`](super::StoreReader::open)) makes sure of both.
+    pub(crate) fn open_read(path: &Path, immutable: bool) -> Result<IndexDb> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let conn = if immutable {
+            Connection::open_with_flags(immutable_uri(path), flags)
+        } else {
+            // A plain name is not parsed as a URI even with SQLITE_OPEN_URI.
+            Connection::open_with_flags(path, flags)
         }
+        .sql(path)?;
+        let db = IndexDb {
+            conn,
+            path: path.to_path_buf(),
+        };
+        db.conn.busy_timeout(Duration::from_secs(30)).sql(path)?;
+        // Sorts and temporary tables a query needs stay in memory: no temporary file on a
+        // full disk.
+        db.conn
+            .execute_batch("PRAGMA temp_store=MEMORY")
+            .sql(path)?;
+        db.conn.set_prepared_statement_cache_capacity(64);
+        let v = db.version()?;
+        if v > SCHEMA_VERSION {
+            return Err(StoreError::IndexTooNew {
+                path: path.to_path_buf(),
+                found: v,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if v == 1 {
+            // Version 1 lacks only `damaged`: read it as a store with no damage recorded
+            // (an empty table of the session's own, in memory), so ls, restore and verify
+            // work on stores no run has upgraded yet.
+            db.conn
+                .execute_batch(&SCHEMA_V2.replace("CREATE TABLE", "CREATE TEMP TABLE"))
+                .sql(path)?;
+        } else if v < SCHEMA_VERSION {
+            return Err(StoreError::IndexTooOld {
+                path: path.to_path_buf(),
+                found: v,
+                expected: SCHEMA_VERSION,
+            });
+        }
+        Ok(db)
+    }
+
+    /// A new, empty index in memory, at the current schema: what verify rebuilds from the
+    /// data file to compare with the index on disk. Needs no disk space (a full disk) and
+    /// leaves nothing behind. `label` names it in errors.
+    pub(crate) fn in_memory(label: &Path) -> Result<IndexDb> {
+        let conn = Connection::open_in_memory().sql(label)?;
+        let db = IndexDb {
+            conn,
+            path: label.to_path_buf(),
+        };
+        db.conn
+            .execute_batch("PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;")
+            .sql(label)?;
+        db.conn.set_prepared_statement_cache_capacity(64);
+        db.migrate()?;
         Ok(db)
     }
 
@@ -354,10 +421,21 @@ impl IndexDb {
     /// Runs `PRAGMA integrity_check` and `PRAGMA foreign_key_check`; returns what they
     /// report (empty when both are clean).
     pub(crate) fn integrity_check(&self) -> Result<Vec<String>> {
+        self.sqlite_check("integrity_check")
+    }
+
+    /// Runs `PRAGMA quick_check` (integrity_check without the checks that indexes match
+    /// their tables and that text is well-formed: about the cost of reading every page
+    /// once) and `PRAGMA foreign_key_check`; returns what they report.
+    pub(crate) fn quick_check(&self) -> Result<Vec<String>> {
+        self.sqlite_check("quick_check")
+    }
+
+    fn sqlite_check(&self, pragma: &str) -> Result<Vec<String>> {
         let mut out = Vec::new();
         let mut st = self
             .conn
-            .prepare("PRAGMA integrity_check")
+            .prepare(&format!("PRAGMA {pragma}"))
             .sql(&self.path)?;
         let rows = st
             .query_map([], |r| r.get::<_, String>(0))
@@ -365,7 +443,7 @@ impl IndexDb {
         for r in rows {
             let r = r.sql(&self.path)?;
             if r != "ok" {
-                out.push(format!("integrity_check: {r}"));
+                out.push(format!("{pragma}: {r}"));
             }
         }
         let mut st = self
@@ -399,6 +477,36 @@ impl IndexDb {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_immutable_read_takes_any_path_and_writes_nothing() {
+        // URI syntax in a directory name must not cut the file name short.
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("a?b#c%41 d");
+        std::fs::create_dir(&sub).unwrap();
+        let p = sub.join("i.sqlite3");
+        drop(IndexDb::open(&p, OpenMode::Create).unwrap());
+        let before: Vec<_> = std::fs::read_dir(&sub)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        let db = IndexDb::open_read(&p, true).unwrap();
+        assert_eq!(db.version().unwrap(), SCHEMA_VERSION);
+        assert!(
+            db.conn.execute_batch("CREATE TABLE x (y)").is_err(),
+            "writable"
+        );
+        drop(db);
+        let after: Vec<_> = std::fs::read_dir(&sub)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(before, after, "the immutable read created a file");
+        assert!(matches!(
+            IndexDb::open_read(&sub.join("absent"), true),
+            Err(StoreError::Sqlite { .. })
+        ));
+    }
 
     #[test]
     fn creates_migrates_and_refuses_newer() {

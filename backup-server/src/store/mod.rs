@@ -20,8 +20,11 @@
 
 mod catalog;
 mod check;
+mod compare;
 mod damage;
 pub use check::IndexFault;
+pub(crate) use compare::compare_indexes;
+pub use compare::{CompareCounts, RowDiff, RowFault, RowFolder, DERIVED_TABLES, NOT_DERIVED};
 pub use damage::{record_damage, DamageAt, DamageRecording, DamagedMessage};
 mod datafile;
 mod error;
@@ -41,14 +44,17 @@ pub use catalog::{
     RunInfo, SnapshotInfo, StoredMessage,
 };
 pub use datafile::PositionalReader;
-pub use error::{Result, StoreError};
+pub use error::{ReadBlocker, Result, StoreError};
+pub(crate) use index::IndexDb;
 pub use index::{Migration, MIGRATIONS, SCHEMA_VERSION, TABLES};
 pub use layout::{
     data_file_name, encode_name, is_data_file_name, UserDir, DATA_PREFIX, DATA_SUFFIX, INDEX_FILE,
     INDEX_NEW_FILE, INDEX_TMP_FILE, LOCK_FILE, READERS_LOCK_FILE,
 };
 pub use lock::UserLock;
+pub(crate) use open::open_index_read_only;
 pub use open::{LockedDir, OpenReport, Store, StoreReader};
+pub(crate) use reindex::Rebuild;
 pub use reindex::{rebuild_index, ReindexReport};
 pub use run::{Added, CommitSummary, FolderSnapshot, MessageInfo, MetaFileData, RunEnd, RunWriter};
 pub use usage::{EntryState, Usage};

@@ -26,7 +26,7 @@ use rusqlite::{params, OptionalExtension};
 
 use super::catalog::Catalog;
 use super::datafile::{sync_dir, DataFile};
-use super::error::{IoContext, Result, SqlContext, StoreError};
+use super::error::{IoContext, ReadBlocker, Result, SqlContext, StoreError};
 use super::index::{IndexDb, OpenMode};
 use super::layout::{
     data_file_name, UserDir, INDEX_FILE, INDEX_NEW_FILE, INDEX_TMP_FILE, LOCK_FILE,
@@ -349,13 +349,21 @@ impl Store {
     }
 }
 
-/// A read-only view of a store, for ls and restore. Holds the readers' lock (shared), so
-/// the index file is not replaced under it; does not take the writer lock, so a backup
-/// run may append meanwhile (SQLite's WAL keeps this view consistent).
+/// A read-only view of a store, for ls, restore and verify. Holds the readers' lock
+/// (shared), so the index file is not replaced under it; does not take the writer lock, so
+/// a backup run may append meanwhile (SQLite's WAL keeps this view consistent).
+///
+/// It writes nothing. When the ordinary read-only open fails because SQLite would have to
+/// create or grow `backupstate.sqlite3-shm` (a full file system), it reads the index file
+/// as immutable instead, which is exact only while nothing can change it: so only with the
+/// writer lock held (taken without waiting, and kept as long as the reader lives) and the
+/// WAL empty or absent. Otherwise [`StoreError::ReadOnlyBlocked`] says which and what to do.
 #[derive(Debug)]
 pub struct StoreReader {
     dir: UserDir,
     _lock: UserLock,
+    /// The writer lock, held when the index was opened as immutable.
+    _writer: Option<UserLock>,
     cat: Catalog,
 }
 
@@ -389,7 +397,7 @@ impl StoreReader {
                 found: format!("{INDEX_NEW_FILE} present"),
             });
         }
-        let db = IndexDb::open(&index_path, OpenMode::Read)?;
+        let (db, writer) = open_index_read_only(dir.path(), user)?;
         let (u, data_name) = store_row(&db)?.ok_or_else(|| StoreError::IndexInvalid {
             path: index_path.clone(),
             expected: "one row in table store",
@@ -422,8 +430,15 @@ impl StoreReader {
         Ok(StoreReader {
             dir,
             _lock: lock,
+            _writer: writer,
             cat: Catalog::new(db, data, u, data_name),
         })
+    }
+
+    /// Whether the index was read as immutable (the file system could not give SQLite its
+    /// `-shm`), with the writer lock held: a backup of this user is refused meanwhile.
+    pub fn is_immutable(&self) -> bool {
+        self._writer.is_some()
     }
 
     /// The queries.
@@ -435,6 +450,54 @@ impl StoreReader {
     pub fn dir(&self) -> &UserDir {
         &self.dir
     }
+}
+
+/// Opens the index in the store directory `dir` (of `user`, for messages) read-only,
+/// creating no file (see [`StoreReader`]): the ordinary read-only open, or, when that fails
+/// for want of a file SQLite cannot create, the immutable one with the writer lock, which is
+/// returned to be held meanwhile.
+pub(crate) fn open_index_read_only(dir: &Path, user: &str) -> Result<(IndexDb, Option<UserLock>)> {
+    let index = dir.join(INDEX_FILE);
+    let source = match IndexDb::open_read(&index, false) {
+        Ok(db) => return Ok((db, None)),
+        Err(StoreError::Sqlite { source, .. }) if wants_a_file(&source) => source,
+        Err(e) => return Err(e),
+    };
+    let blocked = |blocker, source| StoreError::ReadOnlyBlocked {
+        path: index.clone(),
+        source,
+        blocker,
+    };
+    let lock_path = dir.join(LOCK_FILE);
+    let writer = match UserLock::exclusive_existing(&lock_path, user) {
+        Ok(Some(l)) => l,
+        Ok(None) => return Err(blocked(ReadBlocker::NoLockFile { path: lock_path }, source)),
+        Err(StoreError::Locked { holder, .. }) => {
+            return Err(blocked(ReadBlocker::WriterRunning { holder }, source))
+        }
+        Err(e) => return Err(e),
+    };
+    let wal = with_suffix(&index, "-wal");
+    let len = match std::fs::metadata(&wal) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e).io(&wal, "reading the WAL's length"),
+    };
+    if len > 0 {
+        return Err(blocked(ReadBlocker::WalNotEmpty { wal, len }, source));
+    }
+    let db = IndexDb::open_read(&index, true)?;
+    Ok((db, Some(writer)))
+}
+
+/// Whether an SQLite error of a read-only open is SQLite wanting to create or grow a file
+/// (the `-shm` or `-wal`): what a full file system (or a read-only one) causes.
+fn wants_a_file(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::*;
+    matches!(
+        e.sqlite_error_code(),
+        Some(CannotOpen | SystemIoFailure | DiskFull | ReadOnly)
+    )
 }
 
 /// The store row: (user, data file name).

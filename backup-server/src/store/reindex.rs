@@ -20,7 +20,9 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use formats::archive::{EntryMeta, MetaFile, ScanEvent, Scanner, Tail};
+use formats::archive::{
+    ChunkInfo, EntryLocation, EntryMeta, MetaFile, ScanEnd, ScanEvent, Scanner, Tail,
+};
 use rusqlite::params;
 
 use super::damage::mark_missing;
@@ -100,27 +102,9 @@ fn fill(
     user: &str,
     data_name: &str,
 ) -> Result<ReindexReport> {
-    let path = db.path.clone();
-    db.conn.execute_batch("BEGIN IMMEDIATE").sql(&path)?;
+    let mut rebuild = Rebuild::start(db, user, data_name)?;
     let r = (|| {
-        db.conn
-            .execute(
-                "INSERT INTO store (id, user, data_file) VALUES (1, ?1, ?2)",
-                params![user, data_name],
-            )
-            .sql(&path)?;
-        let mut ingest = Ingest::new(db, user)?;
         let mut scanner = Scanner::new(file);
-        let mut rep = ReindexReport {
-            chunks: 0,
-            entries: 0,
-            unknown_entries: 0,
-            valid_end: 0,
-            file_len: 0,
-            tail: Tail::Clean,
-        };
-        let mut in_chunk = false;
-        let mut chunk_entries = (0u64, 0u64);
         let mut buf = Vec::new();
         loop {
             let ev = scanner.next_event().map_err(|source| StoreError::Damaged {
@@ -128,17 +112,9 @@ fn fill(
                 source,
             })?;
             match ev {
-                ScanEvent::ChunkStart { .. } => {
-                    db.conn.execute_batch("SAVEPOINT chunk").sql(&path)?;
-                    in_chunk = true;
-                    chunk_entries = (0, 0);
-                }
+                ScanEvent::ChunkStart { .. } => rebuild.chunk_start()?,
                 ScanEvent::Entry(mut e) => {
-                    let wants = matches!(
-                        &e.header.meta,
-                        EntryMeta::FolderMeta(f) if f.file != MetaFile::Annotations
-                    );
-                    let data = if wants {
+                    let data = if Rebuild::wants_data(&e.header.meta) {
                         buf.clear();
                         if e.read_to_end(&mut buf).is_err() {
                             // The scanner keeps the error; its next event says what it
@@ -150,51 +126,156 @@ fn fill(
                     } else {
                         None
                     };
-                    ingest.entry(db, &e.header.meta, &e.location, data)?;
-                    chunk_entries.0 += 1;
-                    if matches!(e.header.meta, EntryMeta::Unknown { .. }) {
-                        chunk_entries.1 += 1;
-                    }
+                    rebuild.entry(&e.header.meta, &e.location, data)?;
                 }
-                ScanEvent::ChunkEnd(info) => {
-                    ingest.chunk(db, &info)?;
-                    db.conn.execute_batch("RELEASE chunk").sql(&path)?;
-                    in_chunk = false;
-                    rep.chunks += 1;
-                    rep.entries += chunk_entries.0;
-                    rep.unknown_entries += chunk_entries.1;
-                }
-                ScanEvent::End(end) => {
-                    if in_chunk {
-                        db.conn
-                            .execute_batch("ROLLBACK TO chunk; RELEASE chunk")
-                            .sql(&path)?;
-                    }
-                    rep.valid_end = end.valid_end;
-                    rep.file_len = end.file_len;
-                    rep.tail = end.tail;
-                    return Ok(rep);
-                }
+                ScanEvent::ChunkEnd(info) => rebuild.chunk_end(&info)?,
+                ScanEvent::End(end) => return rebuild.end(&end),
             }
         }
     })();
     // Messages a current, live record names but no intact entry holds (a repair or a
     // compaction dropped them): marked lost in the same transaction, so the planner copies
-    // their folders again. Nothing, for a whole data file.
+    // their folders again. Nothing, for a whole data file. Not in `Rebuild` itself: verify's
+    // in-memory rebuild marks nothing.
     let r = r.and_then(|rep| {
         let now =
             Timestamp::from_system_time(std::time::SystemTime::now()).unwrap_or(Timestamp::EPOCH);
         mark_missing(db, now, "lost: no intact copy in the data file")?;
         Ok(rep)
     });
-    match r {
-        Ok(rep) => {
-            db.conn.execute_batch("COMMIT").sql(&path)?;
-            Ok(rep)
+    rebuild.finish(r)
+}
+
+/// An index being filled from a data file's scan events, in one transaction with a
+/// savepoint per chunk: reindex's path, and verify's (which scans once, hashing messages
+/// as it goes, and rebuilds into memory what the index should hold).
+pub(crate) struct Rebuild<'a> {
+    db: &'a IndexDb,
+    ingest: Ingest,
+    in_chunk: bool,
+    chunk_entries: (u64, u64),
+    report: ReindexReport,
+}
+
+impl<'a> Rebuild<'a> {
+    /// Begins filling `db` (an empty index) for `user`'s data file `data_name`.
+    pub(crate) fn start(db: &'a IndexDb, user: &str, data_name: &str) -> Result<Rebuild<'a>> {
+        let path = &db.path;
+        db.conn.execute_batch("BEGIN IMMEDIATE").sql(path)?;
+        let r = (|| {
+            db.conn
+                .execute(
+                    "INSERT INTO store (id, user, data_file) VALUES (1, ?1, ?2)",
+                    params![user, data_name],
+                )
+                .sql(path)?;
+            Ingest::new(db, user)
+        })();
+        let ingest = match r {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = db.conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        };
+        Ok(Rebuild {
+            db,
+            ingest,
+            in_chunk: false,
+            chunk_entries: (0, 0),
+            report: ReindexReport {
+                chunks: 0,
+                entries: 0,
+                unknown_entries: 0,
+                valid_end: 0,
+                file_len: 0,
+                tail: Tail::Clean,
+            },
+        })
+    }
+
+    /// Whether an entry's data is read into the index (cyrus.header and cyrus.index only):
+    /// the caller passes it to [`Rebuild::entry`].
+    pub(crate) fn wants_data(meta: &EntryMeta) -> bool {
+        matches!(meta, EntryMeta::FolderMeta(f) if f.file != MetaFile::Annotations)
+    }
+
+    /// A chunk begins.
+    pub(crate) fn chunk_start(&mut self) -> Result<()> {
+        self.db
+            .conn
+            .execute_batch("SAVEPOINT chunk")
+            .sql(&self.db.path)?;
+        self.in_chunk = true;
+        self.chunk_entries = (0, 0);
+        Ok(())
+    }
+
+    /// One entry; `data` as [`Rebuild::wants_data`] says.
+    pub(crate) fn entry(
+        &mut self,
+        meta: &EntryMeta,
+        loc: &EntryLocation,
+        data: Option<&[u8]>,
+    ) -> Result<()> {
+        self.ingest.entry(self.db, meta, loc, data)?;
+        self.chunk_entries.0 += 1;
+        if matches!(meta, EntryMeta::Unknown { .. }) {
+            self.chunk_entries.1 += 1;
         }
-        Err(e) => {
-            let _ = db.conn.execute_batch("ROLLBACK");
-            Err(e)
+        Ok(())
+    }
+
+    /// The chunk ended whole (its gzip trailer checked out).
+    pub(crate) fn chunk_end(&mut self, info: &ChunkInfo) -> Result<()> {
+        self.ingest.chunk(self.db, info)?;
+        self.db
+            .conn
+            .execute_batch("RELEASE chunk")
+            .sql(&self.db.path)?;
+        self.in_chunk = false;
+        self.report.chunks += 1;
+        self.report.entries += self.chunk_entries.0;
+        self.report.unknown_entries += self.chunk_entries.1;
+        Ok(())
+    }
+
+    /// The scan ended: a chunk left open (a torn tail) is rolled back.
+    pub(crate) fn end(&mut self, end: &ScanEnd) -> Result<ReindexReport> {
+        if self.in_chunk {
+            self.db
+                .conn
+                .execute_batch("ROLLBACK TO chunk; RELEASE chunk")
+                .sql(&self.db.path)?;
+            self.in_chunk = false;
         }
+        self.report.valid_end = end.valid_end;
+        self.report.file_len = end.file_len;
+        self.report.tail = end.tail;
+        Ok(self.report.clone())
+    }
+
+    /// Commits what [`Rebuild::end`] left when `r` is `Ok`, else rolls everything back.
+    pub(crate) fn finish(self, r: Result<ReindexReport>) -> Result<ReindexReport> {
+        match r {
+            Ok(rep) => {
+                self.commit()?;
+                Ok(rep)
+            }
+            Err(e) => {
+                self.abandon();
+                Err(e)
+            }
+        }
+    }
+
+    /// Commits the rows (after [`Rebuild::end`]).
+    pub(crate) fn commit(self) -> Result<()> {
+        self.db.conn.execute_batch("COMMIT").sql(&self.db.path)
+    }
+
+    /// Rolls every row back.
+    pub(crate) fn abandon(self) {
+        let _ = self.db.conn.execute_batch("ROLLBACK");
     }
 }
