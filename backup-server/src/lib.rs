@@ -16,6 +16,8 @@
 //! * [`verify`]: checking stores, and rebuilding an index from its data file.
 //! * [`compact`]: rewriting stores whose dirty ratio passes a threshold.
 //! * [`report`]: the backup-age report.
+//! * [`private`]: stores, indexes, locks and the state db created 0700/0600 whatever the
+//!   umask; places others can write refused.
 //!
 //! docs/backup-server.md describes the run and the commands, docs/store.md the store,
 //! docs/restore.md restore, verify and reindex.
@@ -26,6 +28,7 @@ pub mod compact;
 pub mod config;
 pub mod ls;
 pub mod point_in_time;
+pub mod private;
 pub mod report;
 pub mod restore;
 pub mod scheduler;
