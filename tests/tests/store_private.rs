@@ -1,7 +1,7 @@
 //! Private by construction, end to end: a real Cyrus, a real backupd, and `backup-server
 //! run` (then `reindex`, which builds a temporary index and switches it in) under umask 022
 //! and under umask 000: every directory under the store root and the state db's directory
-//! is 0700, every file (data files, indexes and their -wal/-shm, locks, the state db) 0600.
+//! is 0700, every file (data files, indexes, locks, the state db and its -wal/-shm) 0600.
 //! Then a group-writable store root is refused (exit 1, the path, the mode and the chmod
 //! named) and a world-readable one warned about (exit 0, the warning on stderr).
 
@@ -9,6 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use backup_server::state::StateDb;
 use tests::rig::{backup_server_bin, counts, text, write_config, Backupd};
 use tests::CyrusInstance;
 
@@ -101,7 +102,13 @@ fn stores_and_state_db_are_private_whatever_the_umask() {
         assert_eq!(o.status.code(), Some(0), "umask {umask}: {}", text(&o));
         let o = under_umask(umask, &bin, &config, &["ls", "--user", user]);
         assert_eq!(o.status.code(), Some(0), "umask {umask}: {}", text(&o));
+        // SQLite removes -wal and -shm when the last connection closes: opened again here
+        // (this process's umask is the test runner's), they must come out 0600 too,
+        // taking the database file's mode.
+        let state = StateDb::open(&dir.path().join("state/state.sqlite3")).unwrap();
+        assert!(state.users().unwrap().len() == 3);
         assert_private(&[root.clone(), dir.path().join("state")], umask);
+        drop(state);
 
         if umask == "022" {
             // Group-writable: refused, before anything is touched.
