@@ -126,10 +126,13 @@ impl Dir {
 
     /// A second handle on this directory (INBOX of a Maildir is its root).
     pub(crate) fn dup(&self) -> Result<Dir, RestoreError> {
-        let fd = self.fd.try_clone().map_err(|source| RestoreError::CreateDir {
-            path: self.path.clone(),
-            source,
-        })?;
+        let fd = self
+            .fd
+            .try_clone()
+            .map_err(|source| RestoreError::CreateDir {
+                path: self.path.clone(),
+                source,
+            })?;
         Ok(Dir {
             fd,
             path: self.path.clone(),
