@@ -5,7 +5,8 @@
 //! INBOX's subfolders at the top), `inbox` and `INBOX`. Restored as they are, they would
 //! merge into one Maildir folder (or fail half-way on an mbox or .eml name taken). Instead,
 //! of the folders sharing a name, the first by store name keeps it and each other one gets
-//! `~` and 8 hex digits of the SHA-1 of its store name added to its last level: stable (the
+//! `~` and 8 hex digits of the SHA-1 of its unique id and store name added to its last
+//! level: stable (the
 //! same folder gets the same name in every restore of the same selection), never a name
 //! [`safe_component`](super::safe_component) makes (it escapes `~`), and said in a
 //! [`Note::Renamed`].

@@ -12,6 +12,10 @@
 //! A small client of our own: the `imap` crate (2.x) cannot APPEND with an internal date,
 //! and this needs only LOGIN-less AUTHENTICATE, NAMESPACE, LIST, CREATE, SELECT, UID FETCH
 //! and APPEND. Plain TCP only: TLS is not done.
+//!
+//! The server's responses are read through [`formats::imap`]: every line and literal
+//! length bounded before it sizes anything, so a server announcing `{18446744073709551615}`
+//! or sending a line without end gets a clear error, not an abort or a panic.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};

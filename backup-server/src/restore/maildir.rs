@@ -67,6 +67,9 @@ impl Maildir {
                 // Written new in tmp/, then renamed over the old file: a hard link or a
                 // symlink planted there is never written through.
                 let tmp_name = "dovecot-keywords.mailbackup";
+                // Left by a restore that failed half-way (a symlink there is unlinked, not
+                // followed).
+                dir.tmp.remove(tmp_name);
                 let mut f = dir.tmp.create_new(tmp_name)?;
                 if let Err(source) = f.write_all(text.as_bytes()) {
                     dir.tmp.remove(tmp_name);
