@@ -63,6 +63,10 @@ pub enum ResponseError {
     },
 }
 
+/// One line of a response within the buffer: where it starts, its length without the line
+/// end, and where the literal it announces starts and how long it is.
+type Piece = (usize, usize, Option<(usize, usize)>);
+
 /// Reads one response from the front of `buf`: `Ok(Some((response, bytes used)))`,
 /// `Ok(None)` when `buf` holds no whole response yet, or the bound it breaks.
 pub fn parse_response(
@@ -74,7 +78,7 @@ pub fn parse_response(
     let mut pos = 0;
     let mut text_len = 0usize;
     let mut literal_total = 0u64;
-    let mut pieces: Vec<(usize, usize, Option<(usize, usize)>)> = Vec::new();
+    let mut pieces: Vec<Piece> = Vec::new();
     loop {
         let rest = &buf[pos..];
         let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
