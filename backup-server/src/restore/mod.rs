@@ -150,6 +150,18 @@ pub enum Note {
         /// The keywords left out.
         keywords: Vec<String>,
     },
+    /// Two folders whose safe names are the same (`INBOX/Work` and `Work`): this one was
+    /// restored under a distinct name.
+    Renamed {
+        /// The folder renamed.
+        folder: String,
+        /// The folder that kept the name.
+        other: String,
+        /// The name both had.
+        shared: String,
+        /// The name it was restored as.
+        now: String,
+    },
     /// .eml files keep no flags.
     FlagsNotKept {
         /// Messages that had some.
@@ -163,18 +175,6 @@ pub enum Note {
         guid: Guid,
         /// The keyword.
         keyword: String,
-    },
-    /// Two folders whose safe names are the same (`INBOX/Work` and `Work`): this one was
-    /// restored under a distinct name.
-    Renamed {
-        /// The folder renamed.
-        folder: String,
-        /// The folder that kept the name.
-        other: String,
-        /// The name both had.
-        shared: String,
-        /// The name it was restored as.
-        now: String,
     },
     /// What an IMAP restore appended, and left out as already there.
     Appended {
@@ -199,6 +199,15 @@ impl fmt::Display for Note {
                 dir.display(),
                 keywords.join(" ")
             ),
+            Note::Renamed {
+                folder,
+                other,
+                shared,
+                now,
+            } => write!(
+                f,
+                "folder {folder:?} has the same target name as folder {other:?} ({shared}): restored as {now}"
+            ),
             Note::FlagsNotKept { messages } => {
                 write!(f, "eml keeps no flags: {messages} messages had some")
             }
@@ -210,15 +219,6 @@ impl fmt::Display for Note {
                 f,
                 "{folder}: message {}: keyword {keyword:?} is not an IMAP atom, not kept",
                 guid.to_hex()
-            ),
-            Note::Renamed {
-                folder,
-                other,
-                shared,
-                now,
-            } => write!(
-                f,
-                "folder {folder:?} has the same target name as folder {other:?} ({shared}): restored as {now}"
             ),
             Note::Appended {
                 appended,
