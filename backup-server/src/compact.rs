@@ -18,7 +18,7 @@
 //! Time is injected (`now`), never read from the system here.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -183,10 +183,7 @@ fn write_live(
         let path = path.to_path_buf();
         move |source| StoreError::Io { path, op, source }
     };
-    let out = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&new_path)
+    let out = crate::private::create_new(&new_path)
         .map_err(io(&new_path, "creating the compacted data file"))?;
     let arch = |source| StoreError::Archive {
         path: new_path.clone(),

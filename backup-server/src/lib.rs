@@ -17,6 +17,8 @@
 //! * [`compact`]: rewriting stores whose dirty ratio passes a threshold.
 //! * [`repair`]: a new store from the intact chunks of a damaged or truncated data file.
 //! * [`report`]: the backup-age report.
+//! * [`private`]: stores, indexes, locks and the state db created 0700/0600 whatever the
+//!   umask; places others can write refused.
 //!
 //! docs/backup-server.md describes the run and the commands, docs/store.md the store,
 //! docs/restore.md restore, verify and reindex.
@@ -27,6 +29,7 @@ pub mod compact;
 pub mod config;
 pub mod ls;
 pub mod point_in_time;
+pub mod private;
 pub mod repair;
 pub mod report;
 pub mod restore;

@@ -28,7 +28,7 @@
 //!    new one.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom};
 use std::path::Path;
 
@@ -154,7 +154,7 @@ pub fn repair_user(root: &Path, user: &str, opts: StoreOptions) -> Result<Repair
     let (new_len, rewritten) = match &old_name {
         Some(name) => write_good(&dir.file(name), &tmp, &survey, opts.gzip_level)?,
         None => {
-            File::create(&tmp)
+            crate::private::create_new(&tmp)
                 .and_then(|f| f.sync_all())
                 .map_err(io(&tmp, "creating the repaired data file"))?;
             (0, 0)
@@ -352,11 +352,7 @@ fn next_gzip_header(path: &Path, from: u64) -> Result<Option<u64>> {
 /// Writes the intact chunks to `out`: byte for byte, or re-encoded without their damaged
 /// messages. Returns the new length and the number of chunks re-encoded.
 fn write_good(old: &Path, out_path: &Path, s: &Survey, level: u32) -> Result<(u64, u64)> {
-    let out = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(out_path)
-        .map_err(io(out_path, "creating the repaired data file"))?;
+    let out = crate::private::create_new(out_path).map_err(io(out_path, "creating the repaired data file"))?;
     let mut out = BufWriter::with_capacity(256 * 1024, out);
     let mut src = File::open(old).map_err(io(old, "opening the data file"))?;
     let mut len = 0u64;

@@ -216,11 +216,16 @@ impl StateDb {
     /// Opens (creating when missing) the state db at `path`, in WAL mode, schema checked.
     pub fn open(path: &Path) -> Result<StateDb, StateError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
+            crate::private::create_dir_all(dir).map_err(|source| StateError::Io {
                 path: path.to_path_buf(),
                 source,
             })?;
         }
+        // 0600 before SQLite makes it 0644: its -wal and -shm take this file's mode.
+        crate::private::prepare_sqlite(path).map_err(|source| StateError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let conn = Connection::open(path).map_err(|source| StateError::Sqlite {
             path: path.to_path_buf(),
             source,

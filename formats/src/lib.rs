@@ -8,10 +8,12 @@
 //!   list in mailboxes.db and the dlist notation they share).
 //! * [`archive`]: mailbackup's data file, gzip members of tar entries.
 //! * [`protocol`]: the frames backupd and the backup host exchange (docs/protocol.md).
+//! * [`imap`]: an IMAP server's responses, as the restore's IMAP client reads them.
 //! * [`Guid`] and [`Timestamp`]: the message GUID and the point in time both of them carry.
 
 pub mod archive;
 pub mod cyrus;
+pub mod imap;
 pub mod protocol;
 mod types;
 

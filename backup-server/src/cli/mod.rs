@@ -73,6 +73,11 @@ pub enum Command {
 /// (or, when [`Status::of`] says [`Status::ReaderGone`], nothing).
 pub fn execute(cli: &Cli, stop: &AtomicBool) -> anyhow::Result<Status> {
     let config = Config::load(&cli.config).inspect_err(|e| tracing::error!("{e}"))?;
+    // A store root or state db others can write is refused; one they can read, said.
+    let warnings = backup_server::private::check_places(&config.store_root, &config.state_db)?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
     // Locked per write, not for the whole command: no other thread may ever wait on it.
     let stdout = io::stdout();
     match &cli.command {

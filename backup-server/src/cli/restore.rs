@@ -5,7 +5,7 @@ use super::{Out, Status};
 use anyhow::{bail, Context};
 use backup_server::config::Config;
 use backup_server::restore::imap::IntoFolder;
-use backup_server::restore::{restore, Selection, Target};
+use backup_server::restore::{restore_as, Owner, Selection, Target};
 use formats::{Guid, Timestamp};
 use std::io::Write;
 use std::path::PathBuf;
@@ -44,6 +44,10 @@ pub struct RestoreArgs {
     /// into the original names.
     #[arg(long, value_parser = IntoFolder::parse)]
     into: Option<IntoFolder>,
+    /// maildir:, mbox:, eml: targets: what the restore creates belongs to this local user
+    /// (and its primary group), e.g. a Maildir restored into its home as root.
+    #[arg(long)]
+    owner: Option<String>,
 }
 
 /// Reads `--guid`: 40 hex digits.
@@ -79,7 +83,8 @@ pub fn run(config: &Config, a: &RestoreArgs, out: &mut Out<impl Write>) -> anyho
     } else if a.password_file.is_some() || a.into.is_some() {
         bail!("--password-file and --into are for an imap:// target");
     }
-    let rep = restore(&config.store_root, &a.user, &sel, &to)
+    let owner = a.owner.as_deref().map(Owner::lookup).transpose()?;
+    let rep = restore_as(&config.store_root, &a.user, &sel, &to, owner)
         .with_context(|| format!("restore {}", a.user))?;
     for n in &rep.notes {
         out.line(format_args!("note: {n}"))?;

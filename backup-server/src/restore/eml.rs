@@ -3,30 +3,33 @@
 //! [`safe_component`](super::safe_component), joined with `.`). A message is `<uid>.eml`
 //! (`<guid>.eml` when restored by GUID alone); its mtime is its internal date. Flags have
 //! no place in an .eml file and are not kept (said in a note).
+//!
+//! Directories and files are created through [`confined`](super::confined): relative to
+//! the opened target, never through a symlink, 0700/0600, owned by `--owner`.
 
-use std::fs::OpenOptions;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use formats::Guid;
 use sha1::{Digest, Sha1};
 
-use super::{mkdirs, set_mtime, Item, Note, RestoreError, SafeFolder, Sink};
+use super::confined::{Dir, Owner};
+use super::{set_mtime, Item, Note, RestoreError, SafeFolder, Sink};
 
 /// An .eml target.
 #[derive(Debug)]
 pub struct Eml {
-    root: PathBuf,
-    dir: Option<PathBuf>,
+    root: Dir,
+    dir: Option<Dir>,
     flags_dropped: u64,
 }
 
 impl Eml {
-    /// A target writing under `root` (created if needed).
-    pub fn new(root: &Path) -> Result<Eml, RestoreError> {
-        mkdirs(root)?;
+    /// A target writing under `root` (created if needed), what it creates owned by
+    /// `owner` when given.
+    pub fn new(root: &Path, owner: Option<Owner>) -> Result<Eml, RestoreError> {
         Ok(Eml {
-            root: root.to_path_buf(),
+            root: Dir::open_root(root, owner)?,
             dir: None,
             flags_dropped: 0,
         })
@@ -35,9 +38,7 @@ impl Eml {
 
 impl Sink for Eml {
     fn folder(&mut self, f: &SafeFolder) -> Result<(), RestoreError> {
-        let dir = self.root.join(f.flat());
-        mkdirs(&dir)?;
-        self.dir = Some(dir);
+        self.dir = Some(self.root.subdir(&f.flat())?);
         Ok(())
     }
 
@@ -48,14 +49,14 @@ impl Sink for Eml {
         } else {
             format!("{}.eml", m.uid)
         };
-        let p = dir.join(&name);
-        if p.exists() {
-            return Err(RestoreError::Exists { path: p });
+        // Written under a temporary name, linked into place once the bytes hashed to
+        // their GUID (failing if the name is taken meanwhile: never replaced).
+        let tmp = format!(".{name}.tmp");
+        write_checked(dir, &tmp, m, data)?;
+        if let Err(e) = dir.move_new(&tmp, dir, &name) {
+            dir.remove(&tmp);
+            return Err(e);
         }
-        // Written under a temporary name, renamed once the bytes hashed to their GUID.
-        let tmp = dir.join(format!(".{name}.tmp"));
-        write_checked(&tmp, m, data)?;
-        std::fs::rename(&tmp, &p).map_err(|source| RestoreError::Rename { path: p, source })?;
         if !m.flags.is_empty() {
             self.flags_dropped += 1;
         }
@@ -73,29 +74,27 @@ impl Sink for Eml {
     }
 }
 
-/// Writes a message to the new file `tmp` (mtime: its internal date), for the caller to
-/// rename into place; when the bytes do not hash to the message's GUID, or anything
-/// fails, `tmp` is removed again and the error returned.
-pub(super) fn write_checked(tmp: &Path, m: &Item, data: &mut dyn Read) -> Result<(), RestoreError> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(tmp)
-        .map_err(|source| RestoreError::Create {
-            path: tmp.to_path_buf(),
-            source,
-        })?;
+/// Writes a message to the new file `tmp` of `dir` (mtime: its internal date, set on the
+/// descriptor), for the caller to move into place; when the bytes do not hash to the
+/// message's GUID, or anything fails, `tmp` is removed again and the error returned.
+pub(super) fn write_checked(
+    dir: &Dir,
+    tmp: &str,
+    m: &Item,
+    data: &mut dyn Read,
+) -> Result<(), RestoreError> {
+    let mut f = dir.create_new(tmp)?;
     let mut data = Checked::new(data);
     let written = std::io::copy(&mut data, &mut f)
         .and_then(|_| f.flush())
         .map_err(|source| RestoreError::Write {
-            path: tmp.to_path_buf(),
+            path: dir.path_of(tmp),
             source,
         })
         .and_then(|()| data.check(m));
     if let Err(e) = written {
         drop(f);
-        let _ = std::fs::remove_file(tmp);
+        dir.remove(tmp);
         return Err(e);
     }
     set_mtime(&f, m.internal_date);

@@ -162,6 +162,50 @@ pub enum RestoreError {
         /// Why.
         source: io::Error,
     },
+    /// A symbolic link where the restore would create or enter something: never followed.
+    #[error("{} is a symbolic link: a restore never writes through one (remove it, or restore into a new directory)", .path.display())]
+    Symlink {
+        /// The link.
+        path: PathBuf,
+    },
+    /// Something other than a directory where the restore needs one.
+    #[error("{} is not a directory (remove it, or restore into a new directory)", .path.display())]
+    NotADirectory {
+        /// What is there.
+        path: PathBuf,
+    },
+    /// Something other than a regular file where the restore expects one (a FIFO, a
+    /// device).
+    #[error("{} is not a regular file (remove it, or restore into a new directory)", .path.display())]
+    NotAFile {
+        /// What is there.
+        path: PathBuf,
+    },
+    /// A name that is not one path component (a bug: names are made safe first).
+    #[error("{}: not a single file name", .path.display())]
+    BadName {
+        /// The path it would make.
+        path: PathBuf,
+    },
+    /// A created file's mode or owner could not be set.
+    #[error("setting the mode and owner of {}: {source}", .path.display())]
+    Own {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// `--owner` names no local user.
+    #[error("--owner {name}: no such local user{}", .source.as_ref().map(|e| format!(" ({e})")).unwrap_or_default())]
+    NoSuchOwner {
+        /// The name given.
+        name: String,
+        /// Why the lookup failed, when it did.
+        source: Option<io::Error>,
+    },
+    /// `--owner` with a target that writes no local files.
+    #[error("--owner is for maildir:, mbox: and eml: targets")]
+    OwnerNotLocal,
     /// A target was handed a message before any folder (a bug of the driver).
     #[error("a message before its folder")]
     NoFolderYet,

@@ -12,13 +12,20 @@
 //! A small client of our own: the `imap` crate (2.x) cannot APPEND with an internal date,
 //! and this needs only LOGIN-less AUTHENTICATE, NAMESPACE, LIST, CREATE, SELECT, UID FETCH
 //! and APPEND. Plain TCP only: TLS is not done.
+//!
+//! The server's responses are read through [`formats::imap`]: every line and literal
+//! length bounded before it sizes anything, so a server announcing `{18446744073709551615}`
+//! or sending a line without end gets a clear error, not an abort or a panic.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use formats::imap::{
+    parse_response, tokenize, Limits, Response as Resp, ResponseError, Tok, TokenError,
+};
 use formats::{Guid, Timestamp};
 
 use super::{Item, Note, RestoreError, SafeFolder, Sink};
@@ -119,23 +126,22 @@ pub enum ImapError {
         /// The first line.
         found: String,
     },
-    /// A response with an unterminated quoted string.
-    #[error("unterminated quoted string at byte {at} of a response")]
-    Unterminated {
-        /// Where it starts.
-        at: usize,
+    /// A response breaks a bound (too long a line, too large a literal): the server is
+    /// not one to restore into, or not an IMAP server.
+    #[error("IMAP {server}: {source}")]
+    Response {
+        /// `HOST:PORT`.
+        server: String,
+        /// Which bound, where.
+        source: ResponseError,
     },
-    /// A literal's announcement without its `}`.
-    #[error("expected }} after {{ at byte {at}")]
-    Unclosed {
-        /// Where the `{` is.
-        at: usize,
-    },
-    /// A literal announced but not sent.
-    #[error("a literal announced at byte {at} is missing")]
-    MissingLiteral {
-        /// Where it was announced.
-        at: usize,
+    /// A response does not split into tokens.
+    #[error("IMAP {server}: {source}")]
+    Tokens {
+        /// `HOST:PORT`.
+        server: String,
+        /// What, where.
+        source: TokenError,
     },
     /// The server refused a literal of a command.
     #[error("the server refused a literal: {response}")]
@@ -294,109 +300,15 @@ pub fn read_password(p: &Path) -> Result<String, ImapError> {
     Ok(pw)
 }
 
-/// A token of a server response.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Tok {
-    Atom(Vec<u8>),
-    Str(Vec<u8>),
-    Nil,
-    Open,
-    Close,
-}
-
-/// One response line, literals included.
-#[derive(Debug, Default)]
-struct Resp {
-    /// The line's text, each literal left as its `{n}` announcement.
-    text: Vec<u8>,
-    /// The literals, in order.
-    literals: Vec<Vec<u8>>,
-}
-
-impl Resp {
-    fn tokens(&self) -> Result<Vec<Tok>, ImapError> {
-        let b = &self.text;
-        let mut lits = self.literals.iter();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < b.len() {
-            match b[i] {
-                b' ' | b'\r' | b'\n' => i += 1,
-                b'(' => {
-                    out.push(Tok::Open);
-                    i += 1
-                }
-                b')' => {
-                    out.push(Tok::Close);
-                    i += 1
-                }
-                b'"' => {
-                    let mut s = Vec::new();
-                    i += 1;
-                    loop {
-                        match b.get(i) {
-                            None => return Err(ImapError::Unterminated { at: i }),
-                            Some(b'\\') => {
-                                s.extend(b.get(i + 1));
-                                i += 2
-                            }
-                            Some(b'"') => {
-                                i += 1;
-                                break;
-                            }
-                            Some(c) => {
-                                s.push(*c);
-                                i += 1
-                            }
-                        }
-                    }
-                    out.push(Tok::Str(s));
-                }
-                b'{' => {
-                    let end = b[i..]
-                        .iter()
-                        .position(|&c| c == b'}')
-                        .map(|p| i + p)
-                        .ok_or(ImapError::Unclosed { at: i })?;
-                    out.push(Tok::Str(
-                        lits.next()
-                            .cloned()
-                            .ok_or(ImapError::MissingLiteral { at: i })?,
-                    ));
-                    i = end + 1;
-                }
-                _ => {
-                    let start = i;
-                    // `BODY[]` and the like stay one atom.
-                    let mut depth = 0;
-                    while i < b.len() {
-                        match b[i] {
-                            b'[' => depth += 1,
-                            b']' => depth -= 1,
-                            b' ' | b'(' | b')' | b'\r' | b'\n' if depth <= 0 => break,
-                            _ => {}
-                        }
-                        i += 1;
-                    }
-                    let a = b[start..i].to_vec();
-                    out.push(if a.eq_ignore_ascii_case(b"NIL") {
-                        Tok::Nil
-                    } else {
-                        Tok::Atom(a)
-                    });
-                }
-            }
-        }
-        Ok(out)
-    }
-}
-
 /// A connection, authenticated as the user.
 struct Conn {
     /// `HOST:PORT`, for errors.
     server: String,
-    r: BufReader<TcpStream>,
-    w: TcpStream,
+    s: TcpStream,
+    /// Bytes received and not yet taken as a response (from `start` on).
+    buf: Vec<u8>,
+    start: usize,
+    limits: Limits,
     tag: u32,
     caps: BTreeSet<String>,
 }
@@ -415,11 +327,12 @@ impl Conn {
         };
         s.set_read_timeout(Some(Duration::from_secs(300)))
             .map_err(io)?;
-        let w = s.try_clone().map_err(io)?;
         let mut c = Conn {
             server,
-            r: BufReader::new(s),
-            w,
+            s,
+            buf: Vec::new(),
+            start: 0,
+            limits: Limits::default(),
             tag: 0,
             caps: BTreeSet::new(),
         };
@@ -459,36 +372,56 @@ impl Conn {
 
     /// Writes to the server.
     fn send(&mut self, bytes: &[u8]) -> Result<(), ImapError> {
-        self.w.write_all(bytes).map_err(|e| self.io(e))
+        self.s.write_all(bytes).map_err(|e| self.io(e))
     }
 
-    /// Reads one response line and the literals it announces.
+    /// Reads one response: its line(s) and the literals they announce, each bounded by
+    /// `limits` (formats::imap::response): the buffer grows only with what the server
+    /// really sent, never by a length it announced.
     fn read_resp(&mut self) -> Result<Resp, ImapError> {
-        let mut resp = Resp::default();
         loop {
-            let mut line = Vec::new();
-            let n = self
-                .r
-                .read_until(b'\n', &mut line)
-                .map_err(|e| self.io(e))?;
+            match parse_response(&self.buf[self.start..], &self.limits) {
+                Ok(Some((resp, used))) => {
+                    self.start += used;
+                    if self.start == self.buf.len() {
+                        self.buf.clear();
+                        self.start = 0;
+                    }
+                    return Ok(resp);
+                }
+                Ok(None) => {}
+                Err(source) => {
+                    return Err(ImapError::Response {
+                        server: self.server.clone(),
+                        source,
+                    })
+                }
+            }
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            let n = loop {
+                match self.s.read(&mut chunk) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(self.io(e)),
+                }
+            };
             if n == 0 {
                 return Err(ImapError::Closed);
             }
-            let body = line.strip_suffix(b"\r\n").unwrap_or(&line);
-            resp.text.extend_from_slice(body);
-            let lit = body
-                .strip_suffix(b"}")
-                .and_then(|b| b.iter().rposition(|&c| c == b'{').map(|p| &b[p + 1..]))
-                .and_then(|d| std::str::from_utf8(d).ok()?.parse::<usize>().ok());
-            match lit {
-                Some(len) => {
-                    let mut buf = vec![0; len];
-                    self.r.read_exact(&mut buf).map_err(|e| self.io(e))?;
-                    resp.literals.push(buf);
-                }
-                None => return Ok(resp),
-            }
+            self.buf.extend_from_slice(&chunk[..n]);
         }
+    }
+
+    /// A response's tokens.
+    fn tokens(&self, r: &Resp) -> Result<Vec<Tok>, ImapError> {
+        tokenize(r).map_err(|source| ImapError::Tokens {
+            server: self.server.clone(),
+            source,
+        })
     }
 
     /// Sends a command made of text pieces and literals; returns the untagged responses and
@@ -670,7 +603,7 @@ impl ImapSink {
         if conn.has("NAMESPACE") {
             let (un, _) = conn.cmd(&[Part::Text("NAMESPACE".into())], false)?;
             if let Some(r) = un.iter().find(|r| r.text.starts_with(b"* NAMESPACE")) {
-                let toks = r.tokens()?;
+                let toks = conn.tokens(r)?;
                 // * NAMESPACE (("prefix" "delim") ...) ...
                 if let [_, _, Tok::Open, Tok::Open, Tok::Str(p), d, ..] = toks.as_slice() {
                     prefix = String::from_utf8_lossy(p).into_owned();
@@ -682,7 +615,7 @@ impl ImapSink {
         } else {
             let (un, _) = conn.cmd(&[Part::Text("LIST \"\" \"\"".into())], false)?;
             if let Some(r) = un.first() {
-                if let Some(Tok::Str(d)) = r.tokens()?.get(3) {
+                if let Some(Tok::Str(d)) = conn.tokens(r)?.get(3) {
                     delim = d.first().map_or('/', |&c| c as char);
                 }
             }
@@ -690,7 +623,7 @@ impl ImapSink {
         let mut existing = BTreeSet::new();
         let (un, _) = conn.cmd(&[Part::Text("LIST \"\" \"*\"".into())], false)?;
         for r in &un {
-            let toks = r.tokens()?;
+            let toks = conn.tokens(r)?;
             if let Some(Tok::Str(n) | Tok::Atom(n)) = toks.last() {
                 existing.insert(String::from_utf8_lossy(n).into_owned());
             }
@@ -773,7 +706,7 @@ impl ImapSink {
             });
         }
         for r in &un {
-            let toks = r.tokens()?;
+            let toks = self.conn.tokens(r)?;
             let Some(open) = toks.iter().position(|t| *t == Tok::Open) else {
                 continue;
             };
@@ -859,7 +792,8 @@ impl Sink for ImapSink {
 
     fn message(&mut self, m: &Item, data: &mut dyn Read) -> Result<(), RestoreError> {
         let name = self.current.clone().ok_or(RestoreError::NoFolderYet)?;
-        let mut bytes = Vec::with_capacity(m.size as usize);
+        // The index's size is a hint only: a damaged index must not size an allocation.
+        let mut bytes = Vec::with_capacity(m.size.min(1 << 20) as usize);
         data.read_to_end(&mut bytes)
             .map_err(|source| RestoreError::ReadMessage {
                 guid: m.guid,
@@ -980,19 +914,5 @@ mod tests {
             }),
             "23-Nov-2026 15:30:24 +0000"
         );
-    }
-
-    #[test]
-    fn tokenizes_fetch_responses() {
-        let r = Resp {
-            text: b"* 3 FETCH (UID 4 BODY[] {5} FLAGS (\\Seen $Work) X \"a\\\"b\")".to_vec(),
-            literals: vec![b"hello".to_vec()],
-        };
-        let t = r.tokens().unwrap();
-        assert_eq!(t[4], Tok::Atom(b"UID".to_vec()));
-        assert_eq!(t[6], Tok::Atom(b"BODY[]".to_vec()));
-        assert_eq!(t[7], Tok::Str(b"hello".to_vec()));
-        assert_eq!(t.last().unwrap(), &Tok::Close);
-        assert!(t.contains(&Tok::Str(b"a\"b".to_vec())));
     }
 }

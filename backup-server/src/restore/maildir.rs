@@ -8,19 +8,33 @@
 //! `\Flagged` F, `\Answered` R, `\Seen` S, `\Deleted` T; keywords as the letters `a`..`z`
 //! that the folder's `dovecot-keywords` file names (Dovecot's convention). A folder with
 //! more than 26 keywords keeps the first 26; the others are left out, with a note.
+//!
+//! Every directory and file is created through [`confined`](super::confined): relative to
+//! the opened target, never through a symlink, 0700/0600 and owned by `--owner`. A
+//! message goes to `tmp/` as a new file and is linked into `cur/` under a name nothing
+//! holds yet; `dovecot-keywords` is written new in `tmp/` and renamed over the old one.
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::io::{Read, Write};
+use std::path::Path;
 
+use super::confined::{Dir, Owner};
 use super::eml::write_checked;
-use super::{mkdirs, Item, Note, RestoreError, SafeFolder, Sink};
+use super::{Item, Note, RestoreError, SafeFolder, Sink};
+
+/// A folder's opened directories.
+#[derive(Debug)]
+struct FolderDirs {
+    dir: Dir,
+    cur: Dir,
+    tmp: Dir,
+}
 
 /// A Maildir++ target.
 #[derive(Debug)]
 pub struct Maildir {
-    root: PathBuf,
-    dir: Option<PathBuf>,
+    root: Dir,
+    dir: Option<FolderDirs>,
     /// The current folder's keywords, by letter index.
     keywords: BTreeMap<String, u8>,
     dropped: BTreeMap<String, ()>,
@@ -28,11 +42,11 @@ pub struct Maildir {
 }
 
 impl Maildir {
-    /// A target rooted at `root` (created if needed; existing mail there is left alone).
-    pub fn new(root: &Path) -> Result<Maildir, RestoreError> {
-        mkdirs(root)?;
+    /// A target rooted at `root` (created if needed; existing mail there is left alone),
+    /// what it creates owned by `owner` when given.
+    pub fn new(root: &Path, owner: Option<Owner>) -> Result<Maildir, RestoreError> {
         Ok(Maildir {
-            root: root.to_path_buf(),
+            root: Dir::open_root(root, owner)?,
             dir: None,
             keywords: BTreeMap::new(),
             dropped: BTreeMap::new(),
@@ -50,13 +64,26 @@ impl Maildir {
                 for (i, k) in by_letter {
                     text.push_str(&format!("{i} {k}\n"));
                 }
-                let p = dir.join("dovecot-keywords");
-                std::fs::write(&p, text)
-                    .map_err(|source| RestoreError::Write { path: p, source })?;
+                // Written new in tmp/, then renamed over the old file: a hard link or a
+                // symlink planted there is never written through.
+                let tmp_name = "dovecot-keywords.mailbackup";
+                // Left by a restore that failed half-way (a symlink there is unlinked, not
+                // followed).
+                dir.tmp.remove(tmp_name);
+                let mut f = dir.tmp.create_new(tmp_name)?;
+                if let Err(source) = f.write_all(text.as_bytes()) {
+                    dir.tmp.remove(tmp_name);
+                    return Err(RestoreError::Write {
+                        path: dir.tmp.path_of(tmp_name),
+                        source,
+                    });
+                }
+                drop(f);
+                dir.tmp.replace(tmp_name, &dir.dir, "dovecot-keywords")?;
             }
             if !self.dropped.is_empty() {
                 self.notes.push(Note::KeywordsLeftOut {
-                    dir: dir.clone(),
+                    dir: dir.dir.path().to_path_buf(),
                     keywords: self.dropped.keys().cloned().collect(),
                 });
             }
@@ -108,24 +135,23 @@ impl Sink for Maildir {
     fn folder(&mut self, f: &SafeFolder) -> Result<(), RestoreError> {
         self.end_folder()?;
         let dir = if f.levels.is_empty() {
-            self.root.clone()
+            self.root.dup()?
         } else {
-            self.root.join(format!(".{}", f.levels.join(".")))
+            self.root.subdir(&format!(".{}", f.levels.join(".")))?
         };
-        for sub in ["cur", "new", "tmp"] {
-            mkdirs(&dir.join(sub))?;
-        }
+        let cur = dir.subdir("cur")?;
+        dir.subdir("new")?;
+        let tmp = dir.subdir("tmp")?;
         if !f.levels.is_empty() {
-            let p = dir.join("maildirfolder");
-            std::fs::write(&p, b"").map_err(|source| RestoreError::Write { path: p, source })?;
+            dir.ensure_marker("maildirfolder")?;
         }
-        self.dir = Some(dir);
+        self.dir = Some(FolderDirs { dir, cur, tmp });
         Ok(())
     }
 
     fn message(&mut self, m: &Item, data: &mut dyn Read) -> Result<(), RestoreError> {
-        let dir = self.dir.clone().ok_or(RestoreError::NoFolderYet)?;
         let flags = self.letters(&m.flags);
+        let dir = self.dir.as_ref().ok_or(RestoreError::NoFolderYet)?;
         let base = format!(
             "{}.R{}G{}.mailbackup,S={}",
             m.internal_date.secs,
@@ -133,16 +159,13 @@ impl Sink for Maildir {
             &m.guid.to_hex()[..16],
             m.size
         );
-        let tmp = dir.join("tmp").join(&base);
         // Only bytes that hash to their GUID leave tmp.
-        write_checked(&tmp, m, data)?;
-        let dest = dir.join("cur").join(format!("{base}:2,{flags}"));
-        if dest.exists() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(RestoreError::Exists { path: dest });
+        write_checked(&dir.tmp, &base, m, data)?;
+        let dest = format!("{base}:2,{flags}");
+        if let Err(e) = dir.tmp.move_new(&base, &dir.cur, &dest) {
+            dir.tmp.remove(&base);
+            return Err(e);
         }
-        std::fs::rename(&tmp, &dest)
-            .map_err(|source| RestoreError::Rename { path: dest, source })?;
         Ok(())
     }
 

@@ -9,30 +9,41 @@
 //! header lines, as mutt and Thunderbird write them; then the message with CRLF line ends
 //! turned to LF and every line matching `^>*From ` quoted by one more `>` (mboxrd: a reader
 //! removes one `>` and gets the line back); then an empty line.
+//!
+//! Files (and the directory) are created through [`confined`](super::confined): relative
+//! to an opened directory, new (`O_EXCL`), never through a symlink, 0600/0700, owned by
+//! `--owner`.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use super::confined::{Dir, Owner};
 use super::eml::Checked;
-use super::{mkdirs, Item, Note, RestoreError, SafeFolder, Sink};
+use super::{Item, Note, RestoreError, SafeFolder, Sink};
 
 /// An mboxrd target.
 #[derive(Debug)]
 pub struct Mbox {
-    path: PathBuf,
-    single: bool,
+    /// The directory the file(s) go in.
+    dir: Dir,
+    /// With one folder: the file's name in `dir`.
+    single: Option<String>,
     out: Option<(PathBuf, BufWriter<File>)>,
 }
 
 impl Mbox {
-    /// A target at `path`: the file itself when `single` (one folder), else a directory.
-    pub fn new(path: &Path, single: bool) -> Result<Mbox, RestoreError> {
-        if !single {
-            mkdirs(path)?;
-        }
+    /// A target at `path`: the file itself when `single` (one folder), else a directory;
+    /// what it creates owned by `owner` when given.
+    pub fn new(path: &Path, single: bool, owner: Option<Owner>) -> Result<Mbox, RestoreError> {
+        let (dir, single) = if single {
+            let (dir, name) = Dir::open_parent(path, owner)?;
+            (dir, Some(name))
+        } else {
+            (Dir::open_root(path, owner)?, None)
+        };
         Ok(Mbox {
-            path: path.to_path_buf(),
+            dir,
             single,
             out: None,
         })
@@ -66,24 +77,16 @@ fn asctime(secs: i64) -> String {
 
 impl Sink for Mbox {
     fn folder(&mut self, f: &SafeFolder) -> Result<(), RestoreError> {
-        if self.single && self.out.is_some() {
+        if self.single.is_some() && self.out.is_some() {
             return Ok(());
         }
         self.close()?;
-        let p = if self.single {
-            self.path.clone()
-        } else {
-            self.path.join(format!("{}.mbox", f.flat()))
+        let name = match &self.single {
+            Some(name) => name.clone(),
+            None => format!("{}.mbox", f.flat()),
         };
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&p)
-            .map_err(|source| RestoreError::Create {
-                path: p.clone(),
-                source,
-            })?;
-        self.out = Some((p, BufWriter::new(file)));
+        let file = self.dir.create_new(&name)?;
+        self.out = Some((self.dir.path_of(&name), BufWriter::new(file)));
         Ok(())
     }
 

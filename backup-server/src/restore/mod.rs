@@ -9,6 +9,8 @@
 //! they are never used as paths as they are; [`safe_component`] maps each hierarchy level to
 //! a harmless file name.
 
+pub mod confined;
+mod distinct;
 pub mod eml;
 mod error;
 pub mod imap;
@@ -21,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use formats::{Guid, Timestamp};
 
+pub use confined::Owner;
 pub use error::{RestoreError, TargetError};
 
 use crate::store::{
@@ -149,6 +152,18 @@ pub enum Note {
         /// The keywords left out.
         keywords: Vec<String>,
     },
+    /// Two folders whose safe names are the same (`INBOX/Work` and `Work`): this one was
+    /// restored under a distinct name.
+    Renamed {
+        /// The folder renamed.
+        folder: String,
+        /// The folder that kept the name.
+        other: String,
+        /// The name both had.
+        shared: String,
+        /// The name it was restored as.
+        now: String,
+    },
     /// .eml files keep no flags.
     FlagsNotKept {
         /// Messages that had some.
@@ -208,6 +223,15 @@ impl fmt::Display for Note {
                 "{}: more than 26 keywords; left out: {}",
                 dir.display(),
                 keywords.join(" ")
+            ),
+            Note::Renamed {
+                folder,
+                other,
+                shared,
+                now,
+            } => write!(
+                f,
+                "folder {folder:?} has the same target name as folder {other:?} ({shared}): restored as {now}"
             ),
             Note::FlagsNotKept { messages } => {
                 write!(f, "eml keeps no flags: {messages} messages had some")
@@ -328,6 +352,21 @@ pub fn restore(
     sel: &Selection,
     target: &Target,
 ) -> Result<RestoreReport, RestoreError> {
+    restore_as(root, user, sel, target, None)
+}
+
+/// [`restore`], what it creates in a local target (Maildir, mbox, .eml) owned by `owner`
+/// (`restore --owner USER`).
+pub fn restore_as(
+    root: &Path,
+    user: &str,
+    sel: &Selection,
+    target: &Target,
+    owner: Option<Owner>,
+) -> Result<RestoreReport, RestoreError> {
+    if owner.is_some() && matches!(target, Target::Imap(_)) {
+        return Err(RestoreError::OwnerNotLocal);
+    }
     if sel.uid.is_some() && sel.folder.is_none() {
         return Err(RestoreError::UidNeedsFolder);
     }
@@ -349,12 +388,23 @@ pub fn restore(
     };
     let single_folder = folders.len() <= 1;
     let mut sink: Box<dyn Sink> = match target {
-        Target::Maildir(d) => Box::new(maildir::Maildir::new(d)?),
-        Target::Mbox(f) => Box::new(mbox::Mbox::new(f, single_folder)?),
-        Target::Eml(d) => Box::new(eml::Eml::new(d)?),
+        Target::Maildir(d) => Box::new(maildir::Maildir::new(d, owner)?),
+        Target::Mbox(f) => Box::new(mbox::Mbox::new(f, single_folder, owner)?),
+        Target::Eml(d) => Box::new(eml::Eml::new(d, owner)?),
         Target::Imap(t) => Box::new(imap::ImapSink::connect(t, user)?),
     };
     let mut rep = RestoreReport::default();
+    // A file target never merges two folders whose safe names collide.
+    let (safe_names, renamed) = if matches!(target, Target::Imap(_)) {
+        Default::default()
+    } else {
+        let ids: Vec<(&str, &str)> = folders
+            .iter()
+            .map(|f| (f.unique_id.as_str(), f.name.as_str()))
+            .collect();
+        distinct::distinct_names(user, &ids)
+    };
+    rep.notes.extend(renamed);
 
     if sel.folder.is_none() {
         if let Some(g) = sel.guid {
@@ -382,7 +432,10 @@ pub fn restore(
 
     let mut found_damaged = Vec::new();
     for f in &folders {
-        let safe = folder_levels(user, &f.name);
+        let safe = safe_names
+            .get(&f.unique_id)
+            .cloned()
+            .unwrap_or_else(|| folder_levels(user, &f.name));
         let mut items = Vec::new();
         if let Some(uid) = sel.uid {
             let m =
@@ -591,15 +644,8 @@ fn pick_folders(cat: &Catalog, sel: &Selection) -> Result<Vec<FolderAt>, Restore
     Ok(out)
 }
 
-/// Creates a directory and its parents; refuses a path that exists as something else.
-pub(crate) fn mkdirs(p: &Path) -> Result<(), RestoreError> {
-    std::fs::create_dir_all(p).map_err(|source| RestoreError::CreateDir {
-        path: p.to_path_buf(),
-        source,
-    })
-}
-
-/// Sets a file's modification time to a message's internal date (mail readers sort by it).
+/// Sets a file's modification time to a message's internal date (mail readers sort by it),
+/// on its descriptor (`futimens`).
 pub(crate) fn set_mtime(file: &std::fs::File, t: Timestamp) {
     if t.secs >= 0 {
         let when = std::time::UNIX_EPOCH + std::time::Duration::new(t.secs as u64, t.nanos);

@@ -33,14 +33,10 @@ impl DataFile {
         })
     }
 
-    /// Creates a new, empty data file (failing if it exists), synced with its directory.
+    /// Creates a new, empty data file, 0600 (failing if it exists), synced with its
+    /// directory.
     pub(crate) fn create(path: &Path) -> Result<DataFile> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .io(path, "creating the data file")?;
+        let file = crate::private::create_new(path).io(path, "creating the data file")?;
         file.sync_all().io(path, "syncing the new data file")?;
         if let Some(dir) = path.parent() {
             sync_dir(dir)?;

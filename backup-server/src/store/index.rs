@@ -32,7 +32,7 @@ use std::time::Duration;
 use formats::Timestamp;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use super::error::{Result, SqlContext, StoreError};
+use super::error::{IoContext, Result, SqlContext, StoreError};
 use super::ingest::from_ns;
 
 /// One step of the schema's history.
@@ -251,6 +251,8 @@ impl IndexDb {
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if mode == OpenMode::Create {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
+            // 0600 before SQLite makes it 0644: its -wal and -shm take this file's mode.
+            crate::private::prepare_sqlite(path).io(path, "creating the index")?;
         }
         let conn = Connection::open_with_flags(path, flags).sql(path)?;
         let db = IndexDb {

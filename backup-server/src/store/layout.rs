@@ -91,9 +91,9 @@ impl UserDir {
         self.path.is_dir()
     }
 
-    /// Creates the directory and its parents.
+    /// Creates the directory and its missing parents, each 0700 ([`crate::private`]).
     pub(crate) fn create(&self) -> Result<()> {
-        std::fs::create_dir_all(&self.path).io(&self.path, "creating the store directory")
+        crate::private::create_dir_all(&self.path).io(&self.path, "creating the store directory")
     }
 
     /// Names of the data files in the directory (`backupdata-*.tar.gz`), sorted.

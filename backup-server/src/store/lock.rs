@@ -68,13 +68,8 @@ impl UserLock {
     }
 
     fn take(path: &Path, user: &str, how: FlockArg) -> Result<UserLock> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .io(path, "opening the lock file")?;
+        // Created 0600 like every store file (crate::private).
+        let file = crate::private::open_or_create(path).io(path, "opening the lock file")?;
         Self::lock_file(file, path, user, how)
     }
 
