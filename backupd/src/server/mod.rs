@@ -7,8 +7,8 @@
 //! spool.
 //!
 //! A connection first goes through its handshake (TLS, then the secret's proofs) within
-//! `auth_timeout`, in the small pre-authentication pool (`pre_auth.rs`: when it is full
-//! the oldest is evicted). Only then does it take one of the `max_connections` slots (a
+//! `auth_timeout`, in the small pre-authentication pool (`pre_auth.rs`: when it is full,
+//! its oldest member is evicted once it has had a short grace). Only then does it take one of the `max_connections` slots (a
 //! semaphore; an authenticated peer over the limit is told "busy" and closed), so idle
 //! unauthenticated sockets never keep a backup host out. Each connection is its own task, so one client's error, stall or disconnect touches nobody
 //! else. Everything that touches the spool runs on tokio's blocking threads behind a second
@@ -140,7 +140,10 @@ pub async fn run<S: SpoolAccess>(
         secret,
         pool: Arc::new(Semaphore::new(settings.blocking_threads.max(1))),
         slots: Arc::new(Semaphore::new(settings.max_connections.max(1))),
-        pre_auth: pre_auth::PreAuthPool::new(settings.max_unauthenticated),
+        pre_auth: pre_auth::PreAuthPool::new(
+            settings.max_unauthenticated,
+            pre_auth::EVICTION_GRACE,
+        ),
         tls: settings.tls.clone().map(tokio_rustls::TlsAcceptor::from),
         settings,
     });
@@ -166,7 +169,18 @@ pub async fn run<S: SpoolAccess>(
         tokio::select! {
             () = &mut shutdown => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = listener.accept() => {
+            // Room in the pre-authentication pool first: while it is full of connections
+            // still within their grace, new ones wait in the listen queue.
+            (evicted, accepted) = async {
+                let evicted = shared.pre_auth.make_room().await;
+                (evicted, listener.accept().await)
+            } => {
+                if evicted {
+                    warn!(
+                        limit = shared.settings.max_unauthenticated,
+                        "too many connections not yet authenticated: the oldest closed"
+                    );
+                }
                 let (socket, peer) = match accepted {
                     Ok(x) => x,
                     Err(e) => {
@@ -184,14 +198,7 @@ pub async fn run<S: SpoolAccess>(
                     continue;
                 }
                 let _ = socket.set_nodelay(true);
-                let (ticket, evicted) = shared.pre_auth.admit();
-                if evicted {
-                    warn!(
-                        %peer,
-                        limit = shared.settings.max_unauthenticated,
-                        "too many connections not yet authenticated: the oldest closed"
-                    );
-                }
+                let ticket = shared.pre_auth.admit();
                 let shared = shared.clone();
                 let stop = stop_rx.clone();
                 conns.spawn(connection::serve_connection(socket, peer, shared, ticket, stop));
