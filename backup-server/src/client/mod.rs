@@ -658,9 +658,28 @@ impl Client {
     }
 
     fn io(&mut self, source: io::Error) -> ClientError {
-        let e = ClientError::Io {
-            addr: self.addr.clone(),
-            source,
+        let tls = source
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        let e = match tls {
+            // A record that does not authenticate: bytes changed on the way.
+            Some(t @ (rustls::Error::DecryptError | rustls::Error::InvalidMessage(_))) => {
+                ClientError::Tls {
+                    addr: self.addr.clone(),
+                    message: format!(
+                        "TLS: {t}: the bytes from the server were altered on the way (a \
+                         machine in the middle?); nothing of that record was used"
+                    ),
+                }
+            }
+            Some(t) => ClientError::Tls {
+                addr: self.addr.clone(),
+                message: format!("TLS: {t}"),
+            },
+            None => ClientError::Io {
+                addr: self.addr.clone(),
+                source,
+            },
         };
         self.fail(e)
     }
