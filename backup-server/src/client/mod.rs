@@ -1,4 +1,6 @@
-//! The backup host's side of the protocol (docs/protocol.md): connect, authenticate, ask.
+//! The backup host's side of the protocol (docs/protocol.md): connect, set up TLS
+//! (`tls.rs`: backupd's key pinned, or a CA file), authenticate with proofs bound to the
+//! TLS session, ask.
 //!
 //! Blocking `std::net`, on purpose: the backup-server's workers are plain threads doing
 //! blocking file and SQLite work, one connection each; a runtime would add nothing there.
