@@ -348,3 +348,50 @@ impl Write for Transport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use formats::protocol::Greeting;
+
+    #[test]
+    fn a_plain_greeting_where_tls_was_expected_is_named() {
+        let mut greeting = Vec::new();
+        Greeting {
+            min_version: 2,
+            max_version: 2,
+            nonce: [0; 32],
+            server: "backupd".into(),
+        }
+        .encode(&mut greeting)
+        .unwrap();
+        let e = io::Error::new(io::ErrorKind::InvalidData, "corrupt message");
+        let m = handshake_failure(e, &greeting[..32]);
+        assert!(m.starts_with("this backupd speaks the protocol without TLS"), "{m}");
+        // Anything else is TLS's own word.
+        let e = io::Error::new(io::ErrorKind::InvalidData, "corrupt message");
+        assert_eq!(handshake_failure(e, b"* OK IMAP"), "TLS handshake: corrupt message");
+    }
+
+    #[test]
+    fn a_pin_mismatch_names_both_keys_and_the_way_out() {
+        let (a, b) = (Pin([1; 32]), Pin([2; 32]));
+        let inner = rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
+            rustls::OtherError(Arc::new(PinMismatch {
+                expected: a,
+                found: b,
+            })),
+        ));
+        let m = handshake_failure(io::Error::new(io::ErrorKind::InvalidData, inner), b"");
+        assert_eq!(
+            m,
+            format!(
+                "TLS handshake: the server's key is {b}, not the pinned {a} (tls_pin): not our \
+                 backupd (a machine in the middle?), or its key was replaced (then set tls_pin \
+                 to the pin `backupd keygen` printed for the new key)"
+            )
+        );
+        // A certificate that does not parse has no pin.
+        assert_eq!(pin_of_cert(b"not a certificate"), None);
+    }
+}
