@@ -218,9 +218,10 @@ fn server_tls(
                     .into(),
             ))
         }
-        (Some(pin), None) => TlsTrust::Pin(pin.parse().map_err(
-            |e: formats::protocol::PinError| ("tls_pin", e.to_string()),
-        )?),
+        (Some(pin), None) => TlsTrust::Pin(
+            pin.parse()
+                .map_err(|e: formats::protocol::PinError| ("tls_pin", e.to_string()))?,
+        ),
         (None, Some(ca)) => TlsTrust::CaFile(resolve(ca)),
         (None, None) => TlsTrust::Off,
     };
@@ -517,15 +518,24 @@ mod tests {
     #[test]
     fn tls_keys_of_a_server() {
         let pin = "sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
-        let c = parse(&format!("address = \"mail1.example:2912\"\ntls_pin = \"{pin}\"")).unwrap();
+        let c = parse(&format!(
+            "address = \"mail1.example:2912\"\ntls_pin = \"{pin}\""
+        ))
+        .unwrap();
         let tls = &c.servers[0].tls;
         assert_eq!(tls.trust, TlsTrust::Pin(pin.parse().unwrap()));
         assert_eq!(tls.server_name, "mail1.example");
-        let c = parse("address = \"[2001:db8::1]:2912\"\ntls_ca_file = \"ca.pem\"\n\
-                       tls_client_cert_file = \"c.pem\"\ntls_client_key_file = \"c.key\"")
+        let c = parse(
+            "address = \"[2001:db8::1]:2912\"\ntls_ca_file = \"ca.pem\"\n\
+                       tls_client_cert_file = \"c.pem\"\ntls_client_key_file = \"c.key\"",
+        )
         .unwrap();
         let tls = &c.servers[0].tls;
-        assert_eq!(tls.trust, TlsTrust::CaFile("/etc/mb/ca.pem".into()), "relative to the file");
+        assert_eq!(
+            tls.trust,
+            TlsTrust::CaFile("/etc/mb/ca.pem".into()),
+            "relative to the file"
+        );
         assert_eq!(tls.server_name, "2001:db8::1");
         assert_eq!(
             tls.client_cert.as_ref().unwrap().key_file,
@@ -545,18 +555,29 @@ mod tests {
         );
         let c = parse("address = \"10.0.0.5:2912\"\ntls = false").unwrap();
         assert_eq!(c.servers[0].tls.trust, TlsTrust::Off);
-        let e = parse(&format!("address = \"10.0.0.5:2912\"\ntls = false\ntls_pin = \"{pin}\""))
-            .unwrap_err();
+        let e = parse(&format!(
+            "address = \"10.0.0.5:2912\"\ntls = false\ntls_pin = \"{pin}\""
+        ))
+        .unwrap_err();
         assert!(e.contains("server[0].tls: false, but tls_pin"), "{e}");
         let e = parse("address = \"127.0.0.1:2912\"\ntls = true").unwrap_err();
-        assert!(e.contains("server[0].tls_pin: missing: TLS needs tls_pin"), "{e}");
+        assert!(
+            e.contains("server[0].tls_pin: missing: TLS needs tls_pin"),
+            "{e}"
+        );
         let e = parse(&format!(
             "address = \"h:1\"\ntls_pin = \"{pin}\"\ntls_ca_file = \"ca.pem\""
         ))
         .unwrap_err();
-        assert!(e.contains("server[0].tls_ca_file: give tls_pin or tls_ca_file, not both"), "{e}");
+        assert!(
+            e.contains("server[0].tls_ca_file: give tls_pin or tls_ca_file, not both"),
+            "{e}"
+        );
         let e = parse("address = \"h:1\"\ntls_pin = \"sha256/nope\"").unwrap_err();
-        assert!(e.contains("server[0].tls_pin: \"sha256/nope\" is not a key pin"), "{e}");
+        assert!(
+            e.contains("server[0].tls_pin: \"sha256/nope\" is not a key pin"),
+            "{e}"
+        );
         let e = parse(&format!(
             "address = \"h:1\"\ntls_pin = \"{pin}\"\ntls_client_cert_file = \"c.pem\""
         ))

@@ -364,7 +364,8 @@ mod tests {
     #[test]
     fn tls_is_required_off_loopback_and_explicit_when_off() {
         let p = Path::new("backupd.toml");
-        let off_lo = "secret_file = \"s\"\nlisten = \"10.0.0.5:2912\"\nallow_from = [\"10.0.0.9\"]\n";
+        let off_lo =
+            "secret_file = \"s\"\nlisten = \"10.0.0.5:2912\"\nallow_from = [\"10.0.0.9\"]\n";
         let e = Config::parse(off_lo, p).unwrap_err().to_string();
         assert!(
             e.starts_with(
@@ -382,7 +383,11 @@ mod tests {
         .unwrap();
         let files = c.tls_files().unwrap();
         assert_eq!(
-            (files.cert_file.to_str(), files.key_file.to_str(), files.client_ca_file),
+            (
+                files.cert_file.to_str(),
+                files.key_file.to_str(),
+                files.client_ca_file
+            ),
             (Some("/c.pem"), Some("/k.pem"), None)
         );
         let e = Config::parse(&format!("{off_lo}tls_cert_file = \"/c.pem\"\n"), p)
@@ -395,7 +400,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.starts_with("backupd.toml: tls_key_file: set, but tls = false"), "{e}");
+        assert!(
+            e.starts_with("backupd.toml: tls_key_file: set, but tls = false"),
+            "{e}"
+        );
         // Loopback: plain unless asked; tls = true needs the files.
         let c = Config::parse("secret_file = \"s\"\n", p).unwrap();
         assert_eq!(c.tls_files(), None);

@@ -145,7 +145,12 @@ mod tests {
     #[test]
     fn keygen_writes_a_private_key_and_never_overwrites_one() {
         let dir = tempfile::tempdir().unwrap();
-        let g = keygen(dir.path(), &["mail1.example".into(), "192.0.2.7".into()], false).unwrap();
+        let g = keygen(
+            dir.path(),
+            &["mail1.example".into(), "192.0.2.7".into()],
+            false,
+        )
+        .unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode(&g.key_file), 0o600);
         assert_eq!(mode(&g.cert_file), 0o644);
@@ -156,9 +161,15 @@ mod tests {
         let cert = crate::tls::read_certs("c", &g.cert_file).unwrap();
         assert_eq!(crate::tls::pin_of_cert(&cert[0]), Some(g.pin));
 
-        let e = keygen(dir.path(), &["x".into()], false).unwrap_err().to_string();
+        let e = keygen(dir.path(), &["x".into()], false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("tls.key") && e.contains("--force"), "{e}");
-        assert_eq!(std::fs::read_to_string(&g.key_file).unwrap(), key, "untouched");
+        assert_eq!(
+            std::fs::read_to_string(&g.key_file).unwrap(),
+            key,
+            "untouched"
+        );
         let g2 = keygen(dir.path(), &["x".into()], true).unwrap();
         assert_ne!(g2.pin, g.pin);
         assert_eq!(mode(&g2.key_file), 0o600);

@@ -96,7 +96,10 @@ fn read_pem_file(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 /// Every certificate in a PEM file; at least one.
-pub fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub fn read_certs(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = read_pem_file(what, path)?;
     let pem_err = |message: String| TlsError::Pem {
         what,
@@ -240,7 +243,9 @@ pub fn server_config_of(material: TlsMaterial) -> Result<Arc<ServerConfig>, TlsE
         Some(cas) => {
             let mut roots = RootCertStore::empty();
             for cert in cas {
-                roots.add(cert).map_err(rustls_err("a client CA certificate"))?;
+                roots
+                    .add(cert)
+                    .map_err(rustls_err("a client CA certificate"))?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
@@ -363,7 +368,10 @@ mod tests {
         let e = check_key_file(p, SecretFileFacts { uid: 7, ..ok }, 0)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("owned by uid 7") && e.contains("chown root"), "{e}");
+        assert!(
+            e.contains("owned by uid 7") && e.contains("chown root"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -378,7 +386,10 @@ mod tests {
         assert_eq!(w(f.not_before + day), None);
         assert_eq!(w(f.not_after - 31 * day), None);
         let soon = w(f.not_after - 29 * day - 10).unwrap();
-        assert!(soon.starts_with("expires in 29 days;") && soon.contains("keygen"), "{soon}");
+        assert!(
+            soon.starts_with("expires in 29 days;") && soon.contains("keygen"),
+            "{soon}"
+        );
         let gone = w(f.not_after + 3 * day + 10).unwrap();
         assert!(gone.starts_with("expired 3 days ago;"), "{gone}");
         let early = w(f.not_before - 100).unwrap();

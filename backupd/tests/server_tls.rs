@@ -52,7 +52,10 @@ fn a_pinned_client_talks_tls_and_a_wrong_pin_is_refused_naming_both_keys() {
     let text = e.to_string();
     assert!(matches!(e, ClientError::Tls { .. }), "{text}");
     assert!(
-        text.contains(&format!("backupd at {addr}: TLS handshake: the server's key is {}, not the pinned {}", pair.pin, other.pin)),
+        text.contains(&format!(
+            "backupd at {addr}: TLS handshake: the server's key is {}, not the pinned {}",
+            pair.pin, other.pin
+        )),
         "{text}"
     );
     // The server goes on serving.
@@ -66,7 +69,11 @@ fn a_wrong_secret_inside_tls_is_refused() {
     let (server, _spool) = start(FakeSpool::new(1), settings);
     let wrong = formats::protocol::Secret::from_bytes(b"not-the-secret-at-all").unwrap();
     let e = Client::connect(server.addr(), &wrong, &pinned(pair.pin)).unwrap_err();
-    assert_eq!(e.remote().map(|r| r.code), Some(ErrorCode::AuthFailed), "{e}");
+    assert_eq!(
+        e.remote().map(|r| r.code),
+        Some(ErrorCode::AuthFailed),
+        "{e}"
+    );
     server.shutdown().unwrap();
 }
 
@@ -83,9 +90,14 @@ fn each_side_without_tls_gets_a_clear_refusal_from_the_other() {
         },
     );
     let e = Client::connect(server.addr(), &secret(), &ClientOptions::default()).unwrap_err();
-    assert_eq!(e.remote().map(|r| r.code), Some(ErrorCode::UnsupportedVersion), "{e}");
+    assert_eq!(
+        e.remote().map(|r| r.code),
+        Some(ErrorCode::UnsupportedVersion),
+        "{e}"
+    );
     assert!(
-        e.to_string().contains("this backupd speaks the protocol inside TLS only"),
+        e.to_string()
+            .contains("this backupd speaks the protocol inside TLS only"),
         "{e}"
     );
     server.shutdown().unwrap();
@@ -95,7 +107,8 @@ fn each_side_without_tls_gets_a_clear_refusal_from_the_other() {
     let e = Client::connect(server.addr(), &secret(), &pinned(pair.pin)).unwrap_err();
     assert!(matches!(e, ClientError::Tls { .. }), "{e}");
     assert!(
-        e.to_string().contains("this backupd speaks the protocol without TLS"),
+        e.to_string()
+            .contains("this backupd speaks the protocol without TLS"),
         "{e}"
     );
     server.shutdown().unwrap();
@@ -125,7 +138,11 @@ fn idle_unauthenticated_sockets_take_no_slot_and_keep_nobody_out() {
     // The oldest idle sockets were evicted: closed without a byte.
     let mut got = Vec::new();
     idle[0].read_to_end(&mut got).unwrap();
-    assert!(got.is_empty(), "an evicted socket was sent {} bytes", got.len());
+    assert!(
+        got.is_empty(),
+        "an evicted socket was sent {} bytes",
+        got.len()
+    );
     // A third authenticated client is over the slots: busy, after its proof.
     let e = Client::connect(addr, &secret(), &pinned(pair.pin)).unwrap_err();
     assert_eq!(e.remote().map(|r| r.code), Some(ErrorCode::Busy), "{e}");

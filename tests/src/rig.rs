@@ -94,11 +94,9 @@ impl TestTls {
     /// A new identity (a relay in the middle has one of its own).
     pub fn generate() -> TestTls {
         let pair = backupd::keygen::generate(&["localhost".into()]).expect("a test key");
-        let material = backupd::tls::TlsMaterial::from_pem(
-            pair.cert_pem.as_bytes(),
-            pair.key_pem.as_bytes(),
-        )
-        .unwrap();
+        let material =
+            backupd::tls::TlsMaterial::from_pem(pair.cert_pem.as_bytes(), pair.key_pem.as_bytes())
+                .unwrap();
         let server = backupd::tls::server_config_of(material).unwrap();
         TestTls { pair, server }
     }

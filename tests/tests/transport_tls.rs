@@ -82,8 +82,8 @@ fn known_text(cyrus: &CyrusInstance) -> (BTreeSet<String>, usize) {
     for (_, dir) in cyrus.partitions() {
         for f in files_named(&dir, "") {
             let name = f.file_name().unwrap().to_string_lossy().into_owned();
-            let is_message = name.ends_with('.')
-                && name[..name.len() - 1].bytes().all(|b| b.is_ascii_digit());
+            let is_message =
+                name.ends_with('.') && name[..name.len() - 1].bytes().all(|b| b.is_ascii_digit());
             if !is_message {
                 continue;
             }
@@ -93,10 +93,7 @@ fn known_text(cyrus: &CyrusInstance) -> (BTreeSet<String>, usize) {
             };
             let body = &bytes[start + 4..];
             if body.starts_with(b"require") || contains(body, b"\nrequire") {
-                let longest = body
-                    .split(|b| *b == b'\n')
-                    .max_by_key(|l| l.len())
-                    .unwrap();
+                let longest = body.split(|b| *b == b'\n').max_by_key(|l| l.len()).unwrap();
                 assert!(longest.len() >= 16, "{}", f.display());
                 out.insert(String::from_utf8(longest.to_vec()).expect("a sieve script is text"));
                 scripts += 1;
@@ -125,7 +122,10 @@ fn a_capture_of_a_tls_backup_holds_no_message_or_sieve_text() {
     cyrus.populate().expect("populate.py");
     let (known, scripts) = known_text(&cyrus);
     assert!(known.len() >= 20, "only {} markers", known.len());
-    assert!(scripts >= 2, "populate.py writes sieve scripts; found {scripts}");
+    assert!(
+        scripts >= 2,
+        "populate.py writes sieve scripts; found {scripts}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     for tls in [true, false] {
@@ -155,14 +155,15 @@ fn a_capture_of_a_tls_backup_holds_no_message_or_sieve_text() {
             found.len(),
             known.len()
         );
-        assert!(cap.to_client.len() > 1_000_000, "the mail crossed the proxy");
+        assert!(
+            cap.to_client.len() > 1_000_000,
+            "the mail crossed the proxy"
+        );
         if tls {
             assert!(
                 found.is_empty(),
                 "text of the spool in the TLS capture: {:?}",
-                found
-                    .iter()
-                    .collect::<Vec<_>>()
+                found.iter().collect::<Vec<_>>()
             );
         } else {
             // The check sees what is there: every marker crossed in clear.
@@ -234,7 +235,12 @@ fn relays_that_terminate_tls_are_refused_and_store_nothing() {
     );
 
     // The backup host pins backupd's key: the relay's certificate is refused.
-    let o = run(&config(dir.path(), "pinned", relay.addr(), Some(backupd_pin)));
+    let o = run(&config(
+        dir.path(),
+        "pinned",
+        relay.addr(),
+        Some(backupd_pin),
+    ));
     eprintln!("through a relay with its own key: {}", text(&o));
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let all = text(&o);
@@ -261,8 +267,9 @@ fn relays_that_terminate_tls_are_refused_and_store_nothing() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let all = text(&o);
     assert!(
-        all.contains("authentication failed: the proof does not match this server's secret and TLS session")
-            && all.contains("a relay in the middle that terminates TLS"),
+        all.contains(
+            "authentication failed: the proof does not match this server's secret and TLS session"
+        ) && all.contains("a relay in the middle that terminates TLS"),
         "{all}"
     );
     assert!(files_named(&store, "backupdata").is_empty(), "{all}");
@@ -282,10 +289,19 @@ fn two_hundred_idle_unauthenticated_connections_do_not_stop_the_run() {
         .map(|_| TcpStream::connect(backupd.addr()).unwrap())
         .collect();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), "direct", backupd.addr(), Some(test_tls().pair.pin));
+    let cfg = config(
+        dir.path(),
+        "direct",
+        backupd.addr(),
+        Some(test_tls().pair.pin),
+    );
     let t = std::time::Instant::now();
     let o = run(&cfg);
-    eprintln!("run beside 200 idle connections in {:?}: {}", t.elapsed(), text(&o));
+    eprintln!(
+        "run beside 200 idle connections in {:?}: {}",
+        t.elapsed(),
+        text(&o)
+    );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let (done, _, _, failed) = counts(&o);
     assert_eq!((done, failed), (3, 0), "{}", text(&o));

@@ -30,8 +30,9 @@ pub use tls::{ClientCert, TlsSettings, TlsTrust};
 use formats::protocol::assemble::{self, Assemble, Assembler};
 use formats::protocol::handshake::{ClientHandshake, HandshakeError};
 use formats::protocol::{
-    self as wire, kind, AuthOk, Binding, ErrorReply, Frame, FrameHeader, Greeting, MetaCopy, ReplyError,
-    Request, Secret, UserEntry, UserFile, UserFileId, UserListing, HEADER_LEN, NONCE_LEN,
+    self as wire, kind, AuthOk, Binding, ErrorReply, Frame, FrameHeader, Greeting, MetaCopy,
+    ReplyError, Request, Secret, UserEntry, UserFile, UserFileId, UserListing, HEADER_LEN,
+    NONCE_LEN,
 };
 use std::collections::VecDeque;
 use std::io::{self, BufReader, Read, Write};

@@ -367,10 +367,16 @@ mod tests {
         .unwrap();
         let e = io::Error::new(io::ErrorKind::InvalidData, "corrupt message");
         let m = handshake_failure(e, &greeting[..32]);
-        assert!(m.starts_with("this backupd speaks the protocol without TLS"), "{m}");
+        assert!(
+            m.starts_with("this backupd speaks the protocol without TLS"),
+            "{m}"
+        );
         // Anything else is TLS's own word.
         let e = io::Error::new(io::ErrorKind::InvalidData, "corrupt message");
-        assert_eq!(handshake_failure(e, b"* OK IMAP"), "TLS handshake: corrupt message");
+        assert_eq!(
+            handshake_failure(e, b"* OK IMAP"),
+            "TLS handshake: corrupt message"
+        );
     }
 
     #[test]

@@ -182,7 +182,10 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!room.is_finished());
         drop(b);
-        assert!(!room.await.unwrap(), "room made by a leaver, nobody evicted");
+        assert!(
+            !room.await.unwrap(),
+            "room made by a leaver, nobody evicted"
+        );
         assert!(done(c.evicted()).is_none());
         drop(a);
         assert_eq!(pool.len(), 1, "an evicted ticket's drop changes nothing");

@@ -419,7 +419,10 @@ mod tests {
             assert!(s.verify_client(2, &sn, &cn, &b, &c));
             assert!(s.verify_server(2, &sn, &cn, &b, &v));
             assert!(!s.verify_client(2, &sn, &cn, &b, &v));
-            assert!(!s.verify_client(3, &sn, &cn, &b, &c), "bound to the version");
+            assert!(
+                !s.verify_client(3, &sn, &cn, &b, &c),
+                "bound to the version"
+            );
             assert!(
                 !s.verify_client(2, &cn, &sn, &b, &c),
                 "bound to the nonces' roles"

@@ -95,8 +95,18 @@ mod tests {
         assert_eq!(p.to_string().parse::<Pin>().unwrap(), p);
         let hex = "sha256/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         assert_eq!(hex.parse::<Pin>().unwrap(), p);
-        assert_eq!(hex.to_uppercase().replace("SHA256", "sha256").parse::<Pin>().unwrap(), p);
-        assert_eq!(format!(" {p} ").parse::<Pin>().unwrap(), p, "surrounding blanks");
+        assert_eq!(
+            hex.to_uppercase()
+                .replace("SHA256", "sha256")
+                .parse::<Pin>()
+                .unwrap(),
+            p
+        );
+        assert_eq!(
+            format!(" {p} ").parse::<Pin>().unwrap(),
+            p,
+            "surrounding blanks"
+        );
     }
 
     #[test]
@@ -111,7 +121,10 @@ mod tests {
             "sha256/AAAA",
         ] {
             let e = bad.parse::<Pin>().unwrap_err().to_string();
-            assert!(e.contains("is not a key pin: expected sha256/"), "{bad}: {e}");
+            assert!(
+                e.contains("is not a key pin: expected sha256/"),
+                "{bad}: {e}"
+            );
         }
         let long = format!("sha256/{}", "A".repeat(10_000));
         let e = long.parse::<Pin>().unwrap_err();

@@ -162,7 +162,10 @@ impl Backupd {
                 .with_context(|| format!("running {} keygen", bin.display()))?;
             let printed = String::from_utf8_lossy(&out.stdout);
             if !out.status.success() {
-                bail!("backupd keygen failed: {printed}{}", String::from_utf8_lossy(&out.stderr));
+                bail!(
+                    "backupd keygen failed: {printed}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
             for line in printed.lines() {
                 if line.starts_with("tls_cert_file") || line.starts_with("tls_key_file") {
