@@ -55,6 +55,9 @@ pub struct Server {
     pub connect_timeout: Duration,
     /// Longest wait for one read or write once connected.
     pub io_timeout: Duration,
+    /// TLS: how backupd is trusted (`tls_pin` or `tls_ca_file`), the client certificate;
+    /// plain TCP only on loopback or with `tls = false`.
+    pub tls: crate::client::TlsSettings,
 }
 
 /// A set of drives on one mail server: the Cyrus partitions on it.
@@ -137,6 +140,16 @@ struct RawServer {
     connect_timeout_secs: u64,
     #[serde(default = "default_io_timeout")]
     io_timeout_secs: u64,
+    #[serde(default)]
+    tls: Option<bool>,
+    #[serde(default)]
+    tls_pin: Option<String>,
+    #[serde(default)]
+    tls_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    tls_client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    tls_client_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +166,103 @@ pub const DEFAULT_WORKERS: usize = 8;
 pub const DEFAULT_BATCH_SIZE: usize = 50;
 /// Default retention in days.
 pub const DEFAULT_RETENTION_DAYS: u32 = 14;
+
+/// The host of a `host:port` address (`[::1]:2912` gives `::1`).
+fn address_host(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// Whether an address's host is this machine (`127.0.0.0/8`, `::1`, `localhost`): plain
+/// TCP is only the default there.
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// One server's TLS keys, checked against each other and its address: the key at fault
+/// and what to do.
+fn server_tls(
+    s: &RawServer,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<crate::client::TlsSettings, (&'static str, String)> {
+    use crate::client::{ClientCert, TlsSettings, TlsTrust};
+    let host = address_host(&s.address);
+    let client_cert = match (&s.tls_client_cert_file, &s.tls_client_key_file) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(ClientCert {
+            cert_file: resolve(cert),
+            key_file: resolve(key),
+        }),
+        (Some(_), None) => {
+            return Err((
+                "tls_client_key_file",
+                "missing: tls_client_cert_file needs its private key".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err((
+                "tls_client_cert_file",
+                "missing: tls_client_key_file needs its certificate".into(),
+            ))
+        }
+    };
+    let trust = match (&s.tls_pin, &s.tls_ca_file) {
+        (Some(_), Some(_)) => {
+            return Err((
+                "tls_ca_file",
+                "give tls_pin or tls_ca_file, not both (the pin is the simpler: the line \
+                 `backupd keygen` printed)"
+                    .into(),
+            ))
+        }
+        (Some(pin), None) => TlsTrust::Pin(
+            pin.parse()
+                .map_err(|e: formats::protocol::PinError| ("tls_pin", e.to_string()))?,
+        ),
+        (None, Some(ca)) => TlsTrust::CaFile(resolve(ca)),
+        (None, None) => TlsTrust::Off,
+    };
+    match (s.tls, &trust) {
+        (Some(false), TlsTrust::Off) if client_cert.is_none() => {}
+        (Some(false), _) => {
+            return Err((
+                "tls",
+                "false, but tls_pin, tls_ca_file or a client certificate is set: remove one \
+                 of them (TLS off sends mail in clear)"
+                    .into(),
+            ))
+        }
+        (_, TlsTrust::Off) if s.tls == Some(true) || client_cert.is_some() => {
+            return Err((
+                "tls_pin",
+                "missing: TLS needs tls_pin (the line `backupd keygen` printed on the mail \
+                 server) or tls_ca_file"
+                    .into(),
+            ))
+        }
+        (None, TlsTrust::Off) if !is_loopback_host(host) => {
+            return Err((
+                "tls_pin",
+                format!(
+                    "missing: {} is not a loopback address, so the protocol runs in TLS: set \
+                     tls_pin to the line `backupd keygen` printed on that mail server (or \
+                     tls_ca_file), or tls = false to send mail in clear, only on a network you \
+                     trust",
+                    s.address
+                ),
+            ))
+        }
+        _ => {}
+    }
+    Ok(TlsSettings {
+        trust,
+        client_cert,
+        server_name: host.to_string(),
+    })
+}
 
 fn default_workers() -> usize {
     DEFAULT_WORKERS
@@ -287,12 +397,15 @@ impl Config {
                     "expected at least 1 second".into(),
                 ));
             }
+            let tls = server_tls(&s, &resolve)
+                .map_err(|(key, message)| invalid(format!("server[{i}].{key}"), message))?;
             servers.push(Server {
                 name: s.name,
                 address: s.address,
                 secret_file: resolve(&s.secret_file),
                 connect_timeout: Duration::from_secs(s.connect_timeout_secs),
                 io_timeout: Duration::from_secs(s.io_timeout_secs),
+                tls,
             });
         }
         let mut raidsets = Vec::new();
@@ -386,5 +499,89 @@ impl Config {
             gzip_level: self.gzip_level,
             ..Default::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::TlsTrust;
+
+    fn parse(server: &str) -> Result<Config, String> {
+        let text = format!(
+            "store_root = \"/s\"\n[[server]]\nname = \"mail1\"\nsecret_file = \"m.secret\"\n\
+             {server}\n[[raidset]]\nname = \"a\"\nserver = \"mail1\"\npartitions = [\"default\"]\n"
+        );
+        Config::parse(&text, Path::new("/etc/mb/b.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn tls_keys_of_a_server() {
+        let pin = "sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+        let c = parse(&format!(
+            "address = \"mail1.example:2912\"\ntls_pin = \"{pin}\""
+        ))
+        .unwrap();
+        let tls = &c.servers[0].tls;
+        assert_eq!(tls.trust, TlsTrust::Pin(pin.parse().unwrap()));
+        assert_eq!(tls.server_name, "mail1.example");
+        let c = parse(
+            "address = \"[2001:db8::1]:2912\"\ntls_ca_file = \"ca.pem\"\n\
+                       tls_client_cert_file = \"c.pem\"\ntls_client_key_file = \"c.key\"",
+        )
+        .unwrap();
+        let tls = &c.servers[0].tls;
+        assert_eq!(
+            tls.trust,
+            TlsTrust::CaFile("/etc/mb/ca.pem".into()),
+            "relative to the file"
+        );
+        assert_eq!(tls.server_name, "2001:db8::1");
+        assert_eq!(
+            tls.client_cert.as_ref().unwrap().key_file,
+            Path::new("/etc/mb/c.key")
+        );
+        // Loopback: plain TCP by default.
+        for a in ["127.0.0.1:2912", "[::1]:2912", "localhost:2912"] {
+            let c = parse(&format!("address = \"{a}\"")).unwrap();
+            assert_eq!(c.servers[0].tls.trust, TlsTrust::Off, "{a}");
+        }
+        // Elsewhere TLS is required, or plain TCP said explicitly.
+        let e = parse("address = \"10.0.0.5:2912\"").unwrap_err();
+        assert!(
+            e.starts_with("/etc/mb/b.toml: key server[0].tls_pin: missing: 10.0.0.5:2912 is not a loopback address")
+                && e.contains("tls = false"),
+            "{e}"
+        );
+        let c = parse("address = \"10.0.0.5:2912\"\ntls = false").unwrap();
+        assert_eq!(c.servers[0].tls.trust, TlsTrust::Off);
+        let e = parse(&format!(
+            "address = \"10.0.0.5:2912\"\ntls = false\ntls_pin = \"{pin}\""
+        ))
+        .unwrap_err();
+        assert!(e.contains("server[0].tls: false, but tls_pin"), "{e}");
+        let e = parse("address = \"127.0.0.1:2912\"\ntls = true").unwrap_err();
+        assert!(
+            e.contains("server[0].tls_pin: missing: TLS needs tls_pin"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "address = \"h:1\"\ntls_pin = \"{pin}\"\ntls_ca_file = \"ca.pem\""
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("server[0].tls_ca_file: give tls_pin or tls_ca_file, not both"),
+            "{e}"
+        );
+        let e = parse("address = \"h:1\"\ntls_pin = \"sha256/nope\"").unwrap_err();
+        assert!(
+            e.contains("server[0].tls_pin: \"sha256/nope\" is not a key pin"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "address = \"h:1\"\ntls_pin = \"{pin}\"\ntls_client_cert_file = \"c.pem\""
+        ))
+        .unwrap_err();
+        assert!(e.contains("server[0].tls_client_key_file: missing"), "{e}");
     }
 }

@@ -240,6 +240,7 @@ store_root = "/srv/mailbackup"
 name = "mail1"
 address = "mail1.example.com:2912"
 secret_file = "mail1.secret"
+tls_pin = "sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
 [[raidset]]
 name = "mail1-a"
 server = "mail1"

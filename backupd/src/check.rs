@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 pub struct Finding {
     /// Whether this part is fine.
     pub ok: bool,
+    /// Fine for now, but it needs attention soon (a certificate near its end).
+    pub warning: bool,
     /// What was checked and what was found.
     pub text: String,
 }
@@ -34,6 +36,15 @@ impl Report {
     fn ok_line(&mut self, text: impl Into<String>) {
         self.findings.push(Finding {
             ok: true,
+            warning: false,
+            text: text.into(),
+        });
+    }
+
+    fn warn(&mut self, text: impl Into<String>) {
+        self.findings.push(Finding {
+            ok: true,
+            warning: true,
             text: text.into(),
         });
     }
@@ -41,6 +52,7 @@ impl Report {
     fn fail(&mut self, text: impl Into<String>) {
         self.findings.push(Finding {
             ok: false,
+            warning: false,
             text: text.into(),
         });
     }
@@ -52,7 +64,11 @@ impl fmt::Display for Report {
             writeln!(
                 f,
                 "{} {}",
-                if finding.ok { "ok  " } else { "FAIL" },
+                match (finding.ok, finding.warning) {
+                    (true, false) => "ok  ",
+                    (true, true) => "WARN",
+                    (false, _) => "FAIL",
+                },
                 finding.text
             )?;
         }
@@ -100,6 +116,8 @@ pub fn check(path: &Path) -> Report {
         )),
         Err(e) => r.fail(e.to_string()),
     }
+    // Read as the daemon reads them: before the privilege drop.
+    check_tls(&config, &mut r);
     match privileges::drop_to(&config.run_as) {
         Ok(RunningAs::Dropped { user, uid, gid }) => r.ok_line(format!(
             "running as root: switched to {user} (uid {uid}, gid {gid}) for the spool checks"
@@ -122,6 +140,69 @@ pub fn check(path: &Path) -> Report {
         &mut r,
     );
     r
+}
+
+/// Seconds before a certificate's end from which `check` warns.
+pub const EXPIRY_WARNING_SECS: i64 = 30 * 24 * 3600;
+
+/// The TLS key (owner, mode, that it matches the certificate) and the certificate's dates.
+fn check_tls(config: &Config, r: &mut Report) {
+    let Some(files) = config.tls_files() else {
+        if config.listen.ip().is_loopback() {
+            r.ok_line(format!(
+                "TLS off: plain TCP on loopback ({}); set tls_cert_file and tls_key_file to \
+                 turn it on",
+                config.listen
+            ));
+        } else {
+            r.warn(format!(
+                "TLS off (tls = false) on {}: mail crosses the network in clear",
+                config.listen
+            ));
+        }
+        return;
+    };
+    let euid = nix::unistd::geteuid().as_raw();
+    match crate::tls::server_config(&files, euid) {
+        Ok(_) => r.ok_line(format!(
+            "TLS key {}: owner-only, matches the certificate{}",
+            files.key_file.display(),
+            match &files.client_ca_file {
+                Some(ca) => format!("; client certificates required, from {}", ca.display()),
+                None => String::new(),
+            }
+        )),
+        Err(e) => r.fail(e.to_string()),
+    }
+    let cert = match crate::tls::read_certs("TLS certificate file", &files.cert_file) {
+        Ok(certs) => certs.into_iter().next().expect("at least one"),
+        Err(e) => {
+            r.fail(e.to_string());
+            return;
+        }
+    };
+    let Some(facts) = crate::tls::CertFacts::of(&cert) else {
+        r.fail(format!(
+            "TLS certificate file {}: the first certificate does not parse as X.509",
+            files.cert_file.display()
+        ));
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let text = format!(
+        "TLS certificate {}: {}, valid {} to {}, key pin {} (the backup host's tls_pin)",
+        files.cert_file.display(),
+        facts.subject,
+        facts.not_before_text,
+        facts.not_after_text,
+        facts.pin
+    );
+    match facts.warning(now) {
+        None => r.ok_line(text),
+        Some(w) => r.warn(format!("{text}: {w}")),
+    }
 }
 
 fn check_spool(imapd_conf: &Path, lock_timeout: Duration, r: &mut Report) {
@@ -193,6 +274,58 @@ fn check_spool(imapd_conf: &Path, lock_timeout: Duration, r: &mut Report) {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn tls_key_mode_match_and_certificate_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"0123456789abcdef0123\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let made = crate::keygen::keygen(dir.path(), &["mail1.example".into()], false).unwrap();
+        let config = dir.path().join("backupd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "secret_file = {:?}\nimapd_conf = {:?}\nrun_as = \"backupd-no-such-user\"\n\
+                 tls_cert_file = {:?}\ntls_key_file = {:?}\n",
+                secret,
+                dir.path().join("imapd.conf"),
+                made.cert_file,
+                made.key_file
+            ),
+        )
+        .unwrap();
+        let text = check(&config).to_string();
+        assert!(
+            text.contains(&format!(
+                "ok   TLS key {}: owner-only, matches the certificate",
+                made.key_file.display()
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("key pin {} (the backup host's tls_pin)", made.pin)),
+            "{text}"
+        );
+        std::fs::set_permissions(&made.key_file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let text = check(&config).to_string();
+        assert!(
+            text.contains(&format!(
+                "FAIL TLS key file {}: has mode 0640",
+                made.key_file.display()
+            )),
+            "{text}"
+        );
+        // A key that is not the certificate's.
+        std::fs::set_permissions(&made.key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let other = crate::keygen::generate(&["x".into()]).unwrap();
+        std::fs::write(&made.key_file, other.key_pem).unwrap();
+        let text = check(&config).to_string();
+        assert!(
+            text.contains("FAIL the TLS certificate and key (a key that does not match"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn no_spool_check_as_root_when_the_drop_fails() {

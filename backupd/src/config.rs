@@ -35,9 +35,30 @@ pub struct Config {
     /// client that does not read) before it is closed.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout_secs: u64,
-    /// Seconds a new connection has to authenticate.
+    /// Seconds a new connection has for the whole handshake: TLS, then the secret's proofs.
     #[serde(default = "default_auth_timeout")]
     pub auth_timeout_secs: u64,
+    /// Connections that have not authenticated yet, at most; when one more arrives, the
+    /// oldest of them is closed. They never take one of the `max_connections` slots, which
+    /// only authenticated backup hosts hold.
+    #[serde(default = "default_max_unauthenticated")]
+    pub max_unauthenticated: usize,
+    /// Whether the protocol runs inside TLS 1.3. Default: on when `tls_cert_file` is set;
+    /// on a `listen` address that is not loopback the file must then be set, or `tls =
+    /// false` said explicitly ([`Config::parse`] refuses anything else).
+    #[serde(default)]
+    pub tls: Option<bool>,
+    /// The certificate chain (PEM); `backupd keygen` makes a self-signed one.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM), mode 0600, read before the privilege drop.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// CA certificates (PEM): when set, only clients with a certificate issued by one of
+    /// them complete the TLS handshake. Default: no client certificate asked for (the
+    /// shared secret authenticates the backup host).
+    #[serde(default)]
+    pub tls_client_ca_file: Option<PathBuf>,
     /// Seconds a shutdown waits for replies under way before it cuts connections.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: u64,
@@ -68,7 +89,10 @@ fn default_idle_timeout() -> u64 {
     600
 }
 fn default_auth_timeout() -> u64 {
-    10
+    5
+}
+fn default_max_unauthenticated() -> usize {
+    16
 }
 fn default_shutdown_grace() -> u64 {
     30
@@ -146,6 +170,9 @@ impl Config {
         if config.max_connections == 0 {
             return Err(invalid("max_connections", "must be at least 1"));
         }
+        if config.max_unauthenticated == 0 {
+            return Err(invalid("max_unauthenticated", "must be at least 1"));
+        }
         if !(1..=1024).contains(&config.blocking_threads) {
             return Err(invalid("blocking_threads", "must be between 1 and 1024"));
         }
@@ -177,13 +204,78 @@ impl Config {
             }
             config.allow_from = crate::allow::loopback();
         }
+        config.check_tls().map_err(|(key, m)| invalid(key, &m))?;
         Ok(config)
     }
 
-    /// The server settings this configuration asks for.
+    /// Whether the keys about TLS agree with each other and with `listen`: the key at fault
+    /// and what to do.
+    fn check_tls(&self) -> Result<(), (&'static str, String)> {
+        let files = [
+            ("tls_cert_file", self.tls_cert_file.is_some()),
+            ("tls_key_file", self.tls_key_file.is_some()),
+            ("tls_client_ca_file", self.tls_client_ca_file.is_some()),
+        ];
+        match self.tls {
+            Some(false) => {
+                if let Some((key, _)) = files.iter().find(|(_, set)| *set) {
+                    return Err((
+                        key,
+                        "set, but tls = false: remove one of them (TLS off sends mail in clear)"
+                            .into(),
+                    ));
+                }
+                Ok(())
+            }
+            Some(true) | None => {
+                let (cert, key) = (files[0].1, files[1].1);
+                if !cert && !key && !files[2].1 && self.tls.is_none() {
+                    if self.listen.ip().is_loopback() {
+                        // Plain TCP on loopback: only this host's root could read it.
+                        return Ok(());
+                    }
+                    return Err((
+                        "tls_cert_file",
+                        format!(
+                            "missing: listen is {}, not a loopback address, so the protocol                              runs in TLS: run `backupd keygen --dir /etc/backupd` and set                              tls_cert_file and tls_key_file to the files it writes (or set                              tls = false to send mail in clear, only on a network you trust)",
+                            self.listen
+                        ),
+                    ));
+                }
+                if !cert {
+                    return Err((
+                        "tls_cert_file",
+                        "missing: TLS needs a certificate and its key (`backupd keygen                          --dir /etc/backupd` makes both)"
+                            .into(),
+                    ));
+                }
+                if !key {
+                    return Err((
+                        "tls_key_file",
+                        "missing: TLS needs the certificate's private key (`backupd keygen                          --dir /etc/backupd` makes both)"
+                            .into(),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The TLS files, when the protocol runs in TLS.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert_file: self.tls_cert_file.clone()?,
+            key_file: self.tls_key_file.clone()?,
+            client_ca_file: self.tls_client_ca_file.clone(),
+        })
+    }
+
+    /// The server settings this configuration asks for (without the TLS configuration,
+    /// which [`crate::tls::server_config`] reads from the files).
     pub fn settings(&self) -> crate::server::Settings {
         crate::server::Settings {
             max_connections: self.max_connections,
+            max_unauthenticated: self.max_unauthenticated,
             blocking_threads: self.blocking_threads,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             auth_timeout: Duration::from_secs(self.auth_timeout_secs),
@@ -244,7 +336,7 @@ mod tests {
             .to_string();
         assert!(e.contains("allow_from"), "{e}");
         let c = Config::parse(
-            "secret_file = \"s\"\nlisten = \"[::]:2912\"\n\
+            "secret_file = \"s\"\nlisten = \"[::]:2912\"\ntls = false\n\
              allow_from = [\"10.0.0.9\", \"2001:db8::/32\"]\n",
             p,
         )
@@ -267,6 +359,66 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(e, "backupd.toml: lock_timeout_secs: must be at least 1");
+    }
+
+    #[test]
+    fn tls_is_required_off_loopback_and_explicit_when_off() {
+        let p = Path::new("backupd.toml");
+        let off_lo =
+            "secret_file = \"s\"\nlisten = \"10.0.0.5:2912\"\nallow_from = [\"10.0.0.9\"]\n";
+        let e = Config::parse(off_lo, p).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "backupd.toml: tls_cert_file: missing: listen is 10.0.0.5:2912, not a loopback address"
+            ) && e.contains("backupd keygen")
+                && e.contains("tls = false"),
+            "{e}"
+        );
+        let c = Config::parse(&format!("{off_lo}tls = false\n"), p).unwrap();
+        assert_eq!(c.tls_files(), None, "said explicitly: plain TCP");
+        let c = Config::parse(
+            &format!("{off_lo}tls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"\n"),
+            p,
+        )
+        .unwrap();
+        let files = c.tls_files().unwrap();
+        assert_eq!(
+            (
+                files.cert_file.to_str(),
+                files.key_file.to_str(),
+                files.client_ca_file
+            ),
+            (Some("/c.pem"), Some("/k.pem"), None)
+        );
+        let e = Config::parse(&format!("{off_lo}tls_cert_file = \"/c.pem\"\n"), p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("backupd.toml: tls_key_file: missing"), "{e}");
+        let e = Config::parse(
+            &format!("{off_lo}tls = false\ntls_key_file = \"/k.pem\"\n"),
+            p,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("backupd.toml: tls_key_file: set, but tls = false"),
+            "{e}"
+        );
+        // Loopback: plain unless asked; tls = true needs the files.
+        let c = Config::parse("secret_file = \"s\"\n", p).unwrap();
+        assert_eq!(c.tls_files(), None);
+        let e = Config::parse("secret_file = \"s\"\ntls = true\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("backupd.toml: tls_cert_file: missing"), "{e}");
+        let e = Config::parse("secret_file = \"s\"\ntls_client_ca_file = \"/ca\"\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("backupd.toml: tls_cert_file: missing"), "{e}");
+        let e = Config::parse("secret_file = \"s\"\nmax_unauthenticated = 0\n", p)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "backupd.toml: max_unauthenticated: must be at least 1");
     }
 
     #[test]

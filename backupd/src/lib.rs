@@ -13,6 +13,8 @@
 //!   the spool. The protocol itself is `formats::protocol`, specified in docs/protocol.md.
 //! * [`auth`]: reading the shared secret file and drawing nonces (the proofs are
 //!   `formats::protocol::handshake`).
+//! * [`tls`]: the key and certificate files, the rustls configuration (TLS 1.3 only) and
+//!   the binding of the handshake to the TLS session; [`keygen`]: `backupd keygen`.
 //! * [`allow`]: `allow_from`, the peers that may connect.
 //! * [`config`]: the daemon's TOML configuration; [`check`]: `backupd check`;
 //!   [`privileges`]: dropping root to the cyrus user.
@@ -21,9 +23,11 @@ pub mod allow;
 pub mod auth;
 pub mod check;
 pub mod config;
+pub mod keygen;
 pub mod privileges;
 pub mod server;
 pub mod spool;
+pub mod tls;
 
 /// Cyrus's locks ([`spool::locks`]), also here for the tests that play a Cyrus process
 /// (`locks::cyrus_style_lock`).

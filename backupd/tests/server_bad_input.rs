@@ -192,14 +192,15 @@ fn a_client_that_disconnects_mid_stream_harms_nobody() {
 
 #[test]
 fn limits_and_timeouts() {
-    // Over the connection limit: "busy", close.
+    // Over the connection limit: "busy" instead of the server's proof, close. (Only
+    // authenticated connections take slots: the refusal comes after the client's proof.)
     let mut set = settings();
     set.max_connections = 2;
     let (server, _spool) = start(FakeSpool::new(1), set);
     let addr = server.addr();
     let mut a = client(addr);
     let _b = client(addr);
-    let mut s = connect(addr);
+    let (mut s, _) = send_auth(addr);
     let e = expect_error_and_close(&mut s, ErrorCode::Busy);
     assert!(e.text.contains("limit 2"), "{e}");
     let err = Client::connect(addr, &secret(), &ClientOptions::default()).unwrap_err();
@@ -333,8 +334,8 @@ fn the_client_checks_the_server_proof() {
         let (mut s, _) = listener.accept().unwrap();
         let mut out = Vec::new();
         wire::Greeting {
-            min_version: 1,
-            max_version: 1,
+            min_version: wire::VERSION,
+            max_version: wire::VERSION,
             nonce: [1; 32],
             server: "impostor".into(),
         }

@@ -51,6 +51,8 @@ pub struct MailServer {
     pub connect_timeout_secs: Option<u64>,
     /// `io_timeout_secs`.
     pub io_timeout_secs: Option<u64>,
+    /// `tls_pin` (`sha256/...`): TLS, backupd trusted by the pin of its key.
+    pub tls_pin: Option<String>,
 }
 
 /// One `[[raidset]]`.
@@ -100,6 +102,16 @@ impl ServerConfig {
             .expect("a server to set timeouts on");
         s.connect_timeout_secs = Some(connect_secs);
         s.io_timeout_secs = Some(io_secs);
+        self
+    }
+
+    /// Sets `tls_pin` of the last server added: the connection runs in TLS and backupd's
+    /// key must have this pin (the tests' backupds serve TLS by default).
+    pub fn tls_pin(mut self, pin: impl ToString) -> Self {
+        self.servers
+            .last_mut()
+            .expect("a server to set the pin of")
+            .tls_pin = Some(pin.to_string());
         self
     }
 
@@ -173,6 +185,9 @@ impl ServerConfig {
             }
             if let Some(v) = s.io_timeout_secs {
                 let _ = writeln!(t, "io_timeout_secs = {v}");
+            }
+            if let Some(pin) = &s.tls_pin {
+                let _ = writeln!(t, "tls_pin = {}", quote(pin));
             }
         }
         for r in &self.raidsets {
@@ -251,6 +266,7 @@ mod tests {
             .retention_days(14)
             .server("mail1", "127.0.0.1:9", "mail1.secret")
             .timeouts(2, 5)
+            .tls_pin("sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=")
             .raidset("a", "mail1", &["default", "p2"])
             .to_toml();
         assert_eq!(
@@ -258,7 +274,8 @@ mod tests {
             "store_root = \"/srv/a \\\"b\\\"\"\nstate_db = \"state/state.sqlite3\"\nworkers = 4\n\
              batch_size = 3\nbatches_per_raidset = 2\nretention_days = 14\n\n[[server]]\n\
              name = \"mail1\"\naddress = \"127.0.0.1:9\"\nsecret_file = \"mail1.secret\"\n\
-             connect_timeout_secs = 2\nio_timeout_secs = 5\n\n[[raidset]]\nname = \"a\"\n\
+             connect_timeout_secs = 2\nio_timeout_secs = 5\n\
+             tls_pin = \"sha256/47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\"\n\n[[raidset]]\nname = \"a\"\n\
              server = \"mail1\"\npartitions = [\"default\", \"p2\"]\n"
         );
     }

@@ -584,6 +584,10 @@ impl MemBackupd {
             data_chunk: DATA_CHUNK,
             server_name: "in-memory backupd".into(),
             allow_from: backupd::allow::loopback(),
+            max_unauthenticated: 16,
+            // Plain TCP: the fault tests' proxy (`crate::proxy::FrameProxy`) reads and
+            // rewrites frames, which TLS exists to prevent.
+            tls: None,
         };
         let handle = server::spawn(
             "127.0.0.1:0".parse().unwrap(),
@@ -613,6 +617,7 @@ impl MemBackupd {
         let opts = ClientOptions {
             connect_timeout: Duration::from_secs(30),
             io_timeout: Some(Duration::from_secs(120)),
+            tls: Default::default(),
         };
         Client::connect(addr, &self.secret, &opts)
     }

@@ -1,6 +1,11 @@
-//! A TCP proxy on 127.0.0.1 between a client and backupd that forwards whole frames and
-//! can close the connection, drop or rewrite a frame on purpose: faults of the connection
-//! and of the server's replies, at a frame the test chooses.
+//! Proxies on 127.0.0.1 between a client and backupd.
+//!
+//! [`FrameProxy`] forwards whole frames of the plain protocol and can close the connection,
+//! drop or rewrite a frame on purpose: faults of the connection and of the server's replies,
+//! at a frame the test chooses. [`ByteProxy`] relays bytes it does not understand (TLS),
+//! recording them and optionally flipping one; [`TlsRelay`] terminates TLS with a
+//! certificate of its own and opens its own TLS session to backupd: the machines in the
+//! middle of docs/protocol.md's "What TLS and the handshake protect".
 //!
 //! It reads frames by their 9-byte header (`formats::protocol::FrameHeader`), both ways,
 //! and logs every frame it forwards. One connection per proxy.
@@ -210,4 +215,202 @@ fn serve(client: TcpStream, server: TcpStream, policy: &mut Policy, log: &Arc<Mu
     // FIN to the client after the last frame forwarded; the other thread drains it.
     let _ = to.shutdown(Shutdown::Write);
     let _ = up.join();
+}
+
+/// What a [`ByteProxy`] saw, both ways, over all its connections.
+#[derive(Debug, Clone, Default)]
+pub struct Capture {
+    /// Every byte from clients to the server, connections one after the other.
+    pub to_server: Vec<u8>,
+    /// Every byte from the server to clients.
+    pub to_client: Vec<u8>,
+    /// Connections served.
+    pub connections: usize,
+}
+
+/// A TCP relay on 127.0.0.1 that understands nothing: it records every byte both ways (a
+/// capture of the loopback traffic) and can flip one byte of what the server sends on each
+/// connection (a machine in the middle rewriting the stream). Serves any number of
+/// connections until dropped.
+#[derive(Debug)]
+pub struct ByteProxy {
+    addr: SocketAddr,
+    capture: Arc<Mutex<Capture>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl ByteProxy {
+    /// Relays to `upstream`; with `flip_at`, the byte at that offset of what the server
+    /// sends on each connection is inverted.
+    pub fn start(upstream: SocketAddr, flip_at: Option<usize>) -> ByteProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the proxy");
+        let addr = listener.local_addr().unwrap();
+        let capture = Arc::new(Mutex::new(Capture::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (cap, st) = (capture.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("byte-proxy".into())
+            .spawn(move || {
+                for client in listener.incoming() {
+                    if st.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let Ok(client) = client else { continue };
+                    let Ok(server) = TcpStream::connect(upstream) else {
+                        continue;
+                    };
+                    cap.lock().unwrap().connections += 1;
+                    let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                    let cap_up = cap.clone();
+                    std::thread::spawn(move || pump(client, server, None, &cap_up, true));
+                    let cap_down = cap.clone();
+                    std::thread::spawn(move || pump(s2, c2, flip_at, &cap_down, false));
+                }
+            })
+            .unwrap();
+        ByteProxy {
+            addr,
+            capture,
+            stop,
+        }
+    }
+
+    /// The address clients connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// What it has seen so far.
+    pub fn capture(&self) -> Capture {
+        self.capture.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ByteProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+/// Copies `from` to `to` until either ends, recording what passes (and flipping the byte
+/// at `flip_at`); then closes both ways.
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    flip_at: Option<usize>,
+    capture: &Mutex<Capture>,
+    upward: bool,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut offset = 0usize;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let chunk = &mut buf[..n];
+        if let Some(at) = flip_at {
+            if (offset..offset + n).contains(&at) {
+                chunk[at - offset] ^= 0xff;
+            }
+        }
+        offset += n;
+        {
+            let mut c = capture.lock().unwrap();
+            if upward {
+                c.to_server.extend_from_slice(chunk);
+            } else {
+                c.to_client.extend_from_slice(chunk);
+            }
+        }
+        if to.write_all(chunk).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
+    let _ = from.shutdown(Shutdown::Both);
+}
+
+/// A machine in the middle that terminates TLS: it shows clients its own certificate
+/// (`identity`) and opens a TLS session of its own to backupd (trusting backupd's key by
+/// `upstream_tls`), relaying the plaintext both ways. A client that pins backupd's key
+/// refuses it; one that was told to trust the relay's key completes TLS with it, and then
+/// the handshake's binding to the TLS session must fail the authentication. Serves any
+/// number of connections until dropped.
+#[derive(Debug)]
+pub struct TlsRelay {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TlsRelay {
+    /// Starts a relay to `upstream` showing `identity`'s certificate to clients.
+    pub fn start(
+        upstream: SocketAddr,
+        identity: Arc<rustls::ServerConfig>,
+        upstream_tls: &backup_server::client::TlsSettings,
+    ) -> TlsRelay {
+        let client_config =
+            backup_server::client::tls::client_config(upstream_tls).expect("the relay's client");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the relay");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("tls-relay".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                    let acceptor = tokio_rustls::TlsAcceptor::from(identity);
+                    let connector = tokio_rustls::TlsConnector::from(client_config);
+                    let mut stop_rx = stop_rx;
+                    loop {
+                        let (sock, _) = tokio::select! {
+                            _ = &mut stop_rx => return,
+                            a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                        };
+                        let (acceptor, connector) = (acceptor.clone(), connector.clone());
+                        tokio::spawn(async move {
+                            let Ok(mut down) = acceptor.accept(sock).await else {
+                                return;
+                            };
+                            let Ok(tcp) = tokio::net::TcpStream::connect(upstream).await else {
+                                return;
+                            };
+                            let name = rustls::pki_types::ServerName::try_from("localhost")
+                                .unwrap()
+                                .to_owned();
+                            let Ok(mut up) = connector.connect(name, tcp).await else {
+                                return;
+                            };
+                            let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                        });
+                    }
+                });
+            })
+            .unwrap();
+        TlsRelay {
+            addr,
+            stop: Some(stop_tx),
+        }
+    }
+
+    /// The address clients connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for TlsRelay {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backup_server::backup::{backup_user, BackupError, UserJob, UserOutcome};
-use backup_server::client::{Client, ClientOptions};
+use backup_server::client::{Client, ClientOptions, TlsSettings, TlsTrust};
 use backup_server::store::StoreOptions;
 use backupd::server::{self, ServerHandle, Settings, SpoolAccess};
 use backupd::spool::{Spool, SpoolError};
@@ -17,6 +17,7 @@ use formats::protocol::Secret;
 use formats::protocol::{MetaCopy, UserEntry, UserFileId, UserListing};
 use formats::{FileStat, Timestamp};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use crate::cyrus::{scripts_dir, CyrusInstance};
 
@@ -78,6 +79,44 @@ impl SpoolAccess for CountingSpool {
     }
 }
 
+/// The TLS identity of every in-process backupd of a test process: one key and self-signed
+/// certificate (made by `backupd keygen`'s own code, in memory) and the pin the clients
+/// and configurations trust it by.
+#[derive(Debug)]
+pub struct TestTls {
+    /// The key, its certificate and its pin.
+    pub pair: backupd::keygen::Pair,
+    /// The server side.
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+impl TestTls {
+    /// A new identity (a relay in the middle has one of its own).
+    pub fn generate() -> TestTls {
+        let pair = backupd::keygen::generate(&["localhost".into()]).expect("a test key");
+        let material =
+            backupd::tls::TlsMaterial::from_pem(pair.cert_pem.as_bytes(), pair.key_pem.as_bytes())
+                .unwrap();
+        let server = backupd::tls::server_config_of(material).unwrap();
+        TestTls { pair, server }
+    }
+
+    /// The client settings that trust this identity by its pin.
+    pub fn client_settings(&self) -> TlsSettings {
+        TlsSettings {
+            trust: TlsTrust::Pin(self.pair.pin),
+            client_cert: None,
+            server_name: "localhost".into(),
+        }
+    }
+}
+
+/// The process's test TLS identity, made on first use.
+pub fn test_tls() -> &'static TestTls {
+    static TLS: OnceLock<TestTls> = OnceLock::new();
+    TLS.get_or_init(TestTls::generate)
+}
+
 /// A backupd serving a Cyrus instance's spool on 127.0.0.1 (any port), in this process.
 pub struct Backupd {
     /// The running server; stopped on drop or by [`Backupd::shutdown`].
@@ -88,11 +127,24 @@ pub struct Backupd {
     pub secret_text: String,
     /// The shared secret.
     pub secret: Secret,
+    /// Whether it serves TLS (with [`test_tls`]).
+    pub tls: bool,
 }
 
 impl Backupd {
-    /// Opens `cyrus`'s spool and serves it with default settings and `secret`.
+    /// Opens `cyrus`'s spool and serves it in TLS ([`test_tls`]) with default settings and
+    /// `secret`.
     pub fn start(cyrus: &CyrusInstance, secret: &str) -> Backupd {
+        Self::start_with(cyrus, secret, true)
+    }
+
+    /// [`Backupd::start`] without TLS.
+    pub fn start_plain(cyrus: &CyrusInstance, secret: &str) -> Backupd {
+        Self::start_with(cyrus, secret, false)
+    }
+
+    /// [`Backupd::start`] with TLS or not.
+    pub fn start_with(cyrus: &CyrusInstance, secret: &str, tls: bool) -> Backupd {
         let secret_text = secret.to_owned();
         let secret = Secret::from_bytes(secret.as_bytes()).unwrap();
         let spool = Spool::open(&cyrus.imapd_conf()).expect("opening the spool");
@@ -105,7 +157,10 @@ impl Backupd {
             "127.0.0.1:0".parse().unwrap(),
             Arc::new(counting),
             secret.clone(),
-            Settings::default(),
+            Settings {
+                tls: tls.then(|| test_tls().server.clone()),
+                ..Settings::default()
+            },
         )
         .expect("starting backupd");
         Backupd {
@@ -113,6 +168,19 @@ impl Backupd {
             served,
             secret_text,
             secret,
+            tls,
+        }
+    }
+
+    /// Client options for this server: TLS with [`test_tls`]'s pin when it serves TLS.
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            tls: if self.tls {
+                test_tls().client_settings()
+            } else {
+                TlsSettings::default()
+            },
+            ..ClientOptions::default()
         }
     }
 
@@ -123,7 +191,7 @@ impl Backupd {
 
     /// A client connected and authenticated with default options.
     pub fn connect(&self) -> Client {
-        Client::connect(self.addr(), &self.secret, &ClientOptions::default())
+        Client::connect(self.addr(), &self.secret, &self.client_options())
             .expect("connecting to backupd")
     }
 
@@ -253,8 +321,9 @@ pub fn counts(o: &Output) -> (u64, u64, u64, u64) {
 
 /// Writes under `dir` (created) a backup-server configuration: store root `store`, state db
 /// `state/state.sqlite3`, one server `mail1` at `addr` with `secret` in a 0600 secret file,
-/// and two RAID sets, `drives-a` for partition `default` and `drives-b` for `p2`. Returns
-/// the configuration file's path.
+/// trusted in TLS by [`test_tls`]'s pin (a [`Backupd::start`] backupd), and two RAID sets,
+/// `drives-a` for partition `default` and `drives-b` for `p2`. Returns the configuration
+/// file's path.
 pub fn write_config(
     dir: &Path,
     addr: std::net::SocketAddr,
@@ -268,6 +337,7 @@ pub fn write_config(
         .workers(workers)
         .batch_size(batch_size)
         .server("mail1", &addr.to_string(), "mail1.secret")
+        .tls_pin(test_tls().pair.pin)
         .raidset("drives-a", "mail1", &["default"])
         .raidset("drives-b", "mail1", &["p2"])
         .write_with_secrets(&config, secret)

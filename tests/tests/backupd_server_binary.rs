@@ -1,6 +1,8 @@
-//! The backupd binary against a real Cyrus: `backupd check` passes on a good configuration
-//! and fails on a group-readable secret; the daemon refuses to start with that secret,
-//! starts with a good one, drops root for the cyrus user, serves, and exits 0 on SIGTERM.
+//! The backupd binary against a real Cyrus: `backupd keygen` makes the TLS key (0600) and
+//! prints the pin; `backupd check` passes on a good configuration and fails on a
+//! group-readable secret; the daemon refuses to start with that secret, starts with a good
+//! one, drops root for the cyrus user, serves in TLS to a client that pins the printed key,
+//! and exits 0 on SIGTERM.
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
@@ -8,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use backup_server::client::{Client, ClientOptions};
+use backup_server::client::{Client, ClientOptions, TlsSettings, TlsTrust};
 use formats::protocol::Secret;
 use testkit::wait;
 use tests::CyrusInstance;
@@ -41,12 +43,39 @@ fn the_daemon_checks_starts_drops_root_and_stops_on_sigterm() {
     let secret_path = dir.path().join("secret");
     std::fs::write(&secret_path, "e2e-binary-secret-0123456789\n").unwrap();
     let port = free_port();
+    // The key and certificate, as an administrator makes them; the pin from what it printed.
+    let out = Command::new(&bin)
+        .args(["keygen", "--name", "localhost", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{printed}");
+    let key_mode = std::fs::metadata(dir.path().join("tls.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+    let pin_line = printed
+        .lines()
+        .find(|l| l.starts_with("tls_pin = "))
+        .unwrap_or_else(|| panic!("no tls_pin line: {printed}"));
+    let pin: formats::protocol::Pin = pin_line
+        .trim_start_matches("tls_pin = ")
+        .trim_matches('"')
+        .parse()
+        .unwrap();
+    let config_lines: String = printed
+        .lines()
+        .filter(|l| l.starts_with("tls_cert_file") || l.starts_with("tls_key_file"))
+        .map(|l| format!("{l}\n"))
+        .collect();
     let config = dir.path().join("backupd.toml");
     std::fs::write(
         &config,
         format!(
             "listen = \"127.0.0.1:{port}\"\nsecret_file = \"{}\"\nimapd_conf = \"{}\"\n\
-             shutdown_grace_secs = 5\n",
+             shutdown_grace_secs = 5\n{config_lines}",
             secret_path.display(),
             cyrus.imapd_conf().display()
         ),
@@ -87,6 +116,10 @@ fn the_daemon_checks_starts_drops_root_and_stops_on_sigterm() {
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("checks passed"), "{stdout}");
     assert!(stdout.contains("mailbox list: 3 users"), "{stdout}");
+    assert!(
+        stdout.contains("matches the certificate") && stdout.contains(&pin.to_string()),
+        "{stdout}"
+    );
     eprintln!("backupd check:\n{stdout}");
 
     // The daemon: serves, as cyrus if started as root.
@@ -98,13 +131,22 @@ fn the_daemon_checks_starts_drops_root_and_stops_on_sigterm() {
         .spawn()
         .unwrap();
     let secret = Secret::from_bytes(b"e2e-binary-secret-0123456789").unwrap();
+    let opts = ClientOptions {
+        tls: TlsSettings {
+            trust: TlsTrust::Pin(pin),
+            client_cert: None,
+            server_name: "localhost".into(),
+        },
+        ..ClientOptions::default()
+    };
     let t = Instant::now();
     let mut client = wait::until_some("backupd to come up", || {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("backupd exited before serving: {status}");
         }
-        Client::connect(("127.0.0.1", port), &secret, &ClientOptions::default()).ok()
+        Client::connect(("127.0.0.1", port), &secret, &opts).ok()
     });
+    assert!(client.is_tls());
     eprintln!("backupd up in {:?}", t.elapsed());
     assert_eq!(client.list_users().unwrap().len(), 3);
     if run_as_root {

@@ -172,6 +172,7 @@ fn client_options(s: &crate::config::Server) -> ClientOptions {
     ClientOptions {
         connect_timeout: s.connect_timeout,
         io_timeout: Some(s.io_timeout),
+        tls: s.tls.clone(),
     }
 }
 

@@ -1,4 +1,6 @@
-//! The backup host's side of the protocol (docs/protocol.md): connect, authenticate, ask.
+//! The backup host's side of the protocol (docs/protocol.md): connect, set up TLS
+//! (`tls.rs`: backupd's key pinned, or a CA file), authenticate with proofs bound to the
+//! TLS session, ask.
 //!
 //! Blocking `std::net`, on purpose: the backup-server's workers are plain threads doing
 //! blocking file and SQLite work, one connection each; a runtime would add nothing there.
@@ -19,18 +21,21 @@
 
 mod messages;
 mod secret;
+pub mod tls;
 
 pub use messages::{Collected, Fetched, MessageBody, MessageStream};
 pub use secret::load_secret;
+pub use tls::{ClientCert, TlsSettings, TlsTrust};
 
 use formats::protocol::assemble::{self, Assemble, Assembler};
 use formats::protocol::handshake::{ClientHandshake, HandshakeError};
 use formats::protocol::{
-    self as wire, kind, AuthOk, ErrorReply, Frame, FrameHeader, Greeting, MetaCopy, ReplyError,
-    Request, Secret, UserEntry, UserFile, UserFileId, UserListing, HEADER_LEN, NONCE_LEN,
+    self as wire, kind, AuthOk, Binding, ErrorReply, Frame, FrameHeader, Greeting, MetaCopy,
+    ReplyError, Request, Secret, UserEntry, UserFile, UserFileId, UserListing, HEADER_LEN,
+    NONCE_LEN,
 };
 use std::collections::VecDeque;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::marker::PhantomData;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -44,6 +49,8 @@ pub struct ClientOptions {
     /// above the time the server may need for one spool operation (a user listing on a
     /// busy disk).
     pub io_timeout: Option<Duration>,
+    /// TLS, and how the server is trusted; the default is plain TCP.
+    pub tls: TlsSettings,
 }
 
 impl Default for ClientOptions {
@@ -51,6 +58,7 @@ impl Default for ClientOptions {
         ClientOptions {
             connect_timeout: Duration::from_secs(10),
             io_timeout: Some(Duration::from_secs(300)),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -79,6 +87,15 @@ pub enum ClientError {
     ServerProof {
         /// The server.
         addr: String,
+    },
+    /// TLS could not be set up: a file of the configuration, the server's certificate (a
+    /// pin that does not match), or a server without TLS; the connection is closed.
+    #[error("backupd at {addr}: {message}")]
+    Tls {
+        /// The server.
+        addr: String,
+        /// What went wrong, naming the file or the key and the way out.
+        message: String,
     },
     /// The server refused the connection (authentication failed, busy, shutting down,
     /// timeout); the connection is closed.
@@ -203,8 +220,12 @@ impl ReplyKind for Vec<UserFile> {
 #[derive(Debug)]
 pub struct Client {
     addr: String,
-    reader: BufReader<TcpStream>,
-    writer: BufWriter<TcpStream>,
+    /// The transport, read through a buffer; writes go to `reader.get_mut()`.
+    reader: BufReader<tls::Transport>,
+    /// Requests written and not yet sent: sent when a reply is read or it fills.
+    wbuf: Vec<u8>,
+    /// TLS or plain TCP, and the session the handshake is bound to.
+    binding: Binding,
     server: String,
     version: u16,
     next_id: u32,
@@ -216,6 +237,9 @@ pub struct Client {
     partial: Option<(u32, u32)>,
     broken: bool,
 }
+
+/// Bytes of requests buffered before they are sent without waiting for a reply.
+const WRITE_BUFFER: usize = 64 * 1024;
 
 /// A fresh nonce from the operating system's random source.
 fn nonce() -> io::Result<[u8; NONCE_LEN]> {
@@ -273,11 +297,23 @@ impl Client {
         stream.set_nodelay(true).map_err(io_err)?;
         stream.set_read_timeout(opts.io_timeout).map_err(io_err)?;
         stream.set_write_timeout(opts.io_timeout).map_err(io_err)?;
-        let write_half = stream.try_clone().map_err(io_err)?;
+        let tls_err = |message| ClientError::Tls {
+            addr: addr.clone(),
+            message,
+        };
+        let (transport, binding) = match opts.tls.trust {
+            TlsTrust::Off => (tls::Transport::Plain(stream), Binding::Plain),
+            _ => {
+                let config = tls::client_config(&opts.tls).map_err(tls_err)?;
+                let name = tls::server_name(&opts.tls, peer.ip());
+                tls::Transport::tls(stream, config, name).map_err(tls_err)?
+            }
+        };
         let mut client = Client {
             addr: addr.clone(),
-            reader: BufReader::with_capacity(256 * 1024, stream),
-            writer: BufWriter::with_capacity(64 * 1024, write_half),
+            reader: BufReader::with_capacity(256 * 1024, transport),
+            wbuf: Vec::with_capacity(WRITE_BUFFER),
+            binding,
             server: String::new(),
             version: 0,
             next_id: 1,
@@ -327,7 +363,7 @@ impl Client {
         };
         let greeting = Greeting::decode(&frame).map_err(|e| self.protocol(e.to_string()))?;
         let client_nonce = nonce().map_err(|e| self.io(e))?;
-        let (state, auth) = ClientHandshake::answer(greeting, secret, client_nonce)
+        let (state, auth) = ClientHandshake::answer(greeting, secret, client_nonce, self.binding)
             .map_err(|e| self.handshake_error(e))?;
         let mut out = Vec::new();
         auth.encode(&mut out)
@@ -350,6 +386,15 @@ impl Client {
 
     fn handshake_error(&mut self, e: HandshakeError) -> ClientError {
         match e {
+            HandshakeError::ServerProof if matches!(self.binding, Binding::Tls(_)) => {
+                self.fail(ClientError::Tls {
+                    addr: self.addr.clone(),
+                    message: "the server's proof does not match the secret and this TLS \
+                              session: a relay in the middle that terminates TLS (was it \
+                              given the pin or CA?), or a wrong secret on one side"
+                        .into(),
+                })
+            }
             HandshakeError::ServerProof => self.fail(ClientError::ServerProof {
                 addr: self.addr.clone(),
             }),
@@ -616,19 +661,53 @@ impl Client {
     }
 
     fn io(&mut self, source: io::Error) -> ClientError {
-        let e = ClientError::Io {
-            addr: self.addr.clone(),
-            source,
+        let tls = source
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        let e = match tls {
+            // A record that does not authenticate: bytes changed on the way.
+            Some(t @ (rustls::Error::DecryptError | rustls::Error::InvalidMessage(_))) => {
+                ClientError::Tls {
+                    addr: self.addr.clone(),
+                    message: format!(
+                        "TLS: {t}: the bytes from the server were altered on the way (a \
+                         machine in the middle?); nothing of that record was used"
+                    ),
+                }
+            }
+            Some(t) => ClientError::Tls {
+                addr: self.addr.clone(),
+                message: format!("TLS: {t}"),
+            },
+            None => ClientError::Io {
+                addr: self.addr.clone(),
+                source,
+            },
         };
         self.fail(e)
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        self.writer.write_all(bytes).map_err(|e| self.io(e))
+        self.wbuf.extend_from_slice(bytes);
+        if self.wbuf.len() >= WRITE_BUFFER {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> Result<(), ClientError> {
-        self.writer.flush().map_err(|e| self.io(e))
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let sock = self.reader.get_mut();
+        let r = sock.write_all(&self.wbuf).and_then(|()| sock.flush());
+        self.wbuf.clear();
+        r.map_err(|e| self.io(e))
+    }
+
+    /// Whether the connection runs in TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.binding, Binding::Tls(_))
     }
 
     fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), ClientError> {

@@ -1,5 +1,10 @@
-//! One connection: frames read and written, the handshake, the request loop, and why the
-//! connection ended.
+//! One connection: the transport (TLS or plain TCP), frames read and written, the
+//! handshake, the request loop, and why the connection ended.
+//!
+//! The handshake (TLS, greeting, proofs) runs under one deadline (`auth_timeout`) and while
+//! the connection holds its place in the pre-authentication pool; a newer connection may
+//! evict it from there (`pre_auth.rs`). Only a connection whose proof is right takes one of
+//! the `max_connections` slots, before the server's proof is sent.
 //!
 //! A connection reads one request at a time and has it answered whole (`handlers.rs`) before
 //! reading the next; a client may still pipeline, since what it sent waits in the socket and
@@ -9,22 +14,30 @@
 //! (a request is at most 16 MiB; before authentication at most [`PRE_AUTH_MAX_BODY`] bytes)
 //! and the socket's write buffer.
 
+use super::pre_auth::Ticket;
 use super::{handlers, Shared, SpoolAccess};
 use crate::auth;
 use formats::protocol::{
-    self as wire, encode_data_header, kind, message::REQUEST, AuthOk, ErrorCode, ErrorReply,
-    FrameHeader, Greeting, Reply, Request, HEADER_LEN, MAX_BODY,
+    self as wire, encode_data_header, kind, message::REQUEST, AuthOk, Binding, ErrorCode,
+    ErrorReply, FrameHeader, Greeting, Reply, Request, HEADER_LEN, MAX_BODY,
 };
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
-use tokio::time::timeout;
+use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::time::{timeout, timeout_at, Instant};
 use tracing::{debug, info, warn};
+
+/// The reading half of a connection's transport (TLS or plain TCP).
+type Rd = Box<dyn AsyncRead + Send + Sync + Unpin>;
+/// The writing half.
+type Wr = Box<dyn AsyncWrite + Send + Sync + Unpin>;
+
+/// The first byte of every TLS connection from a client: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// The largest frame body accepted before authentication: the auth frame is 66 bytes, so
 /// an unauthenticated peer can never make the server buffer much.
@@ -50,6 +63,8 @@ pub(super) enum End {
     Refused(ErrorReply),
     /// Shutting down.
     Shutdown,
+    /// Evicted from the pre-authentication pool by a newer connection.
+    Evicted,
 }
 
 impl std::fmt::Display for End {
@@ -66,6 +81,9 @@ impl std::fmt::Display for End {
             ),
             End::Refused(e) => write!(f, "refused: {e}"),
             End::Shutdown => f.write_str("server shutting down"),
+            End::Evicted => f.write_str(
+                "evicted before authenticating: too many connections not yet authenticated",
+            ),
         }
     }
 }
@@ -155,8 +173,8 @@ impl InBuf {
 pub(super) struct Conn<S> {
     pub(super) shared: Arc<Shared<S>>,
     peer: SocketAddr,
-    rd: OwnedReadHalf,
-    wr: BufWriter<OwnedWriteHalf>,
+    rd: Rd,
+    wr: BufWriter<Wr>,
     /// Bytes read and not yet consumed as frames.
     inbuf: InBuf,
     /// Scratch for encoding frames.
@@ -166,14 +184,29 @@ pub(super) struct Conn<S> {
 }
 
 /// Serves one accepted connection until it ends, and says why to the peer where that still
-/// makes sense.
+/// makes sense. `ticket` is its place in the pre-authentication pool, left once the
+/// handshake is over.
 pub(super) async fn serve_connection<S: SpoolAccess>(
     socket: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared<S>>,
+    mut ticket: Ticket,
     mut stop: watch::Receiver<bool>,
 ) {
-    let (rd, wr) = socket.into_split();
+    debug!(%peer, "connected");
+    let deadline = Instant::now() + shared.settings.auth_timeout;
+    let opened = tokio::select! {
+        biased;
+        () = ticket.evicted() => Err(End::Evicted),
+        r = open(socket, peer, &shared, deadline) => r,
+    };
+    let (rd, wr, binding) = match opened {
+        Ok(t) => t,
+        Err(end) => {
+            debug!(%peer, reason = %end, "connection ended before the handshake");
+            return;
+        }
+    };
     let mut conn = Conn {
         shared,
         peer,
@@ -184,10 +217,18 @@ pub(super) async fn serve_connection<S: SpoolAccess>(
         requests: 0,
         bytes_out: 0,
     };
-    debug!(%peer, "connected");
-    let end = match conn.handshake().await {
-        Ok(()) => conn.serve(&mut stop).await,
-        Err(end) => end,
+    let handshake = tokio::select! {
+        biased;
+        () = ticket.evicted() => Err(End::Evicted),
+        r = timeout_at(deadline, conn.handshake(binding)) => {
+            r.unwrap_or(Err(End::Timeout("authentication")))
+        }
+    };
+    drop(ticket);
+    // The slot is held until the connection ends.
+    let (end, _slot) = match handshake {
+        Ok(slot) => (conn.serve(&mut stop).await, Some(slot)),
+        Err(end) => (end, None),
     };
     // Whatever ended it, say so to the peer where that still makes sense.
     let last_word = match &end {
@@ -207,7 +248,7 @@ pub(super) async fn serve_connection<S: SpoolAccess>(
             ErrorCode::Busy,
             "server shutting down; try again later",
         )),
-        End::Closed | End::Truncated | End::Io(_) => None,
+        End::Closed | End::Truncated | End::Io(_) | End::Evicted => None,
     };
     if let Some(e) = last_word {
         let id = match &end {
@@ -223,20 +264,79 @@ pub(super) async fn serve_connection<S: SpoolAccess>(
         };
         let _ = timeout(Duration::from_secs(5), write).await;
     }
+    let peer = conn.peer;
     match &end {
         End::Closed | End::Shutdown => {
             debug!(%peer, requests = conn.requests, bytes = conn.bytes_out, "connection closed")
         }
         End::Refused(e) if e.code == ErrorCode::AuthFailed => {}
+        End::Evicted => debug!(%peer, "{end}"),
         other => {
             info!(%peer, requests = conn.requests, bytes = conn.bytes_out, reason = %other, "connection ended")
         }
     }
 }
 
+/// The connection's transport: TLS when configured, plain TCP otherwise, with what binds
+/// the handshake to it.
+async fn open<S>(
+    socket: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared<S>,
+    deadline: Instant,
+) -> Result<(Rd, Wr, Binding), End> {
+    let Some(acceptor) = &shared.tls else {
+        let (rd, wr) = socket.into_split();
+        return Ok((Box::new(rd), Box::new(wr), Binding::Plain));
+    };
+    // A TLS client speaks first; a plain-TCP client waits for the greeting. Tell the
+    // latter in its own protocol why nothing comes, instead of leaving it to time out.
+    let mut first = [0u8; 1];
+    let plain_client = match timeout_at(deadline, socket.peek(&mut first)).await {
+        Ok(Ok(0)) => return Err(End::Closed),
+        Ok(Ok(_)) => first[0] != TLS_HANDSHAKE_RECORD,
+        Ok(Err(e)) => return Err(End::Io(e)),
+        Err(_) => true,
+    };
+    if plain_client {
+        warn!(%peer, "a client without TLS: refused (this server speaks TLS only)");
+        let mut out = Vec::new();
+        ErrorReply::new(
+            ErrorCode::UnsupportedVersion,
+            "this backupd speaks the protocol inside TLS only: give this server's tls_pin (the \
+             line `backupd keygen` printed) or tls_ca_file in the backup host's configuration; \
+             closing",
+        )
+        .encode(0, &mut out);
+        let mut socket = socket;
+        let _ = timeout(Duration::from_secs(5), socket.write_all(&out)).await;
+        let _ = socket.shutdown().await;
+        return Err(End::Refused(ErrorReply::new(
+            ErrorCode::UnsupportedVersion,
+            "no TLS",
+        )));
+    }
+    let stream = match timeout_at(deadline, acceptor.accept(socket)).await {
+        Err(_) => return Err(End::Timeout("the TLS handshake")),
+        Ok(r) => r.map_err(|e| {
+            // A client that refuses our certificate (a wrong pin) shows here as its alert.
+            info!(%peer, error = %e, "TLS handshake failed");
+            End::Io(e)
+        })?,
+    };
+    let binding = crate::tls::binding(stream.get_ref().1).map_err(|e| {
+        End::Io(io::Error::other(format!(
+            "no keying material from the TLS session: {e}"
+        )))
+    })?;
+    let (rd, wr) = tokio::io::split(stream);
+    Ok((Box::new(rd), Box::new(wr), binding))
+}
+
 impl<S: SpoolAccess> Conn<S> {
-    /// Greeting, auth frame, proof check, auth-ok.
-    async fn handshake(&mut self) -> Result<(), End> {
+    /// Greeting, auth frame, proof check, a connection slot, auth-ok (on `binding`'s
+    /// transport). Returns the slot.
+    async fn handshake(&mut self, binding: Binding) -> Result<OwnedSemaphorePermit, End> {
         let nonce = auth::nonce().map_err(|e| {
             End::Refused(ErrorReply::new(
                 ErrorCode::Internal,
@@ -255,11 +355,7 @@ impl<S: SpoolAccess> Conn<S> {
         self.write_out().await?;
         self.flush().await?;
 
-        let auth_timeout = self.shared.settings.auth_timeout;
-        let (h, body) = match timeout(auth_timeout, self.read_frame(PRE_AUTH_MAX_BODY)).await {
-            Err(_) => return Err(End::Timeout("authentication")),
-            Ok(r) => r?,
-        };
+        let (h, body) = self.read_frame(PRE_AUTH_MAX_BODY).await?;
         let frame = wire::Frame {
             kind: h.kind,
             id: h.id,
@@ -291,24 +387,42 @@ impl<S: SpoolAccess> Conn<S> {
         if !self
             .shared
             .secret
-            .verify_client(a.version, &nonce, &a.nonce, &a.proof)
+            .verify_client(a.version, &nonce, &a.nonce, &binding, &a.proof)
         {
-            warn!(peer = %self.peer, "authentication failed: wrong secret");
+            let why = match binding {
+                Binding::Plain => "the proof does not match this server's secret",
+                Binding::Tls(_) => {
+                    "the proof does not match this server's secret and TLS session (a wrong \
+                     secret, or a relay in the middle that terminates TLS)"
+                }
+            };
+            warn!(peer = %self.peer, "authentication failed: {why}");
             return Err(End::Refused(ErrorReply::new(
                 ErrorCode::AuthFailed,
-                "authentication failed: the proof does not match this server's secret; closing",
+                format!("authentication failed: {why}; closing"),
             )));
         }
+        let slot = self.shared.slots.clone().try_acquire_owned().map_err(|_| {
+            let limit = self.shared.settings.max_connections;
+            warn!(peer = %self.peer, limit, "connection limit reached, refusing");
+            End::Refused(ErrorReply::new(
+                ErrorCode::Busy,
+                format!("too many connections (limit {limit}); try again later"),
+            ))
+        })?;
         self.out.clear();
         AuthOk {
-            proof: self.shared.secret.server_proof(a.version, &nonce, &a.nonce),
+            proof: self
+                .shared
+                .secret
+                .server_proof(a.version, &nonce, &a.nonce, &binding),
         }
         .encode(&mut self.out)
         .map_err(|e| End::Refused(ErrorReply::new(ErrorCode::Internal, e.to_string())))?;
         self.write_out().await?;
         self.flush().await?;
-        info!(peer = %self.peer, "authenticated");
-        Ok(())
+        info!(peer = %self.peer, tls = matches!(binding, Binding::Tls(_)), "authenticated");
+        Ok(slot)
     }
 
     /// Requests until the peer leaves, a fatal error, or shutdown.

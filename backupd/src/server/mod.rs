@@ -6,8 +6,11 @@
 //! handshake, the request loop, why it ended); `handlers.rs` answers each request from the
 //! spool.
 //!
-//! A semaphore bounds connections (one over the limit is told "busy" and closed); each
-//! connection is its own task, so one client's error, stall or disconnect touches nobody
+//! A connection first goes through its handshake (TLS, then the secret's proofs) within
+//! `auth_timeout`, in the small pre-authentication pool (`pre_auth.rs`: when it is full,
+//! its oldest member is evicted once it has had a short grace). Only then does it take one of the `max_connections` slots (a
+//! semaphore; an authenticated peer over the limit is told "busy" and closed), so idle
+//! unauthenticated sockets never keep a backup host out. Each connection is its own task, so one client's error, stall or disconnect touches nobody
 //! else. Everything that touches the spool runs on tokio's blocking threads behind a second
 //! semaphore (`blocking_threads`), so a burst of requests queues instead of spawning threads
 //! without end, and the async threads never wait on a disk.
@@ -18,12 +21,13 @@
 
 mod connection;
 mod handlers;
+mod pre_auth;
 
 pub use connection::PRE_AUTH_MAX_BODY;
 
 use crate::spool::SpoolError;
 use formats::protocol::Secret;
-use formats::protocol::{ErrorCode, ErrorReply, MAX_BODY};
+use formats::protocol::MAX_BODY;
 use formats::protocol::{MetaCopy, UserEntry, UserListing};
 use formats::FileStat;
 use std::fs::File;
@@ -32,8 +36,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
@@ -67,13 +70,15 @@ pub trait SpoolAccess: Send + Sync + 'static {
 /// How the server behaves; [`crate::config::Config::settings`] fills it from the file.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Connections served at once.
+    /// Authenticated connections served at once.
     pub max_connections: usize,
+    /// Connections in their handshake at once; one more evicts the oldest.
+    pub max_unauthenticated: usize,
     /// Spool operations running at once.
     pub blocking_threads: usize,
     /// Silence allowed between requests, and the longest a write may wait on the client.
     pub idle_timeout: Duration,
-    /// Time a new connection has to authenticate.
+    /// Time a new connection has for its whole handshake (TLS and the proofs).
     pub auth_timeout: Duration,
     /// Time a shutdown waits for connections to finish their replies.
     pub shutdown_grace: Duration,
@@ -84,19 +89,23 @@ pub struct Settings {
     /// Peers that may connect ([`crate::allow`]); anyone else is closed as soon as it is
     /// accepted. Default: loopback only.
     pub allow_from: Vec<crate::allow::IpNet>,
+    /// TLS ([`crate::tls::server_config`]); `None`: plain TCP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             max_connections: 64,
+            max_unauthenticated: 16,
             blocking_threads: 16,
             idle_timeout: Duration::from_secs(600),
-            auth_timeout: Duration::from_secs(10),
+            auth_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(30),
             data_chunk: 256 * 1024,
             server_name: format!("backupd {}", env!("CARGO_PKG_VERSION")),
             allow_from: crate::allow::loopback(),
+            tls: None,
         }
     }
 }
@@ -108,6 +117,12 @@ struct Shared<S> {
     settings: Settings,
     /// Permits to run a spool operation.
     pool: Arc<Semaphore>,
+    /// The `max_connections` slots, taken by authenticated connections only.
+    slots: Arc<Semaphore>,
+    /// Connections in their handshake.
+    pre_auth: Arc<pre_auth::PreAuthPool>,
+    /// Accepts TLS, when configured.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Serves `listener` until `shutdown` completes, then lets connections finish (up to
@@ -124,15 +139,22 @@ pub async fn run<S: SpoolAccess>(
         spool,
         secret,
         pool: Arc::new(Semaphore::new(settings.blocking_threads.max(1))),
+        slots: Arc::new(Semaphore::new(settings.max_connections.max(1))),
+        pre_auth: pre_auth::PreAuthPool::new(
+            settings.max_unauthenticated,
+            pre_auth::EVICTION_GRACE,
+        ),
+        tls: settings.tls.clone().map(tokio_rustls::TlsAcceptor::from),
         settings,
     });
-    let limit = Arc::new(Semaphore::new(shared.settings.max_connections.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
     info!(
         addr = %listener.local_addr()?,
         max_connections = shared.settings.max_connections,
+        max_unauthenticated = shared.settings.max_unauthenticated,
+        tls = shared.tls.is_some(),
         blocking_threads = shared.settings.blocking_threads,
         allow_from = %shared
             .settings
@@ -147,7 +169,18 @@ pub async fn run<S: SpoolAccess>(
         tokio::select! {
             () = &mut shutdown => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = listener.accept() => {
+            // Room in the pre-authentication pool first: while it is full of connections
+            // still within their grace, new ones wait in the listen queue.
+            (evicted, accepted) = async {
+                let evicted = shared.pre_auth.make_room().await;
+                (evicted, listener.accept().await)
+            } => {
+                if evicted {
+                    warn!(
+                        limit = shared.settings.max_unauthenticated,
+                        "too many connections not yet authenticated: the oldest closed"
+                    );
+                }
                 let (socket, peer) = match accepted {
                     Ok(x) => x,
                     Err(e) => {
@@ -165,24 +198,10 @@ pub async fn run<S: SpoolAccess>(
                     continue;
                 }
                 let _ = socket.set_nodelay(true);
-                match limit.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        let shared = shared.clone();
-                        let stop = stop_rx.clone();
-                        conns.spawn(async move {
-                            connection::serve_connection(socket, peer, shared, stop).await;
-                            drop(permit);
-                        });
-                    }
-                    Err(_) => {
-                        warn!(%peer, "connection limit reached, refusing");
-                        let limit = shared.settings.max_connections;
-                        conns.spawn(refuse(socket, ErrorReply::new(
-                            ErrorCode::Busy,
-                            format!("too many connections (limit {limit}); try again later"),
-                        )));
-                    }
-                }
+                let ticket = shared.pre_auth.admit();
+                let shared = shared.clone();
+                let stop = stop_rx.clone();
+                conns.spawn(connection::serve_connection(socket, peer, shared, ticket, stop));
             }
         }
     }
@@ -203,14 +222,6 @@ pub async fn run<S: SpoolAccess>(
     }
     info!("shut down");
     Ok(())
-}
-
-/// Tells a peer why it is turned away, then closes.
-async fn refuse(mut socket: TcpStream, e: ErrorReply) {
-    let mut out = Vec::new();
-    e.encode(0, &mut out);
-    let _ = timeout(Duration::from_secs(5), socket.write_all(&out)).await;
-    let _ = socket.shutdown().await;
 }
 
 impl SpoolAccess for crate::spool::Spool {

@@ -216,6 +216,8 @@ pub fn settings() -> Settings {
         data_chunk: 64 * 1024,
         server_name: "fake backupd".into(),
         allow_from: backupd::allow::loopback(),
+        max_unauthenticated: 16,
+        tls: None,
     }
 }
 
@@ -289,24 +291,36 @@ pub fn read_greeting(s: &mut TcpStream) -> Greeting {
     Greeting::decode(&frame_of(&h, &body)).unwrap()
 }
 
-/// Connects and authenticates by hand; returns the stream after AuthOk.
-pub fn raw_auth(addr: SocketAddr) -> TcpStream {
+/// Connects, reads the greeting and sends a right auth frame (plain TCP); returns the
+/// stream and the greeting's nonce.
+pub fn send_auth(addr: SocketAddr) -> (TcpStream, [u8; 32]) {
     let mut s = connect(addr);
     let g = read_greeting(&mut s);
     let nonce = [7u8; 32];
-    let sec = secret();
     let mut out = Vec::new();
     Auth {
         version: wire::VERSION,
         nonce,
-        proof: sec.client_proof(wire::VERSION, &g.nonce, &nonce),
+        proof: secret().client_proof(wire::VERSION, &g.nonce, &nonce, &wire::Binding::Plain),
     }
     .encode(&mut out)
     .unwrap();
     s.write_all(&out).unwrap();
+    (s, g.nonce)
+}
+
+/// Connects and authenticates by hand; returns the stream after AuthOk.
+pub fn raw_auth(addr: SocketAddr) -> TcpStream {
+    let (mut s, server_nonce) = send_auth(addr);
     let (h, body) = read_frame(&mut s).unwrap();
     let ok = AuthOk::decode(&frame_of(&h, &body)).unwrap();
-    assert!(sec.verify_server(wire::VERSION, &g.nonce, &nonce, &ok.proof));
+    assert!(secret().verify_server(
+        wire::VERSION,
+        &server_nonce,
+        &[7u8; 32],
+        &wire::Binding::Plain,
+        &ok.proof
+    ));
     s
 }
 

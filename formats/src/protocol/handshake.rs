@@ -3,10 +3,14 @@
 //! Reading the file and drawing nonces from the operating system are the callers' I/O.
 //!
 //! Each side sends a fresh 32-byte nonce; each proves it holds the secret with an
-//! HMAC-SHA256 keyed by the secret over a label naming its role, the chosen protocol version
-//! and both nonces. The secret itself never crosses the wire; the role labels keep one side's
-//! proof from being replayed as the other's, and fresh nonces keep a recorded conversation
-//! from being replayed at all. Proofs are compared in constant time (`Mac::verify_slice`).
+//! HMAC-SHA256 keyed by the secret over a label naming its role, the chosen protocol version,
+//! both nonces and the [`Binding`] to the transport. The secret itself never crosses the
+//! wire; the role labels keep one side's proof from being replayed as the other's, fresh
+//! nonces keep a recorded conversation from being replayed at all, and the binding (the TLS
+//! session's exporter, as RFC 9266 binds SCRAM to TLS) keeps a relay that terminates TLS from
+//! passing a handshake through: the two TLS sessions it joins export different values, so
+//! neither side's proof is right on the other session. Proofs are compared in constant time
+//! (`Mac::verify_slice`). Where the binding comes from (the TLS library) is the callers' I/O.
 
 use super::message::{Auth, AuthOk, Greeting, NONCE_LEN};
 use super::VERSION;
@@ -19,9 +23,52 @@ use std::path::{Path, PathBuf};
 type HmacSha256 = Hmac<Sha256>;
 
 /// The label of the client's proof.
-pub const CLIENT_LABEL: &[u8] = b"mailbackup backupd v1 client proof";
+pub const CLIENT_LABEL: &[u8] = b"mailbackup backupd v2 client proof";
 /// The label of the server's proof.
-pub const SERVER_LABEL: &[u8] = b"mailbackup backupd v1 server proof";
+pub const SERVER_LABEL: &[u8] = b"mailbackup backupd v2 server proof";
+
+/// The TLS exporter label (RFC 8446 section 7.5) both sides derive the binding with; no
+/// context; [`BINDING_LEN`] bytes.
+pub const TLS_EXPORTER_LABEL: &[u8] = b"EXPORTER-mailbackup-handshake";
+
+/// Bytes of exported keying material in a TLS binding.
+pub const BINDING_LEN: usize = 32;
+
+/// What ties a handshake to the transport it runs on: both sides must name the same one,
+/// or neither side's proof verifies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// Plain TCP (a `tls = false` configuration on loopback or a trusted network): nothing
+    /// to bind to.
+    Plain,
+    /// TLS 1.3: the session's exported keying material ([`TLS_EXPORTER_LABEL`], no context,
+    /// [`BINDING_LEN`] bytes). A relay that terminates TLS holds two sessions, and they export
+    /// different values.
+    Tls([u8; BINDING_LEN]),
+}
+
+impl fmt::Debug for Binding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Binding::Plain => f.write_str("Binding::Plain"),
+            // Keying material stays out of logs.
+            Binding::Tls(_) => f.write_str("Binding::Tls(..)"),
+        }
+    }
+}
+
+impl Binding {
+    /// What the proofs cover: `00` for plain TCP, `01` then the exported bytes for TLS.
+    fn update(&self, mac: &mut HmacSha256) {
+        match self {
+            Binding::Plain => mac.update(&[0]),
+            Binding::Tls(ekm) => {
+                mac.update(&[1]);
+                mac.update(ekm);
+            }
+        }
+    }
+}
 
 /// The shortest secret accepted, in bytes (after trailing whitespace is removed).
 pub const MIN_SECRET_LEN: usize = 16;
@@ -206,6 +253,7 @@ impl Secret {
         version: u16,
         server_nonce: &[u8],
         client_nonce: &[u8],
+        binding: &Binding,
     ) -> HmacSha256 {
         // Any key length is valid for HMAC.
         let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes keys of any size");
@@ -213,6 +261,7 @@ impl Secret {
         mac.update(&version.to_be_bytes());
         mac.update(server_nonce);
         mac.update(client_nonce);
+        binding.update(&mut mac);
         mac
     }
 
@@ -222,8 +271,9 @@ impl Secret {
         version: u16,
         server_nonce: &[u8; NONCE_LEN],
         client_nonce: &[u8; NONCE_LEN],
+        binding: &Binding,
     ) -> [u8; NONCE_LEN] {
-        self.mac(CLIENT_LABEL, version, server_nonce, client_nonce)
+        self.mac(CLIENT_LABEL, version, server_nonce, client_nonce, binding)
             .finalize()
             .into_bytes()
             .into()
@@ -235,8 +285,9 @@ impl Secret {
         version: u16,
         server_nonce: &[u8; NONCE_LEN],
         client_nonce: &[u8; NONCE_LEN],
+        binding: &Binding,
     ) -> [u8; NONCE_LEN] {
-        self.mac(SERVER_LABEL, version, server_nonce, client_nonce)
+        self.mac(SERVER_LABEL, version, server_nonce, client_nonce, binding)
             .finalize()
             .into_bytes()
             .into()
@@ -248,9 +299,10 @@ impl Secret {
         version: u16,
         server_nonce: &[u8; NONCE_LEN],
         client_nonce: &[u8; NONCE_LEN],
+        binding: &Binding,
         proof: &[u8],
     ) -> bool {
-        self.mac(CLIENT_LABEL, version, server_nonce, client_nonce)
+        self.mac(CLIENT_LABEL, version, server_nonce, client_nonce, binding)
             .verify_slice(proof)
             .is_ok()
     }
@@ -261,9 +313,10 @@ impl Secret {
         version: u16,
         server_nonce: &[u8; NONCE_LEN],
         client_nonce: &[u8; NONCE_LEN],
+        binding: &Binding,
         proof: &[u8],
     ) -> bool {
-        self.mac(SERVER_LABEL, version, server_nonce, client_nonce)
+        self.mac(SERVER_LABEL, version, server_nonce, client_nonce, binding)
             .verify_slice(proof)
             .is_ok()
     }
@@ -273,7 +326,10 @@ impl Secret {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandshakeError {
     /// The server speaks no version this client speaks.
-    #[error("the server speaks protocol versions {min} to {max}, this client {VERSION}")]
+    #[error(
+        "the server speaks protocol versions {min} to {max}, this client {VERSION}: upgrade \
+         the older of backupd and backup-server"
+    )]
     Version {
         /// The server's lowest version.
         min: u16,
@@ -290,16 +346,19 @@ pub enum HandshakeError {
 pub struct ClientHandshake {
     server_nonce: [u8; NONCE_LEN],
     client_nonce: [u8; NONCE_LEN],
+    binding: Binding,
     server: String,
 }
 
 impl ClientHandshake {
     /// Answers the server's greeting with `client_nonce` (fresh random bytes the caller
-    /// drew): the auth frame to send, and the state that checks the server's answer.
+    /// drew) on the transport `binding` names: the auth frame to send, and the state that
+    /// checks the server's answer.
     pub fn answer(
         greeting: Greeting,
         secret: &Secret,
         client_nonce: [u8; NONCE_LEN],
+        binding: Binding,
     ) -> Result<(ClientHandshake, Auth), HandshakeError> {
         if !(greeting.min_version..=greeting.max_version).contains(&VERSION) {
             return Err(HandshakeError::Version {
@@ -310,12 +369,13 @@ impl ClientHandshake {
         let auth = Auth {
             version: VERSION,
             nonce: client_nonce,
-            proof: secret.client_proof(VERSION, &greeting.nonce, &client_nonce),
+            proof: secret.client_proof(VERSION, &greeting.nonce, &client_nonce, &binding),
         };
         Ok((
             ClientHandshake {
                 server_nonce: greeting.nonce,
                 client_nonce,
+                binding,
                 server: greeting.server,
             },
             auth,
@@ -324,7 +384,13 @@ impl ClientHandshake {
 
     /// Checks the server's proof; on success, what the server called itself.
     pub fn finish(self, ok: &AuthOk, secret: &Secret) -> Result<String, HandshakeError> {
-        if secret.verify_server(VERSION, &self.server_nonce, &self.client_nonce, &ok.proof) {
+        if secret.verify_server(
+            VERSION,
+            &self.server_nonce,
+            &self.client_nonce,
+            &self.binding,
+            &ok.proof,
+        ) {
             Ok(self.server)
         } else {
             Err(HandshakeError::ServerProof)
@@ -340,39 +406,74 @@ mod tests {
         Secret::from_bytes(b"0123456789abcdef-the-secret\n").unwrap()
     }
 
+    const TLS: Binding = Binding::Tls([3; BINDING_LEN]);
+
     #[test]
     fn proofs_differ_by_role_and_verify() {
         let s = secret();
         let (sn, cn) = ([1u8; 32], [2u8; 32]);
-        let c = s.client_proof(1, &sn, &cn);
-        let v = s.server_proof(1, &sn, &cn);
-        assert_ne!(c, v, "a client proof is no server proof");
-        assert!(s.verify_client(1, &sn, &cn, &c));
-        assert!(s.verify_server(1, &sn, &cn, &v));
-        assert!(!s.verify_client(1, &sn, &cn, &v));
-        assert!(!s.verify_client(2, &sn, &cn, &c), "bound to the version");
-        assert!(
-            !s.verify_client(1, &cn, &sn, &c),
-            "bound to the nonces' roles"
-        );
-        assert!(!s.verify_client(1, &sn, &cn, &c[..31]));
-        let other = Secret::from_bytes(b"0123456789abcdef-other").unwrap();
-        assert!(!other.verify_client(1, &sn, &cn, &c));
+        for b in [Binding::Plain, TLS] {
+            let c = s.client_proof(2, &sn, &cn, &b);
+            let v = s.server_proof(2, &sn, &cn, &b);
+            assert_ne!(c, v, "a client proof is no server proof");
+            assert!(s.verify_client(2, &sn, &cn, &b, &c));
+            assert!(s.verify_server(2, &sn, &cn, &b, &v));
+            assert!(!s.verify_client(2, &sn, &cn, &b, &v));
+            assert!(
+                !s.verify_client(3, &sn, &cn, &b, &c),
+                "bound to the version"
+            );
+            assert!(
+                !s.verify_client(2, &cn, &sn, &b, &c),
+                "bound to the nonces' roles"
+            );
+            assert!(!s.verify_client(2, &sn, &cn, &b, &c[..31]));
+            let other = Secret::from_bytes(b"0123456789abcdef-other").unwrap();
+            assert!(!other.verify_client(2, &sn, &cn, &b, &c));
+        }
+    }
+
+    #[test]
+    fn proofs_are_bound_to_the_transport() {
+        // A relay terminating TLS holds two sessions with different exporters: a proof made
+        // on one verifies on neither the other nor on plain TCP, and the reverse.
+        let s = secret();
+        let (sn, cn) = ([1u8; 32], [2u8; 32]);
+        let client_side = Binding::Tls([3; BINDING_LEN]);
+        let server_side = Binding::Tls([4; BINDING_LEN]);
+        let c = s.client_proof(2, &sn, &cn, &client_side);
+        assert!(!s.verify_client(2, &sn, &cn, &server_side, &c));
+        assert!(!s.verify_client(2, &sn, &cn, &Binding::Plain, &c));
+        let p = s.client_proof(2, &sn, &cn, &Binding::Plain);
+        assert!(!s.verify_client(2, &sn, &cn, &client_side, &p));
+        let v = s.server_proof(2, &sn, &cn, &server_side);
+        assert!(!s.verify_server(2, &sn, &cn, &client_side, &v));
+        assert_eq!(format!("{client_side:?}"), "Binding::Tls(..)");
     }
 
     #[test]
     fn known_answer() {
-        // HMAC-SHA256(key "0123456789abcdef", CLIENT_LABEL || 00 01 || 32×01 || 32×02),
-        // computed independently with Python's hmac module (docs/protocol.md shows it).
+        // HMAC-SHA256(key "0123456789abcdef",
+        //   CLIENT_LABEL || 00 02 || 32x01 || 32x02 || 00)              (plain TCP)
+        //   CLIENT_LABEL || 00 02 || 32x01 || 32x02 || 01 || 32x03)      (TLS)
+        // computed independently with Python's hmac module (docs/protocol.md shows them).
         let s = Secret::from_bytes(b"0123456789abcdef").unwrap();
-        let c = s.client_proof(1, &[1; 32], &[2; 32]);
+        let (sn, cn) = ([1; 32], [2; 32]);
         assert_eq!(
-            hex::encode(c),
-            "78c2f7eb5b4dfcd24b4d645201595f079aa3fe2731907409f2d69c39341ae318"
+            hex::encode(s.client_proof(2, &sn, &cn, &Binding::Plain)),
+            "20793e07f3c23a49af33e37a917834b377132a6da9db438171e686bd4f7bbb2c"
         );
         assert_eq!(
-            hex::encode(s.server_proof(1, &[1; 32], &[2; 32])),
-            "0009fdaf56da2602897e95d36859419c9ea5d5e08d0a0f1ec8b4da7341b065f8"
+            hex::encode(s.server_proof(2, &sn, &cn, &Binding::Plain)),
+            "98a2e7d78501a9e7a4ffaeafb5896d957e5d16ee2458b4399e254af16be7604d"
+        );
+        assert_eq!(
+            hex::encode(s.client_proof(2, &sn, &cn, &TLS)),
+            "ed98549a8ddb3e6e92ae6d1ddcdd4095fbaa1a69c1b2840b8fa4e76319a1a2b1"
+        );
+        assert_eq!(
+            hex::encode(s.server_proof(2, &sn, &cn, &TLS)),
+            "a9d45ca0dee4b5b90c4d7cbb5165bfd57a2320ba71969de9ce88c23babebfb90"
         );
     }
 
@@ -435,13 +536,19 @@ mod tests {
             nonce: [7; 32],
             server: "mail1".into(),
         };
-        let (hs, auth) = ClientHandshake::answer(g.clone(), &s, [9; 32]).unwrap();
-        assert!(s.verify_client(VERSION, &[7; 32], &[9; 32], &auth.proof));
+        let (hs, auth) = ClientHandshake::answer(g.clone(), &s, [9; 32], TLS).unwrap();
+        assert!(s.verify_client(VERSION, &[7; 32], &[9; 32], &TLS, &auth.proof));
         let good = AuthOk {
-            proof: s.server_proof(VERSION, &[7; 32], &[9; 32]),
+            proof: s.server_proof(VERSION, &[7; 32], &[9; 32], &TLS),
         };
         assert_eq!(hs.finish(&good, &s).unwrap(), "mail1");
-        let (hs, _) = ClientHandshake::answer(g.clone(), &s, [9; 32]).unwrap();
+        // The server's proof on another session (a relay's) is refused.
+        let (hs, _) = ClientHandshake::answer(g.clone(), &s, [9; 32], TLS).unwrap();
+        let relayed = AuthOk {
+            proof: s.server_proof(VERSION, &[7; 32], &[9; 32], &Binding::Tls([4; 32])),
+        };
+        assert_eq!(hs.finish(&relayed, &s), Err(HandshakeError::ServerProof));
+        let (hs, _) = ClientHandshake::answer(g.clone(), &s, [9; 32], TLS).unwrap();
         let bad = AuthOk { proof: [0; 32] };
         assert_eq!(hs.finish(&bad, &s), Err(HandshakeError::ServerProof));
         let future = Greeting {
@@ -449,9 +556,21 @@ mod tests {
             max_version: VERSION + 2,
             ..g
         };
-        assert!(matches!(
-            ClientHandshake::answer(future, &s, [9; 32]),
-            Err(HandshakeError::Version { .. })
-        ));
+        let e = ClientHandshake::answer(future, &s, [9; 32], TLS).unwrap_err();
+        assert!(matches!(e, HandshakeError::Version { .. }));
+        let old = Greeting {
+            min_version: 1,
+            max_version: 1,
+            nonce: [7; 32],
+            server: "mail1".into(),
+        };
+        let e = ClientHandshake::answer(old, &s, [9; 32], TLS)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "the server speaks protocol versions 1 to 1, this client 2: upgrade the older of \
+             backupd and backup-server"
+        );
     }
 }

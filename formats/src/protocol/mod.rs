@@ -5,13 +5,16 @@
 //!
 //! * [`frame`]: the 9-byte header, the 16 MiB body bound, `check` then `parse` over a
 //!   buffer of whatever has arrived.
-//! * [`handshake`]: the shared [`Secret`] and the HMAC proofs both sides compute.
+//! * [`handshake`]: the shared [`Secret`] and the HMAC proofs both sides compute, bound to
+//!   the TLS session ([`Binding`]).
+//! * [`pin`]: the [`Pin`] of backupd's TLS key, as `backupd keygen` prints it and the backup
+//!   host's configuration holds it.
 //! * [`assemble`]: the client's side of a reply as a pure state machine (frames in, a
 //!   [`UserListing`], [`MetaCopy`], ... out).
 //! * [`message`]: the handshake ([`Greeting`], [`Auth`], [`AuthOk`]), [`Request`] and
 //!   [`Reply`] with their encoders and decoders.
 //!
-//! A conversation: the server sends a [`Greeting`] (versions, a nonce); the client answers
+//! A conversation (inside TLS 1.3 unless configured off): the server sends a [`Greeting`] (versions, a nonce); the client answers
 //! [`Auth`] (its version, its nonce, its proof); the server answers [`AuthOk`] (its proof)
 //! or an error and closes. Then the client sends requests, each with an id of its choice,
 //! as many as it likes without waiting; the server answers them one after the other in
@@ -25,21 +28,24 @@ pub mod assemble;
 pub mod frame;
 pub mod handshake;
 pub mod message;
+pub mod pin;
 mod wire;
 
 pub use crate::cyrus::MetaFile;
 pub use assemble::{MetaCopy, ReplyError, UserFile, UserListing};
 pub use frame::{check, parse, EncodeError, Frame, FrameError, FrameHeader, HEADER_LEN, MAX_BODY};
-pub use handshake::{Secret, SecretError};
+pub use handshake::{Binding, Secret, SecretError};
 pub use message::{
     encode_data_header, encode_folders, encode_users, Auth, AuthOk, ErrorCode, ErrorReply,
     FolderStat, Greeting, Reply, Request, UserEntry, UserFileId, UserFileStat, LIST_FRAME_TARGET,
     MAGIC, MAX_USER_FILE_IDS, NONCE_LEN,
 };
+pub use pin::{Pin, PinError};
 pub use wire::DecodeError;
 
-/// The protocol version this implementation speaks (and the only one so far).
-pub const VERSION: u16 = 1;
+/// The protocol version this implementation speaks (and the only one it speaks: version 1,
+/// whose proofs were not bound to the transport, is refused).
+pub const VERSION: u16 = 2;
 
 /// The TCP port backupd listens on unless configured otherwise (FastMail's backupcyrusd
 /// uses 2901; this protocol is a different one, so it has a port of its own).

@@ -244,7 +244,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         facts.spool_bytes as f64 / 1e6
     ));
 
-    let backupd = Backupd::start(&backupd_bin, &cyrus, &work)?;
+    let backupd = Backupd::start(&backupd_bin, &cyrus, &work, false)?;
+    // The same spool over TLS, for `mailbackup-tls` beside `mailbackup`.
+    let backupd_tls = Backupd::start(&backupd_bin, &cyrus, &work.join("backupd-tls"), true)?;
     let paths = Paths {
         repo: repo.clone(),
         work: work.clone(),
@@ -272,10 +274,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
         &backupd,
         1,
     )?;
+    rig::write_server_config(
+        &paths.config(Tool::OursTls),
+        &paths.dest(Tool::OursTls),
+        &paths.state_db(Tool::OursTls),
+        &backupd_tls,
+        4,
+    )?;
     let mut b = Bench {
         paths,
         cyrus,
         backupd,
+        backupd_tls,
         log,
         reps: args.reps,
         rows: Vec::new(),
@@ -356,18 +366,28 @@ struct Bench {
     paths: Paths,
     cyrus: Cyrus,
     backupd: Backupd,
+    /// The same spool over TLS (`mailbackup-tls`).
+    backupd_tls: Backupd,
     log: PathBuf,
     reps: usize,
     rows: Vec<Row>,
 }
 
 impl Bench {
+    /// The backupd one of our configurations talks to.
+    fn daemon(&self, tool: Tool) -> &Backupd {
+        match tool {
+            Tool::OursTls => &self.backupd_tls,
+            _ => &self.backupd,
+        }
+    }
+
     /// Measures one backup run; for us, backupd's CPU and peak RSS during it are added.
     fn measure_tool(&self, tool: Tool, cmd: &Command) -> Result<Sample> {
         if !tool.is_ours() {
             return measure(cmd, &self.log, tool.ok_codes());
         }
-        let pid = self.backupd.pid();
+        let pid = self.daemon(tool).pid();
         let cpu0 = daemon_cpu(pid)?;
         reset_daemon_peak(pid)?;
         let mut s = measure(cmd, &self.log, tool.ok_codes())?;
@@ -500,7 +520,7 @@ impl Bench {
                 let mut st = Command::new("strace")
                     .args(["-f", "-qq", "-e", "trace=%file", "-o"])
                     .arg(&slog)
-                    .args(["-p", &self.backupd.pid().to_string()])
+                    .args(["-p", &self.daemon(t).pid().to_string()])
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())

@@ -17,6 +17,10 @@ pub enum Tool {
     /// configured for this machine (`batches_per_raidset = 4`: the two partitions share one
     /// virtual disk).
     Ours,
+    /// mailbackup configured as [`Tool::Ours`], over TLS 1.3: a second backupd serving the
+    /// same spool with a key from `backupd keygen`, pinned by the backup host. Beside
+    /// `mailbackup` (plain TCP on loopback) it is the cost of TLS.
+    OursTls,
     /// mailbackup with the configuration's default of one batch per RAID set.
     OursSerial,
     /// `tar czf` (with `-g`, GNU tar's listed incremental, for the nights).
@@ -33,8 +37,9 @@ pub enum Tool {
 
 impl Tool {
     /// Every tool, ours first.
-    pub const ALL: [Tool; 7] = [
+    pub const ALL: [Tool; 8] = [
         Tool::Ours,
+        Tool::OursTls,
         Tool::OursSerial,
         Tool::Tar,
         Tool::Rsync,
@@ -47,6 +52,7 @@ impl Tool {
     pub fn name(self) -> &'static str {
         match self {
             Tool::Ours => "mailbackup",
+            Tool::OursTls => "mailbackup-tls",
             Tool::OursSerial => "mailbackup-1-per-set",
             Tool::Tar => "tar",
             Tool::Rsync => "rsync",
@@ -71,7 +77,7 @@ impl Tool {
 
     /// mailbackup, in either configuration: backupd does part of the work.
     pub fn is_ours(self) -> bool {
-        matches!(self, Tool::Ours | Tool::OursSerial)
+        matches!(self, Tool::Ours | Tool::OursTls | Tool::OursSerial)
     }
 
     /// Exit statuses that mean success (tar and borg exit 1 when a file changed as it was
@@ -112,6 +118,7 @@ impl Paths {
         match tool {
             Tool::Ours => self.store_root.clone(),
             Tool::OursSerial => self.work.join("store-1"),
+            Tool::OursTls => self.work.join("store-tls"),
             Tool::Tar => self.work.join("tar"),
             Tool::Rsync => self.work.join("rsync"),
             Tool::Restic => self.work.join("restic"),
@@ -145,7 +152,7 @@ impl Paths {
         use super::rig::run_logged;
         let dest = self.dest(tool);
         match tool {
-            Tool::Ours | Tool::OursSerial => {
+            Tool::Ours | Tool::OursTls | Tool::OursSerial => {
                 let state_db = self.state_db(tool);
                 remove(&dest)?;
                 remove(&state_db)?;
@@ -206,7 +213,7 @@ impl Paths {
     pub fn backup(&self, tool: Tool, cyrus: &Cyrus, night: u32) -> Command {
         let dest = self.dest(tool);
         match tool {
-            Tool::Ours | Tool::OursSerial => {
+            Tool::Ours | Tool::OursTls | Tool::OursSerial => {
                 let mut c = Command::new(&self.server_bin);
                 c.arg("--config")
                     .arg(self.config(tool))
@@ -363,7 +370,7 @@ impl Paths {
                 ));
                 Some(c)
             }
-            Tool::Rsync | Tool::OursSerial => None,
+            Tool::Rsync | Tool::OursTls | Tool::OursSerial => None,
         }
     }
 
@@ -371,6 +378,7 @@ impl Paths {
     pub fn config(&self, tool: Tool) -> PathBuf {
         match tool {
             Tool::OursSerial => self.work.join("backup-server-1.toml"),
+            Tool::OursTls => self.work.join("backup-server-tls.toml"),
             _ => self.server_config.clone(),
         }
     }
@@ -379,6 +387,7 @@ impl Paths {
     pub fn state_db(&self, tool: Tool) -> PathBuf {
         match tool {
             Tool::OursSerial => self.work.join("state-1/state.sqlite3"),
+            Tool::OursTls => self.work.join("state-tls/state.sqlite3"),
             _ => self.state_db.clone(),
         }
     }

@@ -132,25 +132,54 @@ pub struct Backupd {
     pub addr: String,
     /// The shared secret's file (0600).
     pub secret_file: PathBuf,
+    /// With TLS: the pin of its key (`tls_pin` for the backup host), as `backupd keygen`
+    /// printed it.
+    pub pin: Option<String>,
 }
 
 impl Backupd {
-    /// Writes its configuration under `work`, checks it (`backupd check`) and starts it.
-    pub fn start(bin: &Path, cyrus: &Cyrus, work: &Path) -> Result<Backupd> {
+    /// Writes its configuration under `work` (created), with a TLS key made by `backupd
+    /// keygen` if `tls`, checks it (`backupd check`) and starts it.
+    pub fn start(bin: &Path, cyrus: &Cyrus, work: &Path, tls: bool) -> Result<Backupd> {
+        fs::create_dir_all(work)?;
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
         let secret_file = work.join("backupd.secret");
         testkit::config::write_secret(&secret_file, "bench-secret-0123456789abcdef0123456789")?;
         let config = work.join("backupd.toml");
-        fs::write(
-            &config,
-            format!(
-                "listen = \"{addr}\"\nsecret_file = \"{}\"\nimapd_conf = \"{}\"\n",
-                secret_file.display(),
-                cyrus.imapd_conf().display()
-            ),
-        )?;
         let log = work.join("backupd.log");
+        let mut text = format!(
+            "listen = \"{addr}\"\nsecret_file = \"{}\"\nimapd_conf = \"{}\"\n",
+            secret_file.display(),
+            cyrus.imapd_conf().display()
+        );
+        let mut pin = None;
+        if tls {
+            let out = Command::new(bin)
+                .args(["keygen", "--force", "--name", "localhost", "--dir"])
+                .arg(work)
+                .output()
+                .with_context(|| format!("running {} keygen", bin.display()))?;
+            let printed = String::from_utf8_lossy(&out.stdout);
+            if !out.status.success() {
+                bail!(
+                    "backupd keygen failed: {printed}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            for line in printed.lines() {
+                if line.starts_with("tls_cert_file") || line.starts_with("tls_key_file") {
+                    text.push_str(line);
+                    text.push('\n');
+                } else if let Some(p) = line.strip_prefix("tls_pin = ") {
+                    pin = Some(p.trim_matches('"').to_string());
+                }
+            }
+            if pin.is_none() {
+                bail!("backupd keygen printed no tls_pin line: {printed}");
+            }
+        }
+        fs::write(&config, text)?;
         run_logged(
             Command::new(bin).arg("check").arg("--config").arg(&config),
             &log,
@@ -176,6 +205,7 @@ impl Backupd {
             child,
             addr,
             secret_file,
+            pin,
         })
     }
 
@@ -193,7 +223,8 @@ impl Drop for Backupd {
 }
 
 /// Writes a backup-server configuration: two RAID sets (one per partition), the store root
-/// and state db given, `per_set` batches of a RAID set at once.
+/// and state db given, `per_set` batches of a RAID set at once; TLS with backupd's pin when
+/// it serves TLS.
 pub fn write_server_config(
     path: &Path,
     store_root: &Path,
@@ -201,11 +232,14 @@ pub fn write_server_config(
     backupd: &Backupd,
     per_set: usize,
 ) -> Result<()> {
-    testkit::config::ServerConfig::new(store_root)
+    let mut c = testkit::config::ServerConfig::new(store_root)
         .state_db(state_db)
         .batches_per_raidset(per_set)
-        .server("bench", &backupd.addr, &backupd.secret_file)
-        .raidset("bench-p1", "bench", &["default"])
+        .server("bench", &backupd.addr, &backupd.secret_file);
+    if let Some(pin) = &backupd.pin {
+        c = c.tls_pin(pin);
+    }
+    c.raidset("bench-p1", "bench", &["default"])
         .raidset("bench-p2", "bench", &["p2"])
         .write(path)
         .with_context(|| format!("writing {}", path.display()))
