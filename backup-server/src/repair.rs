@@ -352,7 +352,8 @@ fn next_gzip_header(path: &Path, from: u64) -> Result<Option<u64>> {
 /// Writes the intact chunks to `out`: byte for byte, or re-encoded without their damaged
 /// messages. Returns the new length and the number of chunks re-encoded.
 fn write_good(old: &Path, out_path: &Path, s: &Survey, level: u32) -> Result<(u64, u64)> {
-    let out = crate::private::create_new(out_path).map_err(io(out_path, "creating the repaired data file"))?;
+    let out = crate::private::create_new(out_path)
+        .map_err(io(out_path, "creating the repaired data file"))?;
     let mut out = BufWriter::with_capacity(256 * 1024, out);
     let mut src = File::open(old).map_err(io(old, "opening the data file"))?;
     let mut len = 0u64;
