@@ -11,6 +11,10 @@
 //!   holds and names the rest (exit 2); `repair` keeps every chunk before the cut, names the
 //!   lost messages and exits 2; the next `run` fetches them again; `verify` is clean and
 //!   `ls` equals IMAP.
+//! * The index alone damaged (a current record deleted, another's flags changed): `ls` no
+//!   longer equals IMAP; `verify` names both by folder and UID (exit 1); `repair` rebuilds
+//!   the index from the data file; the next `run` is clean, `verify` is clean and `ls`
+//!   equals IMAP.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -296,4 +300,58 @@ fn damaged_and_truncated_stores_heal() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(ls_vs_imap(&root, &truth, cut), Vec::<String>::new());
     eprintln!("{lost} messages lost by the cut, fetched again");
+
+    // ---- the index alone damaged: a current record deleted, another's flags changed.
+    let user = flipped;
+    let uids = inbox_uids(&truth, user);
+    let (gone, reflagged) = (uids[0], uids[uids.len() - 1]);
+    let index = StoreReader::open(&root, user)
+        .unwrap()
+        .catalog()
+        .index_path()
+        .to_path_buf();
+    {
+        let c = rusqlite::Connection::open(&index).unwrap();
+        let inbox: String = c
+            .query_row(
+                "SELECT uniqueid FROM names WHERE folder = 'INBOX' ORDER BY time DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let n = c
+            .execute(
+                "DELETE FROM records WHERE uniqueid = ?1 AND uid = ?2 AND valid_to IS NULL",
+                rusqlite::params![inbox, gone],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+        let n = c
+            .execute(
+                "UPDATE records SET flags = flags || ' \\Flagged-by-damage'
+                 WHERE uniqueid = ?1 AND uid = ?2 AND valid_to IS NULL",
+                rusqlite::params![inbox, reflagged],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    assert_ne!(ls_vs_imap(&root, &truth, user), Vec::<String>::new());
+    let o = cmd(&bin, &config, &["verify", "--user", user]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    for uid in [gone, reflagged] {
+        assert!(out.contains(&format!("\"INBOX\"")), "{out}");
+        assert!(out.contains(&format!("UID {uid}")), "UID {uid}: {out}");
+    }
+    assert!(
+        out.contains(&format!("backup-server repair --user {user}")),
+        "{out}"
+    );
+    let o = cmd(&bin, &config, &["repair", "--user", user]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = run_user(&bin, &config, user);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = cmd(&bin, &config, &["verify", "--user", user]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(ls_vs_imap(&root, &truth, user), Vec::<String>::new());
 }
