@@ -130,6 +130,14 @@ struct RawConfig {
     raidset: Vec<RawRaidSet>,
 }
 
+/// A key that takes one value or a list (`tls_pin = "sha256/..."` or `tls_pin = ["...", "..."]`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMore {
+    One(String),
+    More(Vec<String>),
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawServer {
@@ -143,7 +151,7 @@ struct RawServer {
     #[serde(default)]
     tls: Option<bool>,
     #[serde(default)]
-    tls_pin: Option<String>,
+    tls_pin: Option<OneOrMore>,
     #[serde(default)]
     tls_ca_file: Option<PathBuf>,
     #[serde(default)]
@@ -218,10 +226,26 @@ fn server_tls(
                     .into(),
             ))
         }
-        (Some(pin), None) => TlsTrust::Pin(
-            pin.parse()
-                .map_err(|e: formats::protocol::PinError| ("tls_pin", e.to_string()))?,
-        ),
+        (Some(pins), None) => {
+            let pins = match pins {
+                OneOrMore::One(p) => std::slice::from_ref(p),
+                OneOrMore::More(ps) => &ps[..],
+            };
+            if pins.is_empty() {
+                return Err((
+                    "tls_pin",
+                    "an empty list: give the pin `backupd keygen` printed (two while a key is \
+                     replaced)"
+                        .into(),
+                ));
+            }
+            TlsTrust::Pins(
+                pins.iter()
+                    .map(|p| p.parse())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e: formats::protocol::PinError| ("tls_pin", e.to_string()))?,
+            )
+        }
         (None, Some(ca)) => TlsTrust::CaFile(resolve(ca)),
         (None, None) => TlsTrust::Off,
     };
@@ -523,8 +547,20 @@ mod tests {
         ))
         .unwrap();
         let tls = &c.servers[0].tls;
-        assert_eq!(tls.trust, TlsTrust::Pin(pin.parse().unwrap()));
+        assert_eq!(tls.trust, TlsTrust::Pins(vec![pin.parse().unwrap()]));
         assert_eq!(tls.server_name, "mail1.example");
+        // Two pins while backupd's key is replaced; an empty list is refused.
+        let next = "sha256/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        let c = parse(&format!(
+            "address = \"mail1.example:2912\"\ntls_pin = [\"{pin}\", \"{next}\"]"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.servers[0].tls.trust,
+            TlsTrust::Pins(vec![pin.parse().unwrap(), next.parse().unwrap()])
+        );
+        let e = parse("address = \"mail1.example:2912\"\ntls_pin = []").unwrap_err();
+        assert!(e.contains("server[0].tls_pin: an empty list"), "{e}");
         let c = parse(
             "address = \"[2001:db8::1]:2912\"\ntls_ca_file = \"ca.pem\"\n\
                        tls_client_cert_file = \"c.pem\"\ntls_client_key_file = \"c.key\"",

@@ -28,7 +28,7 @@ fn tls_pair() -> (Pair, Settings) {
 fn pinned(pin: Pin) -> ClientOptions {
     ClientOptions {
         tls: TlsSettings {
-            trust: TlsTrust::Pin(pin),
+            trust: TlsTrust::Pins(vec![pin]),
             client_cert: None,
             server_name: "localhost".into(),
         },
@@ -58,6 +58,16 @@ fn a_pinned_client_talks_tls_and_a_wrong_pin_is_refused_naming_both_keys() {
         )),
         "{text}"
     );
+    // While a key is replaced the backup host pins both: either key is accepted.
+    let both = ClientOptions {
+        tls: TlsSettings {
+            trust: TlsTrust::Pins(vec![other.pin, pair.pin]),
+            ..pinned(pair.pin).tls
+        },
+        ..ClientOptions::default()
+    };
+    let mut c2 = Client::connect(addr, &secret(), &both).unwrap();
+    assert_eq!(c2.list_users().unwrap().len(), 3);
     // The server goes on serving.
     c.ping().unwrap();
     server.shutdown().unwrap();

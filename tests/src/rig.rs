@@ -104,7 +104,7 @@ impl TestTls {
     /// The client settings that trust this identity by its pin.
     pub fn client_settings(&self) -> TlsSettings {
         TlsSettings {
-            trust: TlsTrust::Pin(self.pair.pin),
+            trust: TlsTrust::Pins(vec![self.pair.pin]),
             client_cert: None,
             server_name: "localhost".into(),
         }

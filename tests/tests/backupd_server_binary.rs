@@ -133,7 +133,7 @@ fn the_daemon_checks_starts_drops_root_and_stops_on_sigterm() {
     let secret = Secret::from_bytes(b"e2e-binary-secret-0123456789").unwrap();
     let opts = ClientOptions {
         tls: TlsSettings {
-            trust: TlsTrust::Pin(pin),
+            trust: TlsTrust::Pins(vec![pin]),
             client_cert: None,
             server_name: "localhost".into(),
         },

@@ -26,9 +26,11 @@ pub enum TlsTrust {
     /// Plain TCP: loopback, or `tls = false` said explicitly.
     #[default]
     Off,
-    /// TLS; the server's certificate must carry the key with this pin. Names, dates and
-    /// issuer are not looked at: the key is the identity (`backupd keygen` prints its pin).
-    Pin(Pin),
+    /// TLS; the server's certificate must carry a key with one of these pins (one, or two
+    /// while a key is being replaced: the new pin is added before backupd's key changes and
+    /// the old one removed after). Names, dates and issuer are not looked at: the key is the
+    /// identity (`backupd keygen` prints its pin). Never empty.
+    Pins(Vec<Pin>),
     /// TLS; the server's certificate must chain to one of the CA certificates in this PEM
     /// file, be valid now, and name the host of the server's address.
     CaFile(PathBuf),
@@ -59,13 +61,14 @@ pub struct TlsSettings {
 /// The server's key is not the one pinned.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
-    "the server's key is {found}, not the pinned {expected} (tls_pin): not our backupd \
+    "the server's key is {found}, not the pinned {} (tls_pin): not our backupd \
      (a machine in the middle?), or its key was replaced (then set tls_pin to the pin \
-     `backupd keygen` printed for the new key)"
+     `backupd keygen` printed for the new key)",
+    expected.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" or ")
 )]
 pub struct PinMismatch {
-    /// The pin configured.
-    pub expected: Pin,
+    /// The pins configured.
+    pub expected: Vec<Pin>,
     /// The pin of the key the server showed.
     pub found: Pin,
 }
@@ -75,14 +78,14 @@ pub struct PinMismatch {
 /// passes.
 #[derive(Debug)]
 pub struct PinVerifier {
-    pin: Pin,
+    pins: Vec<Pin>,
     provider: Arc<CryptoProvider>,
 }
 
 impl PinVerifier {
-    /// A verifier accepting only the key with `pin`.
-    pub fn new(pin: Pin, provider: Arc<CryptoProvider>) -> PinVerifier {
-        PinVerifier { pin, provider }
+    /// A verifier accepting only a key with one of `pins`.
+    pub fn new(pins: Vec<Pin>, provider: Arc<CryptoProvider>) -> PinVerifier {
+        PinVerifier { pins, provider }
     }
 }
 
@@ -104,12 +107,12 @@ impl ServerCertVerifier for PinVerifier {
         let found = pin_of_cert(end_entity).ok_or(rustls::Error::InvalidCertificate(
             rustls::CertificateError::BadEncoding,
         ))?;
-        if found == self.pin {
+        if self.pins.contains(&found) {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::Other(rustls::OtherError(Arc::new(PinMismatch {
-                    expected: self.pin,
+                    expected: self.pins.clone(),
                     found,
                 }))),
             ))
@@ -200,9 +203,9 @@ pub fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>, String
         .map_err(|e| format!("TLS 1.3 with the ring provider: {e}"))?;
     let builder = match &settings.trust {
         TlsTrust::Off => return Err("TLS is off for this server".into()),
-        TlsTrust::Pin(pin) => builder
+        TlsTrust::Pins(pins) => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinVerifier::new(*pin, provider))),
+            .with_custom_certificate_verifier(Arc::new(PinVerifier::new(pins.clone(), provider))),
         TlsTrust::CaFile(path) => {
             let mut roots = rustls::RootCertStore::empty();
             for cert in read_certs("TLS CA file", path)? {
@@ -384,7 +387,7 @@ mod tests {
         let (a, b) = (Pin([1; 32]), Pin([2; 32]));
         let inner = rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
             rustls::OtherError(Arc::new(PinMismatch {
-                expected: a,
+                expected: vec![a],
                 found: b,
             })),
         ));
