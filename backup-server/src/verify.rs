@@ -892,30 +892,21 @@ fn full(reader: &StoreReader, v: &mut StoreVerdict) {
     }
 }
 
-/// Folders and UIDs holding `guid` now (current records), from the index.
+/// Folders and UIDs holding `guid` now (current records), from the index; at most
+/// [`MAX_AFFECTED`], none when the index cannot say.
 fn holders(reader: &StoreReader, guid: &Guid) -> Vec<Affected> {
-    let sql = format!(
-        "SELECT r.uniqueid, r.uid,
-                (SELECT n.folder FROM names n WHERE n.uniqueid = r.uniqueid ORDER BY n.time DESC LIMIT 1)
-         FROM records r WHERE r.guid = ?1 AND r.valid_to IS NULL
-         ORDER BY r.uniqueid, r.uid LIMIT {MAX_AFFECTED}"
-    );
     reader
         .catalog()
-        .db
-        .conn
-        .prepare(&sql)
-        .and_then(|mut st| {
-            st.query_map([&guid.0[..]], |r| {
-                Ok(Affected {
-                    uniqueid: r.get(0)?,
-                    uid: r.get(1)?,
-                    folder: r.get(2)?,
-                })
-            })?
-            .collect()
-        })
+        .places(guid)
         .unwrap_or_default()
+        .into_iter()
+        .take(MAX_AFFECTED)
+        .map(|p| Affected {
+            uniqueid: p.uniqueid,
+            folder: p.folder,
+            uid: Some(p.uid),
+        })
+        .collect()
 }
 
 /// What the index says a damaged chunk held: the folders and UIDs holding its messages now,

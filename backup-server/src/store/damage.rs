@@ -20,6 +20,19 @@ use formats::{Guid, Timestamp};
 use rusqlite::{params, OptionalExtension};
 
 use super::catalog::Catalog;
+
+/// A current record holding a message: its folder and UID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// The folder's unique id.
+    pub uniqueid: String,
+    /// The folder's newest name, when the index has one.
+    pub folder: Option<String>,
+    /// The record's UID.
+    pub uid: u32,
+    /// Whether the record is flagged expunged (Cyrus's delayed expunge).
+    pub expunged: bool,
+}
 use super::error::{IoContext, Result, SqlContext};
 use super::index::IndexDb;
 use super::ingest::{from_ns, to_ns};
@@ -298,26 +311,40 @@ impl Catalog {
             .sql(&self.db.path)
     }
 
-    /// Where a message is live now: (folder name, UID) of each current, non-expunged record
-    /// naming it.
-    pub fn live_places(&self, guid: &Guid) -> Result<Vec<(String, u32)>> {
+    /// Every current record holding a message (expunged ones too), by folder and UID.
+    pub fn places(&self, guid: &Guid) -> Result<Vec<Place>> {
         self.db
             .conn
             .prepare_cached(
-                "SELECT (SELECT n.folder FROM names n WHERE n.uniqueid = r.uniqueid
-                         ORDER BY n.time DESC LIMIT 1), r.uid
-                 FROM records r WHERE r.guid = ?1 AND r.valid_to IS NULL AND r.expunged = 0
-                 ORDER BY 1, 2",
+                "SELECT r.uniqueid, (SELECT n.folder FROM names n WHERE n.uniqueid = r.uniqueid
+                         ORDER BY n.time DESC LIMIT 1), r.uid, r.expunged
+                 FROM records r WHERE r.guid = ?1 AND r.valid_to IS NULL
+                 ORDER BY r.uniqueid, r.uid",
             )
             .and_then(|mut st| {
                 st.query_map([&guid.0[..]], |r| {
-                    Ok((
-                        r.get::<_, Option<String>>(0)?.unwrap_or_default(),
-                        r.get(1)?,
-                    ))
+                    Ok(Place {
+                        uniqueid: r.get(0)?,
+                        folder: r.get(1)?,
+                        uid: r.get(2)?,
+                        expunged: r.get::<_, i64>(3)? != 0,
+                    })
                 })?
                 .collect()
             })
             .sql(&self.db.path)
+    }
+
+    /// Where a message is live now: (folder name, UID) of each current, non-expunged record
+    /// naming it, in that order.
+    pub fn live_places(&self, guid: &Guid) -> Result<Vec<(String, u32)>> {
+        let mut live: Vec<(String, u32)> = self
+            .places(guid)?
+            .into_iter()
+            .filter(|p| !p.expunged)
+            .map(|p| (p.folder.unwrap_or_default(), p.uid))
+            .collect();
+        live.sort();
+        Ok(live)
     }
 }

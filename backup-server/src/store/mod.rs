@@ -25,7 +25,7 @@ mod damage;
 pub use check::IndexFault;
 pub(crate) use compare::compare_indexes;
 pub use compare::{CompareCounts, RowDiff, RowFault, RowFolder, DERIVED_TABLES, NOT_DERIVED};
-pub use damage::{record_damage, DamageAt, DamageRecording, DamagedMessage};
+pub use damage::{record_damage, DamageAt, DamageRecording, DamagedMessage, Place};
 mod datafile;
 mod error;
 mod index;
