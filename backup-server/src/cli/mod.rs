@@ -65,8 +65,9 @@ pub enum Command {
     /// Rewrite stores whose dirty ratio (bytes no restore inside the retention can need)
     /// passes the threshold, keeping only live entries (docs/store.md, Compaction).
     Compact(compact::CompactArgs),
-    /// Restore mail from a user's backup into Maildir, mbox, .eml files or an IMAP account (docs/restore.md).
-    Restore(restore::RestoreArgs),
+    /// Restore mail from a user's backup into Maildir, mbox, .eml files, an IMAP account or
+    /// Cyrus itself, as it was (docs/restore.md).
+    Restore(Box<restore::RestoreArgs>),
 }
 
 /// Runs the command. `stop` is set by SIGINT/SIGTERM. An error is what to print on stderr

@@ -34,16 +34,22 @@ pub struct RestoreArgs {
     /// Messages expunged by then too, in their last state known.
     #[arg(long)]
     include_expunged: bool,
-    /// maildir:DIR, mbox:FILE, eml:DIR or imap://ADMIN@HOST:PORT/.
+    /// maildir:DIR, mbox:FILE, eml:DIR, imap://ADMIN@HOST:PORT/ or cyrus://ADMIN@HOST:PORT
+    /// (Cyrus's sync_server: keeps folder identity, UIDs, flags; see docs/restore.md).
     #[arg(long)]
     to: Target,
-    /// imap:// target: the file holding the admin's password (not readable by others).
+    /// imap:// and cyrus:// targets: the file holding the admin's password (not readable
+    /// by others).
     #[arg(long)]
     password_file: Option<PathBuf>,
-    /// imap:// target: restore under this folder (default `Restored/<date>`); `/` restores
-    /// into the original names.
+    /// imap:// and cyrus:// targets: restore under this folder; `/` restores into the
+    /// original names (imap:// default: `Restored/<date>`; cyrus:// default: `/`).
     #[arg(long, value_parser = IntoFolder::parse)]
     into: Option<IntoFolder>,
+    /// cyrus:// target: create folders on this partition (default: the one the backup
+    /// recorded).
+    #[arg(long)]
+    partition: Option<String>,
     /// maildir:, mbox:, eml: targets: what the restore creates belongs to this local user
     /// (and its primary group), e.g. a Maildir restored into its home as root.
     #[arg(long)]
@@ -77,11 +83,23 @@ pub fn run(config: &Config, a: &RestoreArgs, out: &mut Out<impl Write>) -> anyho
         include_expunged: a.include_expunged,
     };
     let mut to = a.to.clone();
-    if let Target::Imap(t) = &mut to {
-        t.password_file = a.password_file.clone();
-        t.into = a.into.clone().unwrap_or_default();
-    } else if a.password_file.is_some() || a.into.is_some() {
-        bail!("--password-file and --into are for an imap:// target");
+    match &mut to {
+        Target::Imap(t) => {
+            t.password_file = a.password_file.clone();
+            t.into = a.into.clone().unwrap_or_default();
+        }
+        Target::Cyrus(t) => {
+            t.password_file = a.password_file.clone();
+            t.into = a.into.clone().unwrap_or(IntoFolder::Original);
+            t.partition = a.partition.clone();
+        }
+        _ if a.password_file.is_some() || a.into.is_some() => {
+            bail!("--password-file and --into are for imap:// and cyrus:// targets")
+        }
+        _ => {}
+    }
+    if a.partition.is_some() && !matches!(to, Target::Cyrus(_)) {
+        bail!("--partition is for a cyrus:// target");
     }
     let owner = a.owner.as_deref().map(Owner::lookup).transpose()?;
     let rep = restore_as(&config.store_root, &a.user, &sel, &to, owner)

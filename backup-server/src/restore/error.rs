@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use formats::{Guid, Timestamp};
 
+use super::cyrus::CyrusError;
 use super::imap::{ImapError, ImapUrlError};
 use crate::point_in_time::when;
 use crate::store::{MessageState, StoreError};
@@ -223,6 +224,19 @@ pub enum RestoreError {
     /// The IMAP target failed.
     #[error(transparent)]
     Imap(#[from] ImapError),
+    /// The Cyrus target failed.
+    #[error(transparent)]
+    Cyrus(#[from] CyrusError),
+    /// A message larger than a target takes.
+    #[error("message {}: {size} bytes, more than the {limit} this target takes", .guid.to_hex())]
+    TooLarge {
+        /// The message.
+        guid: Guid,
+        /// Its size.
+        size: u64,
+        /// The bound.
+        limit: u64,
+    },
 }
 
 impl From<StoreError> for RestoreError {
@@ -243,13 +257,15 @@ fn expunged_or_gone(state: MessageState) -> &'static str {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetError {
     /// No `KIND:` prefix.
-    #[error("expected maildir:DIR, mbox:FILE, eml:DIR or imap://ADMIN@HOST:PORT/, found {0:?}")]
+    #[error("expected maildir:DIR, mbox:FILE, eml:DIR, imap://ADMIN@HOST:PORT/ or cyrus://ADMIN@HOST:PORT, found {0:?}")]
     NoKind(String),
     /// Nothing after `KIND:`.
     #[error("expected a path after {0}:, found none")]
     NoPath(String),
     /// A kind that is not one of ours.
-    #[error("expected a target kind maildir, mbox, eml or imap, found {kind:?} in {found:?}")]
+    #[error(
+        "expected a target kind maildir, mbox, eml, imap or cyrus, found {kind:?} in {found:?}"
+    )]
     UnknownKind {
         /// The kind given.
         kind: String,

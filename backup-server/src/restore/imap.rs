@@ -238,39 +238,51 @@ impl ImapTarget {
         let rest = s
             .strip_prefix("imap://")
             .ok_or_else(|| ImapUrlError::NotImap(s.to_owned()))?;
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.contains('/') {
-            return Err(ImapUrlError::Path(s.to_owned()));
-        }
-        let (admin, hostport) = rest
-            .rsplit_once('@')
-            .ok_or_else(|| ImapUrlError::NoAdmin(s.to_owned()))?;
-        if admin.is_empty() {
-            return Err(ImapUrlError::EmptyAdmin(s.to_owned()));
-        }
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => (
-                h,
-                p.parse::<u16>().map_err(|_| ImapUrlError::Port {
-                    port: p.to_owned(),
-                    url: s.to_owned(),
-                })?,
-            ),
-            _ => (hostport, 143),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(ImapUrlError::NoHost(s.to_owned()));
-        }
+        let (admin, host, port) = split_server(rest, s, 143)?;
         Ok(ImapTarget {
-            admin: admin.to_owned(),
-            host: host.to_owned(),
+            admin,
+            host,
             port,
             password_file: None,
             into: IntoFolder::Dated,
             use_digest: true,
         })
     }
+}
+
+/// Splits the part of a server URL after its scheme, `ADMIN@HOST[:PORT][/]` (`[v6]` hosts
+/// too): admin, host, port (`default_port` when none is given). `url` is the whole URL, for
+/// errors.
+pub(crate) fn split_server(
+    rest: &str,
+    s: &str,
+    default_port: u16,
+) -> Result<(String, String, u16), ImapUrlError> {
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('/') {
+        return Err(ImapUrlError::Path(s.to_owned()));
+    }
+    let (admin, hostport) = rest
+        .rsplit_once('@')
+        .ok_or_else(|| ImapUrlError::NoAdmin(s.to_owned()))?;
+    if admin.is_empty() {
+        return Err(ImapUrlError::EmptyAdmin(s.to_owned()));
+    }
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => (
+            h,
+            p.parse::<u16>().map_err(|_| ImapUrlError::Port {
+                port: p.to_owned(),
+                url: s.to_owned(),
+            })?,
+        ),
+        _ => (hostport, default_port),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(ImapUrlError::NoHost(s.to_owned()));
+    }
+    Ok((admin.to_owned(), host.to_owned(), port))
 }
 
 /// Reads the password: the first line of a file nobody but its owner (and group) can read.

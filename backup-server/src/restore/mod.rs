@@ -10,6 +10,7 @@
 //! a harmless file name.
 
 pub mod confined;
+pub mod cyrus;
 mod distinct;
 pub mod eml;
 mod error;
@@ -42,6 +43,9 @@ pub enum Target {
     Eml(PathBuf),
     /// `imap://ADMIN@HOST:PORT/`: APPENDed into the user's account on an IMAP server.
     Imap(imap::ImapTarget),
+    /// `cyrus://ADMIN@HOST:PORT`: filed by Cyrus itself through its replication protocol,
+    /// keeping folder identity, UIDs and flags ([`cyrus`]).
+    Cyrus(cyrus::CyrusTarget),
 }
 
 impl std::str::FromStr for Target {
@@ -49,6 +53,9 @@ impl std::str::FromStr for Target {
     fn from_str(s: &str) -> Result<Self, TargetError> {
         if s.starts_with("imap://") {
             return Ok(Target::Imap(imap::ImapTarget::parse(s)?));
+        }
+        if s.starts_with("cyrus://") {
+            return Ok(Target::Cyrus(cyrus::CyrusTarget::parse(s)?));
         }
         let (kind, path) = s
             .split_once(':')
@@ -129,6 +136,64 @@ pub trait Sink {
     fn message(&mut self, m: &Item, data: &mut dyn Read) -> Result<(), RestoreError>;
     /// Finishes (closes files); notes for the report.
     fn finish(&mut self) -> Result<Vec<Note>, RestoreError>;
+    /// Whether the target recreates folders as they were and wants [`Sink::identity`] and
+    /// [`Sink::user_files`] (reading them costs an index snapshot per folder).
+    fn wants_identity(&self) -> bool {
+        false
+    }
+    /// What the store knows of the next folder's identity, just before [`Sink::folder`]
+    /// (`None`: no snapshot of it is held).
+    fn identity(&mut self, _id: Option<FolderIdentity>) {}
+    /// The user's own files as of the restore's time, before the first folder.
+    fn user_files(&mut self, _files: UserFiles) -> Result<(), RestoreError> {
+        Ok(())
+    }
+}
+
+/// A folder's identity as the backup's snapshot of its cyrus.index and cyrus.header held
+/// it: what a client that cached the folder checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderIdentity {
+    /// Its unique id (IMAP's MAILBOXID).
+    pub unique_id: String,
+    /// UIDVALIDITY.
+    pub uidvalidity: u32,
+    /// HIGHESTMODSEQ, if the index kept one.
+    pub highestmodseq: Option<u64>,
+    /// The folder's creation MODSEQ, if known.
+    pub createdmodseq: Option<u64>,
+    /// The partition it was on.
+    pub partition: Option<String>,
+    /// Its ACL in Cyrus's form (`id\trights\t` pairs).
+    pub acl: Option<String>,
+    /// Per UID: MODSEQ and the time the record last changed.
+    pub records: std::collections::HashMap<u32, (u64, Timestamp)>,
+}
+
+/// A user's own files as of a time, for a target that puts them back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserFiles {
+    /// The restore covers the whole user (seen state and sieve scripts go back too).
+    pub whole_user: bool,
+    /// The subscriptions database, as copied.
+    pub subscriptions: Option<Vec<u8>>,
+    /// The seen state database, as copied.
+    pub seen: Option<Vec<u8>>,
+    /// The sieve scripts.
+    pub sieve: Vec<SieveScript>,
+}
+
+/// One sieve script of [`UserFiles`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SieveScript {
+    /// Its name.
+    pub name: String,
+    /// Whether it was the active one.
+    pub active: bool,
+    /// When it was copied.
+    pub time: Timestamp,
+    /// Its source.
+    pub source: Vec<u8>,
 }
 
 /// Something a restore could not do, or did differently, short of failing.
@@ -191,6 +256,35 @@ pub enum Note {
         /// What is wrong with it.
         why: String,
     },
+    /// A Cyrus restore could not keep a folder's UIDVALIDITY or UIDs: why, and what it did.
+    UidsNotKept {
+        /// The folder.
+        folder: String,
+        /// Why, and what was done.
+        why: String,
+    },
+    /// A Cyrus restore created a folder under a new unique id (MAILBOXID), keeping its
+    /// UIDVALIDITY and UIDs.
+    NewMailboxId {
+        /// The folder.
+        folder: String,
+        /// Why the old one could not be used.
+        why: String,
+    },
+    /// A user file (seen state, a sieve script) not put back.
+    UserFileNotRestored {
+        /// Which.
+        what: String,
+        /// Why.
+        why: String,
+    },
+    /// What a Cyrus restore filed, and left out as already there.
+    Filed {
+        /// Messages filed.
+        appended: u64,
+        /// Messages the folders already held (not sent again).
+        already_there: u64,
+    },
     /// What an IMAP restore appended, and left out as already there.
     Appended {
         /// Messages appended.
@@ -244,6 +338,21 @@ impl fmt::Display for Note {
                 f,
                 "{folder}: message {}: keyword {keyword:?} is not an IMAP atom, not kept",
                 guid.to_hex()
+            ),
+            Note::UidsNotKept { folder, why } => {
+                write!(f, "folder {folder:?}: UIDs not kept: {why}")
+            }
+            Note::NewMailboxId { folder, why } => write!(
+                f,
+                "folder {folder:?}: created with a new mailbox id (UIDVALIDITY and UIDs kept): {why}"
+            ),
+            Note::UserFileNotRestored { what, why } => write!(f, "{what} not restored: {why}"),
+            Note::Filed {
+                appended,
+                already_there,
+            } => write!(
+                f,
+                "cyrus: {appended} filed, {already_there} already there (not sent again)"
             ),
             Note::Appended {
                 appended,
@@ -364,7 +473,7 @@ pub fn restore_as(
     target: &Target,
     owner: Option<Owner>,
 ) -> Result<RestoreReport, RestoreError> {
-    if owner.is_some() && matches!(target, Target::Imap(_)) {
+    if owner.is_some() && matches!(target, Target::Imap(_) | Target::Cyrus(_)) {
         return Err(RestoreError::OwnerNotLocal);
     }
     if sel.uid.is_some() && sel.folder.is_none() {
@@ -392,10 +501,14 @@ pub fn restore_as(
         Target::Mbox(f) => Box::new(mbox::Mbox::new(f, single_folder, owner)?),
         Target::Eml(d) => Box::new(eml::Eml::new(d, owner)?),
         Target::Imap(t) => Box::new(imap::ImapSink::connect(t, user)?),
+        Target::Cyrus(t) => Box::new(cyrus::CyrusSink::connect(t, user)?),
     };
+    if sink.wants_identity() {
+        sink.user_files(user_files_at(cat, sel)?)?;
+    }
     let mut rep = RestoreReport::default();
     // A file target never merges two folders whose safe names collide.
-    let (safe_names, renamed) = if matches!(target, Target::Imap(_)) {
+    let (safe_names, renamed) = if matches!(target, Target::Imap(_) | Target::Cyrus(_)) {
         Default::default()
     } else {
         let ids: Vec<(&str, &str)> = folders
@@ -469,6 +582,9 @@ pub fn restore_as(
                 });
             }
         }
+        if sink.wants_identity() {
+            sink.identity(identity_of(cat, f)?);
+        }
         sink.folder(&safe)?;
         rep.folders += 1;
         for m in items {
@@ -516,6 +632,69 @@ pub fn restore_as(
         ));
     }
     Ok(rep)
+}
+
+/// What the store's snapshot of a folder (as of the selection's time) says of its
+/// identity: its cyrus.index header and records, its cyrus.header's ACL.
+fn identity_of(cat: &Catalog, f: &FolderAt) -> Result<Option<FolderIdentity>, RestoreError> {
+    let Some(snap) = &f.snapshot else {
+        return Ok(None);
+    };
+    let index = cat.read_entry(&snap.index)?;
+    let (header, records) = match formats::cyrus::index::parse_all(&index) {
+        Ok(parsed) => parsed,
+        // The store checked it when it was copied; a snapshot that no longer parses leaves
+        // the folder to be created under a new identity (the messages are still restored).
+        Err(_) => return Ok(None),
+    };
+    let acl = match &snap.header {
+        Some(h) => formats::cyrus::header::parse(&cat.read_entry(h)?)
+            .ok()
+            .filter(|h| !h.acl.is_empty())
+            .map(|h| {
+                h.acl
+                    .iter()
+                    .map(|a| format!("{}\t{}\t", a.identifier, a.rights))
+                    .collect::<String>()
+            }),
+        None => None,
+    };
+    Ok(Some(FolderIdentity {
+        unique_id: f.unique_id.clone(),
+        uidvalidity: header.uidvalidity,
+        highestmodseq: header.highestmodseq,
+        createdmodseq: header.createdmodseq,
+        partition: snap.partition.clone(),
+        acl,
+        records: records
+            .iter()
+            .map(|r| (r.uid, (r.modseq.unwrap_or(0), r.last_updated)))
+            .collect(),
+    }))
+}
+
+/// The user's own files as of the selection's time.
+fn user_files_at(cat: &Catalog, sel: &Selection) -> Result<UserFiles, RestoreError> {
+    let mut files = UserFiles {
+        whole_user: sel.folder.is_none() && sel.guid.is_none() && sel.uid.is_none(),
+        ..UserFiles::default()
+    };
+    for held in cat.user_files_at(sel.at)? {
+        let bytes = cat.read_entry(&held.entry)?;
+        match held.kind {
+            formats::archive::UserFileKind::Seen => files.seen = Some(bytes),
+            formats::archive::UserFileKind::Subscriptions => files.subscriptions = Some(bytes),
+            formats::archive::UserFileKind::Sieve { name, active } => {
+                files.sieve.push(SieveScript {
+                    name,
+                    active,
+                    time: held.time,
+                    source: bytes,
+                })
+            }
+        }
+    }
+    Ok(files)
 }
 
 fn item_of(m: &MessageAt) -> Item {
