@@ -12,5 +12,5 @@ pub mod readers;
 pub mod rig;
 pub mod truth;
 
-pub use cyrus::{CyrusInstance, ScriptSummary};
+pub use cyrus::{CyrusInstance, CyrusOptions, DeleteMode, ExpungeMode, ScriptSummary};
 pub use truth::{FolderTruth, MessageTruth, Truth};
