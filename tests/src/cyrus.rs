@@ -66,7 +66,7 @@ pub fn ensure_installed() -> Result<()> {
 }
 
 /// Runs a command; on failure the error holds its exit status, stdout and stderr.
-fn run(cmd: &mut Command, what: &str) -> Result<Output> {
+pub(crate) fn run(cmd: &mut Command, what: &str) -> Result<Output> {
     let out = cmd
         .output()
         .with_context(|| format!("running {what} ({cmd:?})"))?;
@@ -312,7 +312,13 @@ impl CyrusInstance {
         self.summary(cmd, "bulk.py", "bulk: users=")
     }
 
-    fn summary(&self, mut cmd: Command, what: &str, prefix: &str) -> Result<ScriptSummary> {
+    /// Runs a script against the instance and returns its last line starting with `prefix`.
+    pub(crate) fn summary(
+        &self,
+        mut cmd: Command,
+        what: &str,
+        prefix: &str,
+    ) -> Result<ScriptSummary> {
         let out = run(&mut cmd, what).map_err(|e| self.with_log(e))?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         let line = stdout
@@ -332,8 +338,7 @@ impl CyrusInstance {
 
     /// What IMAP says about the folders of these users (all users if empty).
     pub fn truth_for(&self, users: &[&str]) -> Result<Truth> {
-        let n = SEQ.fetch_add(1, Ordering::Relaxed);
-        let out_file = self.dir.join(format!("truth-{n}.json"));
+        let out_file = self.scratch_file("truth", "json");
         let mut cmd = Command::new("python3");
         cmd.arg(scripts_dir().join("imap_truth.py"))
             .arg(HOST)
@@ -360,8 +365,16 @@ impl CyrusInstance {
         serde_json::from_slice(&out.stdout).context("parsing ctl_mboxlist -d output")
     }
 
-    fn with_log(&self, e: anyhow::Error) -> anyhow::Error {
+    /// `e` with the instance named, for errors of the scripts run against it.
+    pub(crate) fn with_log(&self, e: anyhow::Error) -> anyhow::Error {
         e.context(format!("Cyrus instance in {}", self.dir.display()))
+    }
+
+    /// A new file name in the instance directory for a script's output
+    /// (`<prefix>-<n>.<ext>`), removed with the instance.
+    pub(crate) fn scratch_file(&self, prefix: &str, ext: &str) -> PathBuf {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        self.dir.join(format!("{prefix}-{n}.{ext}"))
     }
 
     /// The instance directory.
