@@ -405,6 +405,29 @@ class ManageSieve:
     def listscripts(self):
         return self._command("LISTSCRIPTS")
 
+    def scripts(self):
+        """[(name, active)] from LISTSCRIPTS, in the server's order. Names come quoted (Cyrus
+        sends a literal only for names with CR/LF, which we never use)."""
+        out = []
+        for line in self.listscripts()[:-1]:
+            m = re.match(rb'^"((?:[^"\\]|\\.)*)"( ACTIVE)?\r\n$', line)
+            if not m:
+                raise ProtocolError("LISTSCRIPTS line: %r" % line)
+            out.append((re.sub(rb"\\(.)", rb"\1", m.group(1)).decode("utf-8"), bool(m.group(2))))
+        return out
+
+    def getscript(self, name):
+        """The script's bytes (GETSCRIPT answers a literal, then OK)."""
+        lines = self._command('GETSCRIPT "%s"' % name)
+        head = lines[0]
+        m = re.match(rb"^\{(\d+)\+?\}\r\n", head)
+        if not m:
+            raise ProtocolError("GETSCRIPT %s: %r" % (name, lines))
+        body = head[m.end():]
+        if len(body) != int(m.group(1)):
+            raise ProtocolError("GETSCRIPT %s: short literal" % name)
+        return body
+
     def close(self):
         try:
             self.sock.sendall(b"LOGOUT\r\n")

@@ -5,7 +5,8 @@
 # own directories and ports (see start.sh); a system cyrus started by the package is left alone.
 set -eu
 
-PACKAGES="cyrus-imapd cyrus-admin cyrus-clients sasl2-bin libsasl2-modules python3 util-linux strace sqlite3"
+# cyrus-replication: sync_server, which the restore-into-Cyrus tests write through.
+PACKAGES="cyrus-imapd cyrus-admin cyrus-clients cyrus-replication sasl2-bin libsasl2-modules python3 util-linux strace sqlite3"
 
 missing=""
 for p in $PACKAGES; do
@@ -15,7 +16,7 @@ for p in $PACKAGES; do
     fi
 done
 
-if [ -z "$missing" ] && [ -x /usr/lib/cyrus/bin/master ]; then
+if [ -z "$missing" ] && [ -x /usr/lib/cyrus/bin/master ] && [ -x /usr/lib/cyrus/bin/sync_server ]; then
     echo "install.sh: cyrus already installed"
     exit 0
 fi
@@ -48,6 +49,8 @@ apt-get install -y -qq --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
     $missing </dev/null
 
-test -x /usr/lib/cyrus/bin/master || { echo "install.sh: /usr/lib/cyrus/bin/master missing after install" >&2; exit 1; }
+for prog in master sync_server; do
+    test -x /usr/lib/cyrus/bin/$prog || { echo "install.sh: /usr/lib/cyrus/bin/$prog missing after install" >&2; exit 1; }
+done
 id cyrus >/dev/null 2>&1 || { echo "install.sh: no cyrus user after install" >&2; exit 1; }
 echo "install.sh: done"

@@ -1,7 +1,11 @@
 #!/bin/bash
 # Starts a private Cyrus IMAP 3.x instance for tests and benchmarks.
 #
-#   start.sh DIR IMAP_PORT LMTP_PORT [SIEVE_PORT]
+#   start.sh DIR IMAP_PORT LMTP_PORT [SIEVE_PORT [SYNC_PORT]]
+#
+# Environment: CYRUS_DELETE_MODE (delayed, the default, or immediate) and CYRUS_EXPUNGE_MODE
+# (delayed, the default, semidelayed or immediate) set imapd.conf's delete_mode and
+# expunge_mode, for tests of what a server that really deletes at once leaves behind.
 #
 # Everything lives under DIR (created if missing, owned by the cyrus user):
 #   DIR/imapd.conf DIR/cyrus.conf     the instance's own configuration
@@ -10,9 +14,11 @@
 #   DIR/sieve/                        sievedir
 #   DIR/run/                          unix sockets, master.pid
 #   DIR/log/master.log                stdout/stderr of master and of every service
-# IMAP, LMTP (preauthenticated: lmtpd -a) and managesieve (if SIEVE_PORT is given) listen on
-# 127.0.0.1 only. Any password is accepted (sasl_pwcheck_method: alwaystrue); `admin` is an
-# admin. The system's own Cyrus (/etc/imapd.conf, /var/spool/cyrus) is never touched.
+# IMAP, LMTP (preauthenticated: lmtpd -a), managesieve (if SIEVE_PORT is given) and the
+# replication server sync_server (csync, as Cyrus's own sync_client and `restore` speak it; if
+# SYNC_PORT is given) listen on 127.0.0.1 only. Any password is accepted
+# (sasl_pwcheck_method: alwaystrue); `admin` is an admin, and the only user sync_server lets
+# in (it serves admins only; SASL PLAIN over plain TCP, as allowplaintext allows). The system's own Cyrus (/etc/imapd.conf, /var/spool/cyrus) is never touched.
 #
 # Cyrus services log through syslog(3) only; where no syslog daemon runs (CI), those lines are
 # lost, and DIR/log/master.log holds what master and the services print (fatal errors included).
@@ -27,19 +33,28 @@ START_TIMEOUT=${CYRUS_START_TIMEOUT:-120}
 
 die() { echo "start.sh: $*" >&2; exit 1; }
 
-[ $# -ge 3 ] && [ $# -le 4 ] || die "usage: start.sh DIR IMAP_PORT LMTP_PORT [SIEVE_PORT]"
+[ $# -ge 3 ] && [ $# -le 5 ] || die "usage: start.sh DIR IMAP_PORT LMTP_PORT [SIEVE_PORT [SYNC_PORT]]"
 DIR=$(realpath -m -- "$1")
 IMAP_PORT=$2
 LMTP_PORT=$3
 SIEVE_PORT=${4:-}
-for p in "$IMAP_PORT" "$LMTP_PORT" ${SIEVE_PORT:+"$SIEVE_PORT"}; do
+SYNC_PORT=${5:-}
+# Every port the instance listens on, for the readiness wait and the busy-port check.
+PORTS="$IMAP_PORT $LMTP_PORT $SIEVE_PORT $SYNC_PORT"
+for p in $PORTS; do
     [[ "$p" =~ ^[0-9]+$ ]] && [ "$p" -gt 0 ] && [ "$p" -lt 65536 ] || die "bad port: $p"
 done
+DELETE_MODE=${CYRUS_DELETE_MODE:-delayed}
+EXPUNGE_MODE=${CYRUS_EXPUNGE_MODE:-delayed}
+case $DELETE_MODE in immediate|delayed) ;; *)
+    die "CYRUS_DELETE_MODE=$DELETE_MODE: Cyrus 3.6 knows immediate or delayed" ;; esac
+case $EXPUNGE_MODE in immediate|semidelayed|delayed) ;; *)
+    die "CYRUS_EXPUNGE_MODE=$EXPUNGE_MODE: Cyrus 3.6 knows immediate, semidelayed or delayed" ;; esac
 
 if [ "$(id -u)" != 0 ]; then
     # master must start as root (or cyrus) and the directories must belong to cyrus.
     if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-        exec sudo -n --preserve-env=CYRUS_BIN,CYRUS_START_TIMEOUT "$0" "$@"
+        exec sudo -n --preserve-env=CYRUS_BIN,CYRUS_START_TIMEOUT,CYRUS_DELETE_MODE,CYRUS_EXPUNGE_MODE "$0" "$@"
     fi
     die "must run as root (master serves as the cyrus user; DIR must belong to cyrus)"
 fi
@@ -79,9 +94,10 @@ sasl_mech_list: PLAIN LOGIN
 unixhierarchysep: yes
 altnamespace: yes
 lmtp_downcase_rcpt: yes
-# Debian's and Cyrus's defaults, spelled out because the backup relies on them.
-expunge_mode: delayed
-delete_mode: delayed
+# Debian's and Cyrus's defaults (unless CYRUS_EXPUNGE_MODE / CYRUS_DELETE_MODE say otherwise),
+# spelled out because the backup relies on them.
+expunge_mode: $EXPUNGE_MODE
+delete_mode: $DELETE_MODE
 singleinstancestore: yes
 umask: 077
 # Keep 8-bit header bytes as delivered (Cyrus's default rewrites them to 'X'), so that the
@@ -98,6 +114,10 @@ SIEVE_LINE=""
 if [ -n "$SIEVE_PORT" ]; then
     SIEVE_LINE="  sieve     cmd=\"$CYRUS_BIN/timsieved -C $DIR/imapd.conf\" listen=\"127.0.0.1:$SIEVE_PORT\" prefork=0 maxchild=20"
 fi
+SYNC_LINE=""
+if [ -n "$SYNC_PORT" ]; then
+    SYNC_LINE="  syncserver cmd=\"$CYRUS_BIN/sync_server -C $DIR/imapd.conf\" listen=\"127.0.0.1:$SYNC_PORT\" prefork=0 maxchild=10"
+fi
 cat > "$DIR/cyrus.conf" <<CONF
 # Private test instance (tests/cyrus/start.sh). master does not pass its -C on to the
 # programs it starts: each one names the config itself.
@@ -109,6 +129,7 @@ SERVICES {
   lmtp      cmd="$CYRUS_BIN/lmtpd -C $DIR/imapd.conf -a" listen="127.0.0.1:$LMTP_PORT" prefork=0 maxchild=20
   lmtpunix  cmd="$CYRUS_BIN/lmtpd -C $DIR/imapd.conf" listen="$DIR/run/lmtp" prefork=0 maxchild=20
 $SIEVE_LINE
+$SYNC_LINE
 }
 EVENTS {
   checkpoint cmd="$CYRUS_BIN/ctl_cyrusdb -C $DIR/imapd.conf -c" period=30
@@ -139,8 +160,26 @@ greets() {
     [[ "$line" == "$want"* ]]
 }
 
+# sync_server's banner: capability lines `* SASL PLAIN LOGIN`, `* STARTTLS`, ... then
+# `* OK <host> Cyrus sync server <version>`. True once that last line came.
+sync_greets() {
+    local port=$1 line="" n=0
+    { exec 3<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null || return 1
+    while IFS= read -r -t 2 line <&3 && [ $n -lt 20 ]; do
+        n=$((n + 1))
+        line=${line%$'\r'}
+        [[ "$line" == "* "* ]] || break
+        if [[ "$line" == "* OK "* ]]; then
+            exec 3<&- 3>&-
+            return 0
+        fi
+    done
+    exec 3<&- 3>&-
+    return 1
+}
+
 deadline=$((SECONDS + START_TIMEOUT))
-pending="imap lmtp${SIEVE_PORT:+ sieve}"
+pending="imap lmtp${SIEVE_PORT:+ sieve}${SYNC_PORT:+ sync}"
 while :; do
     pid=$(cat "$PIDFILE" 2>/dev/null || true)
     if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
@@ -149,7 +188,7 @@ while :; do
         # master_bind_errors_fatal: a port someone else holds kills master (the reason goes
         # to syslog only). Say which, and exit 3 so that callers may retry with other ports.
         busy=""
-        for p in "$IMAP_PORT" "$LMTP_PORT" ${SIEVE_PORT:+"$SIEVE_PORT"}; do
+        for p in $PORTS; do
             if { exec 3<>"/dev/tcp/127.0.0.1/$p"; } 2>/dev/null; then
                 exec 3<&- 3>&-
                 busy="$busy $p"
@@ -167,6 +206,7 @@ while :; do
             imap) greets "$IMAP_PORT" "* OK" || still="$still imap" ;;
             lmtp) greets "$LMTP_PORT" "220" || still="$still lmtp" ;;
             sieve) greets "$SIEVE_PORT" '"IMPLEMENTATION"' || still="$still sieve" ;;
+            sync) sync_greets "$SYNC_PORT" || still="$still sync" ;;
         esac
     done
     pending=$still
@@ -179,4 +219,4 @@ while :; do
     fi
     sleep 0.1
 done
-echo "start.sh: cyrus running in $DIR (pid $pid) imap=127.0.0.1:$IMAP_PORT lmtp=127.0.0.1:$LMTP_PORT${SIEVE_PORT:+ sieve=127.0.0.1:$SIEVE_PORT}"
+echo "start.sh: cyrus running in $DIR (pid $pid) imap=127.0.0.1:$IMAP_PORT lmtp=127.0.0.1:$LMTP_PORT${SIEVE_PORT:+ sieve=127.0.0.1:$SIEVE_PORT}${SYNC_PORT:+ sync=127.0.0.1:$SYNC_PORT} delete_mode=$DELETE_MODE expunge_mode=$EXPUNGE_MODE"

@@ -66,7 +66,7 @@ pub fn ensure_installed() -> Result<()> {
 }
 
 /// Runs a command; on failure the error holds its exit status, stdout and stderr.
-fn run(cmd: &mut Command, what: &str) -> Result<Output> {
+pub(crate) fn run(cmd: &mut Command, what: &str) -> Result<Output> {
     let out = cmd
         .output()
         .with_context(|| format!("running {what} ({cmd:?})"))?;
@@ -81,9 +81,10 @@ fn run(cmd: &mut Command, what: &str) -> Result<Output> {
     Ok(out)
 }
 
-/// Three distinct free ports on 127.0.0.1 (held together while chosen, so they differ).
-fn free_ports() -> Result<[u16; 3]> {
+/// Four distinct free ports on 127.0.0.1 (held together while chosen, so they differ).
+fn free_ports() -> Result<[u16; 4]> {
     let listeners = [
+        TcpListener::bind((HOST, 0))?,
         TcpListener::bind((HOST, 0))?,
         TcpListener::bind((HOST, 0))?,
         TcpListener::bind((HOST, 0))?,
@@ -92,7 +93,62 @@ fn free_ports() -> Result<[u16; 3]> {
         listeners[0].local_addr()?.port(),
         listeners[1].local_addr()?.port(),
         listeners[2].local_addr()?.port(),
+        listeners[3].local_addr()?.port(),
     ])
+}
+
+/// imapd.conf's `delete_mode`: what DELETE of a folder (or a user) leaves behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeleteMode {
+    /// Cyrus's default: the folder is renamed to `DELETED.<name>.<hex time>` (same unique
+    /// id, files kept) until `cyr_expire -D` removes it.
+    #[default]
+    Delayed,
+    /// The folder and its files are gone at once.
+    Immediate,
+}
+
+/// imapd.conf's `expunge_mode`: what EXPUNGE leaves behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExpungeMode {
+    /// Cyrus's default: index records and files stay until `cyr_expire -X`.
+    #[default]
+    Delayed,
+    /// Index records stay (for QRESYNC), files go at once.
+    Semidelayed,
+    /// Records and files go as soon as no other process has the folder open.
+    Immediate,
+}
+
+impl DeleteMode {
+    /// The imapd.conf spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeleteMode::Delayed => "delayed",
+            DeleteMode::Immediate => "immediate",
+        }
+    }
+}
+
+impl ExpungeMode {
+    /// The imapd.conf spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExpungeMode::Delayed => "delayed",
+            ExpungeMode::Semidelayed => "semidelayed",
+            ExpungeMode::Immediate => "immediate",
+        }
+    }
+}
+
+/// How an instance is configured where tests differ; [`CyrusInstance::start`] takes the
+/// defaults (Cyrus's own: delayed delete and expunge).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CyrusOptions {
+    /// imapd.conf's `delete_mode`.
+    pub delete_mode: DeleteMode,
+    /// imapd.conf's `expunge_mode`.
+    pub expunge_mode: ExpungeMode,
 }
 
 /// Start time (clock ticks since boot) of a process, from /proc: with the pid, it tells a
@@ -151,13 +207,21 @@ pub struct CyrusInstance {
     imap_port: u16,
     lmtp_port: u16,
     sieve_port: u16,
+    sync_port: u16,
+    options: CyrusOptions,
     running: bool,
 }
 
 impl CyrusInstance {
-    /// Starts a fresh instance (IMAP, LMTP and ManageSieve on free ports of 127.0.0.1) in a
-    /// new directory, after installing Cyrus if needed and cleaning up stale instances.
+    /// Starts a fresh instance (IMAP, LMTP, ManageSieve and sync_server on free ports of
+    /// 127.0.0.1) in a new directory, after installing Cyrus if needed and cleaning up stale
+    /// instances. Delayed delete and expunge, as Cyrus's defaults.
     pub fn start() -> Result<Self> {
+        Self::start_with(CyrusOptions::default())
+    }
+
+    /// [`CyrusInstance::start`] with other `delete_mode` / `expunge_mode`.
+    pub fn start_with(options: CyrusOptions) -> Result<Self> {
         ensure_installed()?;
         let base = base_dir();
         fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
@@ -182,10 +246,12 @@ impl CyrusInstance {
 
         let mut last_err = None;
         for _attempt in 0..5 {
-            let [imap, lmtp, sieve] = free_ports()?;
+            let [imap, lmtp, sieve, sync] = free_ports()?;
             let out = Command::new(scripts_dir().join("start.sh"))
                 .arg(&dir)
-                .args([imap.to_string(), lmtp.to_string(), sieve.to_string()])
+                .args([imap, lmtp, sieve, sync].map(|p| p.to_string()))
+                .env("CYRUS_DELETE_MODE", options.delete_mode.as_str())
+                .env("CYRUS_EXPUNGE_MODE", options.expunge_mode.as_str())
                 .output()
                 .context("running tests/cyrus/start.sh")?;
             if out.status.success() {
@@ -194,6 +260,8 @@ impl CyrusInstance {
                     imap_port: imap,
                     lmtp_port: lmtp,
                     sieve_port: sieve,
+                    sync_port: sync,
+                    options,
                     running: true,
                 });
             }
@@ -244,7 +312,13 @@ impl CyrusInstance {
         self.summary(cmd, "bulk.py", "bulk: users=")
     }
 
-    fn summary(&self, mut cmd: Command, what: &str, prefix: &str) -> Result<ScriptSummary> {
+    /// Runs a script against the instance and returns its last line starting with `prefix`.
+    pub(crate) fn summary(
+        &self,
+        mut cmd: Command,
+        what: &str,
+        prefix: &str,
+    ) -> Result<ScriptSummary> {
         let out = run(&mut cmd, what).map_err(|e| self.with_log(e))?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         let line = stdout
@@ -264,8 +338,7 @@ impl CyrusInstance {
 
     /// What IMAP says about the folders of these users (all users if empty).
     pub fn truth_for(&self, users: &[&str]) -> Result<Truth> {
-        let n = SEQ.fetch_add(1, Ordering::Relaxed);
-        let out_file = self.dir.join(format!("truth-{n}.json"));
+        let out_file = self.scratch_file("truth", "json");
         let mut cmd = Command::new("python3");
         cmd.arg(scripts_dir().join("imap_truth.py"))
             .arg(HOST)
@@ -292,8 +365,16 @@ impl CyrusInstance {
         serde_json::from_slice(&out.stdout).context("parsing ctl_mboxlist -d output")
     }
 
-    fn with_log(&self, e: anyhow::Error) -> anyhow::Error {
+    /// `e` with the instance named, for errors of the scripts run against it.
+    pub(crate) fn with_log(&self, e: anyhow::Error) -> anyhow::Error {
         e.context(format!("Cyrus instance in {}", self.dir.display()))
+    }
+
+    /// A new file name in the instance directory for a script's output
+    /// (`<prefix>-<n>.<ext>`), removed with the instance.
+    pub(crate) fn scratch_file(&self, prefix: &str, ext: &str) -> PathBuf {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        self.dir.join(format!("{prefix}-{n}.{ext}"))
     }
 
     /// The instance directory.
@@ -372,9 +453,25 @@ impl CyrusInstance {
         self.sieve_port
     }
 
+    /// The replication port: sync_server (csync, dlist-framed), for admins only, SASL PLAIN
+    /// over plain TCP.
+    pub fn sync_port(&self) -> u16 {
+        self.sync_port
+    }
+
+    /// The `delete_mode` / `expunge_mode` the instance runs with.
+    pub fn options(&self) -> CyrusOptions {
+        self.options
+    }
+
     /// Every port the instance listens on.
-    pub fn ports(&self) -> [u16; 3] {
-        [self.imap_port, self.lmtp_port, self.sieve_port]
+    pub fn ports(&self) -> [u16; 4] {
+        [
+            self.imap_port,
+            self.lmtp_port,
+            self.sieve_port,
+            self.sync_port,
+        ]
     }
 
     /// Stops the server and waits until master and its services are gone. The directory
@@ -410,11 +507,12 @@ impl Drop for CyrusInstance {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!(
-                "cyrus instance {} (imap {}, lmtp {}, sieve {}); tail of {}:\n{}",
+                "cyrus instance {} (imap {}, lmtp {}, sieve {}, sync {}); tail of {}:\n{}",
                 self.dir.display(),
                 self.imap_port,
                 self.lmtp_port,
                 self.sieve_port,
+                self.sync_port,
                 self.log_path().display(),
                 self.log_tail(20)
             );
