@@ -407,6 +407,8 @@ pub struct CyrusSink {
     existing: HashMap<String, MailboxState>,
     /// Unique ids held by a mailbox on the server (live or delay-deleted).
     ids_in_use: HashSet<String>,
+    /// Unique ids held by intermediate names (no mailbox, no files): id -> name.
+    intermediates: HashMap<String, String>,
     /// Sieve scripts and seen states the server already had (names; unique ids).
     sieve_there: HashSet<String>,
     active_sieve_there: bool,
@@ -439,6 +441,7 @@ impl CyrusSink {
             partition: t.partition.clone(),
             existing: HashMap::new(),
             ids_in_use: HashSet::new(),
+            intermediates: HashMap::new(),
             sieve_there: HashSet::new(),
             active_sieve_there: false,
             seen_there: HashSet::new(),
@@ -457,8 +460,14 @@ impl CyrusSink {
             match name.as_str() {
                 "MAILBOX" => {
                     let st = sink.conn.mailbox_state(v)?;
-                    sink.ids_in_use.insert(st.unique_id.clone());
-                    sink.existing.insert(st.name.clone(), st);
+                    if is_intermediate(&st) {
+                        // A name kept for the hierarchy (what a deleted user's folders
+                        // leave behind): no mailbox, no files; creating it replaces it.
+                        sink.intermediates.insert(st.unique_id.clone(), st.name.clone());
+                    } else {
+                        sink.ids_in_use.insert(st.unique_id.clone());
+                        sink.existing.insert(st.name.clone(), st);
+                    }
                 }
                 "SIEVE" => {
                     if let Some(f) = v.get("FILENAME").and_then(Dlist::as_str) {
@@ -530,14 +539,26 @@ impl CyrusSink {
         Ok(self.mailbox_name(boxes).intname())
     }
 
-    /// Whether a mailbox by this unique id exists on the server (any name, deleted too).
-    fn id_in_use(&mut self, id: &str) -> Result<bool, CyrusError> {
+    /// Whether a mailbox by this unique id exists on the server (any name, deleted too),
+    /// other than an intermediate name `name` (which creating `name` replaces).
+    fn id_in_use(&mut self, id: &str, name: &str) -> Result<bool, CyrusError> {
         if self.ids_in_use.contains(id) {
+            return Ok(true);
+        }
+        if self.intermediates.get(id).is_some_and(|n| n != name) {
             return Ok(true);
         }
         let list = Dlist::List(vec![atom(id)]);
         let data = self.conn.must(Verb::Get, "UNIQUEIDS", &list, id)?;
-        Ok(data.iter().any(|(n, _)| n == "MAILBOX"))
+        for (n, v) in &data {
+            if n == "MAILBOX" {
+                let st = self.conn.mailbox_state(v)?;
+                if !(is_intermediate(&st) && st.name == name) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 
     fn new_unique_id() -> Result<String, CyrusError> {
@@ -709,6 +730,11 @@ impl CyrusSink {
     }
 }
 
+/// An intermediate name (`MBOXTYPE` with `i`): kept for the hierarchy, no mailbox.
+fn is_intermediate(st: &MailboxState) -> bool {
+    st.mbtype.as_deref().is_some_and(|t| t.contains('i'))
+}
+
 /// `1:5,7,9:10`.
 fn uid_ranges(uids: &[u32]) -> String {
     let mut out = String::new();
@@ -734,15 +760,32 @@ fn uid_ranges(uids: &[u32]) -> String {
     out
 }
 
-/// The subscriptions database (flat: `\x1fVER\x1f\t2`, then `key\tvalue` lines, the key a
-/// mailbox name with `\x1f` between levels): internal mailbox names.
-pub fn subscriptions(db: &[u8]) -> HashSet<String> {
+/// The subscriptions database of `user` (flat: `\x1fVER\x1f\t2`, then one `key\tvalue` line
+/// per subscribed mailbox): internal mailbox names. Cyrus 3.6 writes the key as `N` and the
+/// name with `\x1f` between levels, the user's own folders under `INBOX`
+/// (`NINBOX\x1fArchive`), other mailboxes by their whole name (`Nuser\x1fbob\x1fLists`).
+pub fn subscriptions(user: &str, db: &[u8]) -> HashSet<String> {
+    let (owner, domain) = match user.split_once('@') {
+        Some((l, d)) => (l.to_owned(), Some(d.to_owned())),
+        None => (user.to_owned(), None),
+    };
     db.split(|&b| b == b'\n')
         .filter_map(|line| {
             let key = line.split(|&b| b == b'\t').next()?;
             let key = std::str::from_utf8(key).ok()?;
             if key.is_empty() || key.starts_with('\x1f') {
                 return None;
+            }
+            let key = key.strip_prefix('N').unwrap_or(key);
+            let levels: Vec<&str> = key.split('\x1f').collect();
+            if levels[0] == "INBOX" {
+                let name = MailboxName {
+                    domain: domain.clone(),
+                    owner: Some(owner.clone()),
+                    boxes: levels[1..].iter().map(|l| (*l).to_owned()).collect(),
+                    deleted: None,
+                };
+                return Some(name.intname());
             }
             Some(MailboxName::from_dbname(key, "DELETED").intname())
         })
@@ -759,7 +802,10 @@ impl Sink for CyrusSink {
     }
 
     fn user_files(&mut self, files: UserFiles) -> Result<(), RestoreError> {
-        self.subscribed = files.subscriptions.as_deref().map(subscriptions);
+        self.subscribed = files
+            .subscriptions
+            .as_deref()
+            .map(|db| subscriptions(&self.user, db));
         self.user_files = Some(files);
         Ok(())
     }
@@ -806,7 +852,7 @@ impl Sink for CyrusSink {
                 let (identity, meta, acl) = match id {
                     Some(i) => {
                         let keep_id = matches!(self.into, IntoFolder::Original)
-                            && !self.id_in_use(&i.unique_id)?;
+                            && !self.id_in_use(&i.unique_id, &name)?;
                         let unique_id = if keep_id {
                             i.unique_id.clone()
                         } else {
@@ -958,11 +1004,14 @@ mod tests {
 
     #[test]
     fn subscriptions_read_as_internal_names() {
-        let db = b"\x1fVER\x1f\t2\nuser\x1falice\t\nuser\x1falice\x1fWork.2025\t\n";
-        let s = subscriptions(db);
-        assert!(s.contains("user.alice"));
-        assert!(s.contains("user.alice.Work^2025"));
-        assert_eq!(s.len(), 2);
+        // As Cyrus 3.6 writes it (seen in a test instance's sub.db).
+        let db = b"\x1fVER\x1f\t2\nNINBOX\t\nNINBOX\x1fWork.2025\t\nNuser\x1fbob\x1fLists\t\n";
+        let s = subscriptions("alice", db);
+        let mut v: Vec<&str> = s.iter().map(String::as_str).collect();
+        v.sort();
+        assert_eq!(v, ["user.alice", "user.alice.Work^2025", "user.bob.Lists"]);
+        let d = subscriptions("alice@example.com", b"NINBOX\x1fSent\t\n");
+        assert!(d.contains("example.com!user.alice.Sent"), "{d:?}");
     }
 
     #[test]

@@ -490,11 +490,17 @@ pub fn restore_as(
         })?;
     let cat = reader.catalog();
     let by_guid_alone = sel.folder.is_none() && sel.guid.is_some();
-    let folders = if by_guid_alone {
+    let mut folders = if by_guid_alone {
         Vec::new()
     } else {
         pick_folders(cat, sel)?
     };
+    // INBOX first, then parents before children (name order): a mail server creates a
+    // user's folders only under an existing INBOX.
+    folders.sort_by(|a, b| {
+        let inbox = |f: &FolderAt| !f.name.eq_ignore_ascii_case("INBOX");
+        inbox(a).cmp(&inbox(b)).then_with(|| a.name.cmp(&b.name))
+    });
     let single_folder = folders.len() <= 1;
     let mut sink: Box<dyn Sink> = match target {
         Target::Maildir(d) => Box::new(maildir::Maildir::new(d, owner)?),
