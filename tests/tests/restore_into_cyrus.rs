@@ -27,8 +27,8 @@ fn password_file(dir: &Path) -> PathBuf {
 }
 
 fn target(cyrus: &CyrusInstance, pw: &Path) -> Target {
-    let mut t = CyrusTarget::parse(&format!("cyrus://admin@127.0.0.1:{}", cyrus.sync_port()))
-        .unwrap();
+    let mut t =
+        CyrusTarget::parse(&format!("cyrus://admin@127.0.0.1:{}", cyrus.sync_port())).unwrap();
     t.password_file = Some(pw.to_path_buf());
     t.into = IntoFolder::Original;
     Target::Cyrus(t)
@@ -128,30 +128,49 @@ fn deleted_folder_comes_back_with_its_uids_and_a_rerun_sends_nothing() {
 }
 
 #[test]
-fn whole_user_deleted_comes_back_with_subscriptions_and_sieve() {
+fn deleted_users_come_back_whole_with_subscriptions_sieve_and_seen_state() {
     let cyrus = CyrusInstance::start_with(CyrusOptions {
         delete_mode: DeleteMode::Immediate,
         ..CyrusOptions::default()
     })
     .expect("starting Cyrus");
     cyrus.populate().expect("populate.py");
-    let user = "u000";
+    // u001 reads u000's Work: its \Seen there lives in u001's own seen database.
+    let shared = "Other Users/u000/Work";
+    cyrus.share_seen("u000", "Work", "u001", "1:*").unwrap();
     let backupd = Backupd::start(&cyrus, "restore-cyrus-secret-4567");
     let mut c = backupd.connect();
     let root = tempfile::tempdir().unwrap();
-    let o = backup(&mut c, root.path(), &StoreOptions::default(), user).unwrap();
-    assert!(o.incomplete.is_empty(), "{o:?}");
+    for user in ["u000", "u001"] {
+        let o = backup(&mut c, root.path(), &StoreOptions::default(), user).unwrap();
+        assert!(o.incomplete.is_empty(), "{o:?}");
+    }
     backupd.shutdown();
-    let before = cyrus.folder_state(user, &[], true).unwrap();
+    let before = cyrus.folder_state("u000", &[], true).unwrap();
     assert!(before.sieve.as_ref().is_some_and(|s| !s.scripts.is_empty()));
+    let reader_before = cyrus.folder_state("u001", &[shared], false).unwrap();
+    let seen_before = reader_before.folder(shared).unwrap().clone();
+    assert!(seen_before
+        .messages
+        .iter()
+        .all(|m| m.flags.contains(&"\\Seen".to_string())));
 
-    cyrus.delete_user(user).unwrap();
+    cyrus.delete_user("u000").unwrap();
+    cyrus.delete_user("u001").unwrap();
     let pw = password_file(root.path());
-    let rep = restore(root.path(), user, &Selection::default(), &target(&cyrus, &pw)).unwrap();
-    assert_eq!(rep.damaged, 0, "{rep:?}");
+    for user in ["u000", "u001"] {
+        let rep = restore(
+            root.path(),
+            user,
+            &Selection::default(),
+            &target(&cyrus, &pw),
+        )
+        .unwrap();
+        assert_eq!(rep.damaged, 0, "{rep:?}");
+    }
 
-    let after = cyrus.folder_state(user, &[], true).unwrap();
-    assert_eq!(before.differences(&after), Vec::<String>::new(), "{:?}", rep.notes);
+    let after = cyrus.folder_state("u000", &[], true).unwrap();
+    assert_eq!(before.differences(&after), Vec::<String>::new());
     for (name, was) in &before.folders {
         let now = after.folder(name).unwrap();
         assert_eq!(
@@ -160,4 +179,12 @@ fn whole_user_deleted_comes_back_with_subscriptions_and_sieve() {
             "{name}"
         );
     }
+    // The reader's own \Seen in the owner's folder came back with the reader.
+    let reader_after = cyrus.folder_state("u001", &[shared], false).unwrap();
+    let seen_after = reader_after.folder(shared).expect("the shared folder");
+    assert_eq!(
+        seen_before.differences(seen_after),
+        Vec::<String>::new(),
+        "{shared}"
+    );
 }

@@ -463,7 +463,8 @@ impl CyrusSink {
                     if is_intermediate(&st) {
                         // A name kept for the hierarchy (what a deleted user's folders
                         // leave behind): no mailbox, no files; creating it replaces it.
-                        sink.intermediates.insert(st.unique_id.clone(), st.name.clone());
+                        sink.intermediates
+                            .insert(st.unique_id.clone(), st.name.clone());
                     } else {
                         sink.ids_in_use.insert(st.unique_id.clone());
                         sink.existing.insert(st.name.clone(), st);

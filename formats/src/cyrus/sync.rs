@@ -479,23 +479,22 @@ impl SeenState {
         ])
     }
 
-    /// Reads one record of a Cyrus seen database: the key is the mailbox's unique id, the
-    /// value `2 LASTREAD LASTUID LASTCHANGE SEENUIDS` (version 2; version 1 has no
-    /// LASTCHANGE). `None` when it is not such a record.
+    /// Reads one record of a Cyrus seen database (imap/seen_db.c): the key is the
+    /// mailbox's unique id, the value `1 LASTREAD LASTUID LASTCHANGE SEENUIDS` (version 1,
+    /// the only one Cyrus 3 writes; SEENUIDS may be empty). `None` when it is not such a
+    /// record.
     pub fn from_db_record(userid: &str, key: &[u8], value: &[u8]) -> Option<SeenState> {
         let unique_id = std::str::from_utf8(key).ok()?;
         let value = std::str::from_utf8(value).ok()?;
-        let mut it = value.split(' ');
-        let version: u32 = it.next()?.parse().ok()?;
+        let mut it = value.split_ascii_whitespace();
+        if it.next()? != "1" {
+            return None;
+        }
         let last_read = it.next()?.parse().ok()?;
         let last_uid = it.next()?.parse().ok()?;
-        let last_change = if version >= 2 {
-            it.next()?.parse().ok()?
-        } else {
-            last_read
-        };
+        let last_change = it.next()?.parse().ok()?;
         let seen_uids = it.next().unwrap_or("").to_owned();
-        if unique_id.is_empty() || unique_id.starts_with('.') {
+        if unique_id.is_empty() || it.next().is_some() {
             return None;
         }
         Some(SeenState {
@@ -668,14 +667,15 @@ mod tests {
     }
 
     #[test]
-    fn seen_records_read_both_versions() {
-        let s = SeenState::from_db_record("bob", b"u1", b"2 100 5 120 1:3,5").unwrap();
+    fn seen_records_read_as_cyrus_writes_them() {
+        let s = SeenState::from_db_record("bob", b"u1", b"1 100 5 120 1:3,5").unwrap();
         assert_eq!(
             (s.last_read, s.last_uid, s.last_change, s.seen_uids.as_str()),
             (100, 5, 120, "1:3,5")
         );
-        let v1 = SeenState::from_db_record("bob", b"u1", b"1 100 5 1:5").unwrap();
-        assert_eq!((v1.last_change, v1.seen_uids.as_str()), (100, "1:5"));
+        let none_seen = SeenState::from_db_record("bob", b"u1", b"1 100 5 120 ").unwrap();
+        assert_eq!(none_seen.seen_uids, "");
+        assert!(SeenState::from_db_record("bob", b"u1", b"2 100 5 120 1").is_none());
         assert!(SeenState::from_db_record("bob", b"u1", b"garbage").is_none());
         assert_eq!(
             String::from_utf8(command(Verb::Apply, "SEEN", &s.to_dlist())).unwrap(),
