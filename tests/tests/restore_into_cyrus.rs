@@ -188,3 +188,148 @@ fn deleted_users_come_back_whole_with_subscriptions_sieve_and_seen_state() {
         "{shared}"
     );
 }
+
+#[test]
+fn trash_emptied_and_expired_comes_back_from_the_night_before() {
+    let cyrus = CyrusInstance::start().expect("starting Cyrus");
+    cyrus.populate().expect("populate.py");
+    let user = "u001";
+    let backupd = Backupd::start(&cyrus, "restore-cyrus-secret-89ab");
+    let mut c = backupd.connect();
+    let root = tempfile::tempdir().unwrap();
+    let opts = StoreOptions::default();
+    backup(&mut c, root.path(), &opts, user).unwrap();
+    let night1 = tests::rig::now();
+    let before = cyrus.folder_state(user, &[], false).unwrap();
+    let folder = pick_folder(&before, 3);
+    let was = before.folder(&folder).unwrap().clone();
+
+    // "I emptied my Trash yesterday": two messages expunged, and Cyrus's expiry ran.
+    let gone_uids: Vec<u32> = was.messages.iter().take(2).map(|m| m.uid).collect();
+    let set = gone_uids
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    assert_eq!(cyrus.expunge(user, &folder, &set).unwrap(), gone_uids);
+    cyrus.expire_now().unwrap();
+    backup(&mut c, root.path(), &opts, user).unwrap();
+    backupd.shutdown();
+    let emptied = cyrus.folder_state(user, &[], false).unwrap();
+    let left = emptied.folder(&folder).unwrap().clone();
+    assert_eq!(left.messages.len(), was.messages.len() - 2);
+
+    let pw = password_file(root.path());
+    let sel = Selection {
+        folder: Some(folder.clone()),
+        at: Some(night1),
+        ..Selection::default()
+    };
+    let rep = restore(root.path(), user, &sel, &target(&cyrus, &pw)).unwrap();
+    assert_eq!(filed(&rep), (2, left.messages.len() as u64), "{rep:?}");
+    assert!(
+        rep.notes
+            .iter()
+            .any(|n| matches!(n, Note::UidsNotKept { folder: f, .. } if *f == folder)),
+        "{:?}",
+        rep.notes
+    );
+
+    let after = cyrus.folder_state(user, &[], false).unwrap();
+    let now = after.folder(&folder).unwrap();
+    assert_eq!(now.uidvalidity, was.uidvalidity);
+    // What was left is untouched; the two come back above every UID the folder gave.
+    for m in &left.messages {
+        assert_eq!(now.message(m.uid), Some(m), "UID {} changed", m.uid);
+    }
+    let back: Vec<_> = now
+        .messages
+        .iter()
+        .filter(|m| left.message(m.uid).is_none())
+        .collect();
+    assert_eq!(back.len(), 2, "{now:?}");
+    for (m, old) in back
+        .iter()
+        .zip(gone_uids.iter().map(|u| was.message(*u).unwrap()))
+    {
+        assert!(m.uid >= left.uidnext, "UID {} reused", m.uid);
+        assert_eq!((&m.sha1, &m.internaldate), (&old.sha1, &old.internaldate));
+        assert!(!m.flags.iter().any(|f| f == "\\Deleted"), "{m:?}");
+        assert_eq!(m.flags, old.flags, "flags as the night before");
+    }
+    // Again: nothing doubled.
+    let rep2 = restore(root.path(), user, &sel, &target(&cyrus, &pw)).unwrap();
+    assert_eq!(filed(&rep2), (0, was.messages.len() as u64), "{rep2:?}");
+}
+
+/// `kill -9` of a whole-user restore at several moments, then the same restore again to
+/// its end: each time the user is exactly as one uninterrupted run leaves it (nothing
+/// twice, nothing missing).
+#[test]
+fn restore_killed_and_run_again_ends_as_one_run() {
+    let cyrus = CyrusInstance::start_with(CyrusOptions {
+        delete_mode: DeleteMode::Immediate,
+        ..CyrusOptions::default()
+    })
+    .expect("starting Cyrus");
+    cyrus.populate().expect("populate.py");
+    let user = "u000";
+    let backupd = Backupd::start(&cyrus, "restore-cyrus-secret-cdef");
+    let dir = tempfile::tempdir().unwrap();
+    let config = tests::rig::write_config(
+        dir.path(),
+        backupd.addr(),
+        "restore-cyrus-secret-cdef",
+        1,
+        1,
+    );
+    let store = dir.path().join("store");
+    let mut c = backupd.connect();
+    backup(&mut c, &store, &StoreOptions::default(), user).unwrap();
+    backupd.shutdown();
+    let before = cyrus.folder_state(user, &[], true).unwrap();
+    let pw = password_file(dir.path());
+    let to = format!("cyrus://admin@127.0.0.1:{}", cyrus.sync_port());
+    let restore_cmd = || {
+        let mut cmd = std::process::Command::new(tests::rig::backup_server_bin());
+        cmd.arg("--config")
+            .arg(&config)
+            .args(["restore", "--user", user, "--to", &to, "--password-file"])
+            .arg(&pw)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let mut rng = testkit::Rng::new(0x5eed_15);
+    for trial in 0..4 {
+        cyrus.delete_user(user).unwrap();
+        let mut child = restore_cmd().spawn().unwrap();
+        // Any moment will do: the assertion below holds wherever the kill lands.
+        let wait_ms = if trial == 0 { 0 } else { rng.below(600) };
+        std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let out = restore_cmd().output().unwrap();
+        assert!(
+            out.status.success(),
+            "trial {trial}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let after = cyrus.folder_state(user, &[], true).unwrap();
+        assert_eq!(
+            before.differences(&after),
+            Vec::<String>::new(),
+            "trial {trial} (killed after {wait_ms} ms): {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        for (name, was) in &before.folders {
+            let now = after.folder(name).unwrap();
+            assert_eq!(
+                now.messages.len(),
+                was.messages.len(),
+                "trial {trial}: {name}"
+            );
+        }
+    }
+}

@@ -615,6 +615,16 @@ impl CyrusSink {
         };
         self.send_batch()?;
         let creating = cur.present.is_none();
+        // Subscribed as the backup was, whether filed now or found there: a run killed
+        // between filing and subscribing is finished by the next. (Cyrus subscribes only
+        // to a mailbox that exists: a new folder is subscribed after its RESTORE below.)
+        let subscribe = self
+            .subscribed
+            .as_ref()
+            .is_some_and(|s| s.contains(&cur.name));
+        if !creating && subscribe {
+            self.subscribe(&cur.name)?;
+        }
         if !creating && cur.records.is_empty() {
             self.already_there += cur.already_there;
             return Ok(());
@@ -666,19 +676,15 @@ impl CyrusSink {
                 ),
             });
         }
-        if self
-            .subscribed
-            .as_ref()
-            .is_some_and(|s| s.contains(&cur.name))
-        {
-            self.conn.must(
-                Verb::Apply,
-                "SUB",
-                &sync::subscribe(&self.user, &cur.name),
-                &cur.name,
-            )?;
+        if creating && subscribe {
+            self.subscribe(&cur.name)?;
         }
         Ok(())
+    }
+
+    fn subscribe(&mut self, name: &str) -> Result<(), CyrusError> {
+        let value = sync::subscribe(&self.user, name);
+        self.conn.must(Verb::Apply, "SUB", &value, name).map(|_| ())
     }
 
     /// The user's seen state and sieve scripts (a whole-user restore).
