@@ -454,6 +454,47 @@ fn sync_server_and_a_deleted_folders_unique_id() {
         (now.mailboxid.as_str(), now.uidvalidity),
         (new_id, work.uidvalidity)
     );
+
+    // A deleted user's folders renamed back come back whole, but its subscriptions and
+    // sieve scripts do not: Cyrus removed them with the user (sub.db, the compiled scripts).
+    let user_before = cyrus.folder_state("u000", &["INBOX"], true).unwrap();
+    assert!(!user_before.subscriptions.is_empty());
+    assert!(!user_before.sieve.as_ref().unwrap().scripts.is_empty());
+    let inbox = user_before.folders["INBOX"].clone();
+    cyrus.delete_user("u000").unwrap();
+    let copies = cyrus.deleted_copies("u000").unwrap();
+    let mboxlist = cyrus.mboxlist().unwrap();
+    for (prefix, original) in [
+        ("DELETED.user.u000.", "user.u000"),
+        ("DELETED.user.u000.#sieve.", "user.u000.#sieve"),
+    ] {
+        // The copy's name ends in the deletion time in hex.
+        let name = copies
+            .keys()
+            .find(|n| {
+                n.strip_prefix(prefix)
+                    .is_some_and(|t| t.chars().all(|c| c.is_ascii_hexdigit()))
+            })
+            .unwrap_or_else(|| panic!("{original} under DELETED: {copies:?}"));
+        let uidvalidity = mboxlist[name.as_str()]["uidvalidity"].as_str().unwrap();
+        let (_, answer) = sync.command(&format!(
+            "APPLY RENAME %(OLDMBOXNAME {name} NEWMBOXNAME {original} PARTITION default \
+             UIDVALIDITY {uidvalidity})"
+        ));
+        assert_eq!(answer, "OK success", "{name} -> {original}");
+    }
+    let user_after = cyrus.folder_state("u000", &["INBOX"], true).unwrap();
+    let back = &user_after.folders["INBOX"];
+    assert_eq!(
+        (&back.mailboxid, back.uidvalidity, &back.messages),
+        (&inbox.mailboxid, inbox.uidvalidity, &inbox.messages)
+    );
+    assert!(user_after.subscriptions.is_empty(), "{user_after:?}");
+    assert_eq!(
+        user_after.sieve.as_ref().unwrap().scripts.len(),
+        0,
+        "{user_after:?}"
+    );
     drop(cyrus);
 
     // delete_mode immediate: the old id may be used again at once.
