@@ -70,6 +70,9 @@ def main():
     if a.known_uids:
         params += " " + a.known_uids
     _, _, untagged = im.command("EXAMINE %s (QRESYNC (%s))" % (quote(a.folder), params))
+    # UNSELECT closes the folder before it answers: once we return, no session of ours holds
+    # it open (Cyrus defers removing expunged files while a folder is open).
+    im.command("UNSELECT")
     im.logout()
 
     codes = response_codes([u[1] for u in untagged if u and u[0] == "OK"])

@@ -358,3 +358,175 @@ fn delete_mode_immediate_leaves_no_deleted_copy() {
         !inbox_dir.exists()
     });
 }
+
+/// An `APPLY MAILBOX` for an empty folder (no records: SYNC_CRC 0, Cyrus's empty-annotations
+/// CRC 12345678), as a replica would create it; returns sync_server's answer.
+fn apply_empty_mailbox(sync: &mut Sync, uniqueid: &str, name: &str, uidvalidity: u32) -> String {
+    let (_, answer) = sync.command(&format!(
+        "APPLY MAILBOX %(UNIQUEID {uniqueid} MBOXNAME {name} SYNC_CRC 0 \
+         SYNC_CRC_ANNOT 12345678 LAST_UID 20 HIGHESTMODSEQ 40 RECENTUID 0 RECENTTIME 0 \
+         LAST_APPENDDATE 0 POP3_LAST_LOGIN 0 POP3_SHOW_AFTER 0 UIDVALIDITY {uidvalidity} \
+         PARTITION default ACL \"u000\tlrswipkxtecdan\t\" OPTIONS P CREATEDMODSEQ 1 \
+         FOLDERMODSEQ 40 RECORD ())"
+    ));
+    answer
+}
+
+/// What the restore into Cyrus must live with (the lead's target writes through
+/// sync_server): with delete_mode delayed, a deleted folder's unique id stays taken, by its
+/// DELETED.* copy and, after cyr_expire, by mailboxes.db's entry for that id; the copy can be
+/// renamed back whole; a new unique id may keep the old UIDVALIDITY. With delete_mode
+/// immediate the old unique id is free again.
+#[test]
+fn sync_server_and_a_deleted_folders_unique_id() {
+    let cyrus = CyrusInstance::start().expect("starting Cyrus");
+    cyrus
+        .populate_with(&["--users", "1", "--large", "0", "--messages", "8"])
+        .expect("populate.py");
+    let before = cyrus.folder_state("u000", &[], false).unwrap();
+    let work = before.folder("Work").unwrap().clone();
+    let mut sync = Sync::connect(cyrus.sync_port());
+    let (_, auth) = sync.command(&format!("AUTHENTICATE PLAIN {PLAIN_ADMIN}"));
+    assert!(auth.starts_with("OK"), "{auth}");
+
+    cyrus.delete_folder("u000", "Work", false).unwrap();
+    let answer = apply_empty_mailbox(
+        &mut sync,
+        &work.mailboxid,
+        "user.u000.Work",
+        work.uidvalidity,
+    );
+    assert!(answer.starts_with("NO IMAP_MAILBOX_MOVED"), "{answer}");
+
+    // The DELETED copy renamed back is the folder as it was.
+    let copies = cyrus.deleted_copies("u000").unwrap();
+    let (copy, _) = copies
+        .iter()
+        .find(|(_, id)| **id == work.mailboxid)
+        .expect("Work under DELETED");
+    let (_, answer) = sync.command(&format!(
+        "APPLY RENAME %(OLDMBOXNAME {copy} NEWMBOXNAME user.u000.Work PARTITION default \
+         UIDVALIDITY {})",
+        work.uidvalidity
+    ));
+    assert_eq!(answer, "OK success");
+    let back = cyrus.folder_state("u000", &["Work"], false).unwrap();
+    let back = back.folder("Work").unwrap();
+    // Everything but HIGHESTMODSEQ, which the rename itself raises: a QRESYNC client that
+    // held the folder is told nothing changed.
+    assert_eq!(
+        (&back.mailboxid, back.uidnext, &back.messages),
+        (&work.mailboxid, work.uidnext, &work.messages),
+        "Work renamed back whole"
+    );
+    assert!(back.differences(&work).is_empty());
+    let q = cyrus
+        .qresync_check(
+            "u000",
+            "Work",
+            work.uidvalidity,
+            work.highestmodseq,
+            Some(&work.uid_set()),
+        )
+        .unwrap();
+    assert!(
+        !q.uidvalidity_changed && q.vanished.is_empty() && q.fetched.is_empty(),
+        "{q:?}"
+    );
+
+    // After cyr_expire the old id is still taken; a new one may keep the UIDVALIDITY.
+    cyrus.delete_folder("u000", "Work", false).unwrap();
+    cyrus.expire_now().unwrap();
+    assert!(cyrus.deleted_copies("u000").unwrap().is_empty());
+    let answer = apply_empty_mailbox(
+        &mut sync,
+        &work.mailboxid,
+        "user.u000.Work",
+        work.uidvalidity,
+    );
+    assert!(answer.starts_with("NO IMAP_MAILBOX_MOVED"), "{answer}");
+    let new_id = "zzrestoredworkzzzzzzzzzz";
+    let answer = apply_empty_mailbox(&mut sync, new_id, "user.u000.Work", work.uidvalidity);
+    assert_eq!(answer, "OK success");
+    let now = cyrus.folder_state("u000", &["Work"], false).unwrap();
+    let now = now.folder("Work").unwrap();
+    assert_eq!(
+        (now.mailboxid.as_str(), now.uidvalidity),
+        (new_id, work.uidvalidity)
+    );
+
+    // A deleted user's folders renamed back come back whole, but its subscriptions and
+    // sieve scripts do not: Cyrus removed them with the user (sub.db, the compiled scripts).
+    let user_before = cyrus.folder_state("u000", &["INBOX"], true).unwrap();
+    assert!(!user_before.subscriptions.is_empty());
+    assert!(!user_before.sieve.as_ref().unwrap().scripts.is_empty());
+    let inbox = user_before.folders["INBOX"].clone();
+    cyrus.delete_user("u000").unwrap();
+    let copies = cyrus.deleted_copies("u000").unwrap();
+    let mboxlist = cyrus.mboxlist().unwrap();
+    for (prefix, original) in [
+        ("DELETED.user.u000.", "user.u000"),
+        ("DELETED.user.u000.#sieve.", "user.u000.#sieve"),
+    ] {
+        // The copy's name ends in the deletion time in hex.
+        let name = copies
+            .keys()
+            .find(|n| {
+                n.strip_prefix(prefix)
+                    .is_some_and(|t| t.chars().all(|c| c.is_ascii_hexdigit()))
+            })
+            .unwrap_or_else(|| panic!("{original} under DELETED: {copies:?}"));
+        let uidvalidity = mboxlist[name.as_str()]["uidvalidity"].as_str().unwrap();
+        let (_, answer) = sync.command(&format!(
+            "APPLY RENAME %(OLDMBOXNAME {name} NEWMBOXNAME {original} PARTITION default \
+             UIDVALIDITY {uidvalidity})"
+        ));
+        assert_eq!(answer, "OK success", "{name} -> {original}");
+    }
+    let user_after = cyrus.folder_state("u000", &["INBOX"], true).unwrap();
+    let back = &user_after.folders["INBOX"];
+    assert_eq!(
+        (&back.mailboxid, back.uidvalidity, &back.messages),
+        (&inbox.mailboxid, inbox.uidvalidity, &inbox.messages)
+    );
+    assert!(user_after.subscriptions.is_empty(), "{user_after:?}");
+    assert_eq!(
+        user_after.sieve.as_ref().unwrap().scripts.len(),
+        0,
+        "{user_after:?}"
+    );
+    drop(cyrus);
+
+    // delete_mode immediate: the old id may be used again at once.
+    let cyrus = CyrusInstance::start_with(CyrusOptions {
+        delete_mode: DeleteMode::Immediate,
+        ..CyrusOptions::default()
+    })
+    .expect("starting Cyrus");
+    cyrus
+        .populate_with(&["--users", "1", "--large", "0", "--messages", "8"])
+        .expect("populate.py");
+    let work = cyrus
+        .folder_state("u000", &["Work"], false)
+        .unwrap()
+        .folders["Work"]
+        .clone();
+    cyrus.delete_folder("u000", "Work", false).unwrap();
+    let mut sync = Sync::connect(cyrus.sync_port());
+    let (_, auth) = sync.command(&format!("AUTHENTICATE PLAIN {PLAIN_ADMIN}"));
+    assert!(auth.starts_with("OK"), "{auth}");
+    let answer = apply_empty_mailbox(
+        &mut sync,
+        &work.mailboxid,
+        "user.u000.Work",
+        work.uidvalidity,
+    );
+    assert_eq!(answer, "OK success");
+    let now = cyrus.folder_state("u000", &["Work"], false).unwrap();
+    let now = now.folder("Work").unwrap();
+    assert_eq!(
+        (now.mailboxid.as_str(), now.uidvalidity),
+        (work.mailboxid.as_str(), work.uidvalidity)
+    );
+    assert!(now.messages.is_empty());
+}
