@@ -13,9 +13,11 @@ pub mod confined;
 mod distinct;
 pub mod eml;
 mod error;
+mod expunged;
 pub mod imap;
 pub mod maildir;
 pub mod mbox;
+mod retention;
 
 use std::fmt;
 use std::io::Read;
@@ -26,6 +28,7 @@ use formats::{Guid, Timestamp};
 pub use confined::Owner;
 pub use error::{RestoreError, TargetError};
 
+use crate::point_in_time::{rfc3339, when};
 use crate::store::{
     record_damage, Catalog, DamageAt, FolderAt, MessageAt, MessageState, StoreError, StoreReader,
 };
@@ -84,6 +87,9 @@ pub struct Selection {
     pub at: Option<Timestamp>,
     /// Messages expunged (or gone) by then too, in their last state known.
     pub include_expunged: bool,
+    /// Keep `\Deleted` on messages that had been expunged (by default it goes, so the next
+    /// EXPUNGE does not delete them again: [`expunged`]).
+    pub keep_deleted_flag: bool,
 }
 
 /// One message handed to a sink.
@@ -191,6 +197,38 @@ pub enum Note {
         /// What is wrong with it.
         why: String,
     },
+    /// The restore's time is older than the store's first backup: nothing of then is held,
+    /// nothing was restored.
+    BeforeOldestBackup {
+        /// The time asked for.
+        at: Timestamp,
+        /// When the first backup kept started (the oldest `--at` that finds anything).
+        oldest: Timestamp,
+    },
+    /// A folder the user had at the restore's time whose state then the store no longer
+    /// holds (compaction dropped it: older than the retention): not restored.
+    FolderNotKept {
+        /// The folder.
+        folder: String,
+        /// The time asked for.
+        at: Option<Timestamp>,
+        /// When the store was compacted, if it tells.
+        compacted_on: Option<Timestamp>,
+        /// Its oldest state the store holds (an `--at` from then on restores it).
+        oldest_kept: Option<Timestamp>,
+    },
+    /// A record whose message compaction dropped (expunged or replaced longer ago than the
+    /// retention): skipped.
+    MessageNotKept {
+        /// The folder.
+        folder: String,
+        /// The record's UID.
+        uid: u32,
+        /// The message.
+        guid: Guid,
+        /// When the store was compacted.
+        compacted_on: Timestamp,
+    },
     /// What an IMAP restore appended, and left out as already there.
     Appended {
         /// Messages appended.
@@ -217,6 +255,40 @@ impl fmt::Display for Note {
                 f,
                 "folder {folder:?} UID {uid}: message {} is damaged ({why}), not restored",
                 guid.to_hex()
+            ),
+            Note::BeforeOldestBackup { at, oldest } => write!(
+                f,
+                "nothing restored as of {}: before the oldest backup kept ({}); --at {} or later finds mail",
+                rfc3339(*at),
+                rfc3339(*oldest),
+                rfc3339(*oldest)
+            ),
+            Note::FolderNotKept {
+                folder,
+                at,
+                compacted_on,
+                oldest_kept,
+            } => {
+                write!(f, "folder {folder:?}: its state as of {} is not kept: ", when(*at))?;
+                match compacted_on {
+                    Some(on) => write!(f, "compacted away on {}", rfc3339(*on))?,
+                    None => write!(f, "compacted away")?,
+                }
+                match oldest_kept {
+                    Some(t) => write!(f, " (its oldest state kept: --at {})", rfc3339(*t)),
+                    None => Ok(()),
+                }
+            }
+            Note::MessageNotKept {
+                folder,
+                uid,
+                guid,
+                compacted_on,
+            } => write!(
+                f,
+                "folder {folder:?} UID {uid}: message {} is not kept: compacted away on {}, not restored",
+                guid.to_hex(),
+                rfc3339(*compacted_on)
             ),
             Note::KeywordsLeftOut { dir, keywords } => write!(
                 f,
@@ -270,6 +342,10 @@ pub struct RestoreReport {
     /// Messages skipped because their stored copy is damaged (each has a
     /// [`Note::Damaged`]).
     pub damaged: u64,
+    /// What the selection covered as of its time that the store no longer holds: a time
+    /// before the first backup, folders and messages compacted away (each has a
+    /// [`Note::BeforeOldestBackup`], [`Note::FolderNotKept`] or [`Note::MessageNotKept`]).
+    pub not_kept: u64,
     /// Damage this restore found that the index did not know yet: whether it was marked
     /// for the next run to fetch the messages again.
     pub damage_recorded: Option<crate::store::DamageRecording>,
@@ -381,6 +457,15 @@ pub fn restore_as(
         })?;
     let cat = reader.catalog();
     let by_guid_alone = sel.folder.is_none() && sel.guid.is_some();
+    // Reaching back past what the store kept is said, never a silent partial restore.
+    let reach = retention::Reach::of(cat)?;
+    if let Some(n) = reach.before_first_backup(sel.at).filter(|_| !by_guid_alone) {
+        return Ok(RestoreReport {
+            not_kept: 1,
+            notes: vec![n],
+            ..RestoreReport::default()
+        });
+    }
     let folders = if by_guid_alone {
         Vec::new()
     } else {
@@ -432,6 +517,11 @@ pub fn restore_as(
 
     let mut found_damaged = Vec::new();
     for f in &folders {
+        if let Some(n) = reach.folder(cat, f, sel.at)? {
+            rep.not_kept += 1;
+            rep.notes.push(n);
+            continue;
+        }
         let safe = safe_names
             .get(&f.unique_id)
             .cloned()
@@ -483,17 +573,19 @@ pub fn restore_as(
                 continue;
             }
             if !m.stored {
-                rep.not_stored += 1;
-                rep.notes.push(Note::NotStored {
-                    folder: f.name.clone(),
-                    uid: m.uid,
-                    guid: m.guid,
-                });
+                let n = reach.message_not_held(&f.name, &m);
+                if matches!(n, Note::NotStored { .. }) {
+                    rep.not_stored += 1;
+                } else {
+                    rep.not_kept += 1;
+                }
+                rep.notes.push(n);
                 continue;
             }
             // A message that cannot be read back whole and right is skipped and named; the
             // rest of the selection is restored (a target's own failure still stops it).
-            if let Some(why) = write_one(cat, sink.as_mut(), &item_of(&m), &mut rep)? {
+            let flags = expunged::restored_flags(cat, &f.unique_id, &m, sel.keep_deleted_flag)?;
+            if let Some(why) = write_one(cat, sink.as_mut(), &item_of(&m, flags), &mut rep)? {
                 rep.damaged += 1;
                 rep.notes.push(Note::Damaged {
                     folder: f.name.clone(),
@@ -518,12 +610,13 @@ pub fn restore_as(
     Ok(rep)
 }
 
-fn item_of(m: &MessageAt) -> Item {
+/// The item a sink gets for record `m`, with the flags it is restored with.
+fn item_of(m: &MessageAt, flags: Vec<String>) -> Item {
     Item {
         uid: m.uid,
         guid: m.guid,
         internal_date: m.internal_date,
-        flags: m.flags.clone(),
+        flags,
         size: m.size,
     }
 }
