@@ -268,6 +268,30 @@ fn folders_and_messages_compacted_away_are_named() {
         "{e}"
     );
 
+    // A folder the store does not know then: it may be one compaction dropped, and the
+    // error says so; as of now, compaction is not the reason.
+    let e = restore(
+        root.path(),
+        USER,
+        &sel(Some("Gone"), at(T0 + 60), false),
+        &eml(root.path(), "g"),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "no folder \"Gone\" as of 2023-11-14T22:14:20Z (the store was compacted on \
+         2023-12-14T22:13:20Z: a folder deleted or renamed longer ago than the retention then \
+         is no longer kept)"
+    );
+    let e = restore(
+        root.path(),
+        USER,
+        &sel(Some("Gone"), None, false),
+        &eml(root.path(), "g"),
+    )
+    .unwrap_err();
+    assert_eq!(e.to_string(), "no folder \"Gone\" as of now");
+
     // Day 1: Old is kept, INBOX is not.
     let rep = restore(
         root.path(),

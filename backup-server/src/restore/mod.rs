@@ -469,7 +469,7 @@ pub fn restore_as(
     let folders = if by_guid_alone {
         Vec::new()
     } else {
-        pick_folders(cat, sel)?
+        pick_folders(cat, sel, reach.compacted_after(sel.at))?
     };
     let single_folder = folders.len() <= 1;
     let mut sink: Box<dyn Sink> = match target {
@@ -704,8 +704,13 @@ impl<R: Read> Read for Hashing<'_, R> {
     }
 }
 
-/// The folders a selection covers, as of its time.
-fn pick_folders(cat: &Catalog, sel: &Selection) -> Result<Vec<FolderAt>, RestoreError> {
+/// The folders a selection covers, as of its time (`compacted_on`: the store's last
+/// compaction, when after that time, for the errors to say).
+fn pick_folders(
+    cat: &Catalog,
+    sel: &Selection,
+    compacted_on: Option<Timestamp>,
+) -> Result<Vec<FolderAt>, RestoreError> {
     let Some(name) = &sel.folder else {
         return Ok(cat.folders_at(sel.at)?);
     };
@@ -716,6 +721,7 @@ fn pick_folders(cat: &Catalog, sel: &Selection) -> Result<Vec<FolderAt>, Restore
             return Err(RestoreError::NoFolder {
                 folder: name.clone(),
                 at: sel.at,
+                compacted_on,
             })
         }
         None => {}
@@ -731,6 +737,7 @@ fn pick_folders(cat: &Catalog, sel: &Selection) -> Result<Vec<FolderAt>, Restore
             return Err(RestoreError::NoFolderTree {
                 folder: name.clone(),
                 at: sel.at,
+                compacted_on,
             });
         }
     }

@@ -39,6 +39,12 @@ impl Reach {
         }
     }
 
+    /// When the store was compacted, if that was after `at` (a restore as of now reaches
+    /// nothing compaction dropped).
+    pub(crate) fn compacted_after(&self, at: Option<Timestamp>) -> Option<Timestamp> {
+        self.rewritten_on.filter(|on| at.is_some_and(|at| at < *on))
+    }
+
     /// A note when folder `f`, named at `at`, has no snapshot of then: its state then was
     /// compacted away (a run writes a folder's name link with its first snapshot).
     pub(crate) fn folder(
