@@ -346,6 +346,51 @@ fn folders_and_messages_compacted_away_are_named() {
     assert!(kept_notes(&rep).is_empty(), "{:?}", rep.notes);
 }
 
+#[test]
+fn a_restore_before_the_cutoff_is_noted_with_the_retention_given() {
+    let root = tempfile::tempdir().unwrap();
+    build(root.path(), true);
+    let mut rep = restore(
+        root.path(),
+        USER,
+        &sel(None, at(T0 + 3 * DAY), false),
+        &eml(root.path(), "a"),
+    )
+    .unwrap();
+    assert_eq!((rep.messages, rep.not_kept), (3, 0));
+    assert_eq!(rep.compacted_on, at(NOW));
+    // A retention that reaches back past the time asked: nothing to say.
+    rep.note_past_retention(at(T0 + 3 * DAY), 28 * DAY);
+    assert_eq!(rep.not_kept, 0);
+    rep.note_past_retention(at(T0 + 3 * DAY), RETENTION);
+    assert_eq!(rep.not_kept, 1);
+    assert_eq!(
+        kept_notes(&rep),
+        [Note::BeforeRetention {
+            at: Timestamp::from_secs(T0 + 3 * DAY),
+            compacted_on: Timestamp::from_secs(NOW),
+            cutoff: Timestamp::from_secs(NOW - RETENTION),
+        }]
+    );
+    // As of now, or after the compaction, the store is whole.
+    let rep = restore(
+        root.path(),
+        USER,
+        &sel(None, None, false),
+        &eml(root.path(), "b"),
+    )
+    .unwrap();
+    assert_eq!(rep.compacted_on, None);
+    let rep = restore(
+        root.path(),
+        USER,
+        &sel(None, at(NOW + 1), false),
+        &eml(root.path(), "c"),
+    )
+    .unwrap();
+    assert_eq!(rep.compacted_on, None);
+}
+
 fn config(dir: &Path) -> PathBuf {
     let p = dir.join("backup-server.toml");
     testkit::config::ServerConfig::minimal("127.0.0.1:9")
@@ -380,10 +425,38 @@ fn the_binary_exits_2_when_a_restore_reaches_past_retention() {
         out.contains("note: folder \"INBOX\": its state as of"),
         "{out}"
     );
+    // Both folders, and the retention note (14 days configured: cutoff 16 days after T0).
     assert!(
-        out.contains("2 folders or messages not kept as of 2023-11-14T22:14:20Z"),
+        out.contains("3 not kept as of 2023-11-14T22:14:20Z: compacted away, before the retention cutoff or before the oldest backup"),
         "{out}"
     );
+    assert!(
+        out.contains(
+            "note: as of 2023-11-14T22:14:20Z is before the retention cutoff \
+             (2023-11-30T22:13:20Z) of the store's compaction on 2023-12-14T22:13:20Z"
+        ),
+        "{out}"
+    );
+    // Day 3: every folder's state of then is kept, but a folder deleted, or a message
+    // expunged, before the cutoff would have left no trace: said, and exit 2.
+    let day3 = (T0 + 3 * DAY).to_string();
+    let (code, out, _) = run(&["restore", "--user", USER, "--at", &day3, "--to", &to("d3")]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("restored 3 messages"), "{out}");
+    assert!(out.contains("1 not kept as of"), "{out}");
+    // Inside the window (after the cutoff, before the compaction): whole, 0.
+    let inside = (NOW - DAY).to_string();
+    let (code, out, _) = run(&[
+        "restore",
+        "--user",
+        USER,
+        "--at",
+        &inside,
+        "--to",
+        &to("in"),
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("not kept"), "{out}");
     let before = (T0 - 1).to_string();
     let (code, out, _) = run(&["restore", "--user", USER, "--at", &before, "--to", &to("b")]);
     assert_eq!(code, Some(2), "{out}");

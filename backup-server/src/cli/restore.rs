@@ -90,8 +90,9 @@ pub fn run(config: &Config, a: &RestoreArgs, out: &mut Out<impl Write>) -> anyho
         bail!("--password-file and --into are for an imap:// target");
     }
     let owner = a.owner.as_deref().map(Owner::lookup).transpose()?;
-    let rep = restore_as(&config.store_root, &a.user, &sel, &to, owner)
+    let mut rep = restore_as(&config.store_root, &a.user, &sel, &to, owner)
         .with_context(|| format!("restore {}", a.user))?;
+    rep.note_past_retention(sel.at, i64::from(config.retention_days) * 86_400);
     for n in &rep.notes {
         out.line(format_args!("note: {n}"))?;
     }
@@ -104,7 +105,7 @@ pub fn run(config: &Config, a: &RestoreArgs, out: &mut Out<impl Write>) -> anyho
     ))?;
     if rep.not_kept > 0 {
         out.line(format_args!(
-            "{} folders or messages not kept as of {}: compacted away or before the oldest backup (named above), not restored",
+            "{} not kept as of {}: compacted away, before the retention cutoff or before the oldest backup (see the notes above)",
             rep.not_kept,
             backup_server::point_in_time::when(sel.at)
         ))?;

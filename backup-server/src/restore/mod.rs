@@ -229,6 +229,17 @@ pub enum Note {
         /// When the store was compacted.
         compacted_on: Timestamp,
     },
+    /// The restore's time is before the retention cutoff of the store's last compaction:
+    /// folders deleted and messages expunged before the cutoff are no longer kept, and the
+    /// store keeps no trace to name them by ([`RestoreReport::note_past_retention`]).
+    BeforeRetention {
+        /// The time asked for.
+        at: Timestamp,
+        /// When the store was compacted.
+        compacted_on: Timestamp,
+        /// Its cutoff: `compacted_on` less the retention configured.
+        cutoff: Timestamp,
+    },
     /// What an IMAP restore appended, and left out as already there.
     Appended {
         /// Messages appended.
@@ -279,6 +290,19 @@ impl fmt::Display for Note {
                     None => Ok(()),
                 }
             }
+            Note::BeforeRetention {
+                at,
+                compacted_on,
+                cutoff,
+            } => write!(
+                f,
+                "as of {} is before the retention cutoff ({}) of the store's compaction on {}: \
+                 folders deleted and messages expunged before the cutoff are no longer kept and \
+                 cannot be named; what the store holds of then was restored",
+                rfc3339(*at),
+                rfc3339(*cutoff),
+                rfc3339(*compacted_on)
+            ),
             Note::MessageNotKept {
                 folder,
                 uid,
@@ -349,12 +373,37 @@ pub struct RestoreReport {
     /// Damage this restore found that the index did not know yet: whether it was marked
     /// for the next run to fetch the messages again.
     pub damage_recorded: Option<crate::store::DamageRecording>,
+    /// When the store was last compacted, if after the restore's time (what a compaction
+    /// dropped may be missing: [`RestoreReport::note_past_retention`]).
+    pub compacted_on: Option<Timestamp>,
     /// Chunks inflated (one per message read).
     pub chunks_inflated: u64,
     /// Uncompressed bytes inflated in all.
     pub inflated: u64,
     /// Records skipped, and what the target could not keep (keywords and the like).
     pub notes: Vec<Note>,
+}
+
+impl RestoreReport {
+    /// Adds a [`Note::BeforeRetention`] (counted in `not_kept`) when the restore's time `at`
+    /// is before the cutoff of the store's last compaction, `retention_secs` (the
+    /// configuration's `retention_days`: the store does not record the retention a
+    /// compaction used) before it. Such a restore may lack what the compaction dropped
+    /// without a trace.
+    pub fn note_past_retention(&mut self, at: Option<Timestamp>, retention_secs: i64) {
+        let (Some(at), Some(on)) = (at, self.compacted_on) else {
+            return;
+        };
+        let cutoff = Timestamp::from_secs(on.secs.saturating_sub(retention_secs));
+        if at < cutoff {
+            self.not_kept += 1;
+            self.notes.push(Note::BeforeRetention {
+                at,
+                compacted_on: on,
+                cutoff,
+            });
+        }
+    }
 }
 
 /// Maps one level of a folder name to a file name that is safe on its own: no `/`, `\`,
@@ -478,7 +527,11 @@ pub fn restore_as(
         Target::Eml(d) => Box::new(eml::Eml::new(d, owner)?),
         Target::Imap(t) => Box::new(imap::ImapSink::connect(t, user)?),
     };
-    let mut rep = RestoreReport::default();
+    let mut rep = RestoreReport {
+        // A message by GUID alone is not looked for as of a time.
+        compacted_on: reach.compacted_after(sel.at).filter(|_| !by_guid_alone),
+        ..RestoreReport::default()
+    };
     // A file target never merges two folders whose safe names collide.
     let (safe_names, renamed) = if matches!(target, Target::Imap(_)) {
         Default::default()
