@@ -5,9 +5,10 @@
 //! GUID, one folder with or without its subfolders, or the whole user) and hands each
 //! message to a [`Sink`], one per [`Target`]: [`maildir`], [`mbox`], [`eml`], [`imap`]. It
 //! returns a [`RestoreReport`] (counts, and [`Note`]s on what a target could not keep) or a
-//! [`RestoreError`]. Folder names come from the store, which got them from the mail server:
-//! they are never used as paths as they are; [`safe_component`] maps each hierarchy level to
-//! a harmless file name.
+//! [`RestoreError`]. Expunged mail restored on purpose loses `\Deleted` (`expunged.rs`);
+//! what the store no longer holds as of the time asked is named (`retention.rs`). Folder
+//! names come from the store, which got them from the mail server: they are never used as
+//! paths as they are; [`safe_component`] maps each hierarchy level to a harmless file name.
 
 pub mod confined;
 mod distinct;
@@ -88,7 +89,7 @@ pub struct Selection {
     /// Messages expunged (or gone) by then too, in their last state known.
     pub include_expunged: bool,
     /// Keep `\Deleted` on messages that had been expunged (by default it goes, so the next
-    /// EXPUNGE does not delete them again: [`expunged`]).
+    /// EXPUNGE does not delete them again: `restore/expunged.rs`).
     pub keep_deleted_flag: bool,
 }
 
@@ -202,7 +203,7 @@ pub enum Note {
     BeforeOldestBackup {
         /// The time asked for.
         at: Timestamp,
-        /// When the first backup kept started (the oldest `--at` that finds anything).
+        /// When the first backup kept was done (the oldest `--at` that finds anything).
         oldest: Timestamp,
     },
     /// A folder the user had at the restore's time whose state then the store no longer
@@ -367,8 +368,9 @@ pub struct RestoreReport {
     /// [`Note::Damaged`]).
     pub damaged: u64,
     /// What the selection covered as of its time that the store no longer holds: a time
-    /// before the first backup, folders and messages compacted away (each has a
-    /// [`Note::BeforeOldestBackup`], [`Note::FolderNotKept`] or [`Note::MessageNotKept`]).
+    /// before the first backup, folders and messages compacted away, a time before the
+    /// last compaction's cutoff (each has a [`Note::BeforeOldestBackup`],
+    /// [`Note::FolderNotKept`], [`Note::MessageNotKept`] or [`Note::BeforeRetention`]).
     pub not_kept: u64,
     /// Damage this restore found that the index did not know yet: whether it was marked
     /// for the next run to fetch the messages again.
