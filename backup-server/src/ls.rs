@@ -2,7 +2,7 @@
 //! the user had then, or one folder's messages then ([`Listing`]). The binary prints it
 //! (`backup-server/src/cli/ls.rs` describes the text).
 
-use crate::point_in_time::when;
+use crate::point_in_time::{rfc3339, when};
 use crate::store::{FolderAt, MessageAt, SnapshotInfo, StoreError, StoreReader};
 use formats::Timestamp;
 
@@ -72,8 +72,9 @@ pub enum LsError {
         /// The point in time.
         at: Option<Timestamp>,
     },
-    /// The folder was named, but its meta files were never copied.
-    #[error("user {user}: folder {folder:?} has no snapshot as of {}", when(*.at))]
+    /// The folder was named then, but the store holds no snapshot of it of then: a
+    /// compaction dropped it (older than the retention).
+    #[error("user {user}: folder {folder:?}: its state as of {} is not kept (compacted away){}", when(*.at), oldest_kept_hint(*.oldest_kept))]
     NoSnapshot {
         /// The user.
         user: String,
@@ -81,7 +82,25 @@ pub enum LsError {
         folder: String,
         /// The point in time.
         at: Option<Timestamp>,
+        /// Its oldest snapshot the store holds.
+        oldest_kept: Option<Timestamp>,
     },
+    /// The point in time is older than the store's first backup: the store holds nothing
+    /// of then.
+    #[error("user {user}: nothing as of {}: before the oldest backup kept ({}); try --at {} or later", rfc3339(*.at), rfc3339(*.oldest), rfc3339(*.oldest))]
+    BeforeOldestBackup {
+        /// The user.
+        user: String,
+        /// The point in time asked for.
+        at: Timestamp,
+        /// When the first backup kept started.
+        oldest: Timestamp,
+    },
+}
+
+fn oldest_kept_hint(t: Option<Timestamp>) -> String {
+    t.map(|t| format!("; its oldest state kept: --at {}", rfc3339(t)))
+        .unwrap_or_default()
 }
 
 /// The folders of `user`'s store as of `at` (`None`: now), or with `folder` that folder's
@@ -112,6 +131,16 @@ pub fn ls(
         source: Box::new(source),
     };
     let cat = reader.catalog();
+    // An empty listing would read as "the user had nothing then".
+    if let (Some(at), Some(oldest)) = (at, cat.first_backup().map_err(read)?) {
+        if at < oldest {
+            return Err(LsError::BeforeOldestBackup {
+                user: user.to_owned(),
+                at,
+                oldest,
+            });
+        }
+    }
     let Some(name) = folder else {
         let mut folders = cat.folders_at(at).map_err(read)?;
         folders.sort_by(|a, b| a.name.cmp(&b.name));
@@ -133,6 +162,7 @@ pub fn ls(
             user: user.to_owned(),
             folder: name.to_owned(),
             at,
+            oldest_kept: cat.oldest_snapshot(&f.unique_id).map_err(read)?,
         });
     };
     let mut messages = Vec::new();

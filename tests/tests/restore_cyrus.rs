@@ -3,7 +3,9 @@
 //! Python's `mailbox` module and compared with what IMAP said (folders, message SHA-1s,
 //! flags and keywords). Then an expunge (backup_changes.py), a second backup, and the
 //! expunged message restored with `--at` the first backup's time and with
-//! `--include-expunged`, and not without them.
+//! `--include-expunged`, and not without them; restored on purpose it has no `\Deleted`
+//! (with `keep_deleted_flag` it has), while Trash's messages, marked and never expunged,
+//! keep theirs.
 
 use std::collections::BTreeSet;
 
@@ -59,6 +61,27 @@ fn mbox_row(m: &MessageTruth, lf: &[u8]) -> Restored {
     row.flags = letters.into_iter().collect();
     row.sha1 = Guid::of(lf).to_hex();
     row
+}
+
+/// (SHA-1, system flag letters) of each message in a Maildir folder's `cur` (a folder restored
+/// alone: Python's reader wants the root's own `cur`, which is INBOX's).
+fn maildir_letters(folder: &std::path::Path) -> Vec<(String, String)> {
+    std::fs::read_dir(folder.join("cur"))
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_str().unwrap().to_owned();
+            // Upper case: the system flags (lower-case letters are keywords).
+            let letters: String = name
+                .rsplit(":2,")
+                .next()
+                .unwrap()
+                .chars()
+                .filter(char::is_ascii_uppercase)
+                .collect();
+            (Guid::of(&std::fs::read(&p).unwrap()).to_hex(), letters)
+        })
+        .collect()
 }
 
 #[test]
@@ -167,5 +190,55 @@ fn restore_from_a_real_backup_to_files_and_as_of_before_an_expunge() {
     assert!(one("plain", None, false).is_err());
     assert_eq!(one("at-t1", Some(t1), false).unwrap(), gone.sha1);
     assert_eq!(one("expunged", None, true).unwrap(), gone.sha1);
+
+    // ---- expunged mail restored on purpose: the store's last state of the message has the
+    // \Deleted it was expunged with; restored, it does not (Maildir's T letter), unless
+    // --keep-deleted-flag.
+    let flat = folder_levels(&user, folder).flat();
+    let letters = |name: &str, at: Option<Timestamp>, include_expunged, keep_deleted_flag| {
+        let out = root.path().join(name);
+        let s = Selection {
+            folder: Some(folder.into()),
+            uid: Some(gone.uid),
+            at,
+            include_expunged,
+            keep_deleted_flag,
+            ..Selection::default()
+        };
+        let rep = restore(root.path(), &user, &s, &Target::Maildir(out.clone())).unwrap();
+        assert_eq!(rep.messages, 1, "{rep:?}");
+        let rows = maildir_letters(&out.join(format!(".{flat}")));
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].0, gone.sha1);
+        rows[0].1.clone()
+    };
+    let was = maildir_row(&flat, gone).flags;
+    assert!(!was.contains('T'), "{was}");
+    let mut with_t: Vec<char> = format!("{was}T").chars().collect();
+    with_t.sort();
+    let with_t: String = with_t.into_iter().collect();
+    assert_eq!(letters("md-expunged", None, true, false), was);
+    assert_eq!(letters("md-kept", None, true, true), with_t);
+    // As of before the expunge it had no \Deleted: nothing to take off or keep.
+    assert_eq!(letters("md-at-t1", Some(t1), false, false), was);
+    // A message marked \Deleted and never expunged (populate.py's Trash) keeps its mark.
+    let trash = truth2.folder(&user, "Trash").unwrap();
+    assert!(
+        trash
+            .messages
+            .iter()
+            .all(|m| m.flags.iter().any(|f| f == "\\Deleted")),
+        "{:?}",
+        trash.messages
+    );
+    let md = root.path().join("md-trash");
+    let s = Selection {
+        folder: Some("Trash".into()),
+        ..Selection::default()
+    };
+    restore(root.path(), &user, &s, &Target::Maildir(md.clone())).unwrap();
+    let rows = maildir_letters(&md.join(".Trash"));
+    assert_eq!(rows.len(), trash.messages.len());
+    assert!(rows.iter().all(|(_, f)| f.contains('T')), "{rows:?}");
     backupd.shutdown();
 }

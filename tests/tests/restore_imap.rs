@@ -4,7 +4,10 @@
 //! authenticating as the user; every folder, message SHA-1, flags, keywords and internal
 //! date compared over IMAP with the state recorded before the deletion. A second restore
 //! appends nothing; a restore into the default `Restored/<date>/` puts INBOX's messages
-//! there; a world-readable password file is refused.
+//! there; a world-readable password file is refused. The backup after the loss records the
+//! deleted folders and INBOX's expunged messages; the restores are as of before it. INBOX's
+//! expunged messages restored with `--include-expunged` come back without `\Deleted`, and
+//! with it under `keep_deleted_flag`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -14,7 +17,7 @@ use std::process::Command;
 use backup_server::restore::imap::{ImapTarget, IntoFolder};
 use backup_server::restore::{restore, Note, Selection, Target};
 use backup_server::store::StoreOptions;
-use tests::rig::{backup, Backupd};
+use tests::rig::{backup, now, Backupd};
 use tests::truth::Truth;
 use tests::CyrusInstance;
 
@@ -72,7 +75,7 @@ fn whole_user_round_trip_over_imap_and_rerun_appends_nothing() {
     let opts = StoreOptions::default();
     let o = backup(&mut c, root.path(), &opts, &user).unwrap();
     assert!(o.incomplete.is_empty(), "{o:?}");
-    backupd.shutdown();
+    let t1 = now();
 
     // ---- the loss.
     let out = Command::new("python3")
@@ -92,6 +95,16 @@ fn whole_user_round_trip_over_imap_and_rerun_appends_nothing() {
     let after_loss = state(&wiped, &user);
     assert_eq!(after_loss.len(), 1, "{after_loss:?}");
     assert!(after_loss["INBOX"].is_empty());
+    // The backup after the loss: the folders deleted, INBOX's messages expunged (Cyrus's
+    // delayed expunge keeps their records, with the \Deleted they were expunged with).
+    let o = backup(&mut c, root.path(), &opts, &user).unwrap();
+    assert!(o.incomplete.is_empty(), "{o:?}");
+    backupd.shutdown();
+    // Everything from here is restored as of before the loss.
+    let as_of_t1 = Selection {
+        at: Some(t1),
+        ..Selection::default()
+    };
 
     // ---- the password file: refused while anyone can read it.
     let pw = root.path().join("imap-password");
@@ -104,13 +117,7 @@ fn whole_user_round_trip_over_imap_and_rerun_appends_nothing() {
         ImapTarget::parse(&format!("imap://admin@127.0.0.1:{}/", cyrus.imap_port())).unwrap();
     t.password_file = Some(pw.clone());
     t.into = IntoFolder::Original;
-    let err = restore(
-        root.path(),
-        &user,
-        &Selection::default(),
-        &Target::Imap(t.clone()),
-    )
-    .unwrap_err();
+    let err = restore(root.path(), &user, &as_of_t1, &Target::Imap(t.clone())).unwrap_err();
     assert!(
         format!("{err:#}").contains("readable by everyone"),
         "{err:#}"
@@ -119,13 +126,7 @@ fn whole_user_round_trip_over_imap_and_rerun_appends_nothing() {
 
     // ---- the whole user into the original names.
     let t0 = std::time::Instant::now();
-    let rep = restore(
-        root.path(),
-        &user,
-        &Selection::default(),
-        &Target::Imap(t.clone()),
-    )
-    .unwrap();
+    let rep = restore(root.path(), &user, &as_of_t1, &Target::Imap(t.clone())).unwrap();
     let took = t0.elapsed();
     assert_eq!(rep.not_stored, 0, "{rep:?}");
     assert_eq!(rep.messages as usize, nmsg, "{rep:?}");
@@ -144,13 +145,7 @@ fn whole_user_round_trip_over_imap_and_rerun_appends_nothing() {
     );
 
     // ---- again: nothing appended.
-    let rep2 = restore(
-        root.path(),
-        &user,
-        &Selection::default(),
-        &Target::Imap(t.clone()),
-    )
-    .unwrap();
+    let rep2 = restore(root.path(), &user, &as_of_t1, &Target::Imap(t.clone())).unwrap();
     assert!(
         rep2.notes.contains(&Note::Appended {
             appended: 0,
@@ -163,13 +158,7 @@ fn whole_user_round_trip_over_imap_and_rerun_appends_nothing() {
     // Without DIGEST.SHA1: sizes first, then only same-size messages hashed.
     let mut slow = t.clone();
     slow.use_digest = false;
-    let rep3 = restore(
-        root.path(),
-        &user,
-        &Selection::default(),
-        &Target::Imap(slow),
-    )
-    .unwrap();
+    let rep3 = restore(root.path(), &user, &as_of_t1, &Target::Imap(slow)).unwrap();
     assert!(
         rep3.notes.contains(&Note::Appended {
             appended: 0,
@@ -182,9 +171,9 @@ fn whole_user_round_trip_over_imap_and_rerun_appends_nothing() {
     t.into = IntoFolder::Dated;
     let s = Selection {
         folder: Some("INBOX".into()),
-        ..Selection::default()
+        ..as_of_t1.clone()
     };
-    restore(root.path(), &user, &s, &Target::Imap(t)).unwrap();
+    restore(root.path(), &user, &s, &Target::Imap(t.clone())).unwrap();
     let dated = state(&cyrus.truth_for(&[&user]).unwrap(), &user);
     let date = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
     assert_eq!(
@@ -193,4 +182,46 @@ fn whole_user_round_trip_over_imap_and_rerun_appends_nothing() {
         "{:?}",
         dated.keys().collect::<Vec<_>>()
     );
+
+    // ---- expunged mail restored on purpose: INBOX's messages as they were when expunged
+    // (by the wipe, or by populate.py before the first backup), all with \Deleted in the
+    // store; restored without it, so the next EXPUNGE does not take them again.
+    let expunged = |into: &str, keep_deleted_flag: bool| {
+        let mut t = t.clone();
+        t.into = IntoFolder::Named(into.into());
+        let s = Selection {
+            folder: Some("INBOX".into()),
+            include_expunged: true,
+            keep_deleted_flag,
+            ..Selection::default()
+        };
+        let rep = restore(root.path(), &user, &s, &Target::Imap(t)).unwrap();
+        let got = state(&cyrus.truth_for(&[&user]).unwrap(), &user)
+            .remove(&format!("{into}/INBOX"))
+            .unwrap();
+        assert_eq!(got.len() as u64, rep.messages, "{rep:?}");
+        // More than the wipe's: populate.py's expunges too.
+        assert!(got.len() > before["INBOX"].len(), "{got:?}");
+        sorted_flags(got)
+    };
+    let deleted = |v: &[String]| v.iter().any(|f| f == "\\Deleted");
+    let undeleted = expunged("Undeleted", false);
+    assert!(
+        undeleted.iter().all(|(_, f, _)| !deleted(f)),
+        "{undeleted:?}"
+    );
+    // The wipe's messages come back exactly as they were before it.
+    for m in sorted_flags(before["INBOX"].clone()) {
+        assert!(undeleted.contains(&m), "{m:?} not in {undeleted:?}");
+    }
+    let kept = expunged("Kept", true);
+    assert!(kept.iter().all(|(_, f, _)| deleted(f)), "{kept:?}");
+}
+
+/// `rows` with each message's flags sorted (the server's order is its own).
+fn sorted_flags(mut rows: Vec<(String, Vec<String>, i64)>) -> Vec<(String, Vec<String>, i64)> {
+    for r in &mut rows {
+        r.1.sort();
+    }
+    rows
 }

@@ -34,6 +34,10 @@ pub struct RestoreArgs {
     /// Messages expunged by then too, in their last state known.
     #[arg(long)]
     include_expunged: bool,
+    /// Keep \Deleted on messages that had been expunged (by default a restore takes it off,
+    /// so that the next EXPUNGE does not delete them again).
+    #[arg(long)]
+    keep_deleted_flag: bool,
     /// maildir:DIR, mbox:FILE, eml:DIR, imap://ADMIN@HOST:PORT/ or cyrus://ADMIN@HOST:PORT
     /// (Cyrus's sync_server: keeps folder identity, UIDs, flags; see docs/restore.md).
     #[arg(long)]
@@ -72,7 +76,8 @@ fn parse_guid(s: &str) -> Result<Guid, String> {
 }
 
 /// Restores, then prints the notes and a summary: exit 0; 2 when damaged messages were
-/// skipped (each named in a note); 1 on failure.
+/// skipped, or part of the selection was not kept as of its time (compacted away, before
+/// the first backup), each named in a note; 1 on failure.
 pub fn run(config: &Config, a: &RestoreArgs, out: &mut Out<impl Write>) -> anyhow::Result<Status> {
     let sel = Selection {
         folder: a.folder.clone(),
@@ -81,6 +86,7 @@ pub fn run(config: &Config, a: &RestoreArgs, out: &mut Out<impl Write>) -> anyho
         guid: a.guid,
         at: a.at,
         include_expunged: a.include_expunged,
+        keep_deleted_flag: a.keep_deleted_flag,
     };
     let mut to = a.to.clone();
     match &mut to {
@@ -102,8 +108,9 @@ pub fn run(config: &Config, a: &RestoreArgs, out: &mut Out<impl Write>) -> anyho
         bail!("--partition is for a cyrus:// target");
     }
     let owner = a.owner.as_deref().map(Owner::lookup).transpose()?;
-    let rep = restore_as(&config.store_root, &a.user, &sel, &to, owner)
+    let mut rep = restore_as(&config.store_root, &a.user, &sel, &to, owner)
         .with_context(|| format!("restore {}", a.user))?;
+    rep.note_past_retention(sel.at, i64::from(config.retention_days) * 86_400);
     for n in &rep.notes {
         out.line(format_args!("note: {n}"))?;
     }
@@ -114,8 +121,15 @@ pub fn run(config: &Config, a: &RestoreArgs, out: &mut Out<impl Write>) -> anyho
         "restored {} messages ({} bytes) in {} folders; {} not stored; {} damaged, not restored",
         rep.messages, rep.bytes, rep.folders, rep.not_stored, rep.damaged
     ))?;
-    // Everything intact was restored; the damaged messages are named in the notes above.
-    Ok(if rep.damaged > 0 {
+    if rep.not_kept > 0 {
+        out.line(format_args!(
+            "{} not kept as of {}: compacted away, before the retention cutoff or before the oldest backup (see the notes above)",
+            rep.not_kept,
+            backup_server::point_in_time::when(sel.at)
+        ))?;
+    }
+    // Everything intact and kept was restored; what was not is named in the notes above.
+    Ok(if rep.damaged > 0 || rep.not_kept > 0 {
         Status::Incomplete
     } else {
         Status::Ok

@@ -73,20 +73,25 @@ pub enum RestoreError {
         at: Option<Timestamp>,
     },
     /// No folder of that name then.
-    #[error("no folder {folder:?} as of {}", when(*.at))]
+    #[error("no folder {folder:?} as of {}{}", when(*.at), compacted_hint(*.compacted_on))]
     NoFolder {
         /// The folder.
         folder: String,
         /// The point in time.
         at: Option<Timestamp>,
+        /// When the store was compacted, if after `at`: the folder may have been deleted
+        /// (or renamed) longer ago than the retention then, and dropped.
+        compacted_on: Option<Timestamp>,
     },
     /// Neither the folder nor any subfolder of it then.
-    #[error("no folder {folder:?} nor subfolders of it as of {}", when(*.at))]
+    #[error("no folder {folder:?} nor subfolders of it as of {}{}", when(*.at), compacted_hint(*.compacted_on))]
     NoFolderTree {
         /// The folder.
         folder: String,
         /// The point in time.
         at: Option<Timestamp>,
+        /// As in [`RestoreError::NoFolder`].
+        compacted_on: Option<Timestamp>,
     },
     /// A message a record names is not in the store.
     #[error("message {} is not stored", .guid.to_hex())]
@@ -243,6 +248,18 @@ impl From<StoreError> for RestoreError {
     fn from(e: StoreError) -> Self {
         RestoreError::Store(Box::new(e))
     }
+}
+
+/// A folder missing as of a time before the store's last compaction may be one it dropped.
+fn compacted_hint(on: Option<Timestamp>) -> String {
+    on.map(|t| {
+        format!(
+            " (the store was compacted on {}: a folder deleted or renamed longer ago than the \
+             retention then is no longer kept)",
+            crate::point_in_time::rfc3339(t)
+        )
+    })
+    .unwrap_or_default()
 }
 
 fn expunged_or_gone(state: MessageState) -> &'static str {

@@ -5,18 +5,21 @@
 //! GUID, one folder with or without its subfolders, or the whole user) and hands each
 //! message to a [`Sink`], one per [`Target`]: [`maildir`], [`mbox`], [`eml`], [`imap`]. It
 //! returns a [`RestoreReport`] (counts, and [`Note`]s on what a target could not keep) or a
-//! [`RestoreError`]. Folder names come from the store, which got them from the mail server:
-//! they are never used as paths as they are; [`safe_component`] maps each hierarchy level to
-//! a harmless file name.
+//! [`RestoreError`]. Expunged mail restored on purpose loses `\Deleted` (`expunged.rs`);
+//! what the store no longer holds as of the time asked is named (`retention.rs`). Folder
+//! names come from the store, which got them from the mail server: they are never used as
+//! paths as they are; [`safe_component`] maps each hierarchy level to a harmless file name.
 
 pub mod confined;
 pub mod cyrus;
 mod distinct;
 pub mod eml;
 mod error;
+mod expunged;
 pub mod imap;
 pub mod maildir;
 pub mod mbox;
+mod retention;
 
 use std::fmt;
 use std::io::Read;
@@ -27,6 +30,7 @@ use formats::{Guid, Timestamp};
 pub use confined::Owner;
 pub use error::{RestoreError, TargetError};
 
+use crate::point_in_time::{rfc3339, when};
 use crate::store::{
     record_damage, Catalog, DamageAt, FolderAt, MessageAt, MessageState, StoreError, StoreReader,
 };
@@ -91,6 +95,9 @@ pub struct Selection {
     pub at: Option<Timestamp>,
     /// Messages expunged (or gone) by then too, in their last state known.
     pub include_expunged: bool,
+    /// Keep `\Deleted` on messages that had been expunged (by default it goes, so the next
+    /// EXPUNGE does not delete them again: `restore/expunged.rs`).
+    pub keep_deleted_flag: bool,
 }
 
 /// One message handed to a sink.
@@ -285,6 +292,49 @@ pub enum Note {
         /// Messages the folders already held (not sent again).
         already_there: u64,
     },
+    /// The restore's time is older than the store's first backup: nothing of then is held,
+    /// nothing was restored.
+    BeforeOldestBackup {
+        /// The time asked for.
+        at: Timestamp,
+        /// When the first backup kept was done (the oldest `--at` that finds anything).
+        oldest: Timestamp,
+    },
+    /// A folder the user had at the restore's time whose state then the store no longer
+    /// holds (compaction dropped it: older than the retention): not restored.
+    FolderNotKept {
+        /// The folder.
+        folder: String,
+        /// The time asked for.
+        at: Option<Timestamp>,
+        /// When the store was compacted, if it tells.
+        compacted_on: Option<Timestamp>,
+        /// Its oldest state the store holds (an `--at` from then on restores it).
+        oldest_kept: Option<Timestamp>,
+    },
+    /// A record whose message compaction dropped (expunged or replaced longer ago than the
+    /// retention): skipped.
+    MessageNotKept {
+        /// The folder.
+        folder: String,
+        /// The record's UID.
+        uid: u32,
+        /// The message.
+        guid: Guid,
+        /// When the store was compacted.
+        compacted_on: Timestamp,
+    },
+    /// The restore's time is before the retention cutoff of the store's last compaction:
+    /// folders deleted and messages expunged before the cutoff are no longer kept, and the
+    /// store keeps no trace to name them by ([`RestoreReport::note_past_retention`]).
+    BeforeRetention {
+        /// The time asked for.
+        at: Timestamp,
+        /// When the store was compacted.
+        compacted_on: Timestamp,
+        /// Its cutoff: `compacted_on` less the retention configured.
+        cutoff: Timestamp,
+    },
     /// What an IMAP restore appended, and left out as already there.
     Appended {
         /// Messages appended.
@@ -311,6 +361,53 @@ impl fmt::Display for Note {
                 f,
                 "folder {folder:?} UID {uid}: message {} is damaged ({why}), not restored",
                 guid.to_hex()
+            ),
+            Note::BeforeOldestBackup { at, oldest } => write!(
+                f,
+                "nothing restored as of {}: before the oldest backup kept ({}); --at {} or later finds mail",
+                rfc3339(*at),
+                rfc3339(*oldest),
+                rfc3339(*oldest)
+            ),
+            Note::FolderNotKept {
+                folder,
+                at,
+                compacted_on,
+                oldest_kept,
+            } => {
+                write!(f, "folder {folder:?}: its state as of {} is not kept: ", when(*at))?;
+                match compacted_on {
+                    Some(on) => write!(f, "compacted away on {}", rfc3339(*on))?,
+                    None => write!(f, "compacted away")?,
+                }
+                match oldest_kept {
+                    Some(t) => write!(f, " (its oldest state kept: --at {})", rfc3339(*t)),
+                    None => Ok(()),
+                }
+            }
+            Note::BeforeRetention {
+                at,
+                compacted_on,
+                cutoff,
+            } => write!(
+                f,
+                "as of {} is before the retention cutoff ({}) of the store's compaction on {}: \
+                 folders deleted and messages expunged before the cutoff are no longer kept and \
+                 cannot be named; what the store holds of then was restored",
+                rfc3339(*at),
+                rfc3339(*cutoff),
+                rfc3339(*compacted_on)
+            ),
+            Note::MessageNotKept {
+                folder,
+                uid,
+                guid,
+                compacted_on,
+            } => write!(
+                f,
+                "folder {folder:?} UID {uid}: message {} is not kept: compacted away on {}, not restored",
+                guid.to_hex(),
+                rfc3339(*compacted_on)
             ),
             Note::KeywordsLeftOut { dir, keywords } => write!(
                 f,
@@ -379,15 +476,45 @@ pub struct RestoreReport {
     /// Messages skipped because their stored copy is damaged (each has a
     /// [`Note::Damaged`]).
     pub damaged: u64,
+    /// What the selection covered as of its time that the store no longer holds: a time
+    /// before the first backup, folders and messages compacted away, a time before the
+    /// last compaction's cutoff (each has a [`Note::BeforeOldestBackup`],
+    /// [`Note::FolderNotKept`], [`Note::MessageNotKept`] or [`Note::BeforeRetention`]).
+    pub not_kept: u64,
     /// Damage this restore found that the index did not know yet: whether it was marked
     /// for the next run to fetch the messages again.
     pub damage_recorded: Option<crate::store::DamageRecording>,
+    /// When the store was last compacted, if after the restore's time (what a compaction
+    /// dropped may be missing: [`RestoreReport::note_past_retention`]).
+    pub compacted_on: Option<Timestamp>,
     /// Chunks inflated (one per message read).
     pub chunks_inflated: u64,
     /// Uncompressed bytes inflated in all.
     pub inflated: u64,
     /// Records skipped, and what the target could not keep (keywords and the like).
     pub notes: Vec<Note>,
+}
+
+impl RestoreReport {
+    /// Adds a [`Note::BeforeRetention`] (counted in `not_kept`) when the restore's time `at`
+    /// is before the cutoff of the store's last compaction, `retention_secs` (the
+    /// configuration's `retention_days`: the store does not record the retention a
+    /// compaction used) before it. Such a restore may lack what the compaction dropped
+    /// without a trace.
+    pub fn note_past_retention(&mut self, at: Option<Timestamp>, retention_secs: i64) {
+        let (Some(at), Some(on)) = (at, self.compacted_on) else {
+            return;
+        };
+        let cutoff = Timestamp::from_secs(on.secs.saturating_sub(retention_secs));
+        if at < cutoff {
+            self.not_kept += 1;
+            self.notes.push(Note::BeforeRetention {
+                at,
+                compacted_on: on,
+                cutoff,
+            });
+        }
+    }
 }
 
 /// Maps one level of a folder name to a file name that is safe on its own: no `/`, `\`,
@@ -490,10 +617,19 @@ pub fn restore_as(
         })?;
     let cat = reader.catalog();
     let by_guid_alone = sel.folder.is_none() && sel.guid.is_some();
+    // Reaching back past what the store kept is said, never a silent partial restore.
+    let reach = retention::Reach::of(cat)?;
+    if let Some(n) = reach.before_first_backup(sel.at).filter(|_| !by_guid_alone) {
+        return Ok(RestoreReport {
+            not_kept: 1,
+            notes: vec![n],
+            ..RestoreReport::default()
+        });
+    }
     let mut folders = if by_guid_alone {
         Vec::new()
     } else {
-        pick_folders(cat, sel)?
+        pick_folders(cat, sel, reach.compacted_after(sel.at))?
     };
     // INBOX first, then parents before children (name order): a mail server creates a
     // user's folders only under an existing INBOX.
@@ -509,10 +645,14 @@ pub fn restore_as(
         Target::Imap(t) => Box::new(imap::ImapSink::connect(t, user)?),
         Target::Cyrus(t) => Box::new(cyrus::CyrusSink::connect(t, user)?),
     };
+    let mut rep = RestoreReport {
+        // A message by GUID alone is not looked for as of a time.
+        compacted_on: reach.compacted_after(sel.at).filter(|_| !by_guid_alone),
+        ..RestoreReport::default()
+    };
     if sink.wants_identity() {
         sink.user_files(user_files_at(cat, sel)?)?;
     }
-    let mut rep = RestoreReport::default();
     // A file target never merges two folders whose safe names collide.
     let (safe_names, renamed) = if matches!(target, Target::Imap(_) | Target::Cyrus(_)) {
         Default::default()
@@ -551,6 +691,11 @@ pub fn restore_as(
 
     let mut found_damaged = Vec::new();
     for f in &folders {
+        if let Some(n) = reach.folder(cat, f, sel.at)? {
+            rep.not_kept += 1;
+            rep.notes.push(n);
+            continue;
+        }
         let safe = safe_names
             .get(&f.unique_id)
             .cloned()
@@ -605,17 +750,19 @@ pub fn restore_as(
                 continue;
             }
             if !m.stored {
-                rep.not_stored += 1;
-                rep.notes.push(Note::NotStored {
-                    folder: f.name.clone(),
-                    uid: m.uid,
-                    guid: m.guid,
-                });
+                let n = reach.message_not_held(&f.name, &m);
+                if matches!(n, Note::NotStored { .. }) {
+                    rep.not_stored += 1;
+                } else {
+                    rep.not_kept += 1;
+                }
+                rep.notes.push(n);
                 continue;
             }
             // A message that cannot be read back whole and right is skipped and named; the
             // rest of the selection is restored (a target's own failure still stops it).
-            if let Some(why) = write_one(cat, sink.as_mut(), &item_of(&m), &mut rep)? {
+            let flags = expunged::restored_flags(cat, &f.unique_id, &m, sel.keep_deleted_flag)?;
+            if let Some(why) = write_one(cat, sink.as_mut(), &item_of(&m, flags), &mut rep)? {
                 rep.damaged += 1;
                 rep.notes.push(Note::Damaged {
                     folder: f.name.clone(),
@@ -703,12 +850,13 @@ fn user_files_at(cat: &Catalog, sel: &Selection) -> Result<UserFiles, RestoreErr
     Ok(files)
 }
 
-fn item_of(m: &MessageAt) -> Item {
+/// The item a sink gets for record `m`, with the flags it is restored with.
+fn item_of(m: &MessageAt, flags: Vec<String>) -> Item {
     Item {
         uid: m.uid,
         guid: m.guid,
         internal_date: m.internal_date,
-        flags: m.flags.clone(),
+        flags,
         size: m.size,
     }
 }
@@ -796,8 +944,13 @@ impl<R: Read> Read for Hashing<'_, R> {
     }
 }
 
-/// The folders a selection covers, as of its time.
-fn pick_folders(cat: &Catalog, sel: &Selection) -> Result<Vec<FolderAt>, RestoreError> {
+/// The folders a selection covers, as of its time (`compacted_on`: the store's last
+/// compaction, when after that time, for the errors to say).
+fn pick_folders(
+    cat: &Catalog,
+    sel: &Selection,
+    compacted_on: Option<Timestamp>,
+) -> Result<Vec<FolderAt>, RestoreError> {
     let Some(name) = &sel.folder else {
         return Ok(cat.folders_at(sel.at)?);
     };
@@ -808,6 +961,7 @@ fn pick_folders(cat: &Catalog, sel: &Selection) -> Result<Vec<FolderAt>, Restore
             return Err(RestoreError::NoFolder {
                 folder: name.clone(),
                 at: sel.at,
+                compacted_on,
             })
         }
         None => {}
@@ -823,6 +977,7 @@ fn pick_folders(cat: &Catalog, sel: &Selection) -> Result<Vec<FolderAt>, Restore
             return Err(RestoreError::NoFolderTree {
                 folder: name.clone(),
                 at: sel.at,
+                compacted_on,
             });
         }
     }

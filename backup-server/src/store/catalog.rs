@@ -541,6 +541,31 @@ impl Catalog {
             .sql(&self.db.path)
     }
 
+    /// Whether UID `uid` of folder `unique_id` was ever expunged, as far as the newest state
+    /// the store holds tells: a record of it flagged expunged (Cyrus's delayed expunge), or
+    /// its last record ended by leaving cyrus.index (expunged and cleaned up, or expunged
+    /// at once). A record ended by its folder's deletion (closed at the tombstone's time)
+    /// was not expunged: the folder went, not the message. An expunge is final for a UID,
+    /// so no time is asked: a message visible at some `--at` and expunged later counts.
+    pub fn was_expunged(&self, unique_id: &str, uid: u32) -> Result<bool> {
+        self.db
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM records
+                                WHERE uniqueid = ?1 AND uid = ?2 AND expunged = 1)
+                     OR EXISTS (SELECT 1 FROM records r
+                                WHERE r.uniqueid = ?1 AND r.uid = ?2 AND r.valid_to IS NOT NULL
+                                  AND NOT EXISTS (SELECT 1 FROM records r2
+                                       WHERE r2.uniqueid = ?1 AND r2.uid = ?2
+                                         AND r2.valid_from >= r.valid_to)
+                                  AND NOT EXISTS (SELECT 1 FROM names n
+                                       WHERE n.uniqueid = ?1 AND n.deleted = 1
+                                         AND n.time = r.valid_to))",
+            )
+            .and_then(|mut st| st.query_row(params![unique_id, uid], |r| r.get(0)))
+            .sql(&self.db.path)
+    }
+
     /// What the store holds for one unique id: its name, whether deleted, and the stat
     /// data of its newest meta copy.
     pub fn held_folder(&self, unique_id: &str) -> Result<Option<HeldFolder>> {

@@ -122,6 +122,14 @@ pub fn data_file_name(unix_secs: i64) -> String {
     format!("{DATA_PREFIX}{unix_secs}{DATA_SUFFIX}")
 }
 
+/// The creation time (unix seconds) a data file name carries, if it is one.
+pub fn data_file_secs(name: &str) -> Option<i64> {
+    name.strip_prefix(DATA_PREFIX)
+        .and_then(|s| s.strip_suffix(DATA_SUFFIX))
+        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|t| t.parse().ok())
+}
+
 /// Whether `name` is a data file name (`backupdata-<decimal>.tar.gz`).
 pub fn is_data_file_name(name: &str) -> bool {
     name.strip_prefix(DATA_PREFIX)

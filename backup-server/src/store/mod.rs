@@ -21,6 +21,7 @@
 mod catalog;
 mod check;
 mod compare;
+mod coverage;
 mod damage;
 pub use check::IndexFault;
 pub(crate) use compare::compare_indexes;
@@ -48,8 +49,8 @@ pub use error::{ReadBlocker, Result, StoreError};
 pub(crate) use index::IndexDb;
 pub use index::{Migration, MIGRATIONS, SCHEMA_VERSION, TABLES};
 pub use layout::{
-    data_file_name, encode_name, is_data_file_name, UserDir, DATA_PREFIX, DATA_SUFFIX, INDEX_FILE,
-    INDEX_NEW_FILE, INDEX_TMP_FILE, LOCK_FILE, READERS_LOCK_FILE,
+    data_file_name, data_file_secs, encode_name, is_data_file_name, UserDir, DATA_PREFIX,
+    DATA_SUFFIX, INDEX_FILE, INDEX_NEW_FILE, INDEX_TMP_FILE, LOCK_FILE, READERS_LOCK_FILE,
 };
 pub use lock::UserLock;
 pub(crate) use open::open_index_read_only;

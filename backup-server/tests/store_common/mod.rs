@@ -85,6 +85,8 @@ pub struct Rec {
     /// Keyword bit 0 set (named by the folder's first user flag).
     pub keyword0: bool,
     pub expunged: bool,
+    /// `\Deleted` (the user's mark, not Cyrus's internal expunged flag).
+    pub deleted: bool,
     pub internaldate: i64,
 }
 
@@ -98,6 +100,7 @@ impl Rec {
             flagged: false,
             keyword0: false,
             expunged: false,
+            deleted: false,
             internaldate: 1_700_000_000 + i64::from(uid),
         }
     }
@@ -113,6 +116,10 @@ impl Rec {
         self.expunged = true;
         self
     }
+    pub fn deleted(mut self) -> Rec {
+        self.deleted = true;
+        self
+    }
     pub fn keyword(mut self) -> Rec {
         self.keyword0 = true;
         self
@@ -123,6 +130,9 @@ impl Rec {
         let mut v = Vec::new();
         if self.flagged {
             v.push("\\Flagged".to_owned());
+        }
+        if self.deleted {
+            v.push("\\Deleted".to_owned());
         }
         if self.seen {
             v.push("\\Seen".to_owned());
@@ -168,6 +178,9 @@ pub fn index_bytes(uidvalidity: u32, recs: &[Rec]) -> Vec<u8> {
             }
             if r.flagged {
                 sys |= SystemFlags::FLAGGED;
+            }
+            if r.deleted {
+                sys |= SystemFlags::DELETED;
             }
             let mut uf = UserFlags::default();
             if r.keyword0 {
