@@ -88,6 +88,28 @@ fn deleted_folder_comes_back_with_its_uids_and_a_rerun_sends_nothing() {
         folder: Some(folder.clone()),
         ..Selection::default()
     };
+    // --dry-run says what it would do, and does nothing.
+    let mut dry = target(&cyrus, &pw);
+    if let Target::Cyrus(t) = &mut dry {
+        t.dry_run = true;
+    }
+    let rep = restore(root.path(), user, &sel, &dry).unwrap();
+    let would: Vec<String> = rep
+        .notes
+        .iter()
+        .filter(|n| matches!(n, Note::WouldWrite { .. }))
+        .map(|n| n.to_string())
+        .collect();
+    assert!(
+        would.iter().any(|w| w.contains(&format!(
+            "would create user.{user}.{} on partition",
+            folder.replace('/', ".")
+        )) && w.contains(&format!("UIDVALIDITY {}", was.uidvalidity))),
+        "{would:?}"
+    );
+    let still_gone = cyrus.folder_state(user, &[], false).unwrap();
+    assert_eq!(still_gone, gone, "a dry run wrote something");
+
     let rep = restore(root.path(), user, &sel, &target(&cyrus, &pw)).unwrap();
     assert_eq!(filed(&rep), (was.messages.len() as u64, 0), "{rep:?}");
     assert_eq!(rep.damaged, 0);
@@ -300,7 +322,7 @@ fn restore_killed_and_run_again_ends_as_one_run() {
             .stderr(std::process::Stdio::piped());
         cmd
     };
-    let mut rng = testkit::Rng::new(0x5eed_15);
+    let mut rng = testkit::Rng::new(0x005e_ed15);
     for trial in 0..4 {
         cyrus.delete_user(user).unwrap();
         let mut child = restore_cmd().spawn().unwrap();

@@ -50,6 +50,10 @@ pub struct RestoreArgs {
     /// original names (imap:// default: `Restored/<date>`; cyrus:// default: `/`).
     #[arg(long, value_parser = IntoFolder::parse)]
     into: Option<IntoFolder>,
+    /// cyrus:// target: read the server's state and say what would be written, writing
+    /// nothing.
+    #[arg(long)]
+    dry_run: bool,
     /// cyrus:// target: create folders on this partition (default: the one the backup
     /// recorded).
     #[arg(long)]
@@ -98,14 +102,15 @@ pub fn run(config: &Config, a: &RestoreArgs, out: &mut Out<impl Write>) -> anyho
             t.password_file = a.password_file.clone();
             t.into = a.into.clone().unwrap_or(IntoFolder::Original);
             t.partition = a.partition.clone();
+            t.dry_run = a.dry_run;
         }
         _ if a.password_file.is_some() || a.into.is_some() => {
             bail!("--password-file and --into are for imap:// and cyrus:// targets")
         }
         _ => {}
     }
-    if a.partition.is_some() && !matches!(to, Target::Cyrus(_)) {
-        bail!("--partition is for a cyrus:// target");
+    if (a.partition.is_some() || a.dry_run) && !matches!(to, Target::Cyrus(_)) {
+        bail!("--partition and --dry-run are for a cyrus:// target");
     }
     let owner = a.owner.as_deref().map(Owner::lookup).transpose()?;
     let mut rep = restore_as(&config.store_root, &a.user, &sel, &to, owner)
@@ -118,8 +123,17 @@ pub fn run(config: &Config, a: &RestoreArgs, out: &mut Out<impl Write>) -> anyho
         out.line(format_args!("note: {d}"))?;
     }
     out.line(format_args!(
-        "restored {} messages ({} bytes) in {} folders; {} not stored; {} damaged, not restored",
-        rep.messages, rep.bytes, rep.folders, rep.not_stored, rep.damaged
+        "{} {} messages ({} bytes) in {} folders; {} not stored; {} damaged, not restored",
+        if a.dry_run {
+            "dry run: read and checked"
+        } else {
+            "restored"
+        },
+        rep.messages,
+        rep.bytes,
+        rep.folders,
+        rep.not_stored,
+        rep.damaged
     ))?;
     if rep.not_kept > 0 {
         out.line(format_args!(

@@ -72,6 +72,9 @@ pub struct CyrusTarget {
     /// Create new folders on this partition (`--partition`; default: the one the backup
     /// recorded, else the user's INBOX's on the server, else `default`).
     pub partition: Option<String>,
+    /// Read the server's state and say what would be written, writing nothing
+    /// (`--dry-run`).
+    pub dry_run: bool,
 }
 
 impl CyrusTarget {
@@ -88,6 +91,7 @@ impl CyrusTarget {
             password_file: None,
             into: IntoFolder::Original,
             partition: None,
+            dry_run: false,
         })
     }
 }
@@ -403,6 +407,7 @@ pub struct CyrusSink {
     user: String,
     into: IntoFolder,
     partition: Option<String>,
+    dry_run: bool,
     /// The user's mailboxes on the server when the restore began, by internal name.
     existing: HashMap<String, MailboxState>,
     /// Unique ids held by a mailbox on the server (live or delay-deleted).
@@ -439,6 +444,7 @@ impl CyrusSink {
             user: user.to_owned(),
             into: t.into.clone(),
             partition: t.partition.clone(),
+            dry_run: t.dry_run,
             existing: HashMap::new(),
             ids_in_use: HashSet::new(),
             intermediates: HashMap::new(),
@@ -581,6 +587,13 @@ impl CyrusSink {
             return Ok(());
         }
         let n = self.batch.len();
+        if self.dry_run {
+            for (part, guid, _) in self.batch.drain(..) {
+                self.uploaded.insert((part, guid));
+            }
+            self.batch_bytes = 0;
+            return Ok(());
+        }
         let mut out = Vec::with_capacity(self.batch_bytes + n * 80 + 32);
         out.extend_from_slice(upload_list::START);
         for (i, (part, guid, bytes)) in self.batch.iter().enumerate() {
@@ -639,10 +652,31 @@ impl CyrusSink {
             records: std::mem::take(&mut cur.records),
         };
         let sent_uids: Vec<u32> = cmd.records.iter().map(|r| r.uid).collect();
-        self.conn
-            .must(Verb::Restore, "MAILBOX", &cmd.to_dlist(), &cur.name)?;
+        let what = match (&cmd.identity, creating) {
+            (Some(id), true) => format!(
+                "create {} on partition {} (mailbox id {}, UIDVALIDITY {}, HIGHESTMODSEQ {}) with {n} messages, UIDs {}",
+                cur.name,
+                cur.partition,
+                id.unique_id,
+                id.uidvalidity,
+                id.highestmodseq,
+                uid_ranges(&sent_uids)
+            ),
+            (None, true) => format!(
+                "create {} on partition {} with {n} messages (new UIDs)",
+                cur.name, cur.partition
+            ),
+            (_, false) => format!(
+                "append {n} messages to {} (new UIDs; {} already there)",
+                cur.name, cur.already_there
+            ),
+        };
+        self.change(Verb::Restore, "MAILBOX", &cmd.to_dlist(), &cur.name, what)?;
         self.appended += n;
         self.already_there += cur.already_there;
+        if self.dry_run {
+            return Ok(());
+        }
         if creating {
             // What the server made of it: same UIDVALIDITY and UIDs, or say what differs.
             let data = self
@@ -684,7 +718,30 @@ impl CyrusSink {
 
     fn subscribe(&mut self, name: &str) -> Result<(), CyrusError> {
         let value = sync::subscribe(&self.user, name);
-        self.conn.must(Verb::Apply, "SUB", &value, name).map(|_| ())
+        self.change(
+            Verb::Apply,
+            "SUB",
+            &value,
+            name,
+            format!("subscribe {name}"),
+        )
+    }
+
+    /// A command that changes the server, or with `--dry-run` a note saying what it would
+    /// change.
+    fn change(
+        &mut self,
+        verb: Verb,
+        name: &str,
+        value: &Dlist,
+        about: &str,
+        what: String,
+    ) -> Result<(), CyrusError> {
+        if self.dry_run {
+            self.notes.push(Note::WouldWrite { what });
+            return Ok(());
+        }
+        self.conn.must(verb, name, value, about).map(|_| ())
     }
 
     /// The user's seen state and sieve scripts (a whole-user restore).
@@ -700,8 +757,11 @@ impl CyrusSink {
                         if self.seen_there.contains(&st.unique_id) {
                             continue;
                         }
-                        self.conn
-                            .must(Verb::Apply, "SEEN", &st.to_dlist(), &st.unique_id)?;
+                        let what = format!(
+                            "seen state of {} in mailbox {}: {}",
+                            self.user, st.unique_id, st.seen_uids
+                        );
+                        self.change(Verb::Apply, "SEEN", &st.to_dlist(), &st.unique_id, what)?;
                     }
                 }
                 Err(e) => self.notes.push(Note::UserFileNotRestored {
@@ -719,7 +779,8 @@ impl CyrusSink {
                 continue;
             }
             let value = sync::sieve_script(&self.user, &s.name, s.time, &s.source);
-            self.conn.must(Verb::Apply, "SIEVE", &value, &s.name)?;
+            let what = format!("sieve script {:?} ({} bytes)", s.name, s.source.len());
+            self.change(Verb::Apply, "SIEVE", &value, &s.name, what)?;
         }
         if let Some(active) = files.sieve.iter().find(|s| s.active) {
             if self.active_sieve_there {
@@ -729,8 +790,8 @@ impl CyrusSink {
                 });
             } else {
                 let value = sync::activate_sieve(&self.user, &active.name);
-                self.conn
-                    .must(Verb::Apply, "ACTIVATE_SIEVE", &value, &active.name)?;
+                let what = format!("activate sieve script {:?}", active.name);
+                self.change(Verb::Apply, "ACTIVATE_SIEVE", &value, &active.name, what)?;
             }
         }
         Ok(())
@@ -983,10 +1044,19 @@ impl Sink for CyrusSink {
         // Ends the session: the server removes what it staged.
         let _ = self.conn.send(sync::EXIT);
         let mut notes = std::mem::take(&mut self.notes);
-        notes.push(Note::Filed {
-            appended: self.appended,
-            already_there: self.already_there,
-        });
+        if self.dry_run {
+            notes.push(Note::WouldWrite {
+                what: format!(
+                    "file {} messages; {} already there (not sent); nothing was written",
+                    self.appended, self.already_there
+                ),
+            });
+        } else {
+            notes.push(Note::Filed {
+                appended: self.appended,
+                already_there: self.already_there,
+            });
+        }
         Ok(notes)
     }
 }

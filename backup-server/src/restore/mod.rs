@@ -285,6 +285,11 @@ pub enum Note {
         /// Why.
         why: String,
     },
+    /// `--dry-run`: what a Cyrus restore would write.
+    WouldWrite {
+        /// The change, in words.
+        what: String,
+    },
     /// What a Cyrus restore filed, and left out as already there.
     Filed {
         /// Messages filed.
@@ -444,6 +449,7 @@ impl fmt::Display for Note {
                 "folder {folder:?}: created with a new mailbox id (UIDVALIDITY and UIDs kept): {why}"
             ),
             Note::UserFileNotRestored { what, why } => write!(f, "{what} not restored: {why}"),
+            Note::WouldWrite { what } => write!(f, "dry run: would {what}"),
             Note::Filed {
                 appended,
                 already_there,
