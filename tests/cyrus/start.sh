@@ -3,7 +3,7 @@
 #
 #   start.sh DIR IMAP_PORT LMTP_PORT [SIEVE_PORT [SYNC_PORT]]
 #
-# Environment: CYRUS_DELETE_MODE (delayed, the default, or immediate) and CYRUS_EXPUNGE_MODE
+# Environment: CYRUS_TLS_CERT and CYRUS_TLS_KEY (PEM files: STARTTLS offered), CYRUS_DELETE_MODE (delayed, the default, or immediate) and CYRUS_EXPUNGE_MODE
 # (delayed, the default, semidelayed or immediate) set imapd.conf's delete_mode and
 # expunge_mode, for tests of what a server that really deletes at once leaves behind.
 #
@@ -54,7 +54,7 @@ case $EXPUNGE_MODE in immediate|semidelayed|delayed) ;; *)
 if [ "$(id -u)" != 0 ]; then
     # master must start as root (or cyrus) and the directories must belong to cyrus.
     if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-        exec sudo -n --preserve-env=CYRUS_BIN,CYRUS_START_TIMEOUT,CYRUS_DELETE_MODE,CYRUS_EXPUNGE_MODE "$0" "$@"
+        exec sudo -n --preserve-env=CYRUS_BIN,CYRUS_START_TIMEOUT,CYRUS_DELETE_MODE,CYRUS_EXPUNGE_MODE,CYRUS_TLS_CERT,CYRUS_TLS_KEY "$0" "$@"
     fi
     die "must run as root (master serves as the cyrus user; DIR must belong to cyrus)"
 fi
@@ -109,6 +109,12 @@ syslog_prefix: mbtest-$(basename "$DIR")
 # A port taken by someone else must fail the start at once, not leave a half-served instance.
 master_bind_errors_fatal: yes
 CONF
+if [ -n "${CYRUS_TLS_CERT:-}" ]; then
+    # STARTTLS on IMAP and sync_server: the services read these as the cyrus user.
+    chown cyrus:mail "$CYRUS_TLS_CERT" "$CYRUS_TLS_KEY" "$(dirname "$CYRUS_TLS_KEY")"
+    chmod 600 "$CYRUS_TLS_KEY"
+    printf 'tls_server_cert: %s\ntls_server_key: %s\n' "$CYRUS_TLS_CERT" "$CYRUS_TLS_KEY" >> "$DIR/imapd.conf"
+fi
 
 SIEVE_LINE=""
 if [ -n "$SIEVE_PORT" ]; then

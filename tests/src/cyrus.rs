@@ -149,6 +149,9 @@ pub struct CyrusOptions {
     pub delete_mode: DeleteMode,
     /// imapd.conf's `expunge_mode`.
     pub expunge_mode: ExpungeMode,
+    /// A TLS certificate for `localhost` (self-signed: [`CyrusInstance::tls_ca_file`] is
+    /// the file to trust), so that IMAP and sync_server offer STARTTLS.
+    pub tls: bool,
 }
 
 /// Start time (clock ticks since boot) of a process, from /proc: with the pid, it tells a
@@ -244,16 +247,27 @@ impl CyrusInstance {
         fs::write(dir.join("owner.tmp"), owner_line())?;
         fs::rename(dir.join("owner.tmp"), dir.join("owner"))?;
 
+        if options.tls {
+            let pair = backupd::keygen::generate(&["localhost".into()])
+                .map_err(|e| anyhow!("a TLS certificate for the test Cyrus: {e}"))?;
+            fs::create_dir(dir.join("tls"))?;
+            fs::write(dir.join("tls/cert.pem"), &pair.cert_pem)?;
+            fs::write(dir.join("tls/key.pem"), &pair.key_pem)?;
+        }
+
         let mut last_err = None;
         for _attempt in 0..5 {
             let [imap, lmtp, sieve, sync] = free_ports()?;
-            let out = Command::new(scripts_dir().join("start.sh"))
-                .arg(&dir)
+            let mut cmd = Command::new(scripts_dir().join("start.sh"));
+            cmd.arg(&dir)
                 .args([imap, lmtp, sieve, sync].map(|p| p.to_string()))
                 .env("CYRUS_DELETE_MODE", options.delete_mode.as_str())
-                .env("CYRUS_EXPUNGE_MODE", options.expunge_mode.as_str())
-                .output()
-                .context("running tests/cyrus/start.sh")?;
+                .env("CYRUS_EXPUNGE_MODE", options.expunge_mode.as_str());
+            if options.tls {
+                cmd.env("CYRUS_TLS_CERT", dir.join("tls/cert.pem"))
+                    .env("CYRUS_TLS_KEY", dir.join("tls/key.pem"));
+            }
+            let out = cmd.output().context("running tests/cyrus/start.sh")?;
             if out.status.success() {
                 return Ok(CyrusInstance {
                     dir,
@@ -457,6 +471,11 @@ impl CyrusInstance {
     /// over plain TCP.
     pub fn sync_port(&self) -> u16 {
         self.sync_port
+    }
+
+    /// The certificate to trust for STARTTLS (an instance started with `tls`).
+    pub fn tls_ca_file(&self) -> PathBuf {
+        self.dir.join("tls/cert.pem")
     }
 
     /// The `delete_mode` / `expunge_mode` the instance runs with.

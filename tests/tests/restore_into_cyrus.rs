@@ -355,3 +355,57 @@ fn restore_killed_and_run_again_ends_as_one_run() {
         }
     }
 }
+
+/// Over STARTTLS with the server's certificate checked: the restore works; a certificate the
+/// CA file does not vouch for stops it before the admin's password is sent.
+#[test]
+fn restore_over_starttls_checks_the_servers_certificate() {
+    let cyrus = CyrusInstance::start_with(CyrusOptions {
+        tls: true,
+        ..CyrusOptions::default()
+    })
+    .expect("starting Cyrus");
+    cyrus.populate().expect("populate.py");
+    let user = "u002.x";
+    let backupd = Backupd::start(&cyrus, "restore-cyrus-secret-tls0");
+    let mut c = backupd.connect();
+    let root = tempfile::tempdir().unwrap();
+    backup(&mut c, root.path(), &StoreOptions::default(), user).unwrap();
+    backupd.shutdown();
+    let before = cyrus.folder_state(user, &[], false).unwrap();
+    let folder = pick_folder(&before, 1);
+    cyrus.delete_folder(user, &folder, false).unwrap();
+
+    let pw = password_file(root.path());
+    let sel = Selection {
+        folder: Some(folder.clone()),
+        ..Selection::default()
+    };
+    let tls_target = |ca: &Path| {
+        let mut t =
+            CyrusTarget::parse(&format!("cyrus://admin@localhost:{}", cyrus.sync_port())).unwrap();
+        t.password_file = Some(pw.clone());
+        t.tls_ca_file = Some(ca.to_path_buf());
+        Target::Cyrus(t)
+    };
+    // Someone else's certificate: refused in the handshake.
+    let other = backupd::keygen::generate(&["localhost".into()]).unwrap();
+    let other_ca = root.path().join("other-ca.pem");
+    std::fs::write(&other_ca, &other.cert_pem).unwrap();
+    let e = restore(root.path(), user, &sel, &tls_target(&other_ca)).unwrap_err();
+    assert!(e.to_string().contains("TLS handshake"), "{e}");
+    assert!(cyrus
+        .folder_state(user, &[], false)
+        .unwrap()
+        .folder(&folder)
+        .is_none());
+
+    let rep = restore(root.path(), user, &sel, &tls_target(&cyrus.tls_ca_file())).unwrap();
+    assert_eq!(rep.damaged, 0);
+    let after = cyrus.folder_state(user, &[], false).unwrap();
+    let was = before.folder(&folder).unwrap();
+    assert_eq!(
+        was.differences(after.folder(&folder).unwrap()),
+        Vec::<String>::new()
+    );
+}

@@ -50,6 +50,14 @@ pub struct RestoreArgs {
     /// original names (imap:// default: `Restored/<date>`; cyrus:// default: `/`).
     #[arg(long, value_parser = IntoFolder::parse)]
     into: Option<IntoFolder>,
+    /// cyrus:// target: STARTTLS, the server's certificate checked against the CA
+    /// certificates in this PEM file and the URL's host name.
+    #[arg(long)]
+    tls_ca_file: Option<PathBuf>,
+    /// imap:// and cyrus:// targets: to a host that is not loopback, send the admin's
+    /// password and the mail in clear (refused otherwise).
+    #[arg(long)]
+    plaintext: bool,
     /// cyrus:// target: read the server's state and say what would be written, writing
     /// nothing.
     #[arg(long)]
@@ -95,6 +103,7 @@ pub fn run(config: &Config, a: &RestoreArgs, out: &mut Out<impl Write>) -> anyho
     let mut to = a.to.clone();
     match &mut to {
         Target::Imap(t) => {
+            t.plaintext = a.plaintext;
             t.password_file = a.password_file.clone();
             t.into = a.into.clone().unwrap_or_default();
         }
@@ -103,14 +112,18 @@ pub fn run(config: &Config, a: &RestoreArgs, out: &mut Out<impl Write>) -> anyho
             t.into = a.into.clone().unwrap_or(IntoFolder::Original);
             t.partition = a.partition.clone();
             t.dry_run = a.dry_run;
+            t.tls_ca_file = a.tls_ca_file.clone();
+            t.plaintext = a.plaintext;
         }
-        _ if a.password_file.is_some() || a.into.is_some() => {
-            bail!("--password-file and --into are for imap:// and cyrus:// targets")
+        _ if a.password_file.is_some() || a.into.is_some() || a.plaintext => {
+            bail!("--password-file, --into and --plaintext are for imap:// and cyrus:// targets")
         }
         _ => {}
     }
-    if (a.partition.is_some() || a.dry_run) && !matches!(to, Target::Cyrus(_)) {
-        bail!("--partition and --dry-run are for a cyrus:// target");
+    if (a.partition.is_some() || a.dry_run || a.tls_ca_file.is_some())
+        && !matches!(to, Target::Cyrus(_))
+    {
+        bail!("--partition, --dry-run and --tls-ca-file are for a cyrus:// target");
     }
     let owner = a.owner.as_deref().map(Owner::lookup).transpose()?;
     let mut rep = restore_as(&config.store_root, &a.user, &sel, &to, owner)

@@ -29,8 +29,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use formats::cyrus::dlist::Dlist;
@@ -45,6 +46,7 @@ use formats::{Guid, Timestamp};
 
 use super::imap::{read_password, split_server, ImapError, ImapUrlError, IntoFolder};
 use super::{FolderIdentity, Item, Note, RestoreError, SafeFolder, Sink, UserFiles};
+use crate::client::tls::{client_config, TlsSettings, TlsTrust, Transport};
 
 /// The csync port (`/etc/services`: `csync 2005/tcp`).
 pub const DEFAULT_PORT: u16 = 2005;
@@ -75,6 +77,12 @@ pub struct CyrusTarget {
     /// Read the server's state and say what would be written, writing nothing
     /// (`--dry-run`).
     pub dry_run: bool,
+    /// STARTTLS, the server's certificate checked against the CA certificates in this PEM
+    /// file and the URL's host name (`--tls-ca-file`).
+    pub tls_ca_file: Option<PathBuf>,
+    /// Send the admin's password and the mail in clear to a host that is not loopback
+    /// (`--plaintext`); refused otherwise.
+    pub plaintext: bool,
 }
 
 impl CyrusTarget {
@@ -92,6 +100,8 @@ impl CyrusTarget {
             into: IntoFolder::Original,
             partition: None,
             dry_run: false,
+            tls_ca_file: None,
+            plaintext: false,
         })
     }
 }
@@ -196,12 +206,43 @@ pub enum CyrusError {
     /// No random unique id.
     #[error("no random source for a new mailbox unique id: {0}")]
     Random(String),
+    /// Plain TCP to a host that is not loopback, not asked for.
+    #[error("{host} is not loopback: the admin's password and the mail would cross the network in clear; give --tls-ca-file (STARTTLS) or, on a network you trust, --plaintext")]
+    Plaintext {
+        /// The host.
+        host: String,
+    },
+    /// TLS asked for; the server does not offer it.
+    #[error("{server} does not offer STARTTLS (give sync_server a certificate: tls_server_cert and tls_server_key in imapd.conf)")]
+    NoStartTls {
+        /// `HOST:PORT`.
+        server: String,
+    },
+    /// TLS failed.
+    #[error("{server}: {why}")]
+    Tls {
+        /// `HOST:PORT`.
+        server: String,
+        /// Why, in words.
+        why: String,
+    },
+}
+
+/// Whether every address `host` names is a loopback one.
+pub(crate) fn is_loopback(host: &str, port: u16) -> bool {
+    match (host, port).to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
+    }
 }
 
 /// A connection to a sync_server, authenticated as an admin.
 struct Conn {
     server: String,
-    s: TcpStream,
+    s: Transport,
     buf: Vec<u8>,
     start: usize,
     limits: Limits,
@@ -209,6 +250,11 @@ struct Conn {
 
 impl Conn {
     fn connect(t: &CyrusTarget, password: &str) -> Result<Conn, CyrusError> {
+        if t.tls_ca_file.is_none() && !t.plaintext && !is_loopback(&t.host, t.port) {
+            return Err(CyrusError::Plaintext {
+                host: t.host.clone(),
+            });
+        }
         let s = TcpStream::connect((t.host.as_str(), t.port)).map_err(|source| {
             CyrusError::Connect {
                 host: t.host.clone(),
@@ -226,7 +272,7 @@ impl Conn {
             })?;
         let mut c = Conn {
             server,
-            s,
+            s: Transport::Plain(s),
             buf: Vec::new(),
             start: 0,
             // A GET FULLMAILBOX of a 100,000-message folder is one long line.
@@ -235,18 +281,14 @@ impl Conn {
                 max_literal: 256 << 20,
             },
         };
-        // The banner: capability lines, then `* OK ...`.
-        loop {
-            match c.read_reply("the banner")? {
-                Reply::Untagged(t) if t.starts_with("OK") => break,
-                Reply::Untagged(_) => {}
-                other => {
-                    return Err(CyrusError::Banner {
-                        server: c.server.clone(),
-                        found: format!("{other:?}"),
-                    })
-                }
+        let caps = c.banner()?;
+        if let Some(ca) = &t.tls_ca_file {
+            if !caps.iter().any(|l| l.eq_ignore_ascii_case("STARTTLS")) {
+                return Err(CyrusError::NoStartTls { server: c.server });
             }
+            c.starttls(&t.host, ca)?;
+            // The server greets again, inside TLS.
+            c.banner()?;
         }
         c.send(&sync::authenticate_plain("", &t.admin, password))?;
         match c.read_reply("AUTHENTICATE")? {
@@ -256,6 +298,81 @@ impl Conn {
                 admin: t.admin.clone(),
                 response: status_text(&other),
             }),
+        }
+    }
+
+    /// The banner: capability lines, then `* OK ...`; the capability lines.
+    fn banner(&mut self) -> Result<Vec<String>, CyrusError> {
+        let mut caps = Vec::new();
+        loop {
+            match self.read_reply("the banner")? {
+                Reply::Untagged(t) if t.starts_with("OK") => return Ok(caps),
+                Reply::Untagged(t) => caps.push(t),
+                other => {
+                    return Err(CyrusError::Banner {
+                        server: self.server.clone(),
+                        found: format!("{other:?}"),
+                    })
+                }
+            }
+        }
+    }
+
+    /// `STARTTLS`, then the TLS handshake: the certificate must chain to `ca` and name
+    /// `host`.
+    fn starttls(&mut self, host: &str, ca: &std::path::Path) -> Result<(), CyrusError> {
+        let server = self.server.clone();
+        let tls_err = move |why: String| CyrusError::Tls {
+            server: server.clone(),
+            why,
+        };
+        self.send(sync::STARTTLS)?;
+        match self.read_reply("STARTTLS")? {
+            Reply::Ok(_) => {}
+            other => {
+                return Err(tls_err(format!(
+                    "STARTTLS refused: {}",
+                    status_text(&other)
+                )))
+            }
+        }
+        if self.start != self.buf.len() {
+            return Err(tls_err(
+                "the server sent more after its STARTTLS answer".into(),
+            ));
+        }
+        let settings = TlsSettings {
+            trust: TlsTrust::CaFile(ca.to_path_buf()),
+            client_cert: None,
+            server_name: host.to_owned(),
+        };
+        let config = client_config(&settings).map_err(&tls_err)?;
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|e| tls_err(format!("{host} as a TLS server name: {e}")))?;
+        let mut conn = rustls::ClientConnection::new(Arc::clone(&config), name)
+            .map_err(|e| tls_err(format!("TLS: {e}")))?;
+        let spare = self
+            .plain_clone()
+            .map_err(|e| tls_err(format!("TLS: {e}")))?;
+        let Transport::Plain(mut sock) = std::mem::replace(&mut self.s, Transport::Plain(spare))
+        else {
+            return Err(tls_err("TLS is on already".into()));
+        };
+        while conn.is_handshaking() {
+            conn.complete_io(&mut sock)
+                .map_err(|e| tls_err(format!("TLS handshake: {e}")))?;
+        }
+        self.s = Transport::Tls(Box::new(rustls::StreamOwned::new(conn, sock)));
+        self.buf.clear();
+        self.start = 0;
+        Ok(())
+    }
+
+    /// A second handle on the plain socket, held while the first is moved into TLS.
+    fn plain_clone(&self) -> std::io::Result<TcpStream> {
+        match &self.s {
+            Transport::Plain(s) => s.try_clone(),
+            Transport::Tls(t) => t.sock.try_clone(),
         }
     }
 
@@ -1089,6 +1206,23 @@ mod tests {
         assert_eq!(v, ["user.alice", "user.alice.Work^2025", "user.bob.Lists"]);
         let d = subscriptions("alice@example.com", b"NINBOX\x1fSent\t\n");
         assert!(d.contains("example.com!user.alice.Sent"), "{d:?}");
+    }
+
+    #[test]
+    fn clear_text_off_loopback_is_refused_before_connecting() {
+        assert!(is_loopback("127.0.0.1", 1) && is_loopback("::1", 1));
+        assert!(!is_loopback("192.0.2.1", 1));
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "x\n").unwrap();
+        std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let mut t = CyrusTarget::parse("cyrus://admin@192.0.2.1").unwrap();
+        t.password_file = Some(pw);
+        let e = CyrusSink::connect(&t, "alice").err().unwrap();
+        assert!(
+            e.to_string().starts_with("192.0.2.1 is not loopback"),
+            "{e}"
+        );
     }
 
     #[test]

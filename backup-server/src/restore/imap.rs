@@ -157,6 +157,12 @@ pub enum ImapError {
         /// The answer after the tag.
         response: String,
     },
+    /// Plain TCP to a host that is not loopback, not asked for.
+    #[error("{host} is not loopback: the admin's password and the mail would cross the network in clear (imap:// has no TLS yet); run the restore on the mail server against 127.0.0.1, or, on a network you trust, give --plaintext")]
+    Plaintext {
+        /// The host.
+        host: String,
+    },
     /// The server does not offer `AUTH=PLAIN`.
     #[error("{host}:{port} does not offer AUTHENTICATE PLAIN")]
     NoAuthPlain {
@@ -230,6 +236,9 @@ pub struct ImapTarget {
     /// Ask `FETCH (DIGEST.SHA1)` where the server offers it (true unless a test wants the
     /// size-and-hash fallback).
     pub use_digest: bool,
+    /// Send the password and the mail in clear to a host that is not loopback
+    /// (`--plaintext`); refused otherwise (this target has no TLS yet).
+    pub plaintext: bool,
 }
 
 impl ImapTarget {
@@ -246,6 +255,7 @@ impl ImapTarget {
             password_file: None,
             into: IntoFolder::Dated,
             use_digest: true,
+            plaintext: false,
         })
     }
 }
@@ -553,6 +563,11 @@ impl ImapSink {
     /// Connects, authenticates as `user` with the admin's credentials and learns the
     /// namespace.
     pub fn connect(t: &ImapTarget, user: &str) -> Result<Self, ImapError> {
+        if !t.plaintext && !super::cyrus::is_loopback(&t.host, t.port) {
+            return Err(ImapError::Plaintext {
+                host: t.host.clone(),
+            });
+        }
         let pwfile = t
             .password_file
             .as_deref()

@@ -64,6 +64,10 @@ pub fn authenticate_plain(authzid: &str, authcid: &str, password: &str) -> Vec<u
     format!("AUTHENTICATE PLAIN {b64}\r\n").into_bytes()
 }
 
+/// `STARTTLS` CRLF: the server answers `OK Begin TLS negotiation now`, the TLS handshake
+/// follows, and the server sends its banner again inside TLS.
+pub const STARTTLS: &[u8] = b"STARTTLS\r\n";
+
 /// `EXIT` CRLF: the server answers `OK Finished` and closes; its staged uploads are removed.
 pub const EXIT: &[u8] = b"EXIT\r\n";
 
