@@ -41,10 +41,11 @@ use formats::cyrus::sync::{
     SeenState, Verb,
 };
 use formats::cyrus::twoskip::Twoskip;
-use formats::imap::{parse_response, Limits, ResponseError};
+use formats::imap::{Limits, ResponseError};
 use formats::{Guid, Timestamp};
 
 use super::imap::{read_password, split_server, ImapError, ImapUrlError, IntoFolder};
+use super::replies::{ReadError, Replies};
 use super::{FolderIdentity, Item, Note, RestoreError, SafeFolder, Sink, UserFiles};
 use crate::client::tls::{client_config, TlsSettings, TlsTrust, Transport};
 
@@ -243,9 +244,7 @@ pub(crate) fn is_loopback(host: &str, port: u16) -> bool {
 struct Conn {
     server: String,
     s: Transport,
-    buf: Vec<u8>,
-    start: usize,
-    limits: Limits,
+    replies: Replies,
 }
 
 impl Conn {
@@ -273,13 +272,11 @@ impl Conn {
         let mut c = Conn {
             server,
             s: Transport::Plain(s),
-            buf: Vec::new(),
-            start: 0,
             // A GET FULLMAILBOX of a 100,000-message folder is one long line.
-            limits: Limits {
+            replies: Replies::new(Limits {
                 max_line: 256 << 20,
                 max_literal: 256 << 20,
-            },
+            }),
         };
         let caps = c.banner()?;
         if let Some(ca) = &t.tls_ca_file {
@@ -336,7 +333,7 @@ impl Conn {
                 )))
             }
         }
-        if self.start != self.buf.len() {
+        if self.replies.has_more() {
             return Err(tls_err(
                 "the server sent more after its STARTTLS answer".into(),
             ));
@@ -363,8 +360,6 @@ impl Conn {
                 .map_err(|e| tls_err(format!("TLS handshake: {e}")))?;
         }
         self.s = Transport::Tls(Box::new(rustls::StreamOwned::new(conn, sock)));
-        self.buf.clear();
-        self.start = 0;
         Ok(())
     }
 
@@ -389,49 +384,28 @@ impl Conn {
 
     /// One reply line, its literals read within bounds.
     fn read_reply(&mut self, during: &str) -> Result<Reply, CyrusError> {
-        loop {
-            match parse_response(&self.buf[self.start..], &self.limits) {
-                Ok(Some((_, used))) => {
-                    let raw = &self.buf[self.start..self.start + used];
-                    let reply = sync::parse_reply(raw).map_err(|source| CyrusError::Reply {
-                        server: self.server.clone(),
-                        source,
-                    })?;
-                    self.start += used;
-                    if self.start == self.buf.len() {
-                        self.buf.clear();
-                        self.start = 0;
-                    }
-                    return Ok(reply);
-                }
-                Ok(None) => {}
-                Err(source) => {
-                    return Err(CyrusError::Framing {
-                        server: self.server.clone(),
-                        source,
-                    })
-                }
-            }
-            if self.start > 0 {
-                self.buf.drain(..self.start);
-                self.start = 0;
-            }
-            let mut chunk = [0u8; 64 * 1024];
-            let n = loop {
-                match self.s.read(&mut chunk) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(self.io(e)),
-                }
-            };
-            if n == 0 {
-                return Err(CyrusError::Closed {
-                    server: self.server.clone(),
+        let server = &self.server;
+        let parsed = self
+            .replies
+            .read(&mut self.s, |_, raw| sync::parse_reply(raw))
+            .map_err(|e| match e {
+                ReadError::Io(source) => CyrusError::Io {
+                    server: server.clone(),
+                    source,
+                },
+                ReadError::Closed => CyrusError::Closed {
+                    server: server.clone(),
                     during: format!(" during {during}"),
-                });
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
+                },
+                ReadError::Framing(source) => CyrusError::Framing {
+                    server: server.clone(),
+                    source,
+                },
+            })?;
+        parsed.map_err(|source| CyrusError::Reply {
+            server: self.server.clone(),
+            source,
+        })
     }
 
     /// Sends a command; returns its data replies, or the refusal. `may_fail`: a NO is

@@ -23,11 +23,10 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use formats::imap::{
-    parse_response, tokenize, Limits, Response as Resp, ResponseError, Tok, TokenError,
-};
+use formats::imap::{tokenize, Limits, Response as Resp, ResponseError, Tok, TokenError};
 use formats::{Guid, Timestamp};
 
+use super::replies::{ReadError, Replies};
 use super::{Item, Note, RestoreError, SafeFolder, Sink};
 
 /// An `imap://` URL that does not parse.
@@ -327,10 +326,8 @@ struct Conn {
     /// `HOST:PORT`, for errors.
     server: String,
     s: TcpStream,
-    /// Bytes received and not yet taken as a response (from `start` on).
-    buf: Vec<u8>,
-    start: usize,
-    limits: Limits,
+    /// Bytes received and not yet taken as a response.
+    replies: Replies,
     tag: u32,
     caps: BTreeSet<String>,
 }
@@ -352,9 +349,7 @@ impl Conn {
         let mut c = Conn {
             server,
             s,
-            buf: Vec::new(),
-            start: 0,
-            limits: Limits::default(),
+            replies: Replies::new(Limits::default()),
             tag: 0,
             caps: BTreeSet::new(),
         };
@@ -401,41 +396,19 @@ impl Conn {
     /// `limits` (formats::imap::response): the buffer grows only with what the server
     /// really sent, never by a length it announced.
     fn read_resp(&mut self) -> Result<Resp, ImapError> {
-        loop {
-            match parse_response(&self.buf[self.start..], &self.limits) {
-                Ok(Some((resp, used))) => {
-                    self.start += used;
-                    if self.start == self.buf.len() {
-                        self.buf.clear();
-                        self.start = 0;
-                    }
-                    return Ok(resp);
-                }
-                Ok(None) => {}
-                Err(source) => {
-                    return Err(ImapError::Response {
-                        server: self.server.clone(),
-                        source,
-                    })
-                }
-            }
-            if self.start > 0 {
-                self.buf.drain(..self.start);
-                self.start = 0;
-            }
-            let mut chunk = [0u8; 64 * 1024];
-            let n = loop {
-                match self.s.read(&mut chunk) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(self.io(e)),
-                }
-            };
-            if n == 0 {
-                return Err(ImapError::Closed);
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
+        self.replies
+            .read(&mut self.s, |resp, _| resp)
+            .map_err(|e| match e {
+                ReadError::Io(source) => ImapError::Io {
+                    server: self.server.clone(),
+                    source,
+                },
+                ReadError::Closed => ImapError::Closed,
+                ReadError::Framing(source) => ImapError::Response {
+                    server: self.server.clone(),
+                    source,
+                },
+            })
     }
 
     /// A response's tokens.

@@ -19,6 +19,7 @@ mod expunged;
 pub mod imap;
 pub mod maildir;
 pub mod mbox;
+mod replies;
 mod retention;
 
 use std::fmt;
