@@ -5,7 +5,7 @@
 mod compact_common;
 mod store_common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use backup_server::compact::{compact_store, Decision};
@@ -391,18 +391,10 @@ fn a_restore_before_the_cutoff_is_noted_with_the_retention_given() {
     assert_eq!(rep.compacted_on, None);
 }
 
-fn config(dir: &Path) -> PathBuf {
-    let p = dir.join("backup-server.toml");
-    testkit::config::ServerConfig::minimal("127.0.0.1:9")
-        .write_with_secrets(&p, "binary-test-secret-0123456789")
-        .unwrap();
-    p
-}
-
 #[test]
 fn the_binary_exits_2_when_a_restore_reaches_past_retention() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
+    let cfg = store_common::binary_config(dir.path());
     build(&dir.path().join("store"), true);
     let run = |args: &[&str]| {
         let o = Command::new(env!("CARGO_BIN_EXE_backup-server"))

@@ -218,18 +218,10 @@ fn reindex_rebuilds_an_index_equal_to_the_original() {
     assert!(verify_user(root.path(), USER).is_clean());
 }
 
-fn config(dir: &Path) -> PathBuf {
-    let p = dir.join("backup-server.toml");
-    testkit::config::ServerConfig::minimal("127.0.0.1:9")
-        .write_with_secrets(&p, "binary-test-secret-0123456789")
-        .unwrap();
-    p
-}
-
 #[test]
 fn the_binary_verifies_reindexes_and_exits_1_on_a_fault() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
+    let cfg = store_common::binary_config(dir.path());
     let root = dir.path().join("store");
     let data = build(&root);
     let bin = env!("CARGO_BIN_EXE_backup-server");
@@ -431,7 +423,7 @@ fn the_quick_level_reads_no_message_and_finds_broken_framing() {
 #[test]
 fn the_binary_names_the_way_out_on_every_fault_line() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
+    let cfg = store_common::binary_config(dir.path());
     let root = dir.path().join("store");
     build(&root);
     let index = UserDir::new(&root, USER).unwrap().index_path();

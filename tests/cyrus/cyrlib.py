@@ -6,6 +6,8 @@ it parses what Cyrus 3.x sends to the commands those scripts issue.
 """
 
 import base64
+import json
+import sys
 import re
 import socket
 
@@ -435,3 +437,13 @@ class ManageSieve:
         except (ProtocolError, OSError):
             pass
         self.sock.close()
+
+
+def write_json(path, obj):
+    """Writes obj as indented UTF-8 JSON to path ('-': standard output)."""
+    text = json.dumps(obj, indent=1, ensure_ascii=False) + "\n"
+    if path == "-":
+        sys.stdout.write(text)
+    else:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)

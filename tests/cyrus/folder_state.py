@@ -47,10 +47,9 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree (cyrlib)
 
 import argparse  # noqa: E402
 import hashlib
-import json
 
 import cyrlib
-from cyrlib import Imap, ManageSieve, quote, fetch_items, response_codes
+from cyrlib import Imap, ManageSieve, quote, fetch_items, response_codes, write_json
 
 
 def mailboxid(im, folder):
@@ -162,12 +161,7 @@ def main():
     if a.sieve_port:
         out["sieve"] = sieve_state(a.host, a.sieve_port, a.user)
 
-    text = json.dumps(out, indent=1, ensure_ascii=False) + "\n"
-    if a.out == "-":
-        sys.stdout.write(text)
-    else:
-        with open(a.out, "w", encoding="utf-8") as f:
-            f.write(text)
+    write_json(a.out, out)
     print("folder_state: user=%s folders=%d messages=%d -> %s" % (
         a.user, len(out["folders"]), sum(len(v["messages"]) for v in out["folders"].values()),
         a.out), file=sys.stderr)

@@ -50,10 +50,9 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree (cyrlib, mai
 
 import argparse  # noqa: E402
 import hashlib
-import json
 
 import cyrlib
-from cyrlib import Imap, quote, fetch_items, response_codes
+from cyrlib import Imap, quote, fetch_items, response_codes, write_json
 
 
 def users_of(host, port):
@@ -155,12 +154,7 @@ def main():
     out = {}
     for u in users:
         user_truth(a.host, a.imap_port, u, out)
-    text = json.dumps(out, indent=1, ensure_ascii=False, sort_keys=False) + "\n"
-    if a.out == "-":
-        sys.stdout.write(text)
-    else:
-        with open(a.out, "w", encoding="utf-8") as f:
-            f.write(text)
+    write_json(a.out, out)
     print("imap_truth: users=%d folders=%d messages=%d -> %s" % (
         len(users), len(out), sum(len(v["messages"]) for v in out.values()), a.out),
         file=sys.stderr)

@@ -28,11 +28,10 @@ import sys
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree (cyrlib)
 
 import argparse  # noqa: E402
-import json
 import re
 
 import cyrlib
-from cyrlib import Imap, quote, fetch_items, response_codes
+from cyrlib import Imap, quote, fetch_items, response_codes, write_json
 
 SEQUENCE_SET = re.compile(r"^\d+(:\d+)?(,\d+(:\d+)?)*$")
 
@@ -105,12 +104,7 @@ def main():
         "vanished": sorted(vanished),
         "fetched": sorted(fetched, key=lambda m: m["uid"]),
     }
-    text = json.dumps(out, indent=1, ensure_ascii=False) + "\n"
-    if a.out == "-":
-        sys.stdout.write(text)
-    else:
-        with open(a.out, "w", encoding="utf-8") as f:
-            f.write(text)
+    write_json(a.out, out)
     print("qresync_check: %s/%s uidvalidity_changed=%s vanished=%d fetched=%d -> %s" % (
         a.user, a.folder, out["uidvalidity_changed"], len(out["vanished"]), len(fetched), a.out),
         file=sys.stderr)

@@ -326,3 +326,14 @@ pub fn commit_run(store: &mut Store, messages: &[Vec<u8>], snaps: &[&Snap]) {
     .unwrap();
     run.commit(RunEnd::Complete).unwrap();
 }
+
+/// A backup-server configuration under `dir` for running the binary against stores only
+/// (no mail server is reached): its path.
+#[allow(dead_code)]
+pub fn binary_config(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("backup-server.toml");
+    testkit::config::ServerConfig::minimal("127.0.0.1:9")
+        .write_with_secrets(&p, "binary-test-secret-0123456789")
+        .unwrap();
+    p
+}
