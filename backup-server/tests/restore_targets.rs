@@ -341,6 +341,41 @@ fn an_expunged_message_comes_back_with_at_or_include_expunged_only() {
 }
 
 #[test]
+fn a_folder_restore_inflates_each_chunk_once_not_once_per_message() {
+    let root = tempfile::tempdir().unwrap();
+    // One large chunk holds every message: per message, the restore would inflate it from
+    // its start each time.
+    build(root.path(), 1 << 20);
+    let rep = restore(
+        root.path(),
+        USER,
+        &sel(),
+        &Target::Eml(root.path().join("all")),
+    )
+    .unwrap();
+    assert!(rep.messages > rep.folders, "{rep:?}");
+    assert!(rep.chunks_inflated <= rep.folders, "{rep:?}");
+    // The chunks' uncompressed lengths, as the index records them.
+    let index = backup_server::store::StoreReader::open(root.path(), USER)
+        .unwrap()
+        .catalog()
+        .index_path()
+        .to_path_buf();
+    let data_len: u64 = rusqlite::Connection::open(index)
+        .unwrap()
+        .query_row("SELECT sum(uncompressed_len) FROM chunks", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap() as u64;
+    assert!(
+        rep.inflated <= rep.folders * data_len,
+        "{} inflated for {} folders of a {data_len}-byte data file",
+        rep.inflated,
+        rep.folders
+    );
+}
+
+#[test]
 fn a_single_message_restore_inflates_one_chunk() {
     let root = tempfile::tempdir().unwrap();
     // Small chunks: the store has many, the restore must touch one.

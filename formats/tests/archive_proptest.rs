@@ -144,6 +144,33 @@ proptest! {
             prop_assert_eq!(&got, data);
         }
 
+        // In file order through one reader per chunk (next_in_chunk), some entries read
+        // only in part: the same bytes, and no chunk inflated twice.
+        let mut cur: Option<EntryReader<Cursor<&Vec<u8>>>> = None;
+        let (mut inflated, mut opened) = (0u64, 0usize);
+        for (i, ((_, data), loc)) in entries.iter().zip(&w.locations).enumerate() {
+            let mut r = match cur.take() {
+                Some(c) if c.can_reach(loc.chunk_offset, loc.header_offset) => {
+                    c.next_in_chunk(loc.header_offset).unwrap()
+                }
+                other => {
+                    // A chain ends: its reader's position is what it inflated of its chunk.
+                    inflated += other.map_or(0, |c| c.inflated());
+                    opened += 1;
+                    open_entry(Cursor::new(&w.file), loc.chunk_offset, loc.header_offset).unwrap()
+                }
+            };
+            let take = if i % 3 == 2 { data.len() / 2 } else { data.len() };
+            let mut got = vec![0u8; take];
+            r.read_exact(&mut got).unwrap();
+            prop_assert_eq!(&got[..], &data[..take]);
+            cur = Some(r);
+        }
+        inflated += cur.map_or(0, |c| c.inflated());
+        prop_assert_eq!(opened, w.chunks.len());
+        let total: u64 = w.chunks.iter().map(|c| c.uncompressed_len).sum();
+        prop_assert!(inflated <= total, "{} > {}", inflated, total);
+
         let (evs, end) = scan_all(&w.file);
         let end = end.unwrap();
         prop_assert_eq!(end.tail, Tail::Clean);

@@ -952,6 +952,10 @@ pub fn subscriptions(user: &str, db: &[u8]) -> HashSet<String> {
 }
 
 impl Sink for CyrusSink {
+    fn any_order(&self) -> bool {
+        true
+    }
+
     fn wants_identity(&self) -> bool {
         true
     }

@@ -37,6 +37,10 @@ impl Eml {
 }
 
 impl Sink for Eml {
+    fn any_order(&self) -> bool {
+        true
+    }
+
     fn folder(&mut self, f: &SafeFolder) -> Result<(), RestoreError> {
         self.dir = Some(self.root.subdir(&f.flat())?);
         Ok(())

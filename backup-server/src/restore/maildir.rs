@@ -132,6 +132,10 @@ impl Maildir {
 }
 
 impl Sink for Maildir {
+    fn any_order(&self) -> bool {
+        true
+    }
+
     fn folder(&mut self, f: &SafeFolder) -> Result<(), RestoreError> {
         self.end_folder()?;
         let dir = if f.levels.is_empty() {

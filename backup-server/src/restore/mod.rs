@@ -26,6 +26,7 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use formats::archive::EntryReader;
 use formats::{Guid, Timestamp};
 
 pub use confined::Owner;
@@ -33,7 +34,8 @@ pub use error::{RestoreError, TargetError};
 
 use crate::point_in_time::{rfc3339, when};
 use crate::store::{
-    record_damage, Catalog, DamageAt, FolderAt, MessageAt, MessageState, StoreError, StoreReader,
+    record_damage, Catalog, DamageAt, FolderAt, MessageAt, MessageState, PositionalReader,
+    StoreError, StoreReader,
 };
 
 /// Where a restore writes.
@@ -144,6 +146,12 @@ pub trait Sink {
     fn message(&mut self, m: &Item, data: &mut dyn Read) -> Result<(), RestoreError>;
     /// Finishes (closes files); notes for the report.
     fn finish(&mut self) -> Result<Vec<Note>, RestoreError>;
+    /// Whether the order of a folder's messages does not matter to the target (it files
+    /// them by UID, or one file each): the restore then reads them in the order the data
+    /// file holds them, inflating each chunk once instead of once per message.
+    fn any_order(&self) -> bool {
+        false
+    }
     /// Whether the target recreates folders as they were and wants [`Sink::identity`] and
     /// [`Sink::user_files`] (reading them costs an index snapshot per folder).
     fn wants_identity(&self) -> bool {
@@ -688,7 +696,7 @@ pub fn restore_as(
             };
             sink.folder(&folder_levels(user, "INBOX"))?;
             rep.folders += 1;
-            if write_one(cat, sink.as_mut(), &item, &mut rep)?.is_some() {
+            if write_one(cat, sink.as_mut(), &item, &mut None, &mut rep)?.is_some() {
                 return Err(RestoreError::WrongHash { guid: g });
             }
             rep.notes.extend(sink.finish()?);
@@ -745,6 +753,21 @@ pub fn restore_as(
         }
         sink.folder(&safe)?;
         rep.folders += 1;
+        if sink.any_order() {
+            // In the data file's order: each chunk is inflated once, read on from message
+            // to message (`cursor`), instead of from its start for every message.
+            let mut keyed = Vec::with_capacity(items.len());
+            for m in items {
+                let at = match cat.message(&m.guid)? {
+                    Some(s) => (s.entry.chunk_offset, s.entry.header_offset),
+                    None => (u64::MAX, u64::MAX),
+                };
+                keyed.push((at, m));
+            }
+            keyed.sort_by_key(|(at, m)| (*at, m.uid));
+            items = keyed.into_iter().map(|(_, m)| m).collect();
+        }
+        let mut cursor = None;
         for m in items {
             if let Some(d) = cat.is_damaged(&m.guid)? {
                 rep.damaged += 1;
@@ -769,7 +792,8 @@ pub fn restore_as(
             // A message that cannot be read back whole and right is skipped and named; the
             // rest of the selection is restored (a target's own failure still stops it).
             let flags = expunged::restored_flags(cat, &f.unique_id, &m, sel.keep_deleted_flag)?;
-            if let Some(why) = write_one(cat, sink.as_mut(), &item_of(&m, flags), &mut rep)? {
+            let item = item_of(&m, flags);
+            if let Some(why) = write_one(cat, sink.as_mut(), &item, &mut cursor, &mut rep)? {
                 rep.damaged += 1;
                 rep.notes.push(Note::Damaged {
                     folder: f.name.clone(),
@@ -872,19 +896,36 @@ fn item_of(m: &MessageAt, flags: Vec<String>) -> Item {
 /// `Ok(Some(why))`: the stored copy could not be read back whole and right (a chunk that
 /// does not inflate, bytes that do not hash to the GUID); the sink kept nothing of it.
 /// `Err`: the target failed, or the index could not be read.
-fn write_one(
-    cat: &Catalog,
+fn write_one<'c>(
+    cat: &'c Catalog,
     sink: &mut dyn Sink,
     item: &Item,
+    cursor: &mut Option<EntryReader<PositionalReader<'c>>>,
     rep: &mut RestoreReport,
 ) -> Result<Option<String>, RestoreError> {
-    let mut r = match cat.open_message(&item.guid) {
-        Ok(Some(r)) => r,
-        Ok(None) => return Err(RestoreError::MessageGone { guid: item.guid }),
-        Err(StoreError::Archive { source, .. }) => return Ok(Some(source.to_string())),
-        Err(e) => return Err(e.into()),
+    let entry = match cat.message(&item.guid)? {
+        Some(m) => m.entry,
+        None => return Err(RestoreError::MessageGone { guid: item.guid }),
     };
-    rep.chunks_inflated += 1;
+    // Read on in the chunk the last message was read from when this one lies further on in
+    // it; otherwise inflate its chunk from the start.
+    let (mut r, base) = match cursor.take() {
+        Some(c) if c.can_reach(entry.chunk_offset, entry.header_offset) => {
+            let base = c.inflated();
+            match c.next_in_chunk(entry.header_offset) {
+                Ok(r) => (r, base),
+                Err(e) => return Ok(Some(e.to_string())),
+            }
+        }
+        _ => match cat.open_entry(&entry) {
+            Ok(r) => {
+                rep.chunks_inflated += 1;
+                (r, 0)
+            }
+            Err(StoreError::Archive { source, .. }) => return Ok(Some(source.to_string())),
+            Err(e) => return Err(e.into()),
+        },
+    };
     let mut hashing = Hashing {
         inner: &mut r,
         hasher: <sha1::Sha1 as sha1::Digest>::new(),
@@ -922,9 +963,10 @@ fn write_one(
         // before it sends): the target may hold it, so this stays an error.
         return Err(RestoreError::WrongHash { guid: item.guid });
     }
-    rep.inflated += r.inflated();
+    rep.inflated += r.inflated() - base;
     rep.messages += 1;
     rep.bytes += len;
+    *cursor = Some(r);
     Ok(None)
 }
 

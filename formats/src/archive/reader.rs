@@ -72,6 +72,51 @@ impl<R: Read> EntryReader<R> {
         self.member.pos
     }
 
+    /// Whether the entry at `header_offset` of the chunk at `chunk_offset` lies further on
+    /// in this reader's chunk, so that [`EntryReader::next_in_chunk`] reaches it without
+    /// inflating anything twice.
+    pub fn can_reach(&self, chunk_offset: u64, header_offset: u64) -> bool {
+        chunk_offset == self.location.chunk_offset && header_offset >= self.member.pos
+    }
+
+    /// The entry at `header_offset` of the same chunk, read on from where this one stopped:
+    /// what lies between is inflated and skipped, nothing before it again. A restore that
+    /// reads a chunk's messages in their order inflates the chunk once instead of once per
+    /// message. The caller checks [`EntryReader::can_reach`] first.
+    pub fn next_in_chunk(mut self, header_offset: u64) -> Result<EntryReader<R>, ArchiveError> {
+        let chunk = self.location.chunk_offset;
+        let gap =
+            header_offset
+                .checked_sub(self.member.pos)
+                .ok_or(ArchiveError::EntryOutsideChunk {
+                    chunk,
+                    at: header_offset,
+                    chunk_len: self.member.pos,
+                })?;
+        let skipped = self.member.skip(gap)?;
+        if skipped < gap {
+            return Err(ArchiveError::EntryOutsideChunk {
+                chunk,
+                at: header_offset,
+                chunk_len: self.member.pos,
+            });
+        }
+        let (header, location) =
+            self.member
+                .read_entry_header()?
+                .ok_or(ArchiveError::EntryOutsideChunk {
+                    chunk,
+                    at: header_offset,
+                    chunk_len: header_offset,
+                })?;
+        Ok(EntryReader {
+            remaining: header.size,
+            header,
+            location,
+            member: self.member,
+        })
+    }
+
     /// Bytes read from the file so far (read-ahead included).
     pub fn file_bytes_read(&self) -> u64 {
         self.member.source().pulled()
