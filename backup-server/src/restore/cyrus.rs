@@ -607,11 +607,7 @@ impl CyrusSink {
     /// The mailbox a store folder goes to (internal name).
     fn target_name(&self, store_name: &str) -> Result<String, CyrusError> {
         let is_inbox = store_name.eq_ignore_ascii_case("INBOX");
-        let rest = if store_name.len() > 6 && store_name[..6].eq_ignore_ascii_case("INBOX/") {
-            &store_name[6..]
-        } else {
-            store_name
-        };
+        let rest = super::below_inbox(store_name);
         let mut boxes: Vec<String> = match &self.into {
             IntoFolder::Original => Vec::new(),
             IntoFolder::Dated => vec![

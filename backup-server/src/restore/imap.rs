@@ -669,11 +669,7 @@ impl ImapSink {
     /// The server name a store folder goes to.
     fn target_name(&self, store_name: &str) -> String {
         let is_inbox = store_name.eq_ignore_ascii_case("INBOX");
-        let rest = if store_name.len() > 6 && store_name[..6].eq_ignore_ascii_case("INBOX/") {
-            &store_name[6..]
-        } else {
-            store_name
-        };
+        let rest = super::below_inbox(store_name);
         let mut levels: Vec<String> = match &self.into {
             IntoFolder::Original if is_inbox => return "INBOX".to_owned(),
             IntoFolder::Original => Vec::new(),

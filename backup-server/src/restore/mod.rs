@@ -578,13 +578,7 @@ pub fn safe_component(level: &str) -> String {
 /// `INBOX` (any case) is the root; a leading `INBOX/` is dropped. `user` is not used for
 /// splitting; it is there so a later namespace can depend on it.
 pub fn folder_levels(_user: &str, name: &str) -> SafeFolder {
-    let rest = if name.eq_ignore_ascii_case("INBOX") {
-        ""
-    } else if name.len() > 6 && name[..6].eq_ignore_ascii_case("INBOX/") {
-        &name[6..]
-    } else {
-        name
-    };
+    let rest = below_inbox(name);
     let levels = if rest.is_empty() {
         Vec::new()
     } else {
@@ -593,6 +587,19 @@ pub fn folder_levels(_user: &str, name: &str) -> SafeFolder {
     SafeFolder {
         name: name.to_owned(),
         levels,
+    }
+}
+
+/// A store folder name below the user's INBOX: `INBOX` (any case) is the root (empty), a
+/// leading `INBOX/` is dropped, anything else is as it is. Never cuts a character (a name
+/// from a mail server may hold any bytes).
+pub(crate) fn below_inbox(name: &str) -> &str {
+    if name.eq_ignore_ascii_case("INBOX") {
+        return "";
+    }
+    match name.get(..6) {
+        Some(p) if p.eq_ignore_ascii_case("INBOX/") && name.len() > 6 => &name[6..],
+        _ => name,
     }
 }
 
@@ -1046,6 +1053,17 @@ pub(crate) fn set_mtime(file: &std::fs::File, t: Timestamp) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inbox_prefixes_are_cut_at_character_boundaries_only() {
+        assert_eq!(below_inbox("INBOX"), "");
+        assert_eq!(below_inbox("inbox/Work"), "Work");
+        assert_eq!(below_inbox("Work"), "Work");
+        // Six bytes in, inside a character: no panic, the name as it is.
+        assert_eq!(below_inbox("Donné/x"), "Donné/x");
+        assert_eq!(below_inbox("aééé/x"), "aééé/x");
+        assert_eq!(folder_levels("u", "ééé/x").levels, ["ééé", "x"]);
+    }
 
     #[test]
     fn targets_parse_and_refuse_with_reasons() {
