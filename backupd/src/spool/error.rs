@@ -115,6 +115,10 @@ pub enum SpoolError {
         /// The compiled script.
         bytecode: PathBuf,
     },
+    /// The error of a read shared by several requests (the user list's single read: see
+    /// `spool::user_list`); each of them reports it.
+    #[error(transparent)]
+    Shared(std::sync::Arc<SpoolError>),
 }
 
 /// The [`SpoolError::Io`] for a failed operation on `path`, for `map_err`.
