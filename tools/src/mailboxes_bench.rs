@@ -34,13 +34,26 @@ fn main() -> anyhow::Result<()> {
     if mode == "users" {
         let repeats: usize = args.next().map_or(Ok(3), |r| r.parse())?;
         let spool = spool::Spool::open(Path::new(&conf_path))?;
+        let mut out = Vec::new();
         for n in 1..=repeats {
             let start = Instant::now();
             let users = spool.users()?;
+            let got = start.elapsed();
+            // What the handler then does: entries and USERS frames, 8,192 users at a time.
+            let mut bytes = 0;
+            for from in (0..users.len()).step_by(8192) {
+                let batch = users.entries(from..(from + 8192).min(users.len()));
+                out.clear();
+                formats::protocol::encode_users(1, &batch, &mut out)?;
+                bytes += out.len();
+            }
             println!(
-                "users request {n}: {} users in {:.4} s peak_MB {} resident_MB {}",
+                "users request {n}: {} users, list in {:.6} s, encoded ({bytes} bytes) in \
+                 {:.6} s, reads {} peak_MB {} resident_MB {}",
                 users.len(),
-                start.elapsed().as_secs_f64(),
+                got.as_secs_f64(),
+                (start.elapsed() - got).as_secs_f64(),
+                spool.user_list_cache().builds(),
                 status_mb("VmHWM"),
                 status_mb("RssAnon"),
             );

@@ -543,6 +543,28 @@ mod tests {
     }
 
     #[test]
+    fn user_list_is_the_live_inboxes_of_the_mailbox_list() {
+        let (_dir, conf) = instance();
+        let list = read_mailbox_list(&conf).unwrap();
+        let want: Vec<(&str, &str)> = list
+            .users
+            .iter()
+            .filter_map(|(user, mailboxes)| {
+                let inbox = mailboxes
+                    .iter()
+                    .find(|m| &*m.folder == "INBOX" && is_live(m))?;
+                Some((&**user, &*inbox.partition))
+            })
+            .collect();
+        for batch in [1, 2, 100] {
+            let users = read_user_list_in_batches(&conf, batch, DEFAULT_LOCK_TIMEOUT).unwrap();
+            let got: Vec<_> = (0..users.len()).map(|i| users.get(i).unwrap()).collect();
+            assert_eq!(got, want, "batch {batch}");
+        }
+        assert_eq!(want, [(USER, "default")]);
+    }
+
+    #[test]
     fn one_user_by_seeking() {
         let (_dir, conf) = instance();
         let found = user_mailboxes(&conf, USER).unwrap();
