@@ -403,7 +403,7 @@ fn a_hung_cyrus_writer_fails_the_request_after_the_lock_timeout() {
     let writer = cyrus_lock(&mailboxes_db, nix::libc::F_WRLCK);
     let err = spool.users().unwrap_err();
     assert!(
-        matches!(&err, SpoolError::LockTimeout { path, .. } if *path == mailboxes_db),
+        matches!(err.cause(), SpoolError::LockTimeout { path, .. } if *path == mailboxes_db),
         "{err}"
     );
     drop(writer);

@@ -121,6 +121,17 @@ pub enum SpoolError {
     Shared(std::sync::Arc<SpoolError>),
 }
 
+impl SpoolError {
+    /// The error itself, looking through [`SpoolError::Shared`] (a read shared by several
+    /// requests reports its error to each of them wrapped so).
+    pub fn cause(&self) -> &SpoolError {
+        match self {
+            SpoolError::Shared(e) => e.cause(),
+            e => e,
+        }
+    }
+}
+
 /// The [`SpoolError::Io`] for a failed operation on `path`, for `map_err`.
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
     move |source| SpoolError::Io {
