@@ -49,11 +49,12 @@ fn main() -> anyhow::Result<()> {
             }
             println!(
                 "users request {n}: {} users, list in {:.6} s, encoded ({bytes} bytes) in \
-                 {:.6} s, reads {} peak_MB {} resident_MB {}",
+                 {:.6} s, reads {} kept_MB {:.1} peak_MB {} resident_MB {}",
                 users.len(),
                 got.as_secs_f64(),
                 (start.elapsed() - got).as_secs_f64(),
                 spool.user_list_cache().builds(),
+                users.heap_bytes() as f64 / 1e6,
                 status_mb("VmHWM"),
                 status_mb("RssAnon"),
             );
