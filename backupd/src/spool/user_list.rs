@@ -160,6 +160,9 @@ pub struct UserListCache {
     builds: AtomicU64,
 }
 
+/// A read's number and its outcome, shared by the requests that waited for it.
+type SharedRead = (u64, Result<Arc<UserList>, Arc<SpoolError>>);
+
 #[derive(Debug, Default)]
 struct State {
     /// The list and the stamp it was read under (stat data the same before and after).
@@ -172,7 +175,7 @@ struct State {
     waiting: usize,
     /// The outcome of the last read that ended, with its number, for the requests that
     /// waited for it.
-    last: Option<(u64, Result<Arc<UserList>, Arc<SpoolError>>)>,
+    last: Option<SharedRead>,
 }
 
 impl UserListCache {
