@@ -87,7 +87,7 @@ fn users_folders_and_user_files() {
     let (_dir, spool) = fixture();
     let users = spool.users().unwrap();
     assert_eq!(users.len(), 1);
-    assert_eq!((&*users[0].user, &*users[0].partition), (USER, "default"));
+    assert_eq!(users.get(0), Some((USER, "default")));
 
     let listing = spool.folders(USER).unwrap();
     let got: Vec<(String, (String, String, u32))> = listing
@@ -403,7 +403,7 @@ fn a_hung_cyrus_writer_fails_the_request_after_the_lock_timeout() {
     let writer = cyrus_lock(&mailboxes_db, nix::libc::F_WRLCK);
     let err = spool.users().unwrap_err();
     assert!(
-        matches!(&err, SpoolError::LockTimeout { path, .. } if *path == mailboxes_db),
+        matches!(err.cause(), SpoolError::LockTimeout { path, .. } if *path == mailboxes_db),
         "{err}"
     );
     drop(writer);

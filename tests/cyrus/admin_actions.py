@@ -2,6 +2,7 @@
 """What users and administrators do that a restore must undo, for the round-trip tests.
 
     admin_actions.py HOST IMAP_PORT delete-folder --user U --folder F [--as-admin]
+    admin_actions.py HOST IMAP_PORT create-user --user U
     admin_actions.py HOST IMAP_PORT delete-user --user U
     admin_actions.py HOST IMAP_PORT expunge --user U --folder F [--uids SET]
     admin_actions.py HOST IMAP_PORT share-seen --owner U --folder F --reader R [--uids SET]
@@ -15,6 +16,8 @@ folder "user/U/F" and the user itself "user/U"; a dot in a user name is just a d
   which first needs the `x` right on "user/U/F" (admins only have `l` and `a` implicitly):
   SETACL "user/U/F" admin x, then DELETE. With delete_mode: delayed the folder becomes
   DELETED.user.U.F.<hex time> with the same unique id until cyr_expire -D removes it.
+* create-user: as `admin`, CREATE "user/U": a new user with an empty INBOX (one new entry in
+  mailboxes.db).
 * delete-user: as `admin`, SETACL "user/U" admin x, then DELETE "user/U": every folder of U
   goes, and U's seen.db, sub.db and compiled sieve scripts are removed at once even with
   delete_mode: delayed (the folders, #sieve included, then wait under DELETED.*).
@@ -65,6 +68,13 @@ def delete_folder(a):
     im.command("DELETE %s" % quote(name))
     im.logout()
     return "user=%s folder=%s as=%s" % (a.user, a.folder, "admin" if a.as_admin else a.user)
+
+
+def create_user(a):
+    im = login(a.host, a.imap_port, "admin")
+    im.command("CREATE %s" % quote("user/%s" % a.user))
+    im.logout()
+    return "user=%s" % a.user
 
 
 def delete_user(a):
@@ -131,6 +141,10 @@ def main():
     p.add_argument("--folder", required=True)
     p.add_argument("--as-admin", action="store_true")
     p.set_defaults(run=delete_folder)
+
+    p = sub.add_parser("create-user")
+    p.add_argument("--user", required=True)
+    p.set_defaults(run=create_user)
 
     p = sub.add_parser("delete-user")
     p.add_argument("--user", required=True)

@@ -1,7 +1,8 @@
 //! What users and administrators do that a restore must undo, on a private Cyrus instance:
-//! delete a folder or a whole user, expunge messages, let another user read a folder and set
-//! its own `\Seen` there, activate a sieve script (`tests/cyrus/admin_actions.py`); and make
-//! Cyrus forget for good what delayed expunge and delayed delete keep (`cyr_expire`).
+//! create a user, delete a folder or a whole user, expunge messages, let another user read a
+//! folder and set its own `\Seen` there, activate a sieve script
+//! (`tests/cyrus/admin_actions.py`); and make Cyrus forget for good what delayed expunge and
+//! delayed delete keep (`cyr_expire`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -70,6 +71,12 @@ impl CyrusInstance {
             args.push("--as-admin");
         }
         self.admin_action(&args).map(|_| ())
+    }
+
+    /// Creates a user with an empty INBOX, as `admin`: `CREATE user/<user>`.
+    pub fn create_user(&self, user: &str) -> Result<()> {
+        self.admin_action(&["create-user", "--user", user])
+            .map(|_| ())
     }
 
     /// Deletes the whole user as `admin`: `SETACL user/<user> admin x`, `DELETE user/<user>`.

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use backup_server::client::{Client, ClientOptions};
 use backupd::server::{self, ServerHandle, Settings, SpoolAccess};
-use backupd::spool::SpoolError;
+use backupd::spool::{SpoolError, UserList};
 use formats::cyrus::header::MailboxHeader;
 use formats::cyrus::index::{
     write_index, IndexHeader, IndexLayout, IndexRecord, InternalFlags, SystemFlags,
@@ -465,12 +465,12 @@ impl MemSpool {
 }
 
 impl SpoolAccess for MemSpool {
-    fn users(&self) -> Result<Vec<UserEntry>, SpoolError> {
+    fn users(&self) -> Result<Arc<UserList>, SpoolError> {
         let s = self.state.lock().unwrap();
-        Ok(vec![UserEntry {
+        Ok(Arc::new(UserList::from(vec![UserEntry {
             user: s.user.clone(),
             partition: "default".into(),
-        }])
+        }])))
     }
 
     fn folders(&self, user: &str) -> Result<UserListing, SpoolError> {

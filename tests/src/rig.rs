@@ -12,9 +12,9 @@ use backup_server::backup::{backup_user, BackupError, UserJob, UserOutcome};
 use backup_server::client::{Client, ClientOptions, TlsSettings, TlsTrust};
 use backup_server::store::StoreOptions;
 use backupd::server::{self, ServerHandle, Settings, SpoolAccess};
-use backupd::spool::{Spool, SpoolError};
+use backupd::spool::{Spool, SpoolError, UserList, UserListCache};
 use formats::protocol::Secret;
-use formats::protocol::{MetaCopy, UserEntry, UserFileId, UserListing};
+use formats::protocol::{MetaCopy, UserFileId, UserListing};
 use formats::{FileStat, Timestamp};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -50,7 +50,7 @@ struct CountingSpool {
 }
 
 impl SpoolAccess for CountingSpool {
-    fn users(&self) -> Result<Vec<UserEntry>, SpoolError> {
+    fn users(&self) -> Result<Arc<UserList>, SpoolError> {
         self.spool.users()
     }
     fn folders(&self, user: &str) -> Result<UserListing, SpoolError> {
@@ -129,6 +129,8 @@ pub struct Backupd {
     pub secret: Secret,
     /// Whether it serves TLS (with [`test_tls`]).
     pub tls: bool,
+    /// The spool's user list cache: its `builds()` counts the reads of mailboxes.db.
+    pub user_list: Arc<UserListCache>,
 }
 
 impl Backupd {
@@ -148,6 +150,7 @@ impl Backupd {
         let secret_text = secret.to_owned();
         let secret = Secret::from_bytes(secret.as_bytes()).unwrap();
         let spool = Spool::open(&cyrus.imapd_conf()).expect("opening the spool");
+        let user_list = spool.user_list_cache();
         let served = Arc::new(Served::default());
         let counting = CountingSpool {
             spool,
@@ -169,6 +172,7 @@ impl Backupd {
             secret_text,
             secret,
             tls,
+            user_list,
         }
     }
 

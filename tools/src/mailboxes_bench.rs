@@ -3,11 +3,15 @@
 //!
 //! Usage: mailboxes-bench <imapd.conf> [window|whole]
 //!        mailboxes-bench <imapd.conf> lookup <userid>...
+//!        mailboxes-bench <imapd.conf> users [REPEATS]
 //!
 //! * `window` (default, what backupd does): the file is walked through a 256 KiB window, the
 //!   shared lock taken for each batch of `backupd::spool::BATCH` mailboxes.
 //! * `whole`: the file is read whole under the lock, the lock released, then parsed.
 //! * `lookup`: one user's mailboxes at a time, by seeking (backupd's per-user request).
+//! * `users`: what one LIST_USERS costs the daemon (`Spool::users`), asked REPEATS times
+//!   (default 3) of one `Spool` as the daemon keeps it: one line per request (seconds, peak
+//!   and resident MB after it), so that a first request and the repeats are seen apart.
 //!
 //! Prints one line: users, mailboxes, seconds holding the lock (in window mode: per batch, on
 //! average), total seconds, and the
@@ -27,6 +31,36 @@ fn main() -> anyhow::Result<()> {
     let mode = args.next().unwrap_or_else(|| "window".into());
     let conf = spool::load_imapd_conf(Path::new(&conf_path))?;
 
+    if mode == "users" {
+        let repeats: usize = args.next().map_or(Ok(3), |r| r.parse())?;
+        let spool = spool::Spool::open(Path::new(&conf_path))?;
+        let mut out = Vec::new();
+        for n in 1..=repeats {
+            let start = Instant::now();
+            let users = spool.users()?;
+            let got = start.elapsed();
+            // What the handler then does: entries and USERS frames, 8,192 users at a time.
+            let mut bytes = 0;
+            for from in (0..users.len()).step_by(8192) {
+                let batch = users.entries(from..(from + 8192).min(users.len()));
+                out.clear();
+                formats::protocol::encode_users(1, &batch, &mut out)?;
+                bytes += out.len();
+            }
+            println!(
+                "users request {n}: {} users, list in {:.6} s, encoded ({bytes} bytes) in \
+                 {:.6} s, reads {} kept_MB {:.1} peak_MB {} resident_MB {}",
+                users.len(),
+                got.as_secs_f64(),
+                (start.elapsed() - got).as_secs_f64(),
+                spool.user_list_cache().builds(),
+                users.heap_bytes() as f64 / 1e6,
+                status_mb("VmHWM"),
+                status_mb("RssAnon"),
+            );
+        }
+        return Ok(());
+    }
     if mode == "lookup" {
         for user in args {
             let start = Instant::now();

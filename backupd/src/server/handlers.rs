@@ -72,15 +72,18 @@ async fn list_users<S: SpoolAccess>(conn: &mut Conn<S>, id: u32) -> Result<(), E
         Err(e) => return conn.reply_error(id, e).await,
     };
     let total = users.len() as u64;
-    // Encoded and written a slice at a time: the encoded list is never whole in memory.
-    let mut batches = users.chunks(8192);
+    // Encoded and written a slice at a time: the encoded list is never whole in memory, and
+    // the shared list is turned into protocol entries only a slice at a time.
+    let mut start = 0;
     loop {
-        let batch = batches.next().unwrap_or(&[]);
+        let end = (start + 8192).min(users.len());
+        let batch = users.entries(start..end);
+        start = end;
         if batch.is_empty() && total > 0 {
             break;
         }
         conn.out.clear();
-        if let Err(e) = wire::encode_users(id, batch, &mut conn.out) {
+        if let Err(e) = wire::encode_users(id, &batch, &mut conn.out) {
             conn.out.clear();
             return conn
                 .reply_error(id, ErrorReply::new(ErrorCode::Internal, e.to_string()))
@@ -337,6 +340,9 @@ fn check_names(user: &str, uniqueid: Option<&str>) -> Result<(), ErrorReply> {
 /// Whether a spool error concerns the request as a whole (who, which folder, the server's
 /// configuration), not one item of it.
 fn is_request_error(e: &SpoolError) -> bool {
+    if let SpoolError::Shared(e) = e {
+        return is_request_error(e);
+    }
     matches!(
         e,
         SpoolError::UnknownUser { .. }
@@ -362,6 +368,7 @@ fn spool_code(e: &SpoolError) -> ErrorCode {
         | SpoolError::BadHeader { .. }
         | SpoolError::BadIndex { .. }
         | SpoolError::SieveSource { .. } => ErrorCode::Spool,
+        SpoolError::Shared(e) => spool_code(e),
     }
 }
 

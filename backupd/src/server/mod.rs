@@ -25,10 +25,10 @@ mod pre_auth;
 
 pub use connection::PRE_AUTH_MAX_BODY;
 
-use crate::spool::SpoolError;
+use crate::spool::{SpoolError, UserList};
 use formats::protocol::Secret;
 use formats::protocol::MAX_BODY;
-use formats::protocol::{MetaCopy, UserEntry, UserListing};
+use formats::protocol::{MetaCopy, UserListing};
 use formats::FileStat;
 use std::fs::File;
 use std::future::Future;
@@ -46,8 +46,9 @@ use tracing::{info, warn};
 /// tests. Every method blocks (file I/O, fcntl locks); the server calls them on its
 /// bounded blocking pool only.
 pub trait SpoolAccess: Send + Sync + 'static {
-    /// Every user with the partition of their INBOX.
-    fn users(&self) -> Result<Vec<UserEntry>, SpoolError>;
+    /// Every user with the partition of their INBOX, in user id order (shared: the daemon
+    /// keeps it between requests).
+    fn users(&self) -> Result<Arc<UserList>, SpoolError>;
     /// One user's folders and files, stat data only.
     fn folders(&self, user: &str) -> Result<UserListing, SpoolError>;
     /// One folder's meta files, copied under Cyrus's locks.
@@ -225,7 +226,7 @@ pub async fn run<S: SpoolAccess>(
 }
 
 impl SpoolAccess for crate::spool::Spool {
-    fn users(&self) -> Result<Vec<UserEntry>, SpoolError> {
+    fn users(&self) -> Result<Arc<UserList>, SpoolError> {
         crate::spool::Spool::users(self)
     }
     fn folders(&self, user: &str) -> Result<UserListing, SpoolError> {

@@ -115,6 +115,21 @@ pub enum SpoolError {
         /// The compiled script.
         bytecode: PathBuf,
     },
+    /// The error of a read shared by several requests (the user list's single read: see
+    /// `spool::user_list`); each of them reports it.
+    #[error(transparent)]
+    Shared(std::sync::Arc<SpoolError>),
+}
+
+impl SpoolError {
+    /// The error itself, looking through [`SpoolError::Shared`] (a read shared by several
+    /// requests reports its error to each of them wrapped so).
+    pub fn cause(&self) -> &SpoolError {
+        match self {
+            SpoolError::Shared(e) => e.cause(),
+            e => e,
+        }
+    }
 }
 
 /// The [`SpoolError::Io`] for a failed operation on `path`, for `map_err`.

@@ -26,6 +26,7 @@ pub mod messages;
 pub mod meta;
 pub mod names;
 pub mod user_files;
+pub mod user_list;
 
 pub use cyrus::load_imapd_conf;
 pub use error::SpoolError;
@@ -35,16 +36,17 @@ pub use mailboxes::{
     list_mailboxes, mailboxes_db_path, read_mailbox_list, user_mailboxes, MailboxList, BATCH,
 };
 pub use names::{check_name, check_script_name, check_uniqueid};
+pub use user_list::{DbStamp, UserList, UserListCache};
 
 use cyrus::Cyrus;
 use formats::cyrus::imapd_conf::ImapdConf;
-use formats::protocol::{MetaCopy, UserEntry, UserFileId, UserListing};
+use formats::protocol::{MetaCopy, UserFileId, UserListing};
 use formats::FileStat;
-use mailbox::is_live;
-use mailboxes::read_mailbox_list_in_batches;
+use mailboxes::read_user_list_in_batches;
 use messages::DirCache;
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The spool of one Cyrus server, as the daemon reads it: every request of the protocol that
@@ -60,6 +62,8 @@ pub struct Spool {
     /// (user, unique id) → message directories, so that streaming a folder's messages does
     /// not look the mailbox up once per message. Checked again when a file is missing.
     message_dirs: DirCache,
+    /// The user list LIST_USERS sends, kept while mailboxes.db is unchanged.
+    user_list: Arc<UserListCache>,
 }
 
 impl Spool {
@@ -68,6 +72,7 @@ impl Spool {
         Ok(Spool {
             cyrus: Cyrus::open(imapd_conf)?,
             message_dirs: DirCache::default(),
+            user_list: Arc::default(),
         })
     }
 
@@ -90,22 +95,21 @@ impl Spool {
     }
 
     /// Every user with a live INBOX, and the partition of that INBOX (for the feeders), in
-    /// user id order. Reads the whole mailbox list ([`read_mailbox_list`]).
-    pub fn users(&self) -> Result<Vec<UserEntry>, SpoolError> {
-        let list = read_mailbox_list_in_batches(&self.cyrus.conf, BATCH, self.cyrus.lock_timeout)?;
-        Ok(list
-            .users
-            .into_iter()
-            .filter_map(|(user, mailboxes)| {
-                let inbox = mailboxes
-                    .iter()
-                    .find(|m| &*m.folder == "INBOX" && is_live(m))?;
-                Some(UserEntry {
-                    user: user.into(),
-                    partition: inbox.partition.to_string(),
-                })
-            })
-            .collect())
+    /// user id order. Read from mailboxes.db when it changed since the last read, else the
+    /// list kept from then; one read at a time, shared by the requests that wait for it (see
+    /// [`user_list`]).
+    pub fn users(&self) -> Result<Arc<UserList>, SpoolError> {
+        let path = &self.cyrus.layout.mailboxes_db;
+        self.user_list.get(
+            || DbStamp::of(path),
+            || read_user_list_in_batches(&self.cyrus.conf, BATCH, self.cyrus.lock_timeout),
+        )
+    }
+
+    /// The user list's cache, shared: its [`UserListCache::builds`] counts the reads of
+    /// mailboxes.db (the tests and the benchmark watch it).
+    pub fn user_list_cache(&self) -> Arc<UserListCache> {
+        self.user_list.clone()
     }
 
     /// One user's folders (mail folders only: not delayed-deleted ones, tombstones, the

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use backupd::server::{self, ServerHandle, Settings, SpoolAccess};
-use backupd::spool::SpoolError;
+use backupd::spool::{SpoolError, UserList};
 use formats::protocol::Secret;
 use formats::protocol::{self as wire, Auth, AuthOk, FrameHeader, Greeting, HEADER_LEN};
 use formats::protocol::{FolderStat, MetaCopy, UserEntry, UserFileId, UserFileStat, UserListing};
@@ -101,13 +101,15 @@ pub fn folder(name: &str, uniqueid: &str) -> FolderStat {
 }
 
 impl SpoolAccess for FakeSpool {
-    fn users(&self) -> Result<Vec<UserEntry>, SpoolError> {
-        Ok((0..self.users)
-            .map(|i| UserEntry {
-                user: format!("user{i:06}@example.com"),
-                partition: format!("p{}", i % 4),
-            })
-            .collect())
+    fn users(&self) -> Result<Arc<UserList>, SpoolError> {
+        Ok(Arc::new(UserList::from(
+            (0..self.users)
+                .map(|i| UserEntry {
+                    user: format!("user{i:06}@example.com"),
+                    partition: format!("p{}", i % 4),
+                })
+                .collect::<Vec<_>>(),
+        )))
     }
 
     fn folders(&self, user: &str) -> Result<UserListing, SpoolError> {
