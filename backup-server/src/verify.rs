@@ -272,6 +272,10 @@ pub enum Fault {
         valid_end: u64,
         /// What follows it.
         tail: Tail,
+        /// Folders and messages with data in the committed chunk that starts there (from
+        /// the index), at most 20: a damaged gzip header makes a chunk unreadable garbage
+        /// rather than a damaged chunk, and the administrator still needs to know whose.
+        affected: Vec<Affected>,
     },
     /// A row of a derived table is not what the data file implies (missing, extra, or
     /// different).
@@ -426,11 +430,15 @@ impl fmt::Display for Fault {
                 committed,
                 valid_end,
                 tail,
+                affected,
                 ..
-            } => write!(
-                f,
-                "the committed data ({committed} bytes) is not whole chunks: unreadable from offset {valid_end} ({tail:?})"
-            ),
+            } => {
+                write!(
+                    f,
+                    "the committed data ({committed} bytes) is not whole chunks: unreadable from offset {valid_end} ({tail:?})"
+                )?;
+                show_affected(f, affected)
+            }
             Fault::NoEntry {
                 row,
                 chunk,
@@ -1115,6 +1123,7 @@ fn scan(
                         committed,
                         valid_end: end.valid_end,
                         tail: end.tail,
+                        affected: chunk_contents(reader, end.valid_end),
                     });
                 } else {
                     whole = true;
