@@ -517,3 +517,75 @@ fn render(s: &Setup, bulk: &str, n: usize, bytes: u64, outcomes: &[Outcome]) -> 
     }
     t
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(uid: u32, sha1: &str, flags: &[&str], date: &str) -> Msg {
+        Msg {
+            uid,
+            sha1: sha1.into(),
+            flags: flags.iter().map(|f| f.to_string()).collect(),
+            internaldate: date.into(),
+        }
+    }
+
+    fn folder(uidvalidity: u64, id: &str, messages: Vec<Msg>) -> FolderState {
+        FolderState {
+            uidvalidity,
+            mailboxid: id.into(),
+            messages,
+        }
+    }
+
+    fn before() -> FolderState {
+        folder(
+            7,
+            "mb1",
+            vec![
+                msg(1, "aa", &["\\Seen"], "d1"),
+                msg(3, "bb", &[], "d2"),
+                msg(4, "aa", &["\\Flagged"], "d3"),
+            ],
+        )
+    }
+
+    #[test]
+    fn the_same_folder_back_keeps_everything() {
+        let k = compare(&before(), &before());
+        assert!(k.complete());
+        assert_eq!(
+            (k.uidvalidity, k.mailboxid, k.back, k.uids, k.flags, k.dates),
+            (true, true, 3, 3, 3, 3)
+        );
+    }
+
+    #[test]
+    fn renumbered_uids_count_as_lost_and_a_lost_copy_as_missing() {
+        // Cyrus's restore -U, seen: same UIDVALIDITY, new UIDs, one of two identical copies
+        // gone, the other with the first copy's flags.
+        let after = folder(
+            7,
+            "mb1",
+            vec![msg(5, "aa", &["\\Seen"], "d1"), msg(6, "bb", &[], "d2")],
+        );
+        let k = compare(&before(), &after);
+        assert!(!k.complete());
+        assert_eq!((k.back, k.extra, k.uids, k.flags, k.dates), (2, 0, 0, 2, 2));
+    }
+
+    #[test]
+    fn uids_under_a_new_uidvalidity_are_not_kept_and_extras_are_counted() {
+        let mut after = before();
+        after.uidvalidity = 8;
+        after.mailboxid = "mb2".into();
+        after.messages.push(msg(5, "cc", &[], "d4"));
+        let k = compare(&before(), &after);
+        assert_eq!(
+            (k.uidvalidity, k.mailboxid, k.back, k.extra, k.uids),
+            (false, false, 3, 1, 0)
+        );
+        assert!(!k.complete());
+    }
+}
