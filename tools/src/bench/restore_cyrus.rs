@@ -346,10 +346,13 @@ pub fn run(s: &Setup) -> Result<String> {
     Ok(render(s, &bulk, before.messages.len(), bytes, &outcomes))
 }
 
-/// `cmd` stopped after [`TIMEOUT_S`] (a hung restore fails its way instead of the run).
+/// `cmd` stopped after [`TIMEOUT_S`] (a hung restore fails its way instead of the run);
+/// killed a minute later, as backup-server takes SIGTERM as "stop after the work under way",
+/// which for a restore is all of it.
 fn with_timeout(cmd: &Command) -> Command {
     let mut c = Command::new("timeout");
-    c.arg(TIMEOUT_S.to_string())
+    c.args(["-k", "60"])
+        .arg(TIMEOUT_S.to_string())
         .arg(cmd.get_program())
         .args(cmd.get_args());
     c
