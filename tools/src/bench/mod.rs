@@ -8,6 +8,7 @@
 mod measure;
 mod peers;
 mod report;
+mod restore_cyrus;
 mod rig;
 
 use std::fs;
@@ -55,9 +56,15 @@ pub struct BenchArgs {
     /// Tools to compare (default: all): mailbackup, tar, rsync, restic, borg, cyrus-backups.
     #[arg(long, value_delimiter = ',')]
     pub tools: Vec<String>,
-    /// Workloads to run (default: all): w1 .. w6.
+    /// Workloads to run (default: all): w1 .. w6; or `restore-cyrus` alone (issue 15: one
+    /// folder of --folder-messages deleted from Cyrus and restored by us through sync_server,
+    /// by us over IMAP, and by Cyrus's own `restore`; --users, --folders, --messages and
+    /// --tools do not apply).
     #[arg(long, value_delimiter = ',')]
     pub workloads: Vec<String>,
+    /// restore-cyrus: messages in the restored folder.
+    #[arg(long, default_value_t = 50_000)]
+    pub folder_messages: u32,
     /// Also back up only the first N users (fresh store, full and no-change) to compare peak
     /// RSS and per-user speed across spool sizes; 0 skips it.
     #[arg(long, default_value_t = 250)]
@@ -155,8 +162,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
     } else {
         args.workloads.iter().map(|s| s.to_lowercase()).collect()
     };
-    if let Some(w) = workloads.iter().find(|w| !all.contains(&w.as_str())) {
-        bail!("unknown workload {w:?}; known: {}", all.join(", "));
+    let restore_cyrus = workloads.iter().any(|w| w == "restore-cyrus");
+    if restore_cyrus && workloads.len() > 1 {
+        bail!("--workloads restore-cyrus runs alone (it builds a spool of its own)");
+    }
+    if let Some(w) = workloads
+        .iter()
+        .find(|w| !all.contains(&w.as_str()) && !restore_cyrus)
+    {
+        bail!(
+            "unknown workload {w:?}; known: {}, restore-cyrus",
+            all.join(", ")
+        );
     }
     if args.reps == 0 {
         bail!("--reps must be at least 1");
@@ -194,7 +211,44 @@ pub fn run(args: BenchArgs) -> Result<()> {
             &log,
         )?;
     }
-    let backupd_bin = repo.join("target/release/backupd");
+    let release = release_dir(&repo);
+    let backupd_bin = release.join("backupd");
+    if restore_cyrus {
+        let setup = restore_cyrus::Setup {
+            repo: repo.clone(),
+            work: work.clone(),
+            log: log.clone(),
+            backupd_bin,
+            server_bin: release.join("backup-server"),
+            messages: args.folder_messages,
+            size_scale: args.size_scale,
+            reps: args.reps,
+            machine: machine(),
+            cyrus_version: versions()[5].clone(),
+            started: jiff::Timestamp::try_from(started)?
+                .strftime("%Y-%m-%d %H:%M UTC")
+                .to_string(),
+        };
+        let outcome = restore_cyrus::run(&setup);
+        let text = match &outcome {
+            Ok(t) => t,
+            Err(e) => {
+                say(&format!(
+                    "stopped by an error: {e:#}; work directory kept: {}",
+                    work.display()
+                ));
+                return outcome.map(drop);
+            }
+        };
+        println!("{text}");
+        if let Some(out) = &args.out {
+            append(out, text)?;
+        }
+        if !args.keep {
+            remove(&work)?;
+        }
+        return Ok(());
+    }
 
     let mut facts = RunFacts {
         users: args.users,
@@ -250,7 +304,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let paths = Paths {
         repo: repo.clone(),
         work: work.clone(),
-        server_bin: repo.join("target/release/backup-server"),
+        server_bin: release.join("backup-server"),
         server_config: work.join("backup-server.toml"),
         store_root: work.join("store"),
         state_db: work.join("state/state.sqlite3"),
@@ -340,14 +394,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let text = report::render(&facts, &b.rows);
     println!("{text}");
     if let Some(out) = &args.out {
-        use std::io::Write;
-        let mut f = fs::File::options()
-            .append(true)
-            .create(true)
-            .open(out)
-            .with_context(|| format!("opening {}", out.display()))?;
-        writeln!(f, "\n{text}")?;
-        say(&format!("appended to {}", out.display()));
+        append(out, &text)?;
     }
     drop(b);
     if outcome.is_err() {
@@ -841,6 +888,27 @@ fn check_restored(target: &Path, msg: &OneMessage, tool: Tool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Appends a result section to `out` (docs/PERFORMANCE.md).
+fn append(out: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut f = fs::File::options()
+        .append(true)
+        .create(true)
+        .open(out)
+        .with_context(|| format!("opening {}", out.display()))?;
+    writeln!(f, "\n{text}")?;
+    say(&format!("appended to {}", out.display()));
+    Ok(())
+}
+
+/// Where cargo puts the release binaries: $CARGO_TARGET_DIR/release, else target/release.
+fn release_dir(repo: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if !d.is_empty() => repo.join(d).join("release"),
+        _ => repo.join("target/release"),
+    }
 }
 
 fn env_of(paths: &Paths) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {

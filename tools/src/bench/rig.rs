@@ -43,12 +43,26 @@ pub struct Cyrus {
     pub imap: u16,
     /// LMTP port.
     pub lmtp: u16,
+    /// sync_server's port (csync, for a `cyrus://` restore and Cyrus's `restore`), when
+    /// started with [`Cyrus::start_for_restore`].
+    pub sync: Option<u16>,
     repo: PathBuf,
 }
 
 impl Cyrus {
     /// Starts an instance in `dir`, retrying with other ports if one was taken meanwhile.
     pub fn start(repo: &Path, dir: &Path, log: &Path) -> Result<Cyrus> {
+        Cyrus::start_with(repo, dir, log, false)
+    }
+
+    /// Starts an instance that also serves sync_server (and ManageSieve, which start.sh
+    /// wants before it) and deletes folders at once (`delete_mode: immediate`): a deleted
+    /// folder is really gone, so each restore starts from nothing.
+    pub fn start_for_restore(repo: &Path, dir: &Path, log: &Path) -> Result<Cyrus> {
+        Cyrus::start_with(repo, dir, log, true)
+    }
+
+    fn start_with(repo: &Path, dir: &Path, log: &Path, restore: bool) -> Result<Cyrus> {
         for _ in 0..5 {
             let (imap, lmtp) = (free_port()?, free_port()?);
             let mut start = Command::new("bash");
@@ -57,6 +71,15 @@ impl Cyrus {
                 .arg(dir)
                 .arg(imap.to_string())
                 .arg(lmtp.to_string());
+            let mut sync = None;
+            if restore {
+                let (sieve, port) = (free_port()?, free_port()?);
+                start
+                    .arg(sieve.to_string())
+                    .arg(port.to_string())
+                    .env("CYRUS_DELETE_MODE", "immediate");
+                sync = Some(port);
+            }
             let status = to_log(&mut start, log)?
                 .status()
                 .context("running tests/cyrus/start.sh")?;
@@ -66,6 +89,7 @@ impl Cyrus {
                         dir: dir.to_path_buf(),
                         imap,
                         lmtp,
+                        sync,
                         repo: repo.to_path_buf(),
                     })
                 }
