@@ -378,9 +378,13 @@ fn folder_state(cyrus: &Cyrus, out: &Path, log: &Path) -> Result<FolderState> {
 /// Deletes the folder as its owner would (delete_mode: immediate: it is gone at once).
 fn delete_folder(cyrus: &Cyrus, log: &Path) -> Result<()> {
     run_logged(
-        cyrus
-            .script("admin_actions.py", false)
-            .args(["delete-folder", "--user", USER, "--folder", FOLDER]),
+        cyrus.script("admin_actions.py", false).args([
+            "delete-folder",
+            "--user",
+            USER,
+            "--folder",
+            FOLDER,
+        ]),
         log,
     )?;
     Ok(())
@@ -453,11 +457,7 @@ fn render(s: &Setup, bulk: &str, n: usize, bytes: u64, outcomes: &[Outcome]) -> 
     );
     for o in outcomes {
         if o.samples.is_empty() {
-            let _ = writeln!(
-                t,
-                "| {} | failed | | | | | | | | | | | | |",
-                o.way.name()
-            );
+            let _ = writeln!(t, "| {} | failed | | | | | | | | | | | | |", o.way.name());
             continue;
         }
         let m = measure::median(&o.samples);
