@@ -22,23 +22,32 @@ pub fn open_entry<R: Read + Seek>(
             offset: chunk_offset,
             source,
         })?;
-    let mut member = Member::new(Source::new(file, chunk_offset));
-    let skipped = member.skip(header_offset)?;
-    if skipped < header_offset {
-        return Err(ArchiveError::EntryOutsideChunk {
-            chunk: chunk_offset,
-            at: header_offset,
-            chunk_len: skipped,
-        });
+    entry_at(
+        Member::new(Source::new(file, chunk_offset)),
+        chunk_offset,
+        header_offset,
+    )
+}
+
+/// The entry whose header is at `header_offset` of `member`'s chunk, inflating and skipping
+/// from where the member stands (at or before it).
+fn entry_at<R: Read>(
+    mut member: Member<R>,
+    chunk_offset: u64,
+    header_offset: u64,
+) -> Result<EntryReader<R>, ArchiveError> {
+    let outside = |chunk_len| ArchiveError::EntryOutsideChunk {
+        chunk: chunk_offset,
+        at: header_offset,
+        chunk_len,
+    };
+    let gap = header_offset
+        .checked_sub(member.pos)
+        .ok_or(outside(member.pos))?;
+    if member.skip(gap)? < gap {
+        return Err(outside(member.pos));
     }
-    let (header, location) =
-        member
-            .read_entry_header()?
-            .ok_or(ArchiveError::EntryOutsideChunk {
-                chunk: chunk_offset,
-                at: header_offset,
-                chunk_len: header_offset,
-            })?;
+    let (header, location) = member.read_entry_header()?.ok_or(outside(header_offset))?;
     Ok(EntryReader {
         remaining: header.size,
         header,
@@ -83,38 +92,8 @@ impl<R: Read> EntryReader<R> {
     /// what lies between is inflated and skipped, nothing before it again. A restore that
     /// reads a chunk's messages in their order inflates the chunk once instead of once per
     /// message. The caller checks [`EntryReader::can_reach`] first.
-    pub fn next_in_chunk(mut self, header_offset: u64) -> Result<EntryReader<R>, ArchiveError> {
-        let chunk = self.location.chunk_offset;
-        let gap =
-            header_offset
-                .checked_sub(self.member.pos)
-                .ok_or(ArchiveError::EntryOutsideChunk {
-                    chunk,
-                    at: header_offset,
-                    chunk_len: self.member.pos,
-                })?;
-        let skipped = self.member.skip(gap)?;
-        if skipped < gap {
-            return Err(ArchiveError::EntryOutsideChunk {
-                chunk,
-                at: header_offset,
-                chunk_len: self.member.pos,
-            });
-        }
-        let (header, location) =
-            self.member
-                .read_entry_header()?
-                .ok_or(ArchiveError::EntryOutsideChunk {
-                    chunk,
-                    at: header_offset,
-                    chunk_len: header_offset,
-                })?;
-        Ok(EntryReader {
-            remaining: header.size,
-            header,
-            location,
-            member: self.member,
-        })
+    pub fn next_in_chunk(self, header_offset: u64) -> Result<EntryReader<R>, ArchiveError> {
+        entry_at(self.member, self.location.chunk_offset, header_offset)
     }
 
     /// Bytes read from the file so far (read-ahead included).
