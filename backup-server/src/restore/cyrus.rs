@@ -29,7 +29,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +46,7 @@ use formats::{Guid, Timestamp};
 
 use super::imap::{read_password, split_server, ImapError, ImapUrlError, IntoFolder};
 use super::replies::{ReadError, Replies};
+use super::server_addr::{all_loopback, resolve};
 use super::{FolderIdentity, Item, Note, RestoreError, SafeFolder, Sink, UserFiles};
 use crate::client::tls::{client_config, TlsSettings, TlsTrust, Transport};
 
@@ -91,7 +92,7 @@ impl CyrusTarget {
     pub fn parse(s: &str) -> Result<Self, ImapUrlError> {
         let rest = s
             .strip_prefix("cyrus://")
-            .ok_or_else(|| ImapUrlError::NotImap(s.to_owned()))?;
+            .ok_or_else(|| ImapUrlError::NotCyrus(s.to_owned()))?;
         let (admin, host, port) = split_server(rest, s, DEFAULT_PORT)?;
         Ok(CyrusTarget {
             admin,
@@ -229,17 +230,6 @@ pub enum CyrusError {
     },
 }
 
-/// Whether every address `host` names is a loopback one.
-pub(crate) fn is_loopback(host: &str, port: u16) -> bool {
-    match (host, port).to_socket_addrs() {
-        Ok(addrs) => {
-            let addrs: Vec<_> = addrs.collect();
-            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
-        }
-        Err(_) => false,
-    }
-}
-
 /// A connection to a sync_server, authenticated as an admin.
 struct Conn {
     server: String,
@@ -249,18 +239,18 @@ struct Conn {
 
 impl Conn {
     fn connect(t: &CyrusTarget, password: &str) -> Result<Conn, CyrusError> {
-        if t.tls_ca_file.is_none() && !t.plaintext && !is_loopback(&t.host, t.port) {
+        let connect_err = |source| CyrusError::Connect {
+            host: t.host.clone(),
+            port: t.port,
+            source,
+        };
+        let addrs = resolve(&t.host, t.port).map_err(connect_err)?;
+        if t.tls_ca_file.is_none() && !t.plaintext && !all_loopback(&addrs) {
             return Err(CyrusError::Plaintext {
                 host: t.host.clone(),
             });
         }
-        let s = TcpStream::connect((t.host.as_str(), t.port)).map_err(|source| {
-            CyrusError::Connect {
-                host: t.host.clone(),
-                port: t.port,
-                source,
-            }
-        })?;
+        let s = TcpStream::connect(&addrs[..]).map_err(connect_err)?;
         let server = format!("{}:{}", t.host, t.port);
         // A RESTORE MAILBOX of a large folder is filed before the answer comes.
         s.set_read_timeout(Some(Duration::from_secs(1800)))
@@ -509,7 +499,8 @@ pub struct CyrusSink {
     sieve_there: HashSet<String>,
     active_sieve_there: bool,
     seen_there: HashSet<String>,
-    /// Messages staged on the server in this connection, per partition.
+    /// Messages staged (or queued in `batch`) on the server in this connection, per
+    /// partition.
     uploaded: HashSet<(String, Guid)>,
     /// The upload being gathered: (partition, guid, bytes).
     batch: Vec<(String, Guid, Vec<u8>)>,
@@ -675,23 +666,29 @@ impl CyrusSink {
         }
         let n = self.batch.len();
         if self.dry_run {
-            for (part, guid, _) in self.batch.drain(..) {
-                self.uploaded.insert((part, guid));
-            }
+            self.batch.clear();
             self.batch_bytes = 0;
             return Ok(());
         }
-        let mut out = Vec::with_capacity(self.batch_bytes + n * 80 + 32);
-        out.extend_from_slice(upload_list::START);
-        for (i, (part, guid, bytes)) in self.batch.iter().enumerate() {
-            if i > 0 {
-                out.extend_from_slice(upload_list::SEPARATOR);
-            }
-            out.extend_from_slice(&sync::message_upload(part, guid, bytes.len() as u64));
-            out.extend_from_slice(bytes);
-        }
-        out.extend_from_slice(upload_list::END);
-        self.conn.send(&out)?;
+        // Straight onto the connection: small pieces gathered, message bytes written as
+        // they are (no second copy of a 32 MiB batch).
+        let written = {
+            let mut w = std::io::BufWriter::with_capacity(256 << 10, &mut self.conn.s);
+            let mut put = || -> std::io::Result<()> {
+                w.write_all(upload_list::START)?;
+                for (i, (part, guid, bytes)) in self.batch.iter().enumerate() {
+                    if i > 0 {
+                        w.write_all(upload_list::SEPARATOR)?;
+                    }
+                    w.write_all(&sync::message_upload(part, guid, bytes.len() as u64))?;
+                    w.write_all(bytes)?;
+                }
+                w.write_all(upload_list::END)?;
+                w.flush()
+            };
+            put()
+        };
+        written.map_err(|e| self.conn.io(e))?;
         let server = self.conn.server.clone();
         self.conn
             .replies("APPLY MESSAGE")?
@@ -700,9 +697,7 @@ impl CyrusSink {
                 command: format!("APPLY MESSAGE ({n} messages)"),
                 response,
             })?;
-        for (part, guid, _) in self.batch.drain(..) {
-            self.uploaded.insert((part, guid));
-        }
+        self.batch.clear();
         self.batch_bytes = 0;
         Ok(())
     }
@@ -1109,15 +1104,11 @@ impl Sink for CyrusSink {
             size: m.size,
             guid: m.guid,
         });
-        let key = (cur.partition.clone(), m.guid);
-        if !self.uploaded.contains(&key)
-            && !self
-                .batch
-                .iter()
-                .any(|(p, g, _)| (p, g) == (&key.0, &key.1))
-        {
+        // Each message is sent once per partition and session (a batch that fails ends
+        // the restore, so "queued" is as good as "staged").
+        if self.uploaded.insert((cur.partition.clone(), m.guid)) {
             self.batch_bytes += bytes.len();
-            self.batch.push((key.0, key.1, bytes));
+            self.batch.push((cur.partition.clone(), m.guid, bytes));
             if self.batch.len() >= UPLOAD_BATCH_MESSAGES || self.batch_bytes >= UPLOAD_BATCH_BYTES {
                 self.send_batch()?;
             }
@@ -1184,8 +1175,6 @@ mod tests {
 
     #[test]
     fn clear_text_off_loopback_is_refused_before_connecting() {
-        assert!(is_loopback("127.0.0.1", 1) && is_loopback("::1", 1));
-        assert!(!is_loopback("192.0.2.1", 1));
         let dir = tempfile::tempdir().unwrap();
         let pw = dir.path().join("pw");
         std::fs::write(&pw, "x\n").unwrap();

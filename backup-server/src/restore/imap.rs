@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ use formats::imap::{tokenize, Limits, Response as Resp, ResponseError, Tok, Toke
 use formats::{Guid, Timestamp};
 
 use super::replies::{ReadError, Replies};
+use super::server_addr::{all_loopback, resolve};
 use super::{Item, Note, RestoreError, SafeFolder, Sink};
 
 /// An `imap://` URL that does not parse.
@@ -35,6 +36,9 @@ pub enum ImapUrlError {
     /// Not `imap://...`.
     #[error("expected imap://ADMIN@HOST:PORT/, found {0:?}")]
     NotImap(String),
+    /// Not `cyrus://...`.
+    #[error("expected cyrus://ADMIN@HOST[:PORT], found {0:?}")]
+    NotCyrus(String),
     /// A path after the server (a folder is `--into`).
     #[error("expected nothing after HOST:PORT/ (use --into for a folder), found {0:?}")]
     Path(String),
@@ -333,8 +337,8 @@ struct Conn {
 }
 
 impl Conn {
-    fn connect(host: &str, port: u16) -> Result<Self, ImapError> {
-        let s = TcpStream::connect((host, port)).map_err(|source| ImapError::Connect {
+    fn connect(host: &str, port: u16, addrs: &[SocketAddr]) -> Result<Self, ImapError> {
+        let s = TcpStream::connect(addrs).map_err(|source| ImapError::Connect {
             host: host.to_owned(),
             port,
             source,
@@ -536,7 +540,12 @@ impl ImapSink {
     /// Connects, authenticates as `user` with the admin's credentials and learns the
     /// namespace.
     pub fn connect(t: &ImapTarget, user: &str) -> Result<Self, ImapError> {
-        if !t.plaintext && !super::cyrus::is_loopback(&t.host, t.port) {
+        let addrs = resolve(&t.host, t.port).map_err(|source| ImapError::Connect {
+            host: t.host.clone(),
+            port: t.port,
+            source,
+        })?;
+        if !t.plaintext && !all_loopback(&addrs) {
             return Err(ImapError::Plaintext {
                 host: t.host.clone(),
             });
@@ -546,7 +555,7 @@ impl ImapSink {
             .as_deref()
             .ok_or(ImapError::NoPasswordFile)?;
         let password = read_password(pwfile)?;
-        let mut conn = Conn::connect(&t.host, t.port)?;
+        let mut conn = Conn::connect(&t.host, t.port, &addrs)?;
         if conn.caps.is_empty() {
             conn.cmd(&[Part::Text("CAPABILITY".into())], false)?;
         }

@@ -21,6 +21,7 @@ pub mod maildir;
 pub mod mbox;
 mod replies;
 mod retention;
+mod server_addr;
 
 use std::fmt;
 use std::io::Read;
