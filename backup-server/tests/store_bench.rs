@@ -172,3 +172,65 @@ fn store_figures() {
         t.elapsed().as_secs_f64()
     );
 }
+
+/// The fixed cost of a new small user's store, phase by phase (issue 16): creating the
+/// store, one run of 4 folders x 5 messages of 2 kB, and closing it. Run with
+/// `cargo test --release -p backup-server --test store_bench -- --ignored --nocapture
+/// new_user_fixed_cost`; `MB_FIXED_USERS` sets the number of users (default 300) and
+/// `MB_FIXED_ROOT` the store root (default a temporary directory: use one on the disk the
+/// figures are for).
+#[test]
+#[ignore]
+fn new_user_fixed_cost() {
+    let users: u64 = std::env::var("MB_FIXED_USERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let tmp = tempfile::tempdir_in(std::env::var("MB_FIXED_ROOT").unwrap_or_else(|_| "/tmp".into()))
+        .unwrap();
+    let (mut open, mut run_t, mut commit, mut close) = (vec![], vec![], vec![], vec![]);
+    for u in 0..users {
+        let msgs: Vec<Vec<u8>> = (0..20).map(|i| message(u * 100 + i, 2000)).collect();
+        let snaps: Vec<Snap> = (0..4)
+            .map(|f| {
+                let recs: Vec<Rec> = (0..5)
+                    .map(|i| Rec::new(i as u32 + 1, &msgs[f * 5 + i]))
+                    .collect();
+                Snap::new(&format!("uid-{u}-{f}"), &format!("user.u{u}.F{f}"), 1, &recs, 1)
+            })
+            .collect();
+        let t = Instant::now();
+        let mut store = Store::open(tmp.path(), &format!("u{u}"), StoreOptions::default()).unwrap();
+        open.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        let mut run = store.begin_run().unwrap();
+        for m in &msgs {
+            run.add_message(guid(m), m.len() as u64, &m[..], MessageInfo::default())
+                .unwrap();
+        }
+        for s in &snaps {
+            run.add_folder_snapshot(s.as_snapshot()).unwrap();
+        }
+        run_t.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        run.commit(RunEnd::Complete).unwrap();
+        commit.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        drop(store);
+        close.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let sum = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    println!(
+        "new small user ({users} users, 4 folders x 5 messages of 2 kB), mean (median) ms: \
+         open+create {:.2} ({:.2}), run {:.2} ({:.2}), commit {:.2} ({:.2}), close {:.2} ({:.2}), total {:.2}",
+        sum(&open),
+        median(open.clone()),
+        sum(&run_t),
+        median(run_t.clone()),
+        sum(&commit),
+        median(commit.clone()),
+        sum(&close),
+        median(close.clone()),
+        sum(&open) + sum(&run_t) + sum(&commit) + sum(&close)
+    );
+}

@@ -586,6 +586,17 @@ fn finish_switch_locked(dir: &UserDir) -> Result<()> {
 }
 
 /// Creates an empty store: the data file, then the index built aside and renamed in.
+///
+/// A new user's store is the fixed cost of its first backup, so it is made with as few
+/// syncs as its crash story allows (docs/store.md, "The crash story"): the data file is
+/// created empty and not synced (an empty file has nothing to lose: if the crash takes it,
+/// open finds the index's committed length 0 and makes it again); the index is this
+/// process's empty index (made once by [`IndexDb::open`], so with the schema and pragmas of
+/// every other index) copied into `.tmp`, its store row written with SQLite's syncs off
+/// (a crash before the rename leaves a `.tmp`, which open removes), then synced once
+/// before the rename; one sync of the directory makes the data file, the index and the lock
+/// files durable together, and the three directories above are synced too, since they may
+/// be new (on ext4 these find the journal already committed and cost a system call each).
 fn create_store(dir: &UserDir, opts: &StoreOptions) -> Result<()> {
     let mut secs = opts.clock.now().secs;
     let name = loop {
@@ -595,17 +606,25 @@ fn create_store(dir: &UserDir, opts: &StoreOptions) -> Result<()> {
         }
         secs += 1;
     };
-    DataFile::create(&dir.file(&name))?;
+    let data = dir.file(&name);
+    crate::private::create_new(&data).io(&data, "creating the data file")?;
     let tmp = dir.file(INDEX_TMP_FILE);
+    write_empty_index(&tmp)?;
     {
-        let db = IndexDb::open(&tmp, OpenMode::Create)?;
-        db.conn
-            .execute(
-                "INSERT INTO store (id, user, data_file) VALUES (1, ?1, ?2)",
-                params![dir.user(), name],
-            )
+        let conn = rusqlite::Connection::open_with_flags(
+            &tmp,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .sql(&tmp)?;
+        conn.execute_batch("PRAGMA synchronous=OFF")
             .sql(&tmp)?;
-        db.checkpoint()?;
+        conn.execute(
+            "INSERT INTO store (id, user, data_file) VALUES (1, ?1, ?2)",
+            params![dir.user(), name],
+        )
+        .sql(&tmp)?;
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .sql(&tmp)?;
     }
     std::fs::File::open(&tmp)
         .and_then(|f| f.sync_all())
@@ -627,4 +646,31 @@ fn create_store(dir: &UserDir, opts: &StoreOptions) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The bytes of an empty index (schema, pragmas, version; no store row) as
+/// [`IndexDb::open`] makes one, made once per process at `path` and kept.
+static EMPTY_INDEX: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+/// Writes an empty index to `path` (a new file, 0600): this process's copy of the one
+/// [`IndexDb::open`] makes, so creating a store runs no CREATE TABLE and no sync.
+fn write_empty_index(path: &Path) -> Result<()> {
+    use std::io::Write;
+    let bytes = match EMPTY_INDEX.get() {
+        Some(b) => b,
+        None => {
+            {
+                let db = IndexDb::open(path, OpenMode::Create)?;
+                db.checkpoint()?;
+            }
+            let b = std::fs::read(path).io(path, "reading the new empty index")?;
+            let mut ignored = OpenReport::default();
+            for p in [with_suffix(path, "-wal"), with_suffix(path, "-shm"), path.to_path_buf()] {
+                remove(&p, &mut ignored)?;
+            }
+            EMPTY_INDEX.get_or_init(|| b)
+        }
+    };
+    let mut f = crate::private::create_new(path).io(path, "creating the new index")?;
+    f.write_all(bytes).io(path, "writing the new index")
 }
