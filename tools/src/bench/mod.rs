@@ -10,6 +10,7 @@ mod peers;
 mod report;
 mod restore_cyrus;
 mod rig;
+mod scale;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -75,6 +76,27 @@ pub struct BenchArgs {
     /// Users in W6's synthetic state db.
     #[arg(long, default_value_t = 500_000)]
     pub report_users: u64,
+    /// The scale workload alone (issue 16): a spool of this many small users for each size
+    /// given (`--scale-users 2000,20000`), ours measured at each, the peers (of --tools:
+    /// tar, rsync, restic) at the largest; --users, --folders, --messages and --workloads
+    /// do not apply.
+    #[arg(long, value_delimiter = ',')]
+    pub scale_users: Vec<u32>,
+    /// Another build of backup-server to measure beside ours on the same spool in the same
+    /// run, as the tool `mailbackup-alt` (configured as `mailbackup`): e.g. a branch's
+    /// release binary, built from its own checkout.
+    #[arg(long)]
+    pub compare_server_bin: Option<PathBuf>,
+    /// Scale workload: folders per user, INBOX included.
+    #[arg(long, default_value_t = 4)]
+    pub scale_folders: u32,
+    /// Scale workload: messages per folder.
+    #[arg(long, default_value_t = 5)]
+    pub scale_messages: u32,
+    /// Scale workload: users of the synthetic state db the planner alone runs over; 0
+    /// skips it.
+    #[arg(long, default_value_t = 200_000)]
+    pub scale_planner_users: u64,
 }
 
 /// One line of a result table: a tool (or a machine limit) on one workload.
@@ -145,7 +167,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         bail!("bench must run as root: Cyrus's master serves as the cyrus user and the peers' installs need apt-get");
     }
     let repo = repo_root()?;
-    let tools: Vec<Tool> = if args.tools.is_empty() {
+    let mut tools: Vec<Tool> = if args.tools.is_empty() {
         Tool::ALL.to_vec()
     } else {
         args.tools
@@ -153,6 +175,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .map(|s| Tool::parse(s))
             .collect::<Result<_>>()?
     };
+    if let Some(alt) = &args.compare_server_bin {
+        if !alt.is_file() {
+            bail!("--compare-server-bin {}: no such file", alt.display());
+        }
+        tools.insert(1, Tool::OursAlt);
+    }
     if !tools.contains(&Tool::Ours) {
         bail!("--tools must include mailbackup: every figure is a ratio to ours");
     }
@@ -213,6 +241,50 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let release = release_dir(&repo);
     let backupd_bin = release.join("backupd");
+    if !args.scale_users.is_empty() {
+        let peers = if args.tools.is_empty() {
+            vec![Tool::Tar, Tool::Rsync, Tool::Restic]
+        } else {
+            tools
+                .iter()
+                .copied()
+                .filter(|t| matches!(t, Tool::Tar | Tool::Rsync | Tool::Restic))
+                .collect()
+        };
+        let setup = scale::Setup {
+            repo: repo.clone(),
+            work: work.clone(),
+            log: log.clone(),
+            backupd_bin,
+            server_bin: release.join("backup-server"),
+            sizes: scale::sizes(&args.scale_users),
+            folders: args.scale_folders,
+            messages: args.scale_messages,
+            size_scale: args.size_scale,
+            reps: args.reps,
+            peers,
+            planner_users: args.scale_planner_users,
+            keep: args.keep,
+            machine: machine(),
+            started: jiff::Timestamp::try_from(started)?
+                .strftime("%Y-%m-%d %H:%M UTC")
+                .to_string(),
+        };
+        let text = scale::run(&setup).inspect_err(|e| {
+            say(&format!(
+                "stopped by an error: {e:#}; work directory kept: {}",
+                work.display()
+            ))
+        })?;
+        println!("{text}");
+        if let Some(out) = &args.out {
+            append(out, &text)?;
+        }
+        if !args.keep {
+            remove(&work)?;
+        }
+        return Ok(());
+    }
     if restore_cyrus {
         let setup = restore_cyrus::Setup {
             repo: repo.clone(),
@@ -311,6 +383,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         cyrus_backups: work.join("cyrus-backups"),
         cyrus_backups_port: rig::free_port()?,
         users: (0..args.users).map(|k| format!("b{k:05}")).collect(),
+        alt_server_bin: args.compare_server_bin.clone(),
     };
     // Ours as configured for this machine (two partitions on one virtual disk: 4 batches of
     // each at once fill the 8 workers), and with the default of one batch per RAID set.
@@ -327,6 +400,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         &paths.state_db(Tool::OursSerial),
         &backupd,
         1,
+    )?;
+    rig::write_server_config(
+        &paths.config(Tool::OursAlt),
+        &paths.dest(Tool::OursAlt),
+        &paths.state_db(Tool::OursAlt),
+        &backupd,
+        4,
     )?;
     rig::write_server_config(
         &paths.config(Tool::OursTls),
@@ -707,6 +787,7 @@ impl Bench {
             cyrus_backups: self.paths.cyrus_backups.clone(),
             cyrus_backups_port: 0,
             users: Vec::new(),
+            alt_server_bin: None,
         };
         rig::write_server_config(
             &small.server_config,

@@ -23,6 +23,10 @@ pub enum Tool {
     OursTls,
     /// mailbackup with the configuration's default of one batch per RAID set.
     OursSerial,
+    /// mailbackup configured as [`Tool::Ours`], run by another build of backup-server
+    /// (`bench --compare-server-bin`: a branch measured beside the one built here). Not in
+    /// [`Tool::ALL`]: it runs only when that binary is given.
+    OursAlt,
     /// `tar czf` (with `-g`, GNU tar's listed incremental, for the nights).
     Tar,
     /// `rsync -a` into a mirror.
@@ -54,6 +58,7 @@ impl Tool {
             Tool::Ours => "mailbackup",
             Tool::OursTls => "mailbackup-tls",
             Tool::OursSerial => "mailbackup-1-per-set",
+            Tool::OursAlt => "mailbackup-alt",
             Tool::Tar => "tar",
             Tool::Rsync => "rsync",
             Tool::Restic => "restic",
@@ -77,7 +82,10 @@ impl Tool {
 
     /// mailbackup, in either configuration: backupd does part of the work.
     pub fn is_ours(self) -> bool {
-        matches!(self, Tool::Ours | Tool::OursTls | Tool::OursSerial)
+        matches!(
+            self,
+            Tool::Ours | Tool::OursTls | Tool::OursSerial | Tool::OursAlt
+        )
     }
 
     /// Exit statuses that mean success (tar and borg exit 1 when a file changed as it was
@@ -110,6 +118,8 @@ pub struct Paths {
     pub cyrus_backups_port: u16,
     /// The spool's users (bulk.py's names), for the tools that take a user list.
     pub users: Vec<String>,
+    /// The other backup-server build [`Tool::OursAlt`] runs.
+    pub alt_server_bin: Option<PathBuf>,
 }
 
 impl Paths {
@@ -119,6 +129,7 @@ impl Paths {
             Tool::Ours => self.store_root.clone(),
             Tool::OursSerial => self.work.join("store-1"),
             Tool::OursTls => self.work.join("store-tls"),
+            Tool::OursAlt => self.work.join("store-alt"),
             Tool::Tar => self.work.join("tar"),
             Tool::Rsync => self.work.join("rsync"),
             Tool::Restic => self.work.join("restic"),
@@ -152,7 +163,7 @@ impl Paths {
         use super::rig::run_logged;
         let dest = self.dest(tool);
         match tool {
-            Tool::Ours | Tool::OursTls | Tool::OursSerial => {
+            Tool::Ours | Tool::OursTls | Tool::OursSerial | Tool::OursAlt => {
                 let state_db = self.state_db(tool);
                 remove(&dest)?;
                 remove(&state_db)?;
@@ -213,8 +224,12 @@ impl Paths {
     pub fn backup(&self, tool: Tool, cyrus: &Cyrus, night: u32) -> Command {
         let dest = self.dest(tool);
         match tool {
-            Tool::Ours | Tool::OursTls | Tool::OursSerial => {
-                let mut c = Command::new(&self.server_bin);
+            Tool::Ours | Tool::OursTls | Tool::OursSerial | Tool::OursAlt => {
+                let bin = match (tool, &self.alt_server_bin) {
+                    (Tool::OursAlt, Some(alt)) => alt,
+                    _ => &self.server_bin,
+                };
+                let mut c = Command::new(bin);
                 c.arg("--config")
                     .arg(self.config(tool))
                     .args(["run", "--progress", "quiet"]);
@@ -370,7 +385,7 @@ impl Paths {
                 ));
                 Some(c)
             }
-            Tool::Rsync | Tool::OursTls | Tool::OursSerial => None,
+            Tool::Rsync | Tool::OursTls | Tool::OursSerial | Tool::OursAlt => None,
         }
     }
 
@@ -379,6 +394,7 @@ impl Paths {
         match tool {
             Tool::OursSerial => self.work.join("backup-server-1.toml"),
             Tool::OursTls => self.work.join("backup-server-tls.toml"),
+            Tool::OursAlt => self.work.join("backup-server-alt.toml"),
             _ => self.server_config.clone(),
         }
     }
@@ -388,6 +404,7 @@ impl Paths {
         match tool {
             Tool::OursSerial => self.work.join("state-1/state.sqlite3"),
             Tool::OursTls => self.work.join("state-tls/state.sqlite3"),
+            Tool::OursAlt => self.work.join("state-alt/state.sqlite3"),
             _ => self.state_db.clone(),
         }
     }
