@@ -334,10 +334,10 @@ fn index_damage_alone_is_named_by_folder_and_uid() {
     {
         let c = rusqlite::Connection::open(&index).unwrap();
         c.execute_batch(
-            "DELETE FROM records WHERE uniqueid = 'u-in' AND uid = 5 AND valid_to IS NULL;
-             UPDATE records SET flags = '\\Flagged' WHERE uniqueid = 'u-in' AND uid = 6 AND valid_to IS NULL;
-             UPDATE records SET size = size + 1 WHERE uniqueid = 'u-in' AND uid = 7 AND valid_to IS NULL;
-             UPDATE records SET internaldate = '1600000000' WHERE uniqueid = 'u-in' AND uid = 8 AND valid_to IS NULL;",
+            "DELETE FROM records WHERE folder_key = (SELECT id FROM folders WHERE uniqueid = 'u-in') AND uid = 5 AND valid_to IS NULL;
+             UPDATE records SET flags = '\\Flagged' WHERE folder_key = (SELECT id FROM folders WHERE uniqueid = 'u-in') AND uid = 6 AND valid_to IS NULL;
+             UPDATE records SET size = size + 1 WHERE folder_key = (SELECT id FROM folders WHERE uniqueid = 'u-in') AND uid = 7 AND valid_to IS NULL;
+             UPDATE records SET internaldate = '1600000000' WHERE folder_key = (SELECT id FROM folders WHERE uniqueid = 'u-in') AND uid = 8 AND valid_to IS NULL;",
         )
         .unwrap();
     }
@@ -430,7 +430,7 @@ fn the_binary_names_the_way_out_on_every_fault_line() {
     rusqlite::Connection::open(&index)
         .unwrap()
         .execute_batch(
-            "DELETE FROM records WHERE uniqueid = 'u-in' AND uid = 12 AND valid_to IS NULL",
+            "DELETE FROM records WHERE folder_key = (SELECT id FROM folders WHERE uniqueid = 'u-in') AND uid = 12 AND valid_to IS NULL",
         )
         .unwrap();
     let bin = env!("CARGO_BIN_EXE_backup-server");
