@@ -360,7 +360,8 @@ fn index_damage_alone_is_named_by_folder_and_uid() {
             "internaldate is \"1600000000\", the data file implies \"1700000008\"",
         ),
     ] {
-        let needle = format!("folder \"INBOX\" (u-in) UID {uid} - records row id=");
+        let needle =
+            format!("folder \"INBOX\" (u-in) UID {uid} - records row folder_key=1 uid={uid} ");
         assert!(
             text.iter()
                 .any(|t| t.starts_with(&format!("{}: {needle}", index.display()))
@@ -454,7 +455,7 @@ fn the_binary_names_the_way_out_on_every_fault_line() {
     let line = out.lines().next().unwrap();
     assert!(
         line.starts_with(&format!(
-            "user {USER}: {}: folder \"INBOX\" (u-in) UID 12 - records row id=",
+            "user {USER}: {}: folder \"INBOX\" (u-in) UID 12 - records row folder_key=1 uid=12 ",
             index.display()
         )) && line.ends_with(&format!("; run backup-server repair --user {USER}")),
         "{out}"

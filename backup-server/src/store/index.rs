@@ -23,8 +23,9 @@
 //! and never write, checkpoint or migrate (see `StoreReader` for reading on a full disk).
 //!
 //! The schema version is SQLite's `user_version`. [`MIGRATIONS`] is a table: entry `i`
-//! takes a database from version `i` to `i + 1`, each in its own transaction. A database
-//! newer than the table is refused, never opened.
+//! takes a database from version `i` to `i + 1`, each in its own transaction, in place or
+//! (version 3, a new layout) by a copy into a new index. A database newer than the table is
+//! refused, never opened; a reader reads one older than the layout through an in-memory copy.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -8,6 +8,8 @@
 //!
 //! What each kind does:
 //! * every entry: an `entries` row, id = its ordinal in the file (1, 2, ...).
+//! * a folder's first `meta_files` or `names` row gives it its key in `folders` (so keys
+//!   follow the file's order too; a tombstone's row is written at its run's end marker).
 //! * message: a `messages` row (the first entry of a GUID wins; a later duplicate stays
 //!   only in `entries`, where compaction counts it dirty), unless the copy it names is
 //!   marked damaged (`damaged`): then the new entry replaces it and the mark is deleted.
