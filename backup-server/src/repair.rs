@@ -462,14 +462,24 @@ fn old_live_records(index: &Path) -> Option<OldRecords> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .ok()?;
+    // The current layout, else version 2's (a store no run has upgraded).
     let mut st = conn
         .prepare(
             "SELECT r.guid, r.uid,
-               (SELECT n.folder FROM names n WHERE n.uniqueid = r.uniqueid
+               (SELECT n.folder FROM names n WHERE n.folder_key = r.folder_key
                 ORDER BY n.time DESC LIMIT 1)
              FROM records r
              WHERE r.valid_to IS NULL AND r.expunged = 0 AND r.guid != zeroblob(20)",
         )
+        .or_else(|_| {
+            conn.prepare(
+                "SELECT r.guid, r.uid,
+                   (SELECT n.folder FROM names n WHERE n.uniqueid = r.uniqueid
+                    ORDER BY n.time DESC LIMIT 1)
+                 FROM records r
+                 WHERE r.valid_to IS NULL AND r.expunged = 0 AND r.guid != zeroblob(20)",
+            )
+        })
         .ok()?;
     let rows = st
         .query_map([], |r| {

@@ -935,8 +935,9 @@ fn chunk_contents(reader: &StoreReader, chunk: u64) -> Vec<Affected> {
         .collect();
     let mut affected: Vec<Affected> = conn
         .prepare(&format!(
-            "SELECT DISTINCT f.uniqueid, f.folder FROM meta_files f JOIN entries e ON e.id = f.entry
-             WHERE e.chunk = ?1 ORDER BY f.uniqueid LIMIT {MAX_AFFECTED}"
+            "SELECT DISTINCT k.uniqueid, f.folder FROM meta_files f JOIN entries e ON e.id = f.entry
+             JOIN folders k ON k.id = f.folder_key
+             WHERE e.chunk = ?1 ORDER BY k.uniqueid LIMIT {MAX_AFFECTED}"
         ))
         .and_then(|mut st| {
             st.query_map([chunk as i64], |r| {

@@ -268,7 +268,7 @@ fn fetch_only_what_the_store_lacks_once_per_guid() {
     ];
     let index = index_bytes(7, &recs);
     let mut asked = 0;
-    let (wanted, no_guid) = messages_to_fetch(&index, |g| {
+    let (wanted, no_guid) = messages_to_fetch(&index, &[], |g| {
         asked += 1;
         f.store.catalog().has_message(g)
     })
@@ -280,8 +280,24 @@ fn fetch_only_what_the_store_lacks_once_per_guid() {
     assert_eq!(wanted[0].guid, Guid::of(&new_a));
     // One store lookup per distinct GUID.
     assert_eq!(asked, 4);
+    // Diffed against the folder's stored records: a record with the same UID and GUID is
+    // held without a lookup; one whose UID the store has with another GUID is looked up.
+    let stored = [
+        (1, Guid::of(&held)),
+        (3, Guid::of(&message(99, 10))),
+        (9, Guid::of(&new_b)),
+    ];
+    let mut asked_for = Vec::new();
+    let (again, _) = messages_to_fetch(&index, &stored, |g| {
+        asked_for.push(*g);
+        f.store.catalog().has_message(g)
+    })
+    .unwrap();
+    assert_eq!(again, wanted);
+    assert!(!asked_for.contains(&Guid::of(&held)), "UID 1 was looked up");
+    assert_eq!(asked_for.len(), 3);
     // A damaged index is refused with its offset.
-    let err = messages_to_fetch(&index[..index.len() - 10], |_| Ok(false)).unwrap_err();
+    let err = messages_to_fetch(&index[..index.len() - 10], &[], |_| Ok(false)).unwrap_err();
     assert!(err.to_string().contains("cyrus.index"), "{err}");
 }
 

@@ -69,7 +69,14 @@ fn append_commit_reopen() {
     assert_eq!(read_message(&store, &guid(&m2)), m2);
     let cat = store.catalog();
     let stored = cat.message(&guid(&m1)).unwrap().unwrap();
-    assert_eq!(stored.origin, Some(("uid-inbox".into(), 1)));
+    // The origin (folder, UID) is in the entry's header in the data file, not the index.
+    let r = cat.open_entry(&stored.entry).unwrap();
+    match &r.header().meta {
+        formats::archive::EntryMeta::Message(m) => {
+            assert_eq!(m.origin, Some(("uid-inbox".into(), 1)))
+        }
+        other => panic!("not a message entry: {other:?}"),
+    }
     let folders = cat.folders_at(None).unwrap();
     assert_eq!(folders.len(), 1);
     assert_eq!(folders[0].name, "user.alice");

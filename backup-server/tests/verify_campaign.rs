@@ -340,16 +340,16 @@ fn every_corruption_is_detected_or_provably_harmless() {
     // 2. Row edits and deletions, each naming the folder it is about when there is one.
     let edits: &[(&str, &str, Option<&str>)] = &[
         // (what, SQL on a row picked by `?1` = its rank, the table whose uniqueid names the folder)
-        ("delete a current records row", "DELETE FROM records WHERE id = (SELECT id FROM records WHERE valid_to IS NULL ORDER BY id LIMIT 1 OFFSET ?1)", Some("records")),
-        ("change a record's flags", "UPDATE records SET flags = flags || ' \\Deleted' WHERE id = (SELECT id FROM records ORDER BY id LIMIT 1 OFFSET ?1)", Some("records")),
-        ("change a record's size", "UPDATE records SET size = size + 1 WHERE id = (SELECT id FROM records ORDER BY id LIMIT 1 OFFSET ?1)", Some("records")),
-        ("change a record's internal date", "UPDATE records SET internaldate = '1600000000' WHERE id = (SELECT id FROM records ORDER BY id LIMIT 1 OFFSET ?1)", Some("records")),
-        ("change a record's GUID", "UPDATE records SET guid = x'00112233445566778899aabbccddeeff00112233' WHERE id = (SELECT id FROM records ORDER BY id LIMIT 1 OFFSET ?1)", Some("records")),
-        ("flip a record's expunged", "UPDATE records SET expunged = 1 - expunged WHERE id = (SELECT id FROM records ORDER BY id LIMIT 1 OFFSET ?1)", Some("records")),
-        ("end a current record", "UPDATE records SET valid_to = valid_from + 1, to_run = from_run WHERE id = (SELECT id FROM records WHERE valid_to IS NULL ORDER BY id LIMIT 1 OFFSET ?1)", Some("records")),
-        ("add a ghost record", "INSERT INTO records (uniqueid, uid, guid, size, internaldate, flags, expunged, from_run, valid_from) SELECT uniqueid, uid + 1000, guid, size, internaldate, flags, expunged, from_run, valid_from FROM records ORDER BY id LIMIT 1 OFFSET ?1", Some("records")),
-        ("delete a snapshot", "DELETE FROM snapshots WHERE (uniqueid, run) = (SELECT uniqueid, run FROM snapshots ORDER BY uniqueid, run LIMIT 1 OFFSET (?1 % 6))", Some("snapshots")),
-        ("change a snapshot's counts", "UPDATE snapshots SET exists_count = exists_count + 1 WHERE (uniqueid, run) = (SELECT uniqueid, run FROM snapshots ORDER BY uniqueid, run LIMIT 1 OFFSET (?1 % 6))", Some("snapshots")),
+        ("delete a current records row", "DELETE FROM records WHERE (folder_key, uid, from_run) = (SELECT folder_key, uid, from_run FROM records WHERE valid_to IS NULL ORDER BY folder_key, uid, from_run LIMIT 1 OFFSET ?1)", Some("records")),
+        ("change a record's flags", "UPDATE records SET flags = flags || ' \\Deleted' WHERE (folder_key, uid, from_run) = (SELECT folder_key, uid, from_run FROM records ORDER BY folder_key, uid, from_run LIMIT 1 OFFSET ?1)", Some("records")),
+        ("change a record's size", "UPDATE records SET size = size + 1 WHERE (folder_key, uid, from_run) = (SELECT folder_key, uid, from_run FROM records ORDER BY folder_key, uid, from_run LIMIT 1 OFFSET ?1)", Some("records")),
+        ("change a record's internal date", "UPDATE records SET internaldate = '1600000000' WHERE (folder_key, uid, from_run) = (SELECT folder_key, uid, from_run FROM records ORDER BY folder_key, uid, from_run LIMIT 1 OFFSET ?1)", Some("records")),
+        ("change a record's GUID", "UPDATE records SET guid = x'00112233445566778899aabbccddeeff00112233' WHERE (folder_key, uid, from_run) = (SELECT folder_key, uid, from_run FROM records ORDER BY folder_key, uid, from_run LIMIT 1 OFFSET ?1)", Some("records")),
+        ("flip a record's expunged", "UPDATE records SET expunged = 1 - expunged WHERE (folder_key, uid, from_run) = (SELECT folder_key, uid, from_run FROM records ORDER BY folder_key, uid, from_run LIMIT 1 OFFSET ?1)", Some("records")),
+        ("end a current record", "UPDATE records SET valid_to = valid_from + 1, to_run = from_run WHERE (folder_key, uid, from_run) = (SELECT folder_key, uid, from_run FROM records WHERE valid_to IS NULL ORDER BY folder_key, uid, from_run LIMIT 1 OFFSET ?1)", Some("records")),
+        ("add a ghost record", "INSERT INTO records (folder_key, uid, guid, size, internaldate, flags, expunged, from_run, valid_from) SELECT folder_key, uid + 1000, guid, size, internaldate, flags, expunged, from_run, valid_from FROM records ORDER BY folder_key, uid, from_run LIMIT 1 OFFSET ?1", Some("records")),
+        ("delete a snapshot", "DELETE FROM snapshots WHERE (folder_key, run) = (SELECT folder_key, run FROM snapshots ORDER BY folder_key, run LIMIT 1 OFFSET (?1 % 6))", Some("snapshots")),
+        ("change a snapshot's counts", "UPDATE snapshots SET exists_count = exists_count + 1 WHERE (folder_key, run) = (SELECT folder_key, run FROM snapshots ORDER BY folder_key, run LIMIT 1 OFFSET (?1 % 6))", Some("snapshots")),
         ("delete a name", "DELETE FROM names WHERE entry = (SELECT entry FROM names ORDER BY entry LIMIT 1 OFFSET (?1 % 4))", Some("names")),
         ("rename a folder in names", "UPDATE names SET folder = 'Elsewhere' WHERE entry = (SELECT entry FROM names ORDER BY entry LIMIT 1 OFFSET (?1 % 4))", Some("names")),
         ("change a meta file's folder", "UPDATE meta_files SET folder = 'Elsewhere' WHERE entry = (SELECT entry FROM meta_files ORDER BY entry LIMIT 1 OFFSET ?1)", Some("meta_files")),
@@ -375,8 +375,8 @@ fn every_corruption_is_detected_or_provably_harmless() {
             // The folder the edited row is about, read before the edit.
             let uid_of = folder_table.map(|t| {
                 let key = match t {
-                    "records" => "id",
-                    "snapshots" => "uniqueid, run",
+                    "records" => "folder_key, uid, from_run",
+                    "snapshots" => "folder_key, run",
                     _ => "entry",
                 };
                 let offset = match t {
@@ -391,7 +391,8 @@ fn every_corruption_is_detected_or_provably_harmless() {
                 };
                 c.query_row(
                     &format!(
-                        "SELECT uniqueid FROM {t} {filter} ORDER BY {key} LIMIT 1 OFFSET {offset}"
+                        "SELECT (SELECT uniqueid FROM folders WHERE id = t.folder_key)
+                         FROM {t} t {filter} ORDER BY {key} LIMIT 1 OFFSET {offset}"
                     ),
                     [],
                     |r| r.get::<_, String>(0),
@@ -444,10 +445,12 @@ fn every_corruption_is_detected_or_provably_harmless() {
             .unwrap();
             let v = c.prepare(
                 "SELECT DISTINCT u FROM (
-                   SELECT f.uniqueid AS u FROM meta_files f JOIN entries e ON e.id = f.entry
+                   SELECT k.uniqueid AS u FROM meta_files f JOIN entries e ON e.id = f.entry
+                     JOIN folders k ON k.id = f.folder_key
                      JOIN chunks c ON c.offset = e.chunk WHERE ?1 >= c.offset AND ?1 < c.offset + c.compressed_len
                    UNION
-                   SELECT r.uniqueid FROM records r JOIN messages m ON m.guid = r.guid JOIN entries e ON e.id = m.entry
+                   SELECT k.uniqueid FROM records r JOIN messages m ON m.guid = r.guid JOIN entries e ON e.id = m.entry
+                     JOIN folders k ON k.id = r.folder_key
                      JOIN chunks c ON c.offset = e.chunk
                      WHERE r.valid_to IS NULL AND ?1 >= c.offset AND ?1 < c.offset + c.compressed_len)",
             )

@@ -334,10 +334,10 @@ fn index_damage_alone_is_named_by_folder_and_uid() {
     {
         let c = rusqlite::Connection::open(&index).unwrap();
         c.execute_batch(
-            "DELETE FROM records WHERE uniqueid = 'u-in' AND uid = 5 AND valid_to IS NULL;
-             UPDATE records SET flags = '\\Flagged' WHERE uniqueid = 'u-in' AND uid = 6 AND valid_to IS NULL;
-             UPDATE records SET size = size + 1 WHERE uniqueid = 'u-in' AND uid = 7 AND valid_to IS NULL;
-             UPDATE records SET internaldate = '1600000000' WHERE uniqueid = 'u-in' AND uid = 8 AND valid_to IS NULL;",
+            "DELETE FROM records WHERE folder_key = (SELECT id FROM folders WHERE uniqueid = 'u-in') AND uid = 5 AND valid_to IS NULL;
+             UPDATE records SET flags = '\\Flagged' WHERE folder_key = (SELECT id FROM folders WHERE uniqueid = 'u-in') AND uid = 6 AND valid_to IS NULL;
+             UPDATE records SET size = size + 1 WHERE folder_key = (SELECT id FROM folders WHERE uniqueid = 'u-in') AND uid = 7 AND valid_to IS NULL;
+             UPDATE records SET internaldate = '1600000000' WHERE folder_key = (SELECT id FROM folders WHERE uniqueid = 'u-in') AND uid = 8 AND valid_to IS NULL;",
         )
         .unwrap();
     }
@@ -360,7 +360,8 @@ fn index_damage_alone_is_named_by_folder_and_uid() {
             "internaldate is \"1600000000\", the data file implies \"1700000008\"",
         ),
     ] {
-        let needle = format!("folder \"INBOX\" (u-in) UID {uid} - records row id=");
+        let needle =
+            format!("folder \"INBOX\" (u-in) UID {uid} - records row folder_key=1 uid={uid} ");
         assert!(
             text.iter()
                 .any(|t| t.starts_with(&format!("{}: {needle}", index.display()))
@@ -430,7 +431,7 @@ fn the_binary_names_the_way_out_on_every_fault_line() {
     rusqlite::Connection::open(&index)
         .unwrap()
         .execute_batch(
-            "DELETE FROM records WHERE uniqueid = 'u-in' AND uid = 12 AND valid_to IS NULL",
+            "DELETE FROM records WHERE folder_key = (SELECT id FROM folders WHERE uniqueid = 'u-in') AND uid = 12 AND valid_to IS NULL",
         )
         .unwrap();
     let bin = env!("CARGO_BIN_EXE_backup-server");
@@ -454,7 +455,7 @@ fn the_binary_names_the_way_out_on_every_fault_line() {
     let line = out.lines().next().unwrap();
     assert!(
         line.starts_with(&format!(
-            "user {USER}: {}: folder \"INBOX\" (u-in) UID 12 - records row id=",
+            "user {USER}: {}: folder \"INBOX\" (u-in) UID 12 - records row folder_key=1 uid=12 ",
             index.display()
         )) && line.ends_with(&format!("; run backup-server repair --user {USER}")),
         "{out}"

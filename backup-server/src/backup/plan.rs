@@ -281,14 +281,22 @@ pub fn unanswered_live(wanted: &[Wanted], answered: &HashSet<u32>) -> Vec<u32> {
 /// per GUID (a live record's UID preferred over an expunged one's), in UID order. Records
 /// without a GUID and records whose file Cyrus has already unlinked are skipped; the
 /// former are returned as the second value (they cannot be checked, so never stored).
+///
+/// `stored`: the folder's records the store already holds the message of, as (UID, GUID)
+/// in UID order (`RunWriter::held_records`). The cyrus.index is diffed against them: a
+/// record with the same UID and GUID is held without asking `held`, so a changed folder
+/// costs one lookup per new or changed record, not one per record (a night's flag change
+/// in a 100,000-message folder). `&[]` asks `held` for every GUID.
 pub fn messages_to_fetch(
     index: &[u8],
+    stored: &[(u32, Guid)],
     mut held: impl FnMut(&Guid) -> Result<bool, StoreError>,
 ) -> Result<(Vec<Wanted>, Vec<u32>), PlanError> {
     let idx = Index::parse(index).map_err(PlanError::Index)?;
     let mut by_guid: BTreeMap<Guid, Wanted> = BTreeMap::new();
     let mut no_guid = Vec::new();
     let mut checked: HashMap<Guid, bool> = HashMap::new();
+    let mut stored = stored.iter().peekable();
     for r in idx.records() {
         let r = r.map_err(PlanError::Index)?;
         if r.is_unlinked() {
@@ -303,7 +311,13 @@ pub fn messages_to_fetch(
                 continue;
             }
         };
+        // Both sides in UID order (a cyrus.index out of order only costs lookups).
+        while stored.next_if(|(uid, _)| *uid < r.uid).is_some() {}
+        let same = stored
+            .peek()
+            .is_some_and(|(uid, g)| *uid == r.uid && *g == guid);
         let have = match checked.get(&guid) {
+            _ if same => true,
             Some(h) => *h,
             None => {
                 let h = held(&guid).map_err(PlanError::Store)?;

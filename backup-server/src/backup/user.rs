@@ -655,22 +655,29 @@ impl Execution<'_, '_> {
         let mut attempt = 0;
         loop {
             let run = &mut *self.run;
-            let (wanted, no_guid) = match messages_to_fetch(&meta.index.0, |g| run.has_message(g)) {
-                Ok(w) => w,
-                Err(PlanError::Index(e)) => {
-                    self.out.incomplete.push(Missing::Index {
-                        folder: folder(),
-                        reason: PlanError::Index(e).to_string(),
-                    });
-                    return Ok(());
-                }
-                Err(PlanError::Store(source)) => {
-                    return Err(Abort::Store {
-                        doing: format!("{}: looking up GUIDs", folder()),
-                        source: Box::new(source),
-                    })
-                }
-            };
+            let stored = run
+                .held_records(&f.uniqueid)
+                .map_err(|source| Abort::Store {
+                    doing: format!("{}: reading its stored records", folder()),
+                    source: Box::new(source),
+                })?;
+            let (wanted, no_guid) =
+                match messages_to_fetch(&meta.index.0, &stored, |g| run.has_message(g)) {
+                    Ok(w) => w,
+                    Err(PlanError::Index(e)) => {
+                        self.out.incomplete.push(Missing::Index {
+                            folder: folder(),
+                            reason: PlanError::Index(e).to_string(),
+                        });
+                        return Ok(());
+                    }
+                    Err(PlanError::Store(source)) => {
+                        return Err(Abort::Store {
+                            doing: format!("{}: looking up GUIDs", folder()),
+                            source: Box::new(source),
+                        })
+                    }
+                };
             if !no_guid.is_empty() {
                 self.out.incomplete.push(Missing::NoGuid {
                     folder: folder(),

@@ -52,8 +52,6 @@ pub struct StoredMessage {
     pub entry: EntryRef,
     /// Its internal date, as recorded when it was stored.
     pub internal_date: Option<Timestamp>,
-    /// The folder (unique id) and UID it was first fetched for.
-    pub origin: Option<(String, u32)>,
     /// The run that stored it.
     pub run: u64,
     /// When it was stored.
@@ -273,7 +271,7 @@ impl Catalog {
     /// Where a message is, and what was recorded with it.
     pub fn message(&self, guid: &Guid) -> Result<Option<StoredMessage>> {
         let sql = format!(
-            "SELECT {ENTRY_COLS}, m.internaldate, m.origin_uniqueid, m.origin_uid, e.run, e.time
+            "SELECT {ENTRY_COLS}, m.internaldate, e.run, e.time
              FROM messages m JOIN entries e ON e.id = m.entry WHERE m.guid = ?1"
         );
         self.db
@@ -281,18 +279,12 @@ impl Catalog {
             .prepare_cached(&sql)
             .and_then(|mut st| {
                 st.query_row([&guid.0[..]], |r| {
-                    let origin = match (r.get::<_, Option<String>>(6)?, r.get::<_, Option<u32>>(7)?)
-                    {
-                        (Some(u), Some(n)) => Some((u, n)),
-                        _ => None,
-                    };
                     Ok(StoredMessage {
                         guid: *guid,
                         entry: entry_ref(r, 0)?,
                         internal_date: r.get::<_, Option<String>>(5)?.and_then(|s| s.parse().ok()),
-                        origin,
-                        run: r.get::<_, i64>(8)? as u64,
-                        stored_at: from_ns(r.get(9)?),
+                        run: r.get::<_, i64>(6)? as u64,
+                        stored_at: from_ns(r.get(7)?),
                     })
                 })
                 .optional()
@@ -337,11 +329,11 @@ impl Catalog {
             .db
             .conn
             .prepare_cached(
-                "SELECT n.uniqueid, n.folder FROM names n
+                "SELECT k.uniqueid, n.folder FROM names n JOIN folders k ON k.id = n.folder_key
                  WHERE n.deleted = 0 AND n.time <= ?1
                    AND n.time = (SELECT max(n2.time) FROM names n2
-                                 WHERE n2.uniqueid = n.uniqueid AND n2.time <= ?1)
-                 ORDER BY n.folder, n.uniqueid",
+                                 WHERE n2.folder_key = n.folder_key AND n2.time <= ?1)
+                 ORDER BY n.folder, k.uniqueid",
             )
             .and_then(|mut st| st.query_map([t], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
             .sql(&self.db.path)?;
@@ -368,10 +360,10 @@ impl Catalog {
             .db
             .conn
             .prepare_cached(
-                "SELECT n.uniqueid FROM names n
+                "SELECT k.uniqueid FROM names n JOIN folders k ON k.id = n.folder_key
                  WHERE n.folder = ?1 AND n.time <= ?2 AND n.deleted = 0
                    AND n.time = (SELECT max(n2.time) FROM names n2
-                                 WHERE n2.uniqueid = n.uniqueid AND n2.time <= ?2)
+                                 WHERE n2.folder_key = n.folder_key AND n2.time <= ?2)
                  ORDER BY n.time DESC LIMIT 1",
             )
             .and_then(|mut st| st.query_row(params![name, t], |r| r.get(0)).optional())
@@ -399,8 +391,9 @@ impl Catalog {
             .prepare_cached(
                 "SELECT run, time, folder, partition, minor_version, uidvalidity, last_uid,
                         highestmodseq, records, exists_count
-                 FROM snapshots WHERE uniqueid = ?1 AND time <= ?2
-                 ORDER BY time DESC LIMIT 1",
+                 FROM snapshots
+                 WHERE folder_key = (SELECT id FROM folders WHERE uniqueid = ?1) AND time <= ?2
+                 ORDER BY run DESC LIMIT 1",
             )
             .and_then(|mut st| {
                 st.query_row(params![unique_id, t], |r| {
@@ -463,7 +456,7 @@ impl Catalog {
     fn meta_entries(&self, unique_id: &str, run: i64) -> Result<Vec<(String, EntryRef)>> {
         let sql = format!(
             "SELECT f.file, {ENTRY_COLS} FROM meta_files f JOIN entries e ON e.id = f.entry
-             WHERE f.uniqueid = ?1 AND f.run = ?2 ORDER BY e.id"
+             WHERE f.folder_key = (SELECT id FROM folders WHERE uniqueid = ?1) AND f.run = ?2 ORDER BY e.id"
         );
         self.db
             .conn
@@ -494,15 +487,16 @@ impl Catalog {
         let sql = if include_expunged {
             format!(
                 "SELECT {cols} FROM records r LEFT JOIN messages m ON m.guid = r.guid
-                 WHERE r.uniqueid = ?1 AND r.valid_from <= ?2
+                 WHERE r.folder_key = (SELECT id FROM folders WHERE uniqueid = ?1) AND r.valid_from <= ?2
                    AND r.valid_from = (SELECT max(r2.valid_from) FROM records r2
-                        WHERE r2.uniqueid = r.uniqueid AND r2.uid = r.uid AND r2.valid_from <= ?2)
+                        WHERE r2.folder_key = r.folder_key AND r2.uid = r.uid
+                          AND r2.valid_from <= ?2)
                  ORDER BY r.uid"
             )
         } else {
             format!(
                 "SELECT {cols} FROM records r LEFT JOIN messages m ON m.guid = r.guid
-                 WHERE r.uniqueid = ?1 AND r.valid_from <= ?2
+                 WHERE r.folder_key = (SELECT id FROM folders WHERE uniqueid = ?1) AND r.valid_from <= ?2
                    AND (r.valid_to IS NULL OR r.valid_to > ?2) AND r.expunged = 0
                  ORDER BY r.uid"
             )
@@ -531,7 +525,7 @@ impl Catalog {
                 "SELECT r.uid, r.guid, r.size, r.internaldate, r.flags, r.expunged, r.valid_from,
                         r.valid_to, m.guid IS NOT NULL
                  FROM records r LEFT JOIN messages m ON m.guid = r.guid
-                 WHERE r.uniqueid = ?1 AND r.uid = ?2 AND r.valid_from <= ?3
+                 WHERE r.folder_key = (SELECT id FROM folders WHERE uniqueid = ?1) AND r.uid = ?2 AND r.valid_from <= ?3
                  ORDER BY r.valid_from DESC LIMIT 1",
             )
             .and_then(|mut st| {
@@ -552,14 +546,14 @@ impl Catalog {
             .conn
             .prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM records
-                                WHERE uniqueid = ?1 AND uid = ?2 AND expunged = 1)
+                                WHERE folder_key = (SELECT id FROM folders WHERE uniqueid = ?1) AND uid = ?2 AND expunged = 1)
                      OR EXISTS (SELECT 1 FROM records r
-                                WHERE r.uniqueid = ?1 AND r.uid = ?2 AND r.valid_to IS NOT NULL
+                                WHERE r.folder_key = (SELECT id FROM folders WHERE uniqueid = ?1) AND r.uid = ?2 AND r.valid_to IS NOT NULL
                                   AND NOT EXISTS (SELECT 1 FROM records r2
-                                       WHERE r2.uniqueid = ?1 AND r2.uid = ?2
+                                       WHERE r2.folder_key = (SELECT id FROM folders WHERE uniqueid = ?1) AND r2.uid = ?2
                                          AND r2.valid_from >= r.valid_to)
                                   AND NOT EXISTS (SELECT 1 FROM names n
-                                       WHERE n.uniqueid = ?1 AND n.deleted = 1
+                                       WHERE n.folder_key = (SELECT id FROM folders WHERE uniqueid = ?1) AND n.deleted = 1
                                          AND n.time = r.valid_to))",
             )
             .and_then(|mut st| st.query_row(params![unique_id, uid], |r| r.get(0)))
@@ -573,7 +567,7 @@ impl Catalog {
             .db
             .conn
             .prepare_cached(
-                "SELECT folder, deleted, time FROM names WHERE uniqueid = ?1
+                "SELECT folder, deleted, time FROM names WHERE folder_key = (SELECT id FROM folders WHERE uniqueid = ?1)
                  ORDER BY time DESC LIMIT 1",
             )
             .and_then(|mut st| {
@@ -600,9 +594,11 @@ impl Catalog {
             .db
             .conn
             .prepare_cached(
-                "SELECT n.uniqueid, n.folder, n.deleted, n.time FROM names n
-                 WHERE n.time = (SELECT max(n2.time) FROM names n2 WHERE n2.uniqueid = n.uniqueid)
-                 ORDER BY n.folder, n.uniqueid",
+                "SELECT k.uniqueid, n.folder, n.deleted, n.time
+                 FROM names n JOIN folders k ON k.id = n.folder_key
+                 WHERE n.time = (SELECT max(n2.time) FROM names n2
+                                 WHERE n2.folder_key = n.folder_key)
+                 ORDER BY n.folder, k.uniqueid",
             )
             .and_then(|mut st| {
                 st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
@@ -627,8 +623,9 @@ impl Catalog {
             .db
             .conn
             .prepare_cached(
-                "SELECT run, time, partition FROM snapshots WHERE uniqueid = ?1
-                 ORDER BY time DESC LIMIT 1",
+                "SELECT run, time, partition FROM snapshots
+                 WHERE folder_key = (SELECT id FROM folders WHERE uniqueid = ?1)
+                 ORDER BY run DESC LIMIT 1",
             )
             .and_then(|mut st| {
                 st.query_row([unique_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -643,7 +640,7 @@ impl Catalog {
             .conn
             .prepare_cached(
                 "SELECT file, stat_size, stat_mtime, stat_ino FROM meta_files
-                 WHERE uniqueid = ?1 AND run = ?2",
+                 WHERE folder_key = (SELECT id FROM folders WHERE uniqueid = ?1) AND run = ?2",
             )
             .and_then(|mut st| {
                 st.query_map(params![unique_id, run], |r| {

@@ -371,12 +371,13 @@ impl Catalog {
         type Missing = (String, Option<String>, u32, Vec<u8>);
         let missing: Vec<Missing> = conn
             .prepare(&format!(
-                "SELECT r.uniqueid,
-                        (SELECT n.folder FROM names n WHERE n.uniqueid = r.uniqueid ORDER BY n.time DESC LIMIT 1),
-                        r.uid, r.guid FROM records r
+                "SELECT k.uniqueid,
+                        (SELECT n.folder FROM names n WHERE n.folder_key = r.folder_key
+                         ORDER BY n.time DESC LIMIT 1),
+                        r.uid, r.guid FROM records r JOIN folders k ON k.id = r.folder_key
                  WHERE r.valid_to IS NULL AND r.expunged = 0
                    AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.guid = r.guid)
-                 ORDER BY r.uniqueid, r.uid LIMIT {MAX_LISTED}"
+                 ORDER BY k.uniqueid, r.uid LIMIT {MAX_LISTED}"
             ))
             .and_then(|mut st| {
                 st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?

@@ -50,11 +50,12 @@ pub const DERIVED_TABLES: &[(&str, &[&str])] = &[
     ("chunks", &["offset"]),
     ("entries", &["id"]),
     ("runs", &["run"]),
+    ("folders", &["id"]),
     ("messages", &["guid"]),
     ("names", &["entry"]),
     ("meta_files", &["entry"]),
-    ("snapshots", &["uniqueid", "run"]),
-    ("records", &["id"]),
+    ("snapshots", &["folder_key", "run"]),
+    ("records", &["folder_key", "uid", "from_run"]),
     ("user_files", &["entry"]),
 ];
 
@@ -343,10 +344,17 @@ impl Context<'_> {
             Some(Value::Integer(i)) => u32::try_from(*i).ok(),
             _ => None,
         };
+        let key = |v: Option<&Value>| match v {
+            Some(Value::Integer(i)) => Some(*i),
+            _ => None,
+        };
         let (uniqueid, uid) = match self.table {
-            "messages" => (text(col("origin_uniqueid")), int(col("origin_uid"))),
-            "sqlite_master" => (None, None),
-            _ => (text(col("uniqueid")), int(col("uid"))),
+            "messages" | "sqlite_master" => (None, None),
+            _ => (
+                text(col("uniqueid"))
+                    .or_else(|| key(col("folder_key")).and_then(|k| self.folder_uniqueid(k))),
+                int(col("uid")),
+            ),
         };
         let folder = uniqueid.map(|u| {
             let name = text(col("folder")).or_else(|| self.folder_name(&u));
@@ -371,10 +379,21 @@ impl Context<'_> {
         self.implied
             .conn
             .query_row(
-                "SELECT folder FROM names WHERE uniqueid = ?1 ORDER BY time DESC LIMIT 1",
+                "SELECT n.folder FROM names n JOIN folders k ON k.id = n.folder_key
+                 WHERE k.uniqueid = ?1 ORDER BY n.time DESC LIMIT 1",
                 [uniqueid],
                 |r| r.get(0),
             )
+            .ok()
+    }
+
+    /// The unique id the data file gives folder key `key`, if any.
+    fn folder_uniqueid(&self, key: i64) -> Option<String> {
+        self.implied
+            .conn
+            .query_row("SELECT uniqueid FROM folders WHERE id = ?1", [key], |r| {
+                r.get(0)
+            })
             .ok()
     }
 }
@@ -453,19 +472,22 @@ mod tests {
             db.conn
                 .execute_batch(
                     "PRAGMA foreign_keys=OFF;
-                     INSERT INTO names VALUES (1, 'u-1', 'INBOX', 0, 1, 5);
-                     INSERT INTO records VALUES (1, 'u-1', 7, x'01', 10, '1', '', 0, 1, 5, NULL, NULL);
-                     INSERT INTO records VALUES (2, 'u-1', 8, x'02', 10, '1', '', 0, 1, 5, NULL, NULL);",
+                     INSERT INTO folders VALUES (1, 'u-1'), (2, 'u-2');
+                     INSERT INTO names VALUES (1, 1, 'INBOX', 0, 1, 5);
+                     INSERT INTO records VALUES (1, 7, 1, x'01', 10, '1', '', 0, 5, NULL, NULL);
+                     INSERT INTO records VALUES (1, 8, 1, x'02', 10, '1', '', 0, 5, NULL, NULL);",
                 )
                 .unwrap();
         }
         a.conn
-            .execute_batch("INSERT INTO records VALUES (3, 'u-1', 9, x'03', 10, '1', '', 0, 1, 5, NULL, NULL);")
+            .execute_batch(
+                "INSERT INTO records VALUES (1, 9, 1, x'03', 10, '1', '', 0, 5, NULL, NULL);",
+            )
             .unwrap();
         b.conn
             .execute_batch(
-                "UPDATE records SET flags = '\\Seen' WHERE id = 2;
-                 INSERT INTO records VALUES (4, 'u-2', 1, x'04', 10, '1', '', 0, 1, 5, NULL, NULL);",
+                "UPDATE records SET flags = '\\Seen' WHERE uid = 8;
+                 INSERT INTO records VALUES (2, 1, 1, x'04', 10, '1', '', 0, 5, NULL, NULL);",
             )
             .unwrap();
         let mut faults = Vec::new();
@@ -475,19 +497,21 @@ mod tests {
         let text: Vec<String> = faults.iter().map(|f| f.to_string()).collect();
         assert_eq!(faults.len(), 3, "{text:#?}");
         assert!(
-            text[0].starts_with("folder \"INBOX\" (u-1) UID 8 - records row id=2: flags is \"\\\\Seen\", the data file implies \"\""),
+            text[0].starts_with("folder \"INBOX\" (u-1) UID 8 - records row folder_key=1 uid=8 from_run=1: flags is \"\\\\Seen\", the data file implies \"\""),
             "{}",
             text[0]
         );
         assert!(
             text[1].starts_with(
-                "folder \"INBOX\" (u-1) UID 9 - records row id=3: missing from the index"
+                "folder \"INBOX\" (u-1) UID 9 - records row folder_key=1 uid=9 from_run=1: missing from the index"
             ),
             "{}",
             text[1]
         );
         assert!(
-            text[2].starts_with("folder u-2 UID 1 - records row id=4: in the index, but"),
+            text[2].starts_with(
+                "folder u-2 UID 1 - records row folder_key=2 uid=1 from_run=1: in the index, but"
+            ),
             "{}",
             text[2]
         );

@@ -59,7 +59,10 @@ impl Catalog {
         let t: Option<i64> = self
             .db
             .conn
-            .prepare_cached("SELECT min(time) FROM snapshots WHERE uniqueid = ?1")
+            .prepare_cached(
+                "SELECT min(time) FROM snapshots
+                 WHERE folder_key = (SELECT id FROM folders WHERE uniqueid = ?1)",
+            )
             .and_then(|mut st| st.query_row([unique_id], |r| r.get(0)).optional())
             .sql(&self.db.path)?
             .flatten();

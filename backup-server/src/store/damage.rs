@@ -242,6 +242,35 @@ impl Catalog {
             .sql(&self.db.path)
     }
 
+    /// The current, live records of folder `unique_id` whose message the store holds a
+    /// good copy of, as (UID, GUID) in UID order. A live record's message is always stored
+    /// (`check`: a run never snapshots one it lacks; a rebuild marks the ones it lost
+    /// damaged), so only damage is asked, and any mark of the GUID excludes the record (its
+    /// GUID is then looked up one by one, as [`Catalog::holds_message`] decides).
+    pub fn held_records(&self, unique_id: &str) -> Result<Vec<(u32, Guid)>> {
+        self.db
+            .conn
+            .prepare_cached(
+                "SELECT r.uid, r.guid FROM records r
+                 WHERE r.folder_key = (SELECT id FROM folders WHERE uniqueid = ?1)
+                   AND r.valid_to IS NULL AND r.expunged = 0
+                   AND NOT EXISTS (SELECT 1 FROM damaged d WHERE d.guid = r.guid)
+                 ORDER BY r.uid",
+            )
+            .and_then(|mut st| {
+                st.query_map([unique_id], |r| {
+                    let g: Vec<u8> = r.get(1)?;
+                    let mut guid = Guid::NULL;
+                    if g.len() == 20 {
+                        guid.0.copy_from_slice(&g);
+                    }
+                    Ok((r.get(0)?, guid))
+                })?
+                .collect()
+            })
+            .sql(&self.db.path)
+    }
+
     /// Whether the message is marked damaged (its current copy, or no copy at all).
     pub fn is_damaged(&self, guid: &Guid) -> Result<Option<DamagedMessage>> {
         self.db
@@ -302,7 +331,8 @@ impl Catalog {
         self.db
             .conn
             .prepare_cached(
-                "SELECT DISTINCT r.uniqueid FROM damaged d JOIN records r ON r.guid = d.guid
+                "SELECT DISTINCT k.uniqueid FROM damaged d JOIN records r ON r.guid = d.guid
+                 JOIN folders k ON k.id = r.folder_key
                  WHERE r.valid_to IS NULL AND r.expunged = 0
                    AND (d.entry IS NULL
                         OR d.entry = (SELECT m.entry FROM messages m WHERE m.guid = d.guid))",
@@ -316,10 +346,11 @@ impl Catalog {
         self.db
             .conn
             .prepare_cached(
-                "SELECT r.uniqueid, (SELECT n.folder FROM names n WHERE n.uniqueid = r.uniqueid
+                "SELECT k.uniqueid, (SELECT n.folder FROM names n WHERE n.folder_key = r.folder_key
                          ORDER BY n.time DESC LIMIT 1), r.uid, r.expunged
-                 FROM records r WHERE r.guid = ?1 AND r.valid_to IS NULL
-                 ORDER BY r.uniqueid, r.uid",
+                 FROM records r JOIN folders k ON k.id = r.folder_key
+                 WHERE r.guid = ?1 AND r.valid_to IS NULL
+                 ORDER BY k.uniqueid, r.uid",
             )
             .and_then(|mut st| {
                 st.query_map([&guid.0[..]], |r| {

@@ -23,8 +23,9 @@
 //! and never write, checkpoint or migrate (see `StoreReader` for reading on a full disk).
 //!
 //! The schema version is SQLite's `user_version`. [`MIGRATIONS`] is a table: entry `i`
-//! takes a database from version `i` to `i + 1`, each in its own transaction. A database
-//! newer than the table is refused, never opened.
+//! takes a database from version `i` to `i + 1`, each in its own transaction, in place or
+//! (version 3, a new layout) by a copy into a new index. A database newer than the table is
+//! refused, never opened; a reader reads one older than the layout through an in-memory copy.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,26 +44,232 @@ pub struct Migration {
     pub what: &'static str,
     /// The SQL, run in one transaction.
     pub sql: &'static str,
+    /// Whether the step copies the index into a new one (with the old attached as `old`)
+    /// rather than altering it in place.
+    pub copy: bool,
 }
 
-/// Every migration, in order. The schema of a new index is all of them applied.
+/// Every step of the schema's history, in order. A new index is created at once with the
+/// layout of [`LAYOUT_VERSION`] ([`SCHEMA_V3`]), then the in-place steps after it; an older
+/// index takes the in-place steps up to the copy, and the copy ([`Migration::copy`]) is made
+/// by whoever can: a writer into a new file switched in (`LockedDir::open`), a reader into
+/// memory ([`IndexDb::open_read`]).
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         what: "initial schema",
         sql: SCHEMA_V1,
+        copy: false,
     },
     Migration {
         version: 2,
         what: "damaged messages (healed by the next run)",
         sql: SCHEMA_V2,
+        copy: false,
+    },
+    Migration {
+        version: 3,
+        what: "leaner layout: folders by integer key, records WITHOUT ROWID keyed by \
+               (folder, UID, run), no origin columns, no entries(chunk, header_offset) index",
+        sql: COPY_V2_TO_V3,
+        copy: true,
     },
 ];
 
 /// The schema version this program writes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
-/// Version 2: the messages found damaged (by verify, a restore or a repair), so the next
+/// The version whose whole layout [`SCHEMA_V3`] creates: a new index starts there, and an
+/// index older than it is copied ([`COPY_V2_TO_V3`]), not altered in place.
+pub const LAYOUT_VERSION: u32 = 3;
+
+/// Version 3, the layout of every new index (docs/store.md, "Tables"). What changed from
+/// version 2, and why (the index was 8.6 % of the data file on the benchmark's spool):
+/// * `folders`: each folder's unique id once; every other table names a folder by its
+///   `folder_key` (1 or 2 bytes where the unique id took 24, in every record row and in
+///   the index over it). Keys are given in the order ingest first writes a row of the
+///   folder (its first `meta_files` or `names` row), so a rebuild gives the same keys.
+/// * `records`: `WITHOUT ROWID`, its primary key `(folder_key, uid, from_run)` (unique:
+///   one snapshot per folder per run) is the table's own order, so the old index
+///   `(uniqueid, uid, valid_from)` and the row id are gone and a folder's records are
+///   read in one range scan.
+/// * `messages` keeps no origin (folder and UID a message was first fetched for: the data
+///   file's entry header still has it; nothing read it from the index).
+/// * `entries` has no `UNIQUE (chunk, header_offset)` (its index was never searched;
+///   `check` proves that a chunk's entries tile it, which a duplicate would break).
+/// * No `snapshots(uniqueid, time)`: a folder's snapshots are found on the primary key,
+///   newest first by run (runs and times increase together). No `names(folder, time)`:
+///   finding a folder by name reads `names`, a row per name event, not per message.
+/// * Every table and index takes at least one page, so a small store's index has a floor
+///   of 19 pages (1 KiB each): 22 in version 2.
+pub const SCHEMA_V3: &str = r#"
+CREATE TABLE store (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    user TEXT NOT NULL,
+    data_file TEXT NOT NULL
+);
+CREATE TABLE chunks (
+    offset INTEGER PRIMARY KEY,
+    compressed_len INTEGER NOT NULL,
+    uncompressed_len INTEGER NOT NULL,
+    entries INTEGER NOT NULL
+);
+CREATE TABLE entries (
+    id INTEGER PRIMARY KEY,
+    chunk INTEGER NOT NULL REFERENCES chunks(offset) DEFERRABLE INITIALLY DEFERRED,
+    header_offset INTEGER NOT NULL,
+    data_offset INTEGER NOT NULL,
+    data_len INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    run INTEGER,
+    time INTEGER
+);
+CREATE TABLE runs (
+    run INTEGER PRIMARY KEY,
+    user TEXT NOT NULL,
+    started INTEGER,
+    start_entry INTEGER REFERENCES entries(id) DEFERRABLE INITIALLY DEFERRED,
+    ended INTEGER,
+    end_entry INTEGER REFERENCES entries(id) DEFERRABLE INITIALLY DEFERRED
+);
+CREATE TABLE folders (
+    id INTEGER PRIMARY KEY,
+    uniqueid TEXT NOT NULL UNIQUE
+);
+CREATE TABLE messages (
+    guid BLOB PRIMARY KEY,
+    entry INTEGER NOT NULL UNIQUE REFERENCES entries(id) DEFERRABLE INITIALLY DEFERRED,
+    internaldate TEXT
+) WITHOUT ROWID;
+CREATE TABLE names (
+    entry INTEGER PRIMARY KEY REFERENCES entries(id) DEFERRABLE INITIALLY DEFERRED,
+    folder_key INTEGER NOT NULL REFERENCES folders(id),
+    folder TEXT NOT NULL,
+    deleted INTEGER NOT NULL,
+    run INTEGER NOT NULL,
+    time INTEGER NOT NULL
+);
+CREATE INDEX names_by_key ON names(folder_key, time);
+CREATE TABLE meta_files (
+    entry INTEGER PRIMARY KEY REFERENCES entries(id) DEFERRABLE INITIALLY DEFERRED,
+    folder_key INTEGER NOT NULL REFERENCES folders(id),
+    run INTEGER NOT NULL,
+    file TEXT NOT NULL,
+    folder TEXT NOT NULL,
+    partition TEXT,
+    time INTEGER NOT NULL,
+    stat_size INTEGER,
+    stat_mtime TEXT,
+    stat_ino INTEGER
+);
+CREATE INDEX meta_files_by_snapshot ON meta_files(folder_key, run, file);
+CREATE TABLE snapshots (
+    folder_key INTEGER NOT NULL REFERENCES folders(id),
+    run INTEGER NOT NULL,
+    time INTEGER NOT NULL,
+    folder TEXT NOT NULL,
+    partition TEXT,
+    index_entry INTEGER NOT NULL REFERENCES entries(id) DEFERRABLE INITIALLY DEFERRED,
+    minor_version INTEGER NOT NULL,
+    uidvalidity INTEGER NOT NULL,
+    last_uid INTEGER NOT NULL,
+    highestmodseq INTEGER,
+    records INTEGER NOT NULL,
+    exists_count INTEGER NOT NULL,
+    PRIMARY KEY (folder_key, run)
+) WITHOUT ROWID;
+CREATE TABLE records (
+    folder_key INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    from_run INTEGER NOT NULL,
+    guid BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    internaldate TEXT NOT NULL,
+    flags TEXT NOT NULL,
+    expunged INTEGER NOT NULL,
+    valid_from INTEGER NOT NULL,
+    to_run INTEGER,
+    valid_to INTEGER,
+    PRIMARY KEY (folder_key, uid, from_run)
+) WITHOUT ROWID;
+CREATE INDEX records_by_guid ON records(guid);
+CREATE TABLE user_files (
+    entry INTEGER PRIMARY KEY REFERENCES entries(id) DEFERRABLE INITIALLY DEFERRED,
+    kind TEXT NOT NULL,
+    script TEXT NOT NULL,
+    active INTEGER,
+    run INTEGER NOT NULL,
+    time INTEGER NOT NULL,
+    stat_size INTEGER,
+    stat_mtime TEXT,
+    stat_ino INTEGER
+);
+CREATE INDEX user_files_by_kind ON user_files(kind, script, time);
+CREATE TABLE damaged (
+    guid BLOB PRIMARY KEY,
+    entry INTEGER,
+    found INTEGER NOT NULL,
+    why TEXT NOT NULL
+) WITHOUT ROWID;
+"#;
+
+/// The copy of a version 2 index (attached as `old`) into a new, empty version 3 one,
+/// giving exactly the rows ingesting the data file gives (verify compares them). Folder
+/// keys in ingest's order: by the first row of the folder ingest writes, a `meta_files` or
+/// live `names` row at its own entry, a tombstone's `names` row at its run's end marker
+/// (several at one end marker in entry order). `damaged` is copied on its own
+/// ([`COPY_DAMAGED`]): a version 1 index has none.
+pub const COPY_V2_TO_V3: &str = r#"
+INSERT INTO store (id, user, data_file) SELECT id, user, data_file FROM old.store;
+INSERT INTO chunks (offset, compressed_len, uncompressed_len, entries)
+    SELECT offset, compressed_len, uncompressed_len, entries FROM old.chunks ORDER BY offset;
+INSERT INTO entries (id, chunk, header_offset, data_offset, data_len, kind, run, time)
+    SELECT id, chunk, header_offset, data_offset, data_len, kind, run, time
+    FROM old.entries ORDER BY id;
+INSERT INTO runs (run, user, started, start_entry, ended, end_entry)
+    SELECT run, user, started, start_entry, ended, end_entry FROM old.runs ORDER BY run;
+INSERT INTO folders (uniqueid)
+    SELECT uniqueid FROM (
+        SELECT uniqueid, entry * 4294967296 + entry AS at FROM old.meta_files
+        UNION ALL
+        SELECT n.uniqueid,
+               CASE WHEN n.deleted = 0 THEN n.entry
+                    ELSE coalesce(r.end_entry, n.entry) END * 4294967296 + n.entry
+        FROM old.names n LEFT JOIN old.runs r ON r.run = n.run)
+    GROUP BY uniqueid ORDER BY min(at);
+INSERT INTO messages (guid, entry, internaldate)
+    SELECT guid, entry, internaldate FROM old.messages ORDER BY guid;
+INSERT INTO names (entry, folder_key, folder, deleted, run, time)
+    SELECT n.entry, f.id, n.folder, n.deleted, n.run, n.time
+    FROM old.names n JOIN folders f ON f.uniqueid = n.uniqueid ORDER BY n.entry;
+INSERT INTO meta_files (entry, folder_key, run, file, folder, partition, time, stat_size,
+                        stat_mtime, stat_ino)
+    SELECT m.entry, f.id, m.run, m.file, m.folder, m.partition, m.time, m.stat_size,
+           m.stat_mtime, m.stat_ino
+    FROM old.meta_files m JOIN folders f ON f.uniqueid = m.uniqueid ORDER BY m.entry;
+INSERT INTO snapshots (folder_key, run, time, folder, partition, index_entry, minor_version,
+                       uidvalidity, last_uid, highestmodseq, records, exists_count)
+    SELECT f.id, s.run, s.time, s.folder, s.partition, s.index_entry, s.minor_version,
+           s.uidvalidity, s.last_uid, s.highestmodseq, s.records, s.exists_count
+    FROM old.snapshots s JOIN folders f ON f.uniqueid = s.uniqueid ORDER BY f.id, s.run;
+INSERT INTO records (folder_key, uid, from_run, guid, size, internaldate, flags, expunged,
+                     valid_from, to_run, valid_to)
+    SELECT f.id, r.uid, r.from_run, r.guid, r.size, r.internaldate, r.flags, r.expunged,
+           r.valid_from, r.to_run, r.valid_to
+    FROM old.records r JOIN folders f ON f.uniqueid = r.uniqueid
+    ORDER BY f.id, r.uid, r.from_run;
+INSERT INTO user_files (entry, kind, script, active, run, time, stat_size, stat_mtime,
+                        stat_ino)
+    SELECT entry, kind, script, active, run, time, stat_size, stat_mtime, stat_ino
+    FROM old.user_files ORDER BY entry;
+"#;
+
+/// The damage marks of a version 2 index (attached as `old`), copied with
+/// [`COPY_V2_TO_V3`].
+const COPY_DAMAGED: &str = "INSERT INTO damaged (guid, entry, found, why)
+    SELECT guid, entry, found, why FROM old.damaged ORDER BY guid;";
+
+/// Version 2 (in place, on a version 1 index): the messages found damaged (by verify, a restore or a repair), so the next
 /// run fetches them again while Cyrus still has them (docs/store.md, "Damage and healing").
 /// Keyed by GUID: a run that stores a good copy moves `messages.entry` to it and deletes
 /// the row. `entry` is the damaged entry (the one `messages` pointed at when the damage
@@ -78,7 +285,7 @@ CREATE TABLE damaged (
 ) WITHOUT ROWID;
 "#;
 
-/// Version 1. Times named `time`, `started`, `ended`, `valid_from` and `valid_to` are
+/// Version 1 (kept to read the history; a new index is [`SCHEMA_V3`]). Times named `time`, `started`, `ended`, `valid_from` and `valid_to` are
 /// nanoseconds since the epoch (64-bit); `stat_mtime` and `internaldate` are the archive's
 /// text form (`<secs>` or `<secs>.<9 digits>`), compared only for equality. docs/store.md
 /// describes every column.
@@ -198,6 +405,7 @@ pub const TABLES: &[&str] = &[
     "chunks",
     "entries",
     "runs",
+    "folders",
     "messages",
     "names",
     "meta_files",
@@ -206,10 +414,10 @@ pub const TABLES: &[&str] = &[
     "user_files",
 ];
 
-/// `path` as an SQLite URI opening it read-only and immutable: every byte but the
-/// unreserved ones and `/` percent-encoded, so no `?`, `#` or `%` in a path is taken
-/// for URI syntax.
-fn immutable_uri(path: &Path) -> String {
+/// `path` as an SQLite URI opening it read-only, and `immutable` when asked: every byte
+/// but the unreserved ones and `/` percent-encoded, so no `?`, `#` or `%` in a path is
+/// taken for URI syntax.
+fn sqlite_uri(path: &Path, immutable: bool) -> String {
     use std::os::unix::ffi::OsStrExt;
     let mut uri = String::from("file:");
     for &b in path.as_os_str().as_bytes() {
@@ -219,7 +427,11 @@ fn immutable_uri(path: &Path) -> String {
             uri.push_str(&format!("%{b:02X}"));
         }
     }
-    uri.push_str("?mode=ro&immutable=1");
+    uri.push_str(if immutable {
+        "?mode=ro&immutable=1"
+    } else {
+        "?mode=ro"
+    });
     uri
 }
 
@@ -296,7 +508,7 @@ impl IndexDb {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI;
         let conn = if immutable {
-            Connection::open_with_flags(immutable_uri(path), flags)
+            Connection::open_with_flags(sqlite_uri(path, true), flags)
         } else {
             // A plain name is not parsed as a URI even with SQLITE_OPEN_URI.
             Connection::open_with_flags(path, flags)
@@ -321,14 +533,16 @@ impl IndexDb {
                 supported: SCHEMA_VERSION,
             });
         }
-        if v == 1 {
-            // Version 1 lacks only `damaged`: read it as a store with no damage recorded
-            // (an empty table of the session's own, in memory), so ls, restore and verify
-            // work on stores no run has upgraded yet.
-            db.conn
-                .execute_batch(&SCHEMA_V2.replace("CREATE TABLE", "CREATE TEMP TABLE"))
-                .sql(path)?;
-        } else if v < SCHEMA_VERSION {
+        if v < LAYOUT_VERSION {
+            // An index no writer has upgraded yet (a quiet user's, say): read a copy of it
+            // at the current layout, made in memory (never written anywhere), so ls,
+            // restore and verify read old and new stores alike.
+            drop(db);
+            let mem = IndexDb::in_memory(path)?;
+            mem.copy_from(path, v, Some(immutable))?;
+            return Ok(mem);
+        }
+        if v < SCHEMA_VERSION {
             return Err(StoreError::IndexTooOld {
                 path: path.to_path_buf(),
                 found: v,
@@ -336,6 +550,34 @@ impl IndexDb {
             });
         }
         Ok(db)
+    }
+
+    /// Fills this new, empty index (at the current version) with the rows of the index
+    /// at `old` (version `version`, 1 or 2: older than [`LAYOUT_VERSION`]), in one
+    /// transaction. `read_only`: `Some(immutable)` attaches `old` read-only (a reader; see
+    /// [`IndexDb::open_read`] for `immutable`), `None` as it is (a writer holding the
+    /// store's lock).
+    pub(crate) fn copy_from(
+        &self,
+        old: &Path,
+        version: u32,
+        read_only: Option<bool>,
+    ) -> Result<()> {
+        let name = match read_only {
+            Some(immutable) => sqlite_uri(old, immutable),
+            None => old.to_string_lossy().into_owned(),
+        };
+        self.conn
+            .execute("ATTACH DATABASE ?1 AS old", [&name])
+            .sql(old)?;
+        let damaged = if version >= 2 { COPY_DAMAGED } else { "" };
+        let sql = format!("BEGIN IMMEDIATE; {COPY_V2_TO_V3} {damaged} COMMIT;");
+        let copied = self.conn.execute_batch(&sql).sql(old);
+        if copied.is_err() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        let detached = self.conn.execute_batch("DETACH DATABASE old").sql(old);
+        copied.and(detached)
     }
 
     /// A new, empty index in memory, at the current schema: what verify rebuilds from the
@@ -362,7 +604,10 @@ impl IndexDb {
             .sql(&self.path)
     }
 
-    /// Applies the migrations the database lacks, one transaction each.
+    /// Applies the migrations the database lacks, one transaction each: a new database
+    /// gets [`SCHEMA_V3`] and the in-place steps after it; an older one the in-place steps
+    /// up to the first copy, which it stops before (the caller makes the copy: see
+    /// [`MIGRATIONS`]).
     fn migrate(&self) -> Result<()> {
         let v = self.version()?;
         if v > SCHEMA_VERSION {
@@ -372,11 +617,19 @@ impl IndexDb {
                 supported: SCHEMA_VERSION,
             });
         }
-        for m in MIGRATIONS.iter().filter(|m| m.version > v) {
-            let sql = format!(
-                "BEGIN IMMEDIATE; {} PRAGMA user_version = {}; COMMIT;",
-                m.sql, m.version
-            );
+        let mut steps: Vec<(&str, u32)> = Vec::new();
+        if v == 0 {
+            steps.push((SCHEMA_V3, LAYOUT_VERSION));
+        }
+        let from = v.max(if v == 0 { LAYOUT_VERSION } else { 0 });
+        for m in MIGRATIONS.iter().filter(|m| m.version > from) {
+            if m.copy {
+                break;
+            }
+            steps.push((m.sql, m.version));
+        }
+        for (sql, version) in steps {
+            let sql = format!("BEGIN IMMEDIATE; {sql} PRAGMA user_version = {version}; COMMIT;");
             if let Err(e) = self.conn.execute_batch(&sql) {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 return Err(StoreError::Sqlite {
@@ -536,32 +789,92 @@ mod tests {
         ));
     }
 
+    /// A version 1 or 2 index at `p`, with `sql` run after its schema.
+    fn old_index(p: &Path, version: u32, sql: &str) {
+        let conn = Connection::open(p).unwrap();
+        let v2 = if version >= 2 { SCHEMA_V2 } else { "" };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode=WAL; BEGIN; {SCHEMA_V1} {v2} {sql} PRAGMA user_version = {version}; COMMIT;"
+        ))
+        .unwrap();
+    }
+
     #[test]
-    fn a_version_1_index_is_read_without_damage_and_upgraded_by_a_writer() {
+    fn a_version_1_index_is_read_as_a_copy_and_stepped_to_2_by_a_writer() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("i.sqlite3");
-        {
-            let conn = Connection::open(&p).unwrap();
-            conn.execute_batch(&format!(
-                "PRAGMA journal_mode=WAL; BEGIN; {SCHEMA_V1} PRAGMA user_version = 1; COMMIT;"
-            ))
-            .unwrap();
-        }
+        old_index(&p, 1, "INSERT INTO store VALUES (1, 'u', 'd');");
         let r = IndexDb::open(&p, OpenMode::Read).unwrap();
-        assert_eq!(r.version().unwrap(), 1);
+        assert_eq!(r.version().unwrap(), SCHEMA_VERSION);
         let n: i64 = r
             .conn
             .query_row("SELECT count(*) FROM damaged", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 0);
+        let user: String = r
+            .conn
+            .query_row("SELECT user FROM store", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(user, "u");
         drop(r);
+        // The in-place step; the copy to version 3 is the opener's (LockedDir::open).
         let w = IndexDb::open(&p, OpenMode::Write).unwrap();
-        assert_eq!(w.version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(w.version().unwrap(), 2);
         w.conn
             .execute(
                 "INSERT INTO damaged (guid, entry, found, why) VALUES (x'00', NULL, 0, 'x')",
                 [],
             )
             .unwrap();
+        drop(w);
+        let new = IndexDb::open(&dir.path().join("n.sqlite3"), OpenMode::Create).unwrap();
+        new.copy_from(&p, 2, None).unwrap();
+        assert_eq!(new.version().unwrap(), SCHEMA_VERSION);
+        let why: String = new
+            .conn
+            .query_row("SELECT why FROM damaged", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(why, "x");
+    }
+
+    #[test]
+    fn the_copy_keys_folders_in_the_order_ingest_first_writes_them() {
+        // Folder a: first row its meta file (entry 4). Folder b: a live name (entry 2).
+        // Folder c: only a tombstone (entry 3), trusted at its run's end marker (entry 9),
+        // so keyed after a. Folder d: a tombstone applied at the same end marker, entry 5.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("i.sqlite3");
+        old_index(
+            &p,
+            2,
+            "INSERT INTO store VALUES (1, 'u', 'd');
+             INSERT INTO chunks VALUES (0, 10, 512, 9);
+             INSERT INTO entries (id, chunk, header_offset, data_offset, data_len, kind)
+               VALUES (1, 0, 512, 512, 0, 'x'), (2, 0, 1024, 1024, 0, 'x'), (3, 0, 1536, 1536, 0, 'x'), (4, 0, 2048, 2048, 0, 'x'), (5, 0, 2560, 2560, 0, 'x'), (6, 0, 3072, 3072, 0, 'x'), (7, 0, 3584, 3584, 0, 'x'), (8, 0, 4096, 4096, 0, 'x'), (9, 0, 4608, 4608, 0, 'x');
+             INSERT INTO runs VALUES (1, 'u', 0, 1, 9, 9);
+             INSERT INTO names VALUES (2, 'b', 'B', 0, 1, 2);
+             INSERT INTO names VALUES (3, 'c', 'C', 1, 1, 3);
+             INSERT INTO names VALUES (5, 'd', 'D', 1, 1, 5);
+             INSERT INTO meta_files VALUES (4, 'a', 1, 'cyrus.header', 'A', NULL, 4, NULL, NULL, NULL);
+             INSERT INTO records VALUES (1, 'a', 1, x'01', 1, '1', '', 0, 1, 4, NULL, NULL);",
+        );
+        let new = IndexDb::open(&dir.path().join("n.sqlite3"), OpenMode::Create).unwrap();
+        new.copy_from(&p, 2, None).unwrap();
+        let keys: Vec<String> = new
+            .conn
+            .prepare("SELECT uniqueid FROM folders ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(keys, ["b", "a", "c", "d"]);
+        let rec: (i64, u32) = new
+            .conn
+            .query_row("SELECT folder_key, uid FROM records", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(rec, (2, 1));
     }
 }

@@ -8,6 +8,8 @@
 //!
 //! What each kind does:
 //! * every entry: an `entries` row, id = its ordinal in the file (1, 2, ...).
+//! * a folder's first `meta_files` or `names` row gives it its key in `folders` (so keys
+//!   follow the file's order too; a tombstone's row is written at its run's end marker).
 //! * message: a `messages` row (the first entry of a GUID wins; a later duplicate stays
 //!   only in `entries`, where compaction counts it dirty), unless the copy it names is
 //!   marked damaged (`damaged`): then the new entry replaces it and the mark is deleted.
@@ -146,13 +148,9 @@ impl Ingest {
                 // damaged: then this good copy takes its place and the mark goes.
                 db.conn
                     .prepare_cached(
-                        "INSERT INTO messages
-                         (guid, entry, internaldate, origin_uniqueid, origin_uid)
-                         VALUES (?1, ?2, ?3, ?4, ?5)
+                        "INSERT INTO messages (guid, entry, internaldate) VALUES (?1, ?2, ?3)
                          ON CONFLICT (guid) DO UPDATE SET entry = excluded.entry,
-                           internaldate = excluded.internaldate,
-                           origin_uniqueid = excluded.origin_uniqueid,
-                           origin_uid = excluded.origin_uid
+                           internaldate = excluded.internaldate
                          WHERE EXISTS (SELECT 1 FROM damaged d WHERE d.guid = messages.guid
                            AND (d.entry IS NULL OR d.entry = messages.entry))",
                     )
@@ -161,8 +159,6 @@ impl Ingest {
                             &m.guid.0[..],
                             id,
                             m.internal_date.map(|t| t.to_string()),
-                            m.origin.as_ref().map(|o| o.0.as_str()),
-                            m.origin.as_ref().map(|o| o.1)
                         ])
                     })
                     .sql(&db.path)?;
@@ -180,7 +176,9 @@ impl Ingest {
                 entry: id,
                 link: l.clone(),
             }),
-            EntryMeta::NameLink(l) => insert_name(db, id, l, time)?,
+            EntryMeta::NameLink(l) => {
+                insert_name(db, id, l, time)?;
+            }
             EntryMeta::UserFile(u) => {
                 let (kind, script, active) = match &u.kind {
                     UserFileKind::Seen => ("seen", "", None),
@@ -265,16 +263,17 @@ impl Ingest {
         data: Option<&[u8]>,
     ) -> Result<()> {
         let (size, mtime, ino) = stat_cols(f.stat.as_ref());
+        let key = folder_key(db, &f.unique_id)?;
         db.conn
             .prepare_cached(
                 "INSERT INTO meta_files
-                 (entry, uniqueid, run, file, folder, partition, time, stat_size, stat_mtime, stat_ino)
+                 (entry, folder_key, run, file, folder, partition, time, stat_size, stat_mtime, stat_ino)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )
             .and_then(|mut st| {
                 st.execute(params![
                     id,
-                    f.unique_id,
+                    key,
                     f.run as i64,
                     f.file.file_name(),
                     f.folder,
@@ -300,7 +299,7 @@ impl Ingest {
                     Some(h) if h.unique_id == f.unique_id && h.run == f.run => h.flags,
                     _ => Vec::new(),
                 };
-                apply_index(db, id, time, f, &flags, data.unwrap_or_default())?;
+                apply_index(db, key, id, time, f, &flags, data.unwrap_or_default())?;
             }
             MetaFile::Annotations => {}
         }
@@ -319,37 +318,49 @@ fn stat_cols(s: Option<&FileStat>) -> (Option<i64>, Option<String>, Option<i64>)
     }
 }
 
-fn insert_name(db: &IndexDb, id: i64, l: &NameLink, time: i64) -> Result<()> {
+/// The key of folder `unique_id` in `folders`, given it now if it has none. Called only
+/// where ingest writes a row of the folder (its `meta_files` and `names` rows), so keys
+/// follow the data file's order and a rebuild gives the same ones (the copy from version
+/// 2, `COPY_V2_TO_V3`, orders them the same way).
+fn folder_key(db: &IndexDb, unique_id: &str) -> Result<i64> {
+    let found: Option<i64> = db
+        .conn
+        .prepare_cached("SELECT id FROM folders WHERE uniqueid = ?1")
+        .and_then(|mut st| st.query_row([unique_id], |r| r.get(0)).optional())
+        .sql(&db.path)?;
+    if let Some(k) = found {
+        return Ok(k);
+    }
+    db.conn
+        .prepare_cached("INSERT INTO folders (uniqueid) VALUES (?1)")
+        .and_then(|mut st| st.insert([unique_id]))
+        .sql(&db.path)
+}
+
+/// Returns the folder's key.
+fn insert_name(db: &IndexDb, id: i64, l: &NameLink, time: i64) -> Result<i64> {
+    let key = folder_key(db, &l.unique_id)?;
     db.conn
         .prepare_cached(
-            "INSERT INTO names (entry, uniqueid, folder, deleted, run, time)
+            "INSERT INTO names (entry, folder_key, folder, deleted, run, time)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
-        .and_then(|mut st| {
-            st.execute(params![
-                id,
-                l.unique_id,
-                l.folder,
-                l.deleted,
-                l.run as i64,
-                time
-            ])
-        })
+        .and_then(|mut st| st.execute(params![id, key, l.folder, l.deleted, l.run as i64, time]))
         .sql(&db.path)?;
-    Ok(())
+    Ok(key)
 }
 
 /// A trusted tombstone: the name row, and every current record of the folder closed at
 /// the tombstone's time.
 fn apply_tombstone(db: &IndexDb, id: i64, l: &NameLink) -> Result<()> {
     let time = to_ns(l.time)?;
-    insert_name(db, id, l, time)?;
+    let key = insert_name(db, id, l, time)?;
     db.conn
         .prepare_cached(
             "UPDATE records SET to_run = ?1, valid_to = ?2
-             WHERE uniqueid = ?3 AND valid_to IS NULL",
+             WHERE folder_key = ?3 AND valid_to IS NULL",
         )
-        .and_then(|mut st| st.execute(params![l.run as i64, time, l.unique_id]))
+        .and_then(|mut st| st.execute(params![l.run as i64, time, key]))
         .sql(&db.path)?;
     Ok(())
 }
@@ -435,6 +446,7 @@ impl RecordState {
 /// size.
 fn apply_index(
     db: &IndexDb,
+    key: i64,
     entry: i64,
     time: i64,
     f: &FolderMeta,
@@ -458,12 +470,12 @@ fn apply_index(
         db.conn
             .prepare_cached(
                 "INSERT INTO records
-                 (uniqueid, uid, guid, size, internaldate, flags, expunged, from_run, valid_from)
+                 (folder_key, uid, guid, size, internaldate, flags, expunged, from_run, valid_from)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )
             .and_then(|mut st| {
                 st.execute(params![
-                    uid_,
+                    key,
                     r.uid,
                     &s.guid.0[..],
                     s.size,
@@ -477,10 +489,14 @@ fn apply_index(
             .map_err(sql)?;
         Ok(())
     };
-    let close = |id: i64| -> Result<()> {
+    // A current row is named by (uid, from_run) within the folder: the primary key.
+    let close = |(uid, from): (u32, i64)| -> Result<()> {
         db.conn
-            .prepare_cached("UPDATE records SET to_run = ?1, valid_to = ?2 WHERE id = ?3")
-            .and_then(|mut st| st.execute(params![run, time, id]))
+            .prepare_cached(
+                "UPDATE records SET to_run = ?1, valid_to = ?2
+                 WHERE folder_key = ?3 AND uid = ?4 AND from_run = ?5",
+            )
+            .and_then(|mut st| st.execute(params![run, time, key, uid, from]))
             .map_err(sql)?;
         Ok(())
     };
@@ -489,13 +505,13 @@ fn apply_index(
             let mut st = db
                 .conn
                 .prepare_cached(
-                    "SELECT id, uid, guid, size, internaldate, flags, expunged FROM records
-                     WHERE uniqueid = ?1 AND uid > ?2 AND valid_to IS NULL
+                    "SELECT from_run, uid, guid, size, internaldate, flags, expunged FROM records
+                     WHERE folder_key = ?1 AND uid > ?2 AND valid_to IS NULL
                      ORDER BY uid LIMIT ?3",
                 )
                 .map_err(sql)?;
             let rows = st
-                .query_map(params![uid_, after, PAGE], |r| {
+                .query_map(params![key, after, PAGE], |r| {
                     let g: Vec<u8> = r.get(2)?;
                     let mut guid = Guid::NULL;
                     if g.len() == 20 {
@@ -537,16 +553,16 @@ fn apply_index(
                     }
                 }
                 (s, Some(c)) if s.is_none_or(|s| c < s) => {
-                    if let Some((id, _, _)) = cur.next() {
-                        close(id)?;
+                    if let Some((from, uid, _)) = cur.next() {
+                        close((uid, from))?;
                     }
                 }
                 _ => {
                     // Same UID on both sides.
-                    if let (Some((_, Ok(r))), Some((id, _, old))) = (snap.next(), cur.next()) {
+                    if let (Some((_, Ok(r))), Some((from, uid, old))) = (snap.next(), cur.next()) {
                         exists += i64::from(!r.is_expunged());
                         if RecordState::of(&r, flags) != old {
-                            close(id)?;
+                            close((uid, from))?;
                             insert(&r)?;
                         }
                         prev = Some(r.uid);
@@ -561,13 +577,13 @@ fn apply_index(
     }
     db.conn
         .prepare_cached(
-            "INSERT INTO snapshots (uniqueid, run, time, folder, partition, index_entry,
+            "INSERT INTO snapshots (folder_key, run, time, folder, partition, index_entry,
              minor_version, uidvalidity, last_uid, highestmodseq, records, exists_count)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )
         .and_then(|mut st| {
             st.execute(params![
-                uid_,
+                key,
                 run,
                 time,
                 f.folder,

@@ -8,7 +8,9 @@
 //! 2. No index: if no data file holds a byte, a new store is created (data file first,
 //!    then the index built aside and renamed into place, so neither half-exists). A data
 //!    file with bytes and no index is an error: only `reindex` may rebuild an index.
-//! 3. The index is opened (WAL, synchronous=FULL, migrated), its user checked.
+//! 3. The index is opened (WAL, synchronous=FULL, migrated), its user checked. An index
+//!    older than the current layout (version 2) is copied into a new one built aside and
+//!    switched in as a reindex's is ([`upgrade_index`]): a kill leaves the old or the new.
 //! 4. The committed length is the end of the last chunk in `chunks`. A longer data file is
 //!    cut to it and synced (the torn tail of a run that never committed); a shorter one is
 //!    [`StoreError::DataFileShort`], naming both lengths.
@@ -27,7 +29,7 @@ use rusqlite::{params, OptionalExtension};
 use super::catalog::Catalog;
 use super::datafile::{sync_dir, DataFile};
 use super::error::{IoContext, ReadBlocker, Result, SqlContext, StoreError};
-use super::index::{IndexDb, OpenMode};
+use super::index::{IndexDb, OpenMode, LAYOUT_VERSION};
 use super::layout::{
     data_file_name, UserDir, INDEX_FILE, INDEX_NEW_FILE, INDEX_TMP_FILE, LOCK_FILE,
     READERS_LOCK_FILE,
@@ -47,6 +49,8 @@ pub struct OpenReport {
     pub cut_bytes: u64,
     /// Leftover files removed (data files the index does not name, unfinished indexes).
     pub removed: Vec<String>,
+    /// The index was at this older layout version and was copied to the current one.
+    pub upgraded_from: Option<u32>,
 }
 
 impl UserDir {
@@ -213,7 +217,14 @@ impl LockedDir {
             create_store(dir, &opts)?;
             report.created = true;
         }
-        let db = IndexDb::open(&index_path, OpenMode::Write)?;
+        let mut db = IndexDb::open(&index_path, OpenMode::Write)?;
+        let version = db.version()?;
+        if version < LAYOUT_VERSION {
+            drop(db);
+            upgrade_index(dir, version)?;
+            report.upgraded_from = Some(version);
+            db = IndexDb::open(&index_path, OpenMode::Write)?;
+        }
         let (user, data_name) = store_row(&db)?.ok_or_else(|| StoreError::IndexInvalid {
             path: index_path.clone(),
             expected: "one row in table store",
@@ -583,6 +594,23 @@ fn finish_switch_locked(dir: &UserDir) -> Result<()> {
     let new = dir.file(INDEX_NEW_FILE);
     std::fs::rename(&new, &index).io(&index, "switching to the new index")?;
     sync_dir(dir.path())
+}
+
+/// Copies the index (at layout `version`, older than [`LAYOUT_VERSION`], no connection
+/// open) into a new one at the current version, built aside as `.tmp`, synced, and
+/// switched in as a reindex's is. The data file is not read: the rows are the old index's,
+/// in the new layout (see `COPY_V2_TO_V3`). The caller holds the writer's lock.
+fn upgrade_index(dir: &UserDir, version: u32) -> Result<()> {
+    let tmp = dir.file(INDEX_TMP_FILE);
+    {
+        let db = IndexDb::open(&tmp, OpenMode::Create)?;
+        db.copy_from(&dir.index_path(), version, None)?;
+        db.checkpoint()?;
+    }
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .io(&tmp, "syncing the upgraded index")?;
+    switch_index(dir)
 }
 
 /// Creates an empty store: the data file, then the index built aside and renamed in.

@@ -255,6 +255,13 @@ impl<'s> RunWriter<'s> {
         self.store.cat.holds_message(guid)
     }
 
+    /// The current, live records of folder `unique_id` whose message the store holds a
+    /// good copy of, as (UID, GUID) in UID order: what a copied cyrus.index is diffed
+    /// against (`messages_to_fetch`), in one range scan.
+    pub fn held_records(&self, unique_id: &str) -> Result<Vec<(u32, Guid)>> {
+        self.store.cat.held_records(unique_id)
+    }
+
     /// Stores a message: `len` bytes read from `data`, whose SHA-1 must be `guid`. Checked
     /// before anything is written: a mismatch is [`StoreError::GuidMismatch`] and leaves
     /// the run usable. A GUID already held is not read at all.
@@ -610,7 +617,8 @@ impl<'s> RunWriter<'s> {
         let db = &self.store.cat.db;
         db.conn
             .prepare_cached(
-                "SELECT folder, deleted FROM names WHERE uniqueid = ?1
+                "SELECT folder, deleted FROM names
+                 WHERE folder_key = (SELECT id FROM folders WHERE uniqueid = ?1)
                  ORDER BY time DESC LIMIT 1",
             )
             .and_then(|mut st| {

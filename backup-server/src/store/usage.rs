@@ -98,18 +98,18 @@ fn state_sql() -> String {
          WHEN 'folder-meta' THEN (
            SELECT nullif(min(
                coalesce((SELECT min(s.time) FROM snapshots s
-                         WHERE s.uniqueid = f.uniqueid AND s.run > f.run), {MAX}),
+                         WHERE s.folder_key = f.folder_key AND s.run > f.run), {MAX}),
                coalesce((SELECT min(n.time) FROM names n
-                         WHERE n.uniqueid = f.uniqueid AND n.deleted = 1 AND n.time > f.time), {MAX})),
+                         WHERE n.folder_key = f.folder_key AND n.deleted = 1 AND n.time > f.time), {MAX})),
              {MAX})
            FROM meta_files f WHERE f.entry = e.id)
          WHEN 'name' THEN CASE
            WHEN NOT EXISTS (SELECT 1 FROM names n WHERE n.entry = e.id) THEN {MIN}
            ELSE (SELECT CASE WHEN n.deleted = 0 THEN
                    (SELECT min(n2.time) FROM names n2
-                    WHERE n2.uniqueid = n.uniqueid AND n2.time > n.time)
+                    WHERE n2.folder_key = n.folder_key AND n2.time > n.time)
                  ELSE coalesce((SELECT min(n2.time) FROM names n2
-                                WHERE n2.uniqueid = n.uniqueid AND n2.time > n.time), n.time)
+                                WHERE n2.folder_key = n.folder_key AND n2.time > n.time), n.time)
                  END
                  FROM names n WHERE n.entry = e.id)
            END
