@@ -425,8 +425,10 @@ fn a_version_1_state_db_is_upgraded_in_place() {
     // What version 1 was: the same without users.quiet_key.
     {
         let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch("ALTER TABLE users DROP COLUMN quiet_key; PRAGMA user_version = 1;")
-            .unwrap();
+        c.execute_batch(&format!(
+            "{WITHOUT_V4}ALTER TABLE users DROP COLUMN quiet_key; PRAGMA user_version = 1;"
+        ))
+        .unwrap();
     }
     let mut db = StateDb::open(&path).unwrap();
     let v: i64 = db
@@ -458,9 +460,9 @@ fn a_version_2_state_db_keeps_its_keys_under_the_new_column_name() {
     // What version 2 was: the same column, called unchanged_key.
     {
         let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch(
-            "ALTER TABLE users RENAME COLUMN quiet_key TO unchanged_key; PRAGMA user_version = 2;",
-        )
+        c.execute_batch(&format!(
+            "{WITHOUT_V4}ALTER TABLE users RENAME COLUMN quiet_key TO unchanged_key; PRAGMA user_version = 2;",
+        ))
         .unwrap();
     }
     let db = StateDb::open(&path).unwrap();
@@ -471,4 +473,41 @@ fn a_version_2_state_db_keeps_its_keys_under_the_new_column_name() {
     assert_eq!(v, STATE_SCHEMA_VERSION);
     let u = db.user("u").unwrap().unwrap();
     assert_eq!(u.quiet_key.as_deref(), Some("k1 abc"), "the key survives");
+}
+
+/// What turns a version 4 users table back into version 3's.
+const WITHOUT_V4: &str = "ALTER TABLE users DROP COLUMN removed_at; \
+    ALTER TABLE users DROP COLUMN renamed_to; ALTER TABLE users DROP COLUMN store_from; ";
+
+#[test]
+fn a_version_3_state_db_gains_the_lifecycle_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.sqlite3");
+    {
+        let mut db = StateDb::open(&path).unwrap();
+        db.refresh_server("mail1", "m1:2912", &entries(&[("u", "default")]), &sets, 100)
+            .unwrap();
+        db.set_quiet_key("u", Some("k1 abc")).unwrap();
+    }
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(&format!("{WITHOUT_V4}PRAGMA user_version = 3;"))
+            .unwrap();
+    }
+    let db = StateDb::open(&path).unwrap();
+    let v: i64 = db
+        .connection()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, STATE_SCHEMA_VERSION);
+    let (removed, renamed, from): (Option<i64>, Option<String>, Option<String>) = db
+        .connection()
+        .query_row(
+            "SELECT removed_at, renamed_to, store_from FROM users WHERE name = 'u'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((removed, renamed, from), (None, None, None));
+    assert_eq!(db.user("u").unwrap().unwrap().quiet_key.as_deref(), Some("k1 abc"));
 }

@@ -159,6 +159,9 @@ fn unix(t: SystemTime) -> i64 {
 pub struct RefreshReport {
     /// Per server (config name): what changed, or why its list could not be read.
     pub servers: BTreeMap<String, Result<RefreshCounts, RefreshError>>,
+    /// Users renamed or created again in Cyrus, stores moved to their user's name
+    /// ([`crate::lifecycle::after_refresh`]).
+    pub lifecycle: crate::lifecycle::Followed,
 }
 
 impl RefreshReport {
@@ -168,7 +171,8 @@ impl RefreshReport {
     }
 }
 
-fn client_options(s: &crate::config::Server) -> ClientOptions {
+/// The client options of a `[[server]]` (also the lifecycle's listings at refresh).
+pub(crate) fn client_options(s: &crate::config::Server) -> ClientOptions {
     ClientOptions {
         connect_timeout: s.connect_timeout,
         io_timeout: Some(s.io_timeout),
@@ -186,6 +190,7 @@ pub fn refresh(
 ) -> Result<RefreshReport, StateError> {
     let mut report = RefreshReport::default();
     let now = unix_now();
+    let before = crate::lifecycle::before_refresh(db)?;
     for server in &config.servers {
         if !force {
             if let Some(last) = db.last_refresh(&server.name)? {
@@ -232,6 +237,7 @@ pub fn refresh(
             }
         }
     }
+    report.lifecycle = crate::lifecycle::after_refresh(config, db, &before, now)?;
     Ok(report)
 }
 

@@ -63,6 +63,9 @@ struct PendingTombstone {
 /// State carried from entry to entry while ingesting.
 pub(crate) struct Ingest {
     user: String,
+    /// Names the store had before (`former-names`, store/rename.rs): their run markers
+    /// are the store's own.
+    former: Vec<String>,
     next_id: i64,
     header: Option<PendingHeader>,
     tombstones: Vec<PendingTombstone>,
@@ -75,8 +78,17 @@ impl Ingest {
             .conn
             .query_row("SELECT coalesce(max(id), 0) FROM entries", [], |r| r.get(0))
             .sql(&db.path)?;
+        let former = match db.path.parent() {
+            Some(dir) => super::rename::former_names(dir).map_err(|source| StoreError::Io {
+                path: dir.join(super::rename::FORMER_NAMES_FILE),
+                op: "reading the store's former names",
+                source,
+            })?,
+            None => Vec::new(),
+        };
         Ok(Ingest {
             user: user.to_owned(),
+            former,
             next_id: max + 1,
             header: None,
             tombstones: Vec::new(),
@@ -210,7 +222,7 @@ impl Ingest {
                     .sql(&db.path)?;
             }
             EntryMeta::Run(r) => {
-                if r.user != self.user {
+                if r.user != self.user && !self.former.contains(&r.user) {
                     return Err(StoreError::WrongUser {
                         path: db.path.clone(),
                         expected: self.user.clone(),
