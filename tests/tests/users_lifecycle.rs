@@ -45,8 +45,11 @@ impl Setup {
         }
     }
 
+    /// `backup-server --config CONFIG ARGS...`, finished.
     fn cmd(&self, args: &[&str]) -> Output {
-        run_command(&self.bin, &self.config)
+        std::process::Command::new(&self.bin)
+            .arg("--config")
+            .arg(&self.config)
             .args(args)
             .output()
             .unwrap()
@@ -63,7 +66,7 @@ impl Setup {
     /// `run`, which must exit 0 with `done` users; returns the run's (messages, bytes)
     /// fetched from its state-db row.
     fn run(&self, done: u64) -> (i64, i64) {
-        let o = self.cmd(&["run"]);
+        let o = run_command(&self.bin, &self.config).output().unwrap();
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
         assert_eq!(counts(&o), (done, 0, 0, 0), "{}", text(&o));
         self.db()
