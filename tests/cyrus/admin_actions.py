@@ -97,7 +97,11 @@ def rename_user(a):
     im = login(a.host, a.imap_port, "admin")
     old, new = "user/%s" % a.user, "user/%s" % (a.to or a.user)
     if a.partition:
-        im.command("RENAME %s %s %s" % (quote(old), quote(new), quote(a.partition)))
+        # Cyrus 3.6 takes the partition as an atom only ("BAD Invalid partition name" when
+        # it is quoted).
+        if not re.match(r"^[A-Za-z0-9_.-]+$", a.partition):
+            raise SystemExit("admin_actions: a partition name is letters, digits, _ . -")
+        im.command("RENAME %s %s %s" % (quote(old), quote(new), a.partition))
     else:
         im.command("RENAME %s %s" % (quote(old), quote(new)))
     im.logout()
