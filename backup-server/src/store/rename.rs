@@ -227,6 +227,21 @@ mod tests {
     }
 
     #[test]
+    fn a_move_cut_before_the_rename_or_after_the_index_is_finished_or_done() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        drop(Store::open(root, "a", StoreOptions::default()).unwrap());
+        // Cut after step 1: former-names written, nothing moved; the record is repeated.
+        std::fs::write(UserDir::new(root, "a").unwrap().file(FORMER_NAMES_FILE), b"a\0").unwrap();
+        assert_eq!(move_store(root, "a", "b").unwrap(), MoveOutcome::Moved);
+        let dir = UserDir::new(root, "b").unwrap();
+        assert_eq!(former_names(dir.path()).unwrap(), vec!["a".to_owned(), "a".to_owned()]);
+        // Cut after step 3 (the state db not yet told): nothing left to do.
+        assert_eq!(move_store(root, "a", "b").unwrap(), MoveOutcome::AlreadyThere);
+        assert_eq!(StoreReader::open(root, "b").unwrap().catalog().user(), "b");
+    }
+
+    #[test]
     fn an_occupied_name_is_never_overwritten() {
         let t = tempfile::tempdir().unwrap();
         let root = t.path();
