@@ -485,8 +485,14 @@ fn a_version_3_state_db_gains_the_lifecycle_columns() {
     let path = dir.path().join("state.sqlite3");
     {
         let mut db = StateDb::open(&path).unwrap();
-        db.refresh_server("mail1", "m1:2912", &entries(&[("u", "default")]), &sets, 100)
-            .unwrap();
+        db.refresh_server(
+            "mail1",
+            "m1:2912",
+            &entries(&[("u", "default")]),
+            &sets,
+            100,
+        )
+        .unwrap();
         db.set_quiet_key("u", Some("k1 abc")).unwrap();
     }
     {
@@ -509,5 +515,8 @@ fn a_version_3_state_db_gains_the_lifecycle_columns() {
         )
         .unwrap();
     assert_eq!((removed, renamed, from), (None, None, None));
-    assert_eq!(db.user("u").unwrap().unwrap().quiet_key.as_deref(), Some("k1 abc"));
+    assert_eq!(
+        db.user("u").unwrap().unwrap().quiet_key.as_deref(),
+        Some("k1 abc")
+    );
 }

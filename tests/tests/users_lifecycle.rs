@@ -128,7 +128,10 @@ fn imap_messages(cyrus: &CyrusInstance, user: &str) -> BTreeMap<String, Vec<Stri
         .folders
         .iter()
         .map(|(name, f)| {
-            let folder = name.split_once('/').map_or(name.as_str(), |(_, f)| f).to_owned();
+            let folder = name
+                .split_once('/')
+                .map_or(name.as_str(), |(_, f)| f)
+                .to_owned();
             let mut g: Vec<String> = f.messages.iter().map(|m| m.sha1.clone()).collect();
             g.sort();
             (folder, g)
@@ -156,12 +159,24 @@ fn a_deleted_user_stays_restorable_until_its_retention_ends_then_compaction_remo
     // Restorable, into a new account.
     s.cyrus.create_user("newcomer").unwrap();
     let pw = s.dir.path().join("imap-password");
-    std::fs::File::create(&pw).unwrap().write_all(b"x\n").unwrap();
+    std::fs::File::create(&pw)
+        .unwrap()
+        .write_all(b"x\n")
+        .unwrap();
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
     let url = format!("imap://admin@127.0.0.1:{}/", s.cyrus.imap_port());
     let o = s.cmd(&[
-        "restore", "--user", "b00001", "--to", &url, "--as-user", "newcomer", "--into", "/",
-        "--password-file", pw.to_str().unwrap(),
+        "restore",
+        "--user",
+        "b00001",
+        "--to",
+        &url,
+        "--as-user",
+        "newcomer",
+        "--into",
+        "/",
+        "--password-file",
+        pw.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(imap_messages(&s.cyrus, "newcomer"), held);
@@ -170,19 +185,32 @@ fn a_deleted_user_stays_restorable_until_its_retention_ends_then_compaction_remo
     let at = |days: i64| (vanished_at + days * 86_400).to_string();
     let o = s.cmd(&["compact", "--now", &at(29)]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(!String::from_utf8_lossy(&o.stdout).contains("vanished"), "{}", text(&o));
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("vanished"),
+        "{}",
+        text(&o)
+    );
     assert!(UserDir::new(&root, "b00001").unwrap().exists());
     // A dry run after it says what it would do, and does nothing.
     let o = s.cmd(&["compact", "--dry-run", "--now", &at(30)]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("b00001\tvanished "), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("would remove the store"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("b00001\tvanished "),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("would remove the store"),
+        "{}",
+        text(&o)
+    );
     assert!(UserDir::new(&root, "b00001").unwrap().exists());
     // After it: removed, said so, the row kept and marked.
     let o = s.cmd(&["compact", "--now", &at(30)]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
-        stdout.contains("b00001\tvanished ") && stdout.contains("store removed (vanished_retention_days 30 over)"),
+        stdout.contains("b00001\tvanished ")
+            && stdout.contains("store removed (vanished_retention_days 30 over)"),
         "{}",
         text(&o)
     );
@@ -191,7 +219,11 @@ fn a_deleted_user_stays_restorable_until_its_retention_ends_then_compaction_remo
     let removed_at: Option<i64> = s
         .db()
         .connection()
-        .query_row("SELECT removed_at FROM users WHERE name = 'b00001'", [], |r| r.get(0))
+        .query_row(
+            "SELECT removed_at FROM users WHERE name = 'b00001'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(removed_at, Some(vanished_at + 30 * 86_400));
     // The others are untouched, and the next compaction has nothing to say about b00001.
@@ -199,7 +231,11 @@ fn a_deleted_user_stays_restorable_until_its_retention_ends_then_compaction_remo
         assert!(StoreReader::open(&root, u).is_ok(), "{u}");
     }
     let o = s.cmd(&["compact", "--now", &at(40)]);
-    assert!(!String::from_utf8_lossy(&o.stdout).contains("b00001"), "{}", text(&o));
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("b00001"),
+        "{}",
+        text(&o)
+    );
 
     // Deleted and created again under the same name (a new INBOX unique id): a new store,
     // the old one kept, vanished, under a name of its own, restorable.
@@ -210,20 +246,34 @@ fn a_deleted_user_stays_restorable_until_its_retention_ends_then_compaction_remo
     assert!(out.contains("1 vanished"), "{out}");
     let gone_at = s.db().user("b00002").unwrap().unwrap().vanished_at.unwrap();
     s.cyrus.create_user("b00002").unwrap();
-    assert_ne!(s.folder_ids("b00002")["INBOX"], old_inbox, "a new INBOX unique id");
+    assert_ne!(
+        s.folder_ids("b00002")["INBOX"],
+        old_inbox,
+        "a new INBOX unique id"
+    );
     let out = s.refresh();
     let kept = format!("b00002~vanished-{gone_at}");
     assert!(
-        out.contains(&format!("b00002: deleted and created again in Cyrus: a new store; the old one kept as {kept}")),
+        out.contains(&format!(
+            "b00002: deleted and created again in Cyrus: a new store; the old one kept as {kept}"
+        )),
         "{out}"
     );
     assert!(!UserDir::new(&root, "b00002").unwrap().exists());
     assert_eq!(store_messages(&root, &kept), before);
     let db = s.db();
     let k = db.user(&kept).unwrap().unwrap();
-    assert_eq!((k.vanished_at, k.raidset.as_deref()), (Some(gone_at), None), "{k:?}");
+    assert_eq!(
+        (k.vanished_at, k.raidset.as_deref()),
+        (Some(gone_at), None),
+        "{k:?}"
+    );
     let n = db.user("b00002").unwrap().unwrap();
-    assert_eq!((n.vanished_at, n.last_success, n.backups_ok), (None, None, 0), "{n:?}");
+    assert_eq!(
+        (n.vanished_at, n.last_success, n.backups_ok),
+        (None, None, 0),
+        "{n:?}"
+    );
     drop(db);
     s.run(3); // b00000, b00002 anew, newcomer
     let fresh = store_messages(&root, "b00002");
@@ -255,7 +305,10 @@ fn a_renamed_user_keeps_its_store_and_its_next_backup_fetches_no_message() {
     assert_eq!(s.folder_ids("renamed0"), ids);
 
     let out = s.refresh();
-    assert!(out.contains("b00000: renamed renamed0 in Cyrus: the store follows"), "{out}");
+    assert!(
+        out.contains("b00000: renamed renamed0 in Cyrus: the store follows"),
+        "{out}"
+    );
     assert!(out.contains("renamed0: store moved from b00000"), "{out}");
     assert!(!UserDir::new(&root, "b00000").unwrap().exists());
     assert_eq!(store_messages(&root, "renamed0"), held);
@@ -273,6 +326,10 @@ fn a_renamed_user_keeps_its_store_and_its_next_backup_fetches_no_message() {
     // The next run: no message fetched for anyone, the renamed user backed up complete.
     let opened = s.opened();
     let (messages, bytes) = s.run(2);
+    eprintln!(
+        "after the rename: {messages} messages, {bytes} bytes fetched \
+         (first run: {first_messages} messages, {first_bytes} bytes)"
+    );
     assert_eq!(messages, 0, "bytes {bytes} of {first_bytes} the first time");
     assert_eq!(s.opened(), opened, "backupd opened no message file");
     let new = s.db().user("renamed0").unwrap().unwrap();
@@ -294,11 +351,16 @@ fn a_renamed_user_keeps_its_store_and_its_next_backup_fetches_no_message() {
     s.cyrus.create_user("b00000").unwrap();
     let out = s.refresh();
     assert!(
-        out.contains("b00000: listed again after its store was removed or handed on: starts afresh"),
+        out.contains(
+            "b00000: listed again after its store was removed or handed on: starts afresh"
+        ),
         "{out}"
     );
     let row = s.db().user("b00000").unwrap().unwrap();
-    assert_eq!((row.vanished_at, row.last_success, row.backups_ok), (None, None, 0));
+    assert_eq!(
+        (row.vanished_at, row.last_success, row.backups_ok),
+        (None, None, 0)
+    );
     s.run(3);
     let again = store_messages(&root, "b00000");
     assert!(again.values().all(Vec::is_empty), "{again:?}");
@@ -317,7 +379,11 @@ fn a_user_moved_to_another_partition_is_backed_up_from_its_new_raid_set_incremen
     );
 
     s.cyrus.move_user("b00000", "p2").unwrap();
-    assert_eq!(s.folder_ids("b00000"), ids, "a partition move keeps the unique ids");
+    assert_eq!(
+        s.folder_ids("b00000"),
+        ids,
+        "a partition move keeps the unique ids"
+    );
     let out = s.refresh();
     assert!(out.contains("1 moved"), "{out}");
     let row = s.db().user("b00000").unwrap().unwrap();
@@ -327,7 +393,8 @@ fn a_user_moved_to_another_partition_is_backed_up_from_its_new_raid_set_incremen
     );
 
     let opened = s.opened();
-    let (messages, _) = s.run(2);
+    let (messages, bytes) = s.run(2);
+    eprintln!("after the partition move: {messages} messages, {bytes} bytes fetched");
     assert_eq!(messages, 0);
     assert_eq!(s.opened(), opened, "backupd opened no message file");
     let r = StoreReader::open(&root, "b00000").unwrap();
@@ -338,4 +405,103 @@ fn a_user_moved_to_another_partition_is_backed_up_from_its_new_raid_set_incremen
     drop(r);
     assert_eq!(store_messages(&root, "b00000"), held);
     assert_eq!(imap_messages(&s.cyrus, "b00000"), held);
+}
+
+/// Which of `a` and `b` hold a store (an index) under `root`.
+fn holders(root: &Path, a: &str, b: &str) -> (bool, bool) {
+    let has = |u: &str| UserDir::new(root, u).unwrap().index_path().exists();
+    (has(a), has(b))
+}
+
+#[test]
+fn a_refresh_killed_while_a_renamed_users_store_moves_leaves_one_store_under_one_name() {
+    let s = Setup::new("2", "lifecycle-killed-secret-01234");
+    s.run(2);
+    let held = store_messages(&s.root(), "b00000");
+    s.cyrus.rename_user("b00000", "renamed0").unwrap();
+    // The state before the refresh that follows the rename, copied for each trial.
+    let base = s.dir.path();
+    let copy = |to: &Path| {
+        let st = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", base.display()))
+            .arg(to)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    let refresh = |dir: &Path| {
+        std::process::Command::new(&s.bin)
+            .arg("--config")
+            .arg(dir.join("backup-server.toml"))
+            .args(["users", "refresh"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // How long a whole refresh takes here: the kills fall inside it.
+    let whole = tempfile::tempdir().unwrap();
+    copy(whole.path());
+    let t = std::time::Instant::now();
+    assert!(refresh(whole.path()).wait().unwrap().success());
+    let span = t.elapsed().as_micros() as u64;
+    let seed = std::env::var("LIFECYCLE_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20261203);
+    let mut rng = testkit::Rng::new(seed);
+    // Kills from half-way through to a little after the end (the move is the refresh's
+    // last step): (store still under the old name, moved and killed, ended before the kill).
+    let (mut before, mut killed_after, mut ended) = (0, 0, 0);
+    for trial in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        copy(dir.path());
+        let root = dir.path().join("store");
+        let mut child = refresh(dir.path());
+        let delay = span / 2 + rng.below(span * 7 / 10 + 1);
+        std::thread::sleep(std::time::Duration::from_micros(delay));
+        let exited = child.try_wait().unwrap().is_some();
+        let _ = child.kill();
+        let _ = child.wait();
+        let (a, b) = holders(&root, "b00000", "renamed0");
+        assert!(
+            a ^ b,
+            "trial {trial} (seed {seed}): stores under b00000 {a}, renamed0 {b}"
+        );
+        match (a, exited) {
+            (true, _) => before += 1,
+            (false, false) => killed_after += 1,
+            (false, true) => ended += 1,
+        }
+        // The next refresh finishes whatever was begun.
+        let o = std::process::Command::new(&s.bin)
+            .arg("--config")
+            .arg(dir.path().join("backup-server.toml"))
+            .args(["users", "refresh"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "trial {trial}: {}", text(&o));
+        assert_eq!(
+            holders(&root, "b00000", "renamed0"),
+            (false, true),
+            "trial {trial}"
+        );
+        assert_eq!(store_messages(&root, "renamed0"), held, "trial {trial}");
+        let db = StateDb::open(&dir.path().join("state/state.sqlite3")).unwrap();
+        assert!(db.pending_moves().unwrap().is_empty(), "trial {trial}");
+        let from: Option<String> = db
+            .connection()
+            .query_row(
+                "SELECT renamed_to FROM users WHERE name = 'b00000'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(from.as_deref(), Some("renamed0"), "trial {trial}");
+    }
+    eprintln!(
+        "20 kills in a {span} us refresh: {before} before the store moved, \
+         {killed_after} after it, {ended} after the refresh ended"
+    );
 }

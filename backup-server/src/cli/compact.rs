@@ -69,7 +69,10 @@ pub fn run(config: &Config, a: &CompactArgs, out: &mut Out<impl Write>) -> anyho
                 ))?,
                 Err(e) => {
                     failed = true;
-                    eprintln!("backup-server: compact {}: removing the vanished user's store: {e}", r.user)
+                    eprintln!(
+                        "backup-server: compact {}: removing the vanished user's store: {e}",
+                        r.user
+                    )
                 }
             }
         }
@@ -95,7 +98,11 @@ pub fn run(config: &Config, a: &CompactArgs, out: &mut Out<impl Write>) -> anyho
         }
         report.users.push(c);
     }
-    Ok(if failed { Status::Failed } else { status(&report) })
+    Ok(if failed {
+        Status::Failed
+    } else {
+        status(&report)
+    })
 }
 
 /// A vanished user's line: user, when it vanished, what became of its store.
@@ -103,7 +110,9 @@ fn removal_line(r: &Removal, outcome: RemoveOutcome, days: u32) -> String {
     let what = match outcome {
         RemoveOutcome::Removed => "store removed",
         RemoveOutcome::AlreadyGone => "store already gone, marked removed",
-        RemoveOutcome::Locked => "store not removed: a backup holds it (the next compact removes it)",
+        RemoveOutcome::Locked => {
+            "store not removed: a backup holds it (the next compact removes it)"
+        }
         RemoveOutcome::WouldRemove => "would remove the store",
     };
     format!(

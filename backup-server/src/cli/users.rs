@@ -37,7 +37,9 @@ pub fn run(
     }
     let l = &report.lifecycle;
     for (from, to) in &l.renamed {
-        out.line(format_args!("{from}: renamed {to} in Cyrus: the store follows"))?;
+        out.line(format_args!(
+            "{from}: renamed {to} in Cyrus: the store follows"
+        ))?;
     }
     for (user, kept) in &l.recreated {
         out.line(format_args!(
@@ -48,7 +50,9 @@ pub fn run(
         out.line(format_args!("{to}: store moved from {from}"))?;
     }
     for user in &l.restarted {
-        out.line(format_args!("{user}: listed again after its store was removed or handed on: starts afresh"))?;
+        out.line(format_args!(
+            "{user}: listed again after its store was removed or handed on: starts afresh"
+        ))?;
     }
     for (user, why) in &l.problems {
         out.line(format_args!("{user}: not followed yet: {why}"))?;

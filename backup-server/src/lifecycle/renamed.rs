@@ -73,10 +73,9 @@ struct Listings<'c> {
 impl Listings<'_> {
     fn inbox(&mut self, server: &str, user: &str) -> Result<Option<String>, String> {
         if !self.clients.contains_key(server) {
-            let s = self
-                .config
-                .server(server)
-                .ok_or_else(|| format!("server {server} is not in {}", self.config.path.display()))?;
+            let s = self.config.server(server).ok_or_else(|| {
+                format!("server {server} is not in {}", self.config.path.display())
+            })?;
             let secret = load_secret(&s.secret_file).map_err(|e| e.to_string())?;
             let c = Client::connect(s.address.as_str(), &secret, &client_options(s))
                 .map_err(|e| format!("server {server}: {e}"))?;
@@ -136,7 +135,9 @@ pub fn after_refresh(
     };
     // Created again: listed now, vanished before, with a store holding another INBOX.
     for v in &before.vanished {
-        let Some(row) = db.user(&v.name)? else { continue };
+        let Some(row) = db.user(&v.name)? else {
+            continue;
+        };
         if row.vanished_at.is_some() {
             continue;
         }
@@ -195,7 +196,8 @@ pub fn after_refresh(
             }
             Err(e) => {
                 tracing::warn!(user = %p.user, from = %p.from, "store not moved yet: {e}");
-                out.problems.push((p.user, format!("store still under {:?}: {e}", p.from)));
+                out.problems
+                    .push((p.user, format!("store still under {:?}: {e}", p.from)));
             }
         }
     }
@@ -209,7 +211,10 @@ mod tests {
     #[test]
     fn a_kept_store_has_a_name_of_its_own() {
         assert_eq!(kept_name("alice", 1795400000), "alice~vanished-1795400000");
-        let (a, b) = (UserDir::new("/s".as_ref(), "alice").unwrap(), UserDir::new("/s".as_ref(), &kept_name("alice", 1)).unwrap());
+        let (a, b) = (
+            UserDir::new("/s".as_ref(), "alice").unwrap(),
+            UserDir::new("/s".as_ref(), &kept_name("alice", 1)).unwrap(),
+        );
         assert_ne!(a.path(), b.path());
     }
 }

@@ -135,8 +135,14 @@ mod tests {
         assert_eq!(remove_store(root, "gone").unwrap(), RemoveOutcome::Removed);
         assert!(!UserDir::new(root, "gone").unwrap().exists());
         assert!(!stale.exists());
-        assert_eq!(std::fs::read_dir(root.join(REMOVING_DIR)).unwrap().count(), 0);
-        assert_eq!(remove_store(root, "gone").unwrap(), RemoveOutcome::AlreadyGone);
+        assert_eq!(
+            std::fs::read_dir(root.join(REMOVING_DIR)).unwrap().count(),
+            0
+        );
+        assert_eq!(
+            remove_store(root, "gone").unwrap(),
+            RemoveOutcome::AlreadyGone
+        );
     }
 
     #[test]

@@ -43,7 +43,11 @@ const FRESH: &str = "last_success = NULL, last_commit = NULL, last_attempt = NUL
     backups_failed = 0, skips = 0, messages_stored = 0, bytes_stored = 0, quiet_key = NULL";
 
 impl StateDb {
-    fn vanished_where(&self, cond: &str, p: impl rusqlite::Params) -> Result<Vec<VanishedStore>, StateError> {
+    fn vanished_where(
+        &self,
+        cond: &str,
+        p: impl rusqlite::Params,
+    ) -> Result<Vec<VanishedStore>, StateError> {
         let mut st = self
             .conn
             .prepare(&format!(
@@ -157,7 +161,9 @@ impl StateDb {
     pub fn pending_moves(&self) -> Result<Vec<PendingMove>, StateError> {
         let mut st = self
             .conn
-            .prepare("SELECT name, store_from FROM users WHERE store_from IS NOT NULL ORDER BY name")
+            .prepare(
+                "SELECT name, store_from FROM users WHERE store_from IS NOT NULL ORDER BY name",
+            )
             .map_err(self.err())?;
         let rows = st
             .query_map([], |r| {

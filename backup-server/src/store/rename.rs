@@ -123,7 +123,8 @@ pub fn move_store(root: &Path, from: &str, to: &str) -> Result<MoveOutcome, Move
                     _ => {}
                 }
             }
-            std::fs::remove_dir(dst.path()).map_err(io(dst.path(), "removing an empty store directory"))?;
+            std::fs::remove_dir(dst.path())
+                .map_err(io(dst.path(), "removing an empty store directory"))?;
         }
         let names = src.file(FORMER_NAMES_FILE);
         let mut f = crate::private::open_or_create(&names).map_err(io(&names, "opening"))?;
@@ -134,14 +135,19 @@ pub fn move_store(root: &Path, from: &str, to: &str) -> Result<MoveOutcome, Move
         f.sync_all().map_err(io(&names, "syncing"))?;
         let parent = dst.path().parent().unwrap_or(root);
         crate::private::create_dir_all(parent).map_err(io(parent, "creating the directory"))?;
-        std::fs::rename(src.path(), dst.path()).map_err(io(src.path(), "renaming the store directory"))?;
+        std::fs::rename(src.path(), dst.path())
+            .map_err(io(src.path(), "renaming the store directory"))?;
         sync_dir(parent)?;
         sync_dir(src.path().parent().unwrap_or(root))?;
         drop(locked);
         outcome = MoveOutcome::Moved;
     }
     if !dst.exists() || !dst.index_path().exists() {
-        return Ok(if outcome == MoveOutcome::Moved { outcome } else { MoveOutcome::NoStore });
+        return Ok(if outcome == MoveOutcome::Moved {
+            outcome
+        } else {
+            MoveOutcome::NoStore
+        });
     }
     let _locked = dst.clone().lock()?;
     let index = dst.file(INDEX_FILE);
@@ -150,8 +156,10 @@ pub fn move_store(root: &Path, from: &str, to: &str) -> Result<MoveOutcome, Move
         source,
     };
     let conn = rusqlite::Connection::open(&index).map_err(sql)?;
-    conn.busy_timeout(std::time::Duration::from_secs(60)).map_err(sql)?;
-    conn.pragma_update(None, "synchronous", "FULL").map_err(sql)?;
+    conn.busy_timeout(std::time::Duration::from_secs(60))
+        .map_err(sql)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(sql)?;
     let found: Option<String> = conn
         .query_row("SELECT user FROM store WHERE id = 1", [], |r| r.get(0))
         .optional()
@@ -207,7 +215,10 @@ mod tests {
             former_names(UserDir::new(root, "b").unwrap().path()).unwrap(),
             vec!["a".to_owned()]
         );
-        assert_eq!(move_store(root, "a", "b").unwrap(), MoveOutcome::AlreadyThere);
+        assert_eq!(
+            move_store(root, "a", "b").unwrap(),
+            MoveOutcome::AlreadyThere
+        );
         assert_eq!(move_store(root, "x", "y").unwrap(), MoveOutcome::NoStore);
     }
 
@@ -216,12 +227,18 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let root = t.path();
         drop(Store::open(root, "a", StoreOptions::default()).unwrap());
-        let (src, dst) = (UserDir::new(root, "a").unwrap(), UserDir::new(root, "b").unwrap());
+        let (src, dst) = (
+            UserDir::new(root, "a").unwrap(),
+            UserDir::new(root, "b").unwrap(),
+        );
         // What a kill between step 2 and 3 leaves: moved, index still naming a.
         std::fs::write(src.file(FORMER_NAMES_FILE), b"a\0").unwrap();
         crate::private::create_dir_all(dst.path().parent().unwrap()).unwrap();
         std::fs::rename(src.path(), dst.path()).unwrap();
-        assert!(StoreReader::open(root, "b").is_err(), "the index still names a");
+        assert!(
+            StoreReader::open(root, "b").is_err(),
+            "the index still names a"
+        );
         assert_eq!(move_store(root, "a", "b").unwrap(), MoveOutcome::Moved);
         assert_eq!(StoreReader::open(root, "b").unwrap().catalog().user(), "b");
     }
@@ -232,12 +249,22 @@ mod tests {
         let root = t.path();
         drop(Store::open(root, "a", StoreOptions::default()).unwrap());
         // Cut after step 1: former-names written, nothing moved; the record is repeated.
-        std::fs::write(UserDir::new(root, "a").unwrap().file(FORMER_NAMES_FILE), b"a\0").unwrap();
+        std::fs::write(
+            UserDir::new(root, "a").unwrap().file(FORMER_NAMES_FILE),
+            b"a\0",
+        )
+        .unwrap();
         assert_eq!(move_store(root, "a", "b").unwrap(), MoveOutcome::Moved);
         let dir = UserDir::new(root, "b").unwrap();
-        assert_eq!(former_names(dir.path()).unwrap(), vec!["a".to_owned(), "a".to_owned()]);
+        assert_eq!(
+            former_names(dir.path()).unwrap(),
+            vec!["a".to_owned(), "a".to_owned()]
+        );
         // Cut after step 3 (the state db not yet told): nothing left to do.
-        assert_eq!(move_store(root, "a", "b").unwrap(), MoveOutcome::AlreadyThere);
+        assert_eq!(
+            move_store(root, "a", "b").unwrap(),
+            MoveOutcome::AlreadyThere
+        );
         assert_eq!(StoreReader::open(root, "b").unwrap().catalog().user(), "b");
     }
 
