@@ -4,7 +4,9 @@
 //! `vanished_retention_days` is over, then compaction removes it and says so; a renamed
 //! user's store follows it and the next backup fetches no message; a user deleted and
 //! created again gets a new store, the old one kept under its own name; a user moved to
-//! another partition (another RAID set) is backed up from the new place, incrementally.
+//! another partition (another RAID set) is backed up from the new place, incrementally; a
+//! deleted user restored into Cyrus as it was comes back to its store; a refresh killed
+//! around a store's move leaves one store under one name.
 //! What was fetched is counted at backupd (messages opened) and in the run's row.
 
 use std::collections::BTreeMap;
@@ -16,7 +18,7 @@ use std::process::Output;
 use backup_server::state::StateDb;
 use backup_server::store::{StoreReader, UserDir};
 use tests::rig::{backup_server_bin, counts, run_command, text, write_config, Backupd};
-use tests::CyrusInstance;
+use tests::{CyrusInstance, CyrusOptions, DeleteMode};
 
 /// One Cyrus with bulk.py users, its backupd and a backup host's config.
 struct Setup {
@@ -29,7 +31,11 @@ struct Setup {
 
 impl Setup {
     fn new(users: &str, secret: &str) -> Setup {
-        let cyrus = CyrusInstance::start().expect("starting Cyrus");
+        Self::with(users, secret, CyrusOptions::default())
+    }
+
+    fn with(users: &str, secret: &str, options: CyrusOptions) -> Setup {
+        let cyrus = CyrusInstance::start_with(options).expect("starting Cyrus");
         cyrus
             .bulk(&["--users", users, "--folders", "3", "--messages", "12"])
             .expect("bulk.py");
@@ -53,6 +59,17 @@ impl Setup {
             .args(args)
             .output()
             .unwrap()
+    }
+
+    /// A 0600 file holding the admin's password (any: the test Cyrus takes any).
+    fn password_file(&self) -> PathBuf {
+        let pw = self.dir.path().join("imap-password");
+        std::fs::File::create(&pw)
+            .unwrap()
+            .write_all(b"x\n")
+            .unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        pw
     }
 
     fn root(&self) -> PathBuf {
@@ -158,12 +175,7 @@ fn a_deleted_user_stays_restorable_until_its_retention_ends_then_compaction_remo
 
     // Restorable, into a new account.
     s.cyrus.create_user("newcomer").unwrap();
-    let pw = s.dir.path().join("imap-password");
-    std::fs::File::create(&pw)
-        .unwrap()
-        .write_all(b"x\n")
-        .unwrap();
-    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let pw = s.password_file();
     let url = format!("imap://admin@127.0.0.1:{}/", s.cyrus.imap_port());
     let o = s.cmd(&[
         "restore",
@@ -504,4 +516,53 @@ fn a_refresh_killed_while_a_renamed_users_store_moves_leaves_one_store_under_one
         "20 kills in a {span} us refresh: {before} before the store moved, \
          {killed_after} after it, {ended} after the refresh ended"
     );
+}
+
+#[test]
+fn a_deleted_user_restored_into_cyrus_comes_back_to_its_store_and_fetches_no_message() {
+    // delete_mode immediate: the user restored as it was keeps its mailbox unique ids.
+    let s = Setup::with(
+        "2",
+        "lifecycle-back-secret-0123456",
+        CyrusOptions {
+            delete_mode: DeleteMode::Immediate,
+            ..CyrusOptions::default()
+        },
+    );
+    s.run(2);
+    let root = s.root();
+    let held = store_messages(&root, "b00000");
+    let ids = s.folder_ids("b00000");
+    s.cyrus.delete_user("b00000").unwrap();
+    let out = s.refresh();
+    assert!(out.contains("1 vanished"), "{out}");
+
+    let pw = s.password_file();
+    let to = format!("cyrus://admin@127.0.0.1:{}", s.cyrus.sync_port());
+    let o = s.cmd(&[
+        "restore",
+        "--user",
+        "b00000",
+        "--to",
+        &to,
+        "--password-file",
+        pw.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(s.folder_ids("b00000"), ids, "the same unique ids");
+
+    // Listed again with the same INBOX: back, into the same store; nothing kept aside.
+    let out = s.refresh();
+    assert!(out.contains("1 back"), "{out}");
+    assert!(!out.contains("created again"), "{out}");
+    let row = s.db().user("b00000").unwrap().unwrap();
+    assert_eq!((row.vanished_at, row.backups_ok), (None, 1), "{row:?}");
+    assert_eq!(s.db().users().unwrap().len(), 2);
+    let opened = s.opened();
+    let (messages, bytes) = s.run(2);
+    eprintln!("after coming back: {messages} messages, {bytes} bytes fetched");
+    assert_eq!(messages, 0);
+    assert_eq!(s.opened(), opened, "backupd opened no message file");
+    assert_eq!(store_messages(&root, "b00000"), held);
+    assert_eq!(imap_messages(&s.cyrus, "b00000"), held);
 }
