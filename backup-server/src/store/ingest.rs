@@ -63,9 +63,12 @@ struct PendingTombstone {
 /// State carried from entry to entry while ingesting.
 pub(crate) struct Ingest {
     user: String,
-    /// Names the store had before (`former-names`, store/rename.rs): their run markers
-    /// are the store's own.
-    former: Vec<String>,
+    /// The store's directory, where `former-names` (store/rename.rs) lists the names the
+    /// store had before: their run markers are the store's own. Read only when a run
+    /// marker names another user (almost never: no file is opened per backup).
+    dir: Option<std::path::PathBuf>,
+    /// `former-names` once read.
+    former: Option<Vec<String>>,
     next_id: i64,
     header: Option<PendingHeader>,
     tombstones: Vec<PendingTombstone>,
@@ -78,21 +81,30 @@ impl Ingest {
             .conn
             .query_row("SELECT coalesce(max(id), 0) FROM entries", [], |r| r.get(0))
             .sql(&db.path)?;
-        let former = match db.path.parent() {
-            Some(dir) => super::rename::former_names(dir).map_err(|source| StoreError::Io {
-                path: dir.join(super::rename::FORMER_NAMES_FILE),
-                op: "reading the store's former names",
-                source,
-            })?,
-            None => Vec::new(),
-        };
         Ok(Ingest {
             user: user.to_owned(),
-            former,
+            dir: db.path.parent().map(|d| d.to_path_buf()),
+            former: None,
             next_id: max + 1,
             header: None,
             tombstones: Vec::new(),
         })
+    }
+
+    /// Whether the store was once `user`'s (its `former-names` lists it).
+    fn is_former_name(&mut self, user: &str) -> Result<bool> {
+        if self.former.is_none() {
+            let names = match &self.dir {
+                Some(dir) => super::rename::former_names(dir).map_err(|source| StoreError::Io {
+                    path: dir.join(super::rename::FORMER_NAMES_FILE),
+                    op: "reading the store's former names",
+                    source,
+                })?,
+                None => Vec::new(),
+            };
+            self.former = Some(names);
+        }
+        Ok(self.former.iter().flatten().any(|n| n == user))
     }
 
     /// Whether a tombstone of `unique_id` waits for its run's end.
@@ -222,7 +234,7 @@ impl Ingest {
                     .sql(&db.path)?;
             }
             EntryMeta::Run(r) => {
-                if r.user != self.user && !self.former.contains(&r.user) {
+                if r.user != self.user && !self.is_former_name(&r.user)? {
                     return Err(StoreError::WrongUser {
                         path: db.path.clone(),
                         expected: self.user.clone(),
