@@ -4,7 +4,8 @@
 //! `vanished_retention_days` is over, then compaction removes it and says so; a renamed
 //! user's store follows it and the next backup fetches no message; a user deleted and
 //! created again gets a new store, the old one kept under its own name; a user moved to
-//! another partition (another RAID set) is backed up from the new place, incrementally; a
+//! another partition (another RAID set), or to another mail server, is backed up from the
+//! new place, incrementally; a
 //! deleted user restored into Cyrus as it was comes back to its store; a refresh killed
 //! around a store's move leaves one store under one name.
 //! What was fetched is counted at backupd (messages opened) and in the run's row.
@@ -565,4 +566,71 @@ fn a_deleted_user_restored_into_cyrus_comes_back_to_its_store_and_fetches_no_mes
     assert_eq!(s.opened(), opened, "backupd opened no message file");
     assert_eq!(store_messages(&root, "b00000"), held);
     assert_eq!(imap_messages(&s.cyrus, "b00000"), held);
+}
+
+#[test]
+fn a_user_moved_to_another_mail_server_is_followed_and_backed_up_from_there_incrementally() {
+    // Two mail servers, each with its backupd (one secret for both) and its RAID set.
+    let s = Setup::new("2", "lifecycle-servers-secret-0123");
+    let cyrus2 = CyrusInstance::start().expect("starting the second Cyrus");
+    let backupd2 = Backupd::start(&cyrus2, &s.backupd.secret_text);
+    let pin = tests::rig::test_tls().pair.pin.clone();
+    testkit::config::ServerConfig::new("store")
+        .state_db("state/state.sqlite3")
+        .workers(2)
+        .batch_size(5)
+        .server("mail1", &s.backupd.addr().to_string(), "mail1.secret")
+        .tls_pin(&pin)
+        .server("mail2", &backupd2.addr().to_string(), "mail2.secret")
+        .tls_pin(&pin)
+        .raidset("mail1-drives", "mail1", &["default", "p2"])
+        .raidset("mail2-drives", "mail2", &["default", "p2"])
+        .write_with_secrets(&s.config, &s.backupd.secret_text)
+        .unwrap();
+    s.run(2);
+    let root = s.root();
+    let held = store_messages(&root, "b00000");
+
+    // Moved as an administrator may: restored into the new server as it was (Cyrus's own
+    // replication protocol), then deleted from the old one.
+    let pw = s.password_file();
+    let to = format!("cyrus://admin@127.0.0.1:{}", cyrus2.sync_port());
+    let o = s.cmd(&[
+        "restore",
+        "--user",
+        "b00000",
+        "--to",
+        &to,
+        "--password-file",
+        pw.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    s.cyrus.delete_user("b00000").unwrap();
+
+    let out = s.refresh();
+    assert!(
+        out.contains("mail2: 1 users listed, 0 new, 1 moved"),
+        "{out}"
+    );
+    let row = s.db().user("b00000").unwrap().unwrap();
+    assert_eq!(
+        (row.server.as_str(), row.raidset.as_deref(), row.vanished_at),
+        ("mail2", Some("mail2-drives"), None),
+        "{row:?}"
+    );
+    let opened = (s.opened(), backupd2.served.counts().2);
+    let (messages, bytes) = s.run(2);
+    eprintln!("after the move to another server: {messages} messages, {bytes} bytes fetched");
+    assert_eq!(messages, 0);
+    assert_eq!(
+        (s.opened(), backupd2.served.counts().2),
+        opened,
+        "no message file opened on either server"
+    );
+    assert!(
+        backupd2.served.counts().0 > 0,
+        "the user was listed on the new server"
+    );
+    assert_eq!(store_messages(&root, "b00000"), held);
+    assert_eq!(imap_messages(&cyrus2, "b00000"), held);
 }
