@@ -574,15 +574,15 @@ fn a_user_moved_to_another_mail_server_is_followed_and_backed_up_from_there_incr
     let s = Setup::new("2", "lifecycle-servers-secret-0123");
     let cyrus2 = CyrusInstance::start().expect("starting the second Cyrus");
     let backupd2 = Backupd::start(&cyrus2, &s.backupd.secret_text);
-    let pin = tests::rig::test_tls().pair.pin.clone();
+    let pin = tests::rig::test_tls().pair.pin;
     testkit::config::ServerConfig::new("store")
         .state_db("state/state.sqlite3")
         .workers(2)
         .batch_size(5)
         .server("mail1", &s.backupd.addr().to_string(), "mail1.secret")
-        .tls_pin(&pin)
+        .tls_pin(pin)
         .server("mail2", &backupd2.addr().to_string(), "mail2.secret")
-        .tls_pin(&pin)
+        .tls_pin(pin)
         .raidset("mail1-drives", "mail1", &["default", "p2"])
         .raidset("mail2-drives", "mail2", &["default", "p2"])
         .write_with_secrets(&s.config, &s.backupd.secret_text)
