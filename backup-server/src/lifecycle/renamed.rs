@@ -152,7 +152,10 @@ pub fn after_refresh(
                 out.recreated.push((v.name.clone(), kept));
             }
             Ok(_) => {}
-            Err(e) => out.problems.push((v.name.clone(), e)),
+            Err(e) => {
+                tracing::warn!(user = %v.name, "not checked for a new INBOX: {e}");
+                out.problems.push((v.name.clone(), e))
+            }
         }
     }
     // Renamed: a new name whose INBOX a vanished user's store holds.
@@ -182,7 +185,10 @@ pub fn after_refresh(
                         }
                     }
                     Ok(None) => {}
-                    Err(e) => out.problems.push((user, e)),
+                    Err(e) => {
+                        tracing::warn!(user = %user, "not checked for a rename: {e}");
+                        out.problems.push((user, e))
+                    }
                 }
             }
         }
