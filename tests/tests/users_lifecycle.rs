@@ -301,6 +301,36 @@ fn a_deleted_user_stays_restorable_until_its_retention_ends_then_compaction_remo
     );
     assert!(!UserDir::new(&root, &kept).unwrap().exists());
     assert!(StoreReader::open(&root, "b00002").is_ok());
+
+    // Deleted and created again between two refreshes (never seen vanished): the backup
+    // itself finds another INBOX, writes nothing to the old store, and the run keeps it
+    // aside; the next run starts the new user's store.
+    let before = store_messages(&root, "b00000");
+    s.cyrus.delete_user("b00000").unwrap();
+    s.cyrus.create_user("b00000").unwrap();
+    let o = run_command(&s.bin, &s.config).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(counts(&o), (2, 0, 0, 1), "{}", text(&o));
+    assert!(
+        text(&o).contains("user b00000: deleted and created again in Cyrus"),
+        "{}",
+        text(&o)
+    );
+    let kept: String = s
+        .db()
+        .connection()
+        .query_row(
+            "SELECT name FROM users WHERE name LIKE 'b00000~vanished-%' AND store_from IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(store_messages(&root, &kept), before);
+    assert!(!UserDir::new(&root, "b00000").unwrap().index_path().exists());
+    s.run(3);
+    let fresh = store_messages(&root, "b00000");
+    assert_eq!(fresh.keys().collect::<Vec<_>>(), vec!["INBOX"], "{fresh:?}");
+    assert!(fresh["INBOX"].is_empty());
 }
 
 #[test]

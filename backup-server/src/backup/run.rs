@@ -528,6 +528,8 @@ where
     progress.start(planned);
     let mut last_row = Instant::now();
     let mut batch = (0usize, Instant::now());
+    // Users found deleted and created again: their stores are kept aside after the run.
+    let mut recreated: Vec<(String, i64)> = Vec::new();
     let opts = SchedulerOptions {
         workers: config.workers,
         batch_size: config.batch_size,
@@ -554,6 +556,9 @@ where
             batch.1 = Instant::now();
         }
         record(&mut db, run_id, &mut summary, &done, progress)?;
+        if let Err(BackupError::Recreated { user, .. }) = &done.result {
+            recreated.push((user.clone(), unix(done.started)));
+        }
         batch.0 += 1;
         if batch.0 >= STATE_BATCH_USERS || batch.1.elapsed() >= STATE_BATCH_TIME {
             db.end_batch()?;
@@ -573,6 +578,10 @@ where
         (Ok(r), Ok(())) => Ok(r),
         (Err(e), _) | (Ok(_), Err(e)) => Err(e),
     };
+    for (user, started) in &recreated {
+        let kept = crate::lifecycle::keep_recreated(config, &mut db, user, *started)?;
+        tracing::info!(user = %user, kept_as = %kept, "user deleted and created again in Cyrus: the old store kept aside");
+    }
     match result {
         Ok(report) => {
             summary.users_not_reached = report.users_not_reached;

@@ -5,7 +5,8 @@
 //!   renamed in Cyrus is found by its INBOX's unique id (which Cyrus 3.6 keeps across
 //!   `RENAME user/a user/b`) and its store follows it to the new name; a user deleted and
 //!   created again under the same name (a new INBOX unique id) gets a new store, the old
-//!   one kept aside under a distinct name; stores still to be moved are moved.
+//!   one kept aside under a distinct name (found by the backup itself when no refresh saw
+//!   the user vanish: [`keep_recreated`]); stores still to be moved are moved.
 //! * [`vanished`]: a deleted user's store is kept `vanished_retention_days`, restorable,
 //!   then removed by `backup-server compact`, which says so; its state db row stays,
 //!   marked removed.
@@ -19,5 +20,5 @@
 pub mod renamed;
 pub mod vanished;
 
-pub use renamed::{after_refresh, before_refresh, BeforeRefresh, Followed};
+pub use renamed::{after_refresh, before_refresh, keep_recreated, BeforeRefresh, Followed};
 pub use vanished::{remove_expired, remove_store, Removal, RemoveOutcome};

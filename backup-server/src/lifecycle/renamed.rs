@@ -115,6 +115,26 @@ pub fn kept_name(user: &str, vanished_at: i64) -> String {
     format!("{user}~vanished-{vanished_at}")
 }
 
+/// Keeps aside the store of `user`, found deleted and created again by its backup started
+/// at `started` ([`crate::backup::BackupError::Recreated`]): the store goes to
+/// [`kept_name`]`(user, started)` (vanished since then, removed when its retention ends)
+/// and the user starts afresh. A store that cannot be moved now stays recorded as to be
+/// moved (the next refresh moves it); that is logged, not an error.
+pub fn keep_recreated(
+    config: &Config,
+    db: &mut StateDb,
+    user: &str,
+    started: i64,
+) -> Result<String, StateError> {
+    let kept = kept_name(user, started);
+    db.record_recreated(user, &kept, started)?;
+    match move_store(&config.store_root, user, &kept) {
+        Ok(_) => db.store_moved(&kept)?,
+        Err(e) => tracing::warn!(user = %user, kept_as = %kept, "store not set aside yet: {e}"),
+    }
+    Ok(kept)
+}
+
 /// After the user lists were read into the state db at `now`: users created again and
 /// renamed users found, stores moved (see the module docs). A mail server that cannot be
 /// asked leaves its users as they are, named in [`Followed::problems`].
