@@ -23,8 +23,8 @@
 //!   is (a backup would start a second store).
 //!
 //! A user deleted and created again between two refreshes (never seen vanished) is not
-//! noticed here: its backups continue in the same store (its old folders tombstoned, the
-//! new ones added), which stays restorable as of any time.
+//! noticed here but by its next backup (`BackupError::Recreated`), after which the run
+//! keeps the store aside with [`keep_recreated`].
 
 use std::collections::{BTreeMap, HashMap};
 
