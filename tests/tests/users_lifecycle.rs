@@ -73,6 +73,22 @@ impl Setup {
         pw
     }
 
+    /// `restore --user USER --to cyrus://` into `cyrus` (its sync_server), which must exit 0.
+    fn restore_into_cyrus(&self, user: &str, cyrus: &CyrusInstance) {
+        let pw = self.password_file();
+        let to = format!("cyrus://admin@127.0.0.1:{}", cyrus.sync_port());
+        let o = self.cmd(&[
+            "restore",
+            "--user",
+            user,
+            "--to",
+            &to,
+            "--password-file",
+            pw.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    }
+
     fn root(&self) -> PathBuf {
         self.dir.path().join("store")
     }
@@ -568,18 +584,7 @@ fn a_deleted_user_restored_into_cyrus_comes_back_to_its_store_and_fetches_no_mes
     let out = s.refresh();
     assert!(out.contains("1 vanished"), "{out}");
 
-    let pw = s.password_file();
-    let to = format!("cyrus://admin@127.0.0.1:{}", s.cyrus.sync_port());
-    let o = s.cmd(&[
-        "restore",
-        "--user",
-        "b00000",
-        "--to",
-        &to,
-        "--password-file",
-        pw.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    s.restore_into_cyrus("b00000", &s.cyrus);
     assert_eq!(s.folder_ids("b00000"), ids, "the same unique ids");
 
     // Listed again with the same INBOX: back, into the same store; nothing kept aside.
@@ -623,18 +628,7 @@ fn a_user_moved_to_another_mail_server_is_followed_and_backed_up_from_there_incr
 
     // Moved as an administrator may: restored into the new server as it was (Cyrus's own
     // replication protocol), then deleted from the old one.
-    let pw = s.password_file();
-    let to = format!("cyrus://admin@127.0.0.1:{}", cyrus2.sync_port());
-    let o = s.cmd(&[
-        "restore",
-        "--user",
-        "b00000",
-        "--to",
-        &to,
-        "--password-file",
-        pw.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    s.restore_into_cyrus("b00000", &cyrus2);
     s.cyrus.delete_user("b00000").unwrap();
 
     let out = s.refresh();
