@@ -32,6 +32,9 @@ pub struct Config {
     pub gzip_level: u32,
     /// Days an expunged message or deleted folder stays restorable.
     pub retention_days: u32,
+    /// Days the store of a user deleted in Cyrus (vanished from its server's user list) is
+    /// kept, restorable, before compaction removes it. Default 30.
+    pub vanished_retention_days: u32,
     /// `run` refreshes a server's user list when it is older than this. Default 24 h.
     pub refresh_after: Duration,
     /// Seconds between progress lines in the log when not on a terminal.
@@ -120,6 +123,8 @@ struct RawConfig {
     gzip_level: u32,
     #[serde(default = "default_retention_days")]
     retention_days: u32,
+    #[serde(default = "default_vanished_retention_days")]
+    vanished_retention_days: u32,
     #[serde(default = "default_refresh_hours")]
     refresh_after_hours: u64,
     #[serde(default = "default_log_interval")]
@@ -174,6 +179,8 @@ pub const DEFAULT_WORKERS: usize = 8;
 pub const DEFAULT_BATCH_SIZE: usize = 50;
 /// Default retention in days.
 pub const DEFAULT_RETENTION_DAYS: u32 = 14;
+/// Default `vanished_retention_days`: a deleted user's store is kept 30 days.
+pub const DEFAULT_VANISHED_RETENTION_DAYS: u32 = 30;
 
 /// The host of a `host:port` address (`[::1]:2912` gives `::1`).
 fn address_host(address: &str) -> &str {
@@ -305,6 +312,9 @@ fn default_gzip_level() -> u32 {
 }
 fn default_retention_days() -> u32 {
     DEFAULT_RETENTION_DAYS
+}
+fn default_vanished_retention_days() -> u32 {
+    DEFAULT_VANISHED_RETENTION_DAYS
 }
 fn default_refresh_hours() -> u64 {
     24
@@ -497,6 +507,7 @@ impl Config {
             chunk_size_cap: raw.chunk_size_cap,
             gzip_level: raw.gzip_level,
             retention_days: raw.retention_days,
+            vanished_retention_days: raw.vanished_retention_days,
             refresh_after: Duration::from_secs(raw.refresh_after_hours.saturating_mul(3600)),
             log_interval: Duration::from_secs(raw.log_interval_secs.max(1)),
             servers,

@@ -5,12 +5,16 @@
 //! Times are whole unix seconds (UTC). One writer at a time: the run's coordinating
 //! thread writes a row per user as each user's store has committed.
 
+mod lifecycle;
+
+pub use lifecycle::{PendingMove, VanishedStore};
+
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const STATE_SCHEMA_VERSION: i64 = 3;
+pub const STATE_SCHEMA_VERSION: i64 = 4;
 
 /// Version 1 to 2: the quiet key (a listing fingerprint and data-file stamp that lets a run
 /// skip a quiet user's store; docs/store.md, "Quiet users"), then called `unchanged_key`.
@@ -19,8 +23,14 @@ const MIGRATE_1_TO_2: &str = "ALTER TABLE users ADD COLUMN unchanged_key TEXT;";
 /// Version 2 to 3: the column takes the name the code and the docs use.
 const MIGRATE_2_TO_3: &str = "ALTER TABLE users RENAME COLUMN unchanged_key TO quiet_key;";
 
-/// The schema, version 3 (version 2 called `users.quiet_key` `unchanged_key`; version 1
-/// lacked it).
+/// Version 3 to 4: the user lifecycle (`state/lifecycle.rs`): a vanished user's store
+/// removed after its retention, a user renamed in Cyrus, a store still to follow its user.
+const MIGRATE_3_TO_4: &str = "ALTER TABLE users ADD COLUMN removed_at INTEGER;
+ALTER TABLE users ADD COLUMN renamed_to TEXT;
+ALTER TABLE users ADD COLUMN store_from TEXT;";
+
+/// The schema, version 4 (version 3 lacked `removed_at`, `renamed_to` and `store_from`;
+/// version 2 called `users.quiet_key` `unchanged_key`; version 1 lacked it).
 pub const STATE_SCHEMA: &str = "
 CREATE TABLE servers (
     name          TEXT PRIMARY KEY,
@@ -47,8 +57,11 @@ CREATE TABLE users (
     skips         INTEGER NOT NULL DEFAULT 0, -- locked by another run
     messages_stored INTEGER NOT NULL DEFAULT 0, -- summed over all backups
     bytes_stored  INTEGER NOT NULL DEFAULT 0,
-    quiet_key     TEXT              -- listing fingerprint + store stamp when the last complete
+    quiet_key     TEXT,             -- listing fingerprint + store stamp when the last complete
                                     -- backup left nothing to do (NULL: unknown); docs/store.md
+    removed_at    INTEGER,          -- the vanished user's store was removed then (retention over)
+    renamed_to    TEXT,             -- renamed in Cyrus: its store is now that user's
+    store_from    TEXT              -- this user's store is still under that name: to be moved
 );
 CREATE INDEX users_last_success ON users (last_success);
 CREATE INDEX users_raidset ON users (raidset, last_success);
@@ -275,11 +288,14 @@ impl StateDb {
                 tx.pragma_update(None, "user_version", STATE_SCHEMA_VERSION)
                     .map_err(&e)?;
             }
-            1 | 2 => {
+            1..=3 => {
                 if version == 1 {
                     tx.execute_batch(MIGRATE_1_TO_2).map_err(&e)?;
                 }
-                tx.execute_batch(MIGRATE_2_TO_3).map_err(&e)?;
+                if version <= 2 {
+                    tx.execute_batch(MIGRATE_2_TO_3).map_err(&e)?;
+                }
+                tx.execute_batch(MIGRATE_3_TO_4).map_err(&e)?;
                 tx.pragma_update(None, "user_version", STATE_SCHEMA_VERSION)
                     .map_err(&e)?;
             }
@@ -461,12 +477,13 @@ impl StateDb {
 
     /// The users of RAID set `raidset` still listed, in backup order: never backed up
     /// first, then oldest last successful backup first (ties by name, so the order is
-    /// stable).
+    /// stable). A user whose store is still to be moved to its name (`store_from`, after a
+    /// rename in Cyrus) waits: a backup now would start a second store.
     pub fn users_to_back_up(&self, raidset: &str) -> Result<Vec<UserRow>, StateError> {
         let mut st = self
             .conn
             .prepare(&format!(
-                "{USER_COLUMNS} WHERE raidset = ?1 AND vanished_at IS NULL
+                "{USER_COLUMNS} WHERE raidset = ?1 AND vanished_at IS NULL AND store_from IS NULL
                  ORDER BY last_success IS NOT NULL, last_success, name"
             ))
             .map_err(self.err())?;

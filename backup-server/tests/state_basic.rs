@@ -407,12 +407,15 @@ fn the_quiet_key_is_kept_by_success_and_skips_cleared_by_anything_else() {
     assert_eq!(key(&db), None);
 }
 
-#[test]
-fn a_version_1_state_db_is_upgraded_in_place() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.sqlite3");
+/// What turns a version 4 users table back into version 3's.
+const WITHOUT_V4: &str = "ALTER TABLE users DROP COLUMN removed_at; \
+    ALTER TABLE users DROP COLUMN renamed_to; ALTER TABLE users DROP COLUMN store_from; ";
+
+/// A state db with user `u` (and its quiet key `key`) turned back into an older version by
+/// `downgrade`, then opened by this version, which must have upgraded it.
+fn upgraded(path: &std::path::Path, key: Option<&str>, downgrade: &str) -> StateDb {
     {
-        let mut db = StateDb::open(&path).unwrap();
+        let mut db = StateDb::open(path).unwrap();
         db.refresh_server(
             "mail1",
             "m1:2912",
@@ -421,19 +424,30 @@ fn a_version_1_state_db_is_upgraded_in_place() {
             100,
         )
         .unwrap();
+        db.set_quiet_key("u", key).unwrap();
     }
-    // What version 1 was: the same without users.quiet_key.
-    {
-        let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch("ALTER TABLE users DROP COLUMN quiet_key; PRAGMA user_version = 1;")
-            .unwrap();
-    }
-    let mut db = StateDb::open(&path).unwrap();
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .execute_batch(downgrade)
+        .unwrap();
+    let db = StateDb::open(path).unwrap();
     let v: i64 = db
         .connection()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(v, STATE_SCHEMA_VERSION);
+    db
+}
+
+#[test]
+fn a_version_1_state_db_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    // What version 1 was: the same without users.quiet_key.
+    let mut db = upgraded(
+        &dir.path().join("state.sqlite3"),
+        None,
+        &format!("{WITHOUT_V4}ALTER TABLE users DROP COLUMN quiet_key; PRAGMA user_version = 1;"),
+    );
     let u = db.user("u").unwrap().unwrap();
     assert_eq!((u.name.as_str(), u.quiet_key), ("u", None));
     db.set_quiet_key("u", Some("k")).unwrap();
@@ -442,33 +456,38 @@ fn a_version_1_state_db_is_upgraded_in_place() {
 #[test]
 fn a_version_2_state_db_keeps_its_keys_under_the_new_column_name() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.sqlite3");
-    {
-        let mut db = StateDb::open(&path).unwrap();
-        db.refresh_server(
-            "mail1",
-            "m1:2912",
-            &entries(&[("u", "default")]),
-            &sets,
-            100,
-        )
-        .unwrap();
-        db.set_quiet_key("u", Some("k1 abc")).unwrap();
-    }
     // What version 2 was: the same column, called unchanged_key.
-    {
-        let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch(
-            "ALTER TABLE users RENAME COLUMN quiet_key TO unchanged_key; PRAGMA user_version = 2;",
-        )
-        .unwrap();
-    }
-    let db = StateDb::open(&path).unwrap();
-    let v: i64 = db
-        .connection()
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(v, STATE_SCHEMA_VERSION);
+    let db = upgraded(
+        &dir.path().join("state.sqlite3"),
+        Some("k1 abc"),
+        &format!(
+            "{WITHOUT_V4}ALTER TABLE users RENAME COLUMN quiet_key TO unchanged_key; \
+             PRAGMA user_version = 2;"
+        ),
+    );
     let u = db.user("u").unwrap().unwrap();
     assert_eq!(u.quiet_key.as_deref(), Some("k1 abc"), "the key survives");
+}
+
+#[test]
+fn a_version_3_state_db_gains_the_lifecycle_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = upgraded(
+        &dir.path().join("state.sqlite3"),
+        Some("k1 abc"),
+        &format!("{WITHOUT_V4}PRAGMA user_version = 3;"),
+    );
+    let (removed, renamed, from): (Option<i64>, Option<String>, Option<String>) = db
+        .connection()
+        .query_row(
+            "SELECT removed_at, renamed_to, store_from FROM users WHERE name = 'u'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((removed, renamed, from), (None, None, None));
+    assert_eq!(
+        db.user("u").unwrap().unwrap().quiet_key.as_deref(),
+        Some("k1 abc")
+    );
 }

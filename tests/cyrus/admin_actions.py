@@ -4,6 +4,7 @@
     admin_actions.py HOST IMAP_PORT delete-folder --user U --folder F [--as-admin]
     admin_actions.py HOST IMAP_PORT create-user --user U
     admin_actions.py HOST IMAP_PORT delete-user --user U
+    admin_actions.py HOST IMAP_PORT rename-user --user U [--to V] [--partition P]
     admin_actions.py HOST IMAP_PORT expunge --user U --folder F [--uids SET]
     admin_actions.py HOST IMAP_PORT share-seen --owner U --folder F --reader R [--uids SET]
     admin_actions.py HOST IMAP_PORT sieve-activate --user U --script NAME --sieve-port P
@@ -21,6 +22,10 @@ folder "user/U/F" and the user itself "user/U"; a dot in a user name is just a d
 * delete-user: as `admin`, SETACL "user/U" admin x, then DELETE "user/U": every folder of U
   goes, and U's seen.db, sub.db and compiled sieve scripts are removed at once even with
   delete_mode: delayed (the folders, #sieve included, then wait under DELETED.*).
+* rename-user: as `admin`, RENAME "user/U" "user/V" (the whole user renamed: its folders,
+  seen state, subscriptions and sieve scripts; needs allowusermoves: yes, which start.sh
+  sets), or with --partition RENAME "user/U" "user/V" P: the user moved to partition P
+  (V defaults to U).
 * expunge: as U, UID STORE SET +FLAGS.SILENT (\\Deleted) then UID EXPUNGE SET, so messages
   already flagged \\Deleted outside SET stay; SET defaults to every message (1:*). Prints the
   UIDs expunged (uids=1,2,3).
@@ -86,6 +91,23 @@ def delete_user(a):
     return "user=%s" % a.user
 
 
+def rename_user(a):
+    # RENAME of a user's INBOX renames the whole user (allowusermoves: yes); with a
+    # partition, RENAME user/U user/U PART moves the user's folders to that partition.
+    im = login(a.host, a.imap_port, "admin")
+    old, new = "user/%s" % a.user, "user/%s" % (a.to or a.user)
+    if a.partition:
+        # Cyrus 3.6 takes the partition as an atom only ("BAD Invalid partition name" when
+        # it is quoted).
+        if not re.match(r"^[A-Za-z0-9_.-]+$", a.partition):
+            raise SystemExit("admin_actions: a partition name is letters, digits, _ . -")
+        im.command("RENAME %s %s %s" % (quote(old), quote(new), a.partition))
+    else:
+        im.command("RENAME %s %s" % (quote(old), quote(new)))
+    im.logout()
+    return "user=%s to=%s partition=%s" % (a.user, a.to or a.user, a.partition or "")
+
+
 def expunge(a):
     im = login(a.host, a.imap_port, a.user)
     im.command("SELECT %s" % quote(a.folder))
@@ -149,6 +171,12 @@ def main():
     p = sub.add_parser("delete-user")
     p.add_argument("--user", required=True)
     p.set_defaults(run=delete_user)
+
+    p = sub.add_parser("rename-user")
+    p.add_argument("--user", required=True)
+    p.add_argument("--to")
+    p.add_argument("--partition")
+    p.set_defaults(run=rename_user)
 
     p = sub.add_parser("expunge")
     p.add_argument("--user", required=True)

@@ -108,6 +108,8 @@ duplicatesuppression: no
 syslog_prefix: mbtest-$(basename "$DIR")
 # A port taken by someone else must fail the start at once, not leave a half-served instance.
 master_bind_errors_fatal: yes
+# RENAME user/a user/b renames a whole user (the user-lifecycle tests).
+allowusermoves: yes
 CONF
 if [ -n "${CYRUS_TLS_CERT:-}" ]; then
     # STARTTLS on IMAP and sync_server: the services read these as the cyrus user.

@@ -85,6 +85,20 @@ impl CyrusInstance {
             .map(|_| ())
     }
 
+    /// Renames the whole user `user` to `to` as `admin`: `RENAME user/<user> user/<to>`
+    /// (start.sh sets allowusermoves: yes).
+    pub fn rename_user(&self, user: &str, to: &str) -> Result<()> {
+        self.admin_action(&["rename-user", "--user", user, "--to", to])
+            .map(|_| ())
+    }
+
+    /// Moves the user to another partition as `admin`: `RENAME user/<user> user/<user>
+    /// <partition>`.
+    pub fn move_user(&self, user: &str, partition: &str) -> Result<()> {
+        self.admin_action(&["rename-user", "--user", user, "--partition", partition])
+            .map(|_| ())
+    }
+
     /// As `user`, flags the messages of `uids` (a UID set like `1:3,7` or `1:*`) in `folder`
     /// `\Deleted` and expunges exactly those (UID EXPUNGE). Returns the UIDs expunged.
     pub fn expunge(&self, user: &str, folder: &str, uids: &str) -> Result<Vec<u32>> {

@@ -17,6 +17,7 @@ pub mod user;
 
 pub use plan::{plan_for, FolderAction, Plan};
 pub use quiet::QuietKey;
+pub(crate) use run::client_options;
 pub use run::{
     refresh, run, run_with, unix_now, NetBackend, NoProgress, RefreshError, RefreshReport,
     RequestError, RunError, RunProgress, RunRequest,

@@ -159,6 +159,9 @@ fn unix(t: SystemTime) -> i64 {
 pub struct RefreshReport {
     /// Per server (config name): what changed, or why its list could not be read.
     pub servers: BTreeMap<String, Result<RefreshCounts, RefreshError>>,
+    /// Users renamed or created again in Cyrus, stores moved to their user's name
+    /// ([`crate::lifecycle::after_refresh`]).
+    pub lifecycle: crate::lifecycle::Followed,
 }
 
 impl RefreshReport {
@@ -168,7 +171,8 @@ impl RefreshReport {
     }
 }
 
-fn client_options(s: &crate::config::Server) -> ClientOptions {
+/// The client options of a `[[server]]` (also the lifecycle's listings at refresh).
+pub(crate) fn client_options(s: &crate::config::Server) -> ClientOptions {
     ClientOptions {
         connect_timeout: s.connect_timeout,
         io_timeout: Some(s.io_timeout),
@@ -186,6 +190,7 @@ pub fn refresh(
 ) -> Result<RefreshReport, StateError> {
     let mut report = RefreshReport::default();
     let now = unix_now();
+    let before = crate::lifecycle::before_refresh(db)?;
     for server in &config.servers {
         if !force {
             if let Some(last) = db.last_refresh(&server.name)? {
@@ -232,6 +237,7 @@ pub fn refresh(
             }
         }
     }
+    report.lifecycle = crate::lifecycle::after_refresh(config, db, &before, now)?;
     Ok(report)
 }
 
@@ -522,6 +528,8 @@ where
     progress.start(planned);
     let mut last_row = Instant::now();
     let mut batch = (0usize, Instant::now());
+    // Users found deleted and created again: their stores are kept aside after the run.
+    let mut recreated: Vec<(String, i64)> = Vec::new();
     let opts = SchedulerOptions {
         workers: config.workers,
         batch_size: config.batch_size,
@@ -548,6 +556,9 @@ where
             batch.1 = Instant::now();
         }
         record(&mut db, run_id, &mut summary, &done, progress)?;
+        if let Err(BackupError::Recreated { user, .. }) = &done.result {
+            recreated.push((user.clone(), unix(done.started)));
+        }
         batch.0 += 1;
         if batch.0 >= STATE_BATCH_USERS || batch.1.elapsed() >= STATE_BATCH_TIME {
             db.end_batch()?;
@@ -567,6 +578,10 @@ where
         (Ok(r), Ok(())) => Ok(r),
         (Err(e), _) | (Ok(_), Err(e)) => Err(e),
     };
+    for (user, started) in &recreated {
+        let kept = crate::lifecycle::keep_recreated(config, &mut db, user, *started)?;
+        tracing::info!(user = %user, kept_as = %kept, "user deleted and created again in Cyrus: the old store kept aside");
+    }
     match result {
         Ok(report) => {
             summary.users_not_reached = report.users_not_reached;

@@ -357,6 +357,31 @@ pub enum BackupError {
         /// What the connect said.
         reason: String,
     },
+    /// The user was deleted and created again in Cyrus since its store's last backup (its
+    /// INBOX has another unique id): nothing is written to the old store, which the run
+    /// then keeps aside ([`crate::lifecycle::keep_recreated`]); the next run starts a new
+    /// one.
+    #[error("user {user}: deleted and created again in Cyrus (INBOX unique id {listed}, the store holds {held}): the old store is kept aside, the next run backs the new user up")]
+    Recreated {
+        /// The user.
+        user: String,
+        /// The INBOX unique id the store holds.
+        held: String,
+        /// The INBOX unique id listed now.
+        listed: String,
+    },
+}
+
+/// [`BackupError::Recreated`] when the listing's INBOX is not the live INBOX the store
+/// holds (a user deleted and created again between two refreshes).
+fn recreated(user: &str, listing: &UserListing, held: &[HeldFolder]) -> Option<BackupError> {
+    let listed = listing.folders.iter().find(|f| f.name == "INBOX")?;
+    let kept = held.iter().find(|h| h.name == "INBOX" && !h.deleted)?;
+    (kept.unique_id != listed.uniqueid).then(|| BackupError::Recreated {
+        user: user.to_owned(),
+        held: kept.unique_id.clone(),
+        listed: listed.uniqueid.clone(),
+    })
 }
 
 /// What stops a user's backup part-way.
@@ -460,6 +485,9 @@ pub fn backup_user(job: &UserJob<'_>, conn: &mut Client) -> Result<UserOutcome, 
         .catalog()
         .held_folders()
         .map_err(store_err("reading the index"))?;
+    if let Some(e) = recreated(user, &listing, &held) {
+        return Err(e);
+    }
     let held_files = store
         .catalog()
         .user_files_at(None)

@@ -1,4 +1,5 @@
-//! `backup-server compact`: one line per store as it is done (user, total and dirty bytes,
+//! `backup-server compact`: first one line per vanished user whose store is removed (its
+//! `vanished_retention_days` over; [`remove_expired`]), then one line per store as it is done (user, total and dirty bytes,
 //! ratio, decision, and the size after a rewrite); a store that fails is named on stderr.
 
 use super::{Out, Status};
@@ -8,6 +9,8 @@ use backup_server::compact::{
     DEFAULT_THRESHOLD,
 };
 use backup_server::config::Config;
+use backup_server::lifecycle::{remove_expired, Removal, RemoveOutcome};
+use backup_server::state::StateDb;
 use backup_server::store::{Clock, StoreOptions, SystemClock};
 use std::io::Write;
 
@@ -46,6 +49,34 @@ pub fn run(config: &Config, a: &CompactArgs, out: &mut Out<impl Write>) -> anyho
             ..StoreOptions::default()
         },
     };
+    let mut failed = false;
+    // Deleted users first: a store about to be removed is not worth compacting.
+    if a.user.is_none() && config.state_db.exists() {
+        let mut db = StateDb::open(&config.state_db).context("compact: the state db")?;
+        let removals = remove_expired(
+            &config.store_root,
+            &mut db,
+            o.now.secs,
+            config.vanished_retention_days,
+            o.dry_run,
+        )
+        .context("compact: vanished users")?;
+        for r in &removals {
+            match &r.result {
+                Ok(outcome) => out.line(format_args!(
+                    "{}",
+                    removal_line(r, *outcome, config.vanished_retention_days)
+                ))?,
+                Err(e) => {
+                    failed = true;
+                    eprintln!(
+                        "backup-server: compact {}: removing the vanished user's store: {e}",
+                        r.user
+                    )
+                }
+            }
+        }
+    }
     let mut report = CompactReport {
         dry_run: o.dry_run,
         users: Vec::new(),
@@ -67,7 +98,28 @@ pub fn run(config: &Config, a: &CompactArgs, out: &mut Out<impl Write>) -> anyho
         }
         report.users.push(c);
     }
-    Ok(status(&report))
+    Ok(if failed {
+        Status::Failed
+    } else {
+        status(&report)
+    })
+}
+
+/// A vanished user's line: user, when it vanished, what became of its store.
+fn removal_line(r: &Removal, outcome: RemoveOutcome, days: u32) -> String {
+    let what = match outcome {
+        RemoveOutcome::Removed => "store removed",
+        RemoveOutcome::AlreadyGone => "store already gone, marked removed",
+        RemoveOutcome::Locked => {
+            "store not removed: a backup holds it (the next compact removes it)"
+        }
+        RemoveOutcome::WouldRemove => "would remove the store",
+    };
+    format!(
+        "{}\tvanished {}\t{what} (vanished_retention_days {days} over)",
+        r.user,
+        backup_server::point_in_time::when(Some(formats::Timestamp::from_secs(r.vanished_at)))
+    )
 }
 
 /// What a compaction means for the exit status.

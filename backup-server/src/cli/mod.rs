@@ -62,8 +62,10 @@ pub enum Command {
     /// naming what was lost (folder, UID); the next run fetches it again. Exit 2 when
     /// something was lost.
     Repair(repair::RepairArgs),
-    /// Rewrite stores whose dirty ratio (bytes no restore inside the retention can need)
-    /// passes the threshold, keeping only live entries (docs/store.md, Compaction).
+    /// Remove the stores of users deleted in Cyrus longer than vanished_retention_days
+    /// ago, then rewrite stores whose dirty ratio (bytes no restore inside the retention
+    /// can need) passes the threshold, keeping only live entries (docs/store.md,
+    /// Compaction).
     Compact(compact::CompactArgs),
     /// Restore mail from a user's backup into Maildir, mbox, .eml files, an IMAP account or
     /// Cyrus itself, as it was (docs/restore.md).

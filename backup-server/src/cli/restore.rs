@@ -50,6 +50,10 @@ pub struct RestoreArgs {
     /// original names (imap:// default: `Restored/<date>`; cyrus:// default: `/`).
     #[arg(long, value_parser = IntoFolder::parse)]
     into: Option<IntoFolder>,
+    /// imap:// target: restore into this user's account instead of --user's (a user
+    /// deleted in Cyrus restored under a new name; the admin authenticates as this user).
+    #[arg(long, value_name = "USER")]
+    as_user: Option<String>,
     /// cyrus:// target: STARTTLS, the server's certificate checked against the CA
     /// certificates in this PEM file and the URL's host name.
     #[arg(long)]
@@ -106,6 +110,7 @@ pub fn run(config: &Config, a: &RestoreArgs, out: &mut Out<impl Write>) -> anyho
             t.plaintext = a.plaintext;
             t.password_file = a.password_file.clone();
             t.into = a.into.clone().unwrap_or_default();
+            t.account = a.as_user.clone();
         }
         Target::Cyrus(t) => {
             t.password_file = a.password_file.clone();
@@ -119,6 +124,9 @@ pub fn run(config: &Config, a: &RestoreArgs, out: &mut Out<impl Write>) -> anyho
             bail!("--password-file, --into and --plaintext are for imap:// and cyrus:// targets")
         }
         _ => {}
+    }
+    if a.as_user.is_some() && !matches!(to, Target::Imap(_)) {
+        bail!("--as-user is for an imap:// target (a file target names its own place)");
     }
     if (a.partition.is_some() || a.dry_run || a.tls_ca_file.is_some())
         && !matches!(to, Target::Cyrus(_))

@@ -35,7 +35,30 @@ pub fn run(
             Err(e) => out.line(format_args!("{server}: not refreshed: {e}"))?,
         }
     }
+    let l = &report.lifecycle;
+    for (from, to) in &l.renamed {
+        out.line(format_args!(
+            "{from}: renamed {to} in Cyrus: the store follows"
+        ))?;
+    }
+    for (user, kept) in &l.recreated {
+        out.line(format_args!(
+            "{user}: deleted and created again in Cyrus: a new store; the old one kept as {kept}"
+        ))?;
+    }
+    for (from, to) in &l.moved {
+        out.line(format_args!("{to}: store moved from {from}"))?;
+    }
+    for user in &l.restarted {
+        out.line(format_args!(
+            "{user}: listed again after its store was removed or handed on: starts afresh"
+        ))?;
+    }
+    for (user, why) in &l.problems {
+        out.line(format_args!("{user}: not followed yet: {why}"))?;
+    }
     Ok(match report.failed() {
+        0 if !l.problems.is_empty() => Status::Incomplete,
         0 => Status::Ok,
         n if n == report.servers.len() => Status::Failed,
         _ => Status::Incomplete,

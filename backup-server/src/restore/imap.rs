@@ -242,6 +242,9 @@ pub struct ImapTarget {
     /// Send the password and the mail in clear to a host that is not loopback
     /// (`--plaintext`); refused otherwise (this target has no TLS yet).
     pub plaintext: bool,
+    /// The account to restore into (`--as-user`): another user than the one whose backup
+    /// is read, e.g. the new name of a user deleted in Cyrus. `None`: the same user.
+    pub account: Option<String>,
 }
 
 impl ImapTarget {
@@ -259,6 +262,7 @@ impl ImapTarget {
             into: IntoFolder::Dated,
             use_digest: true,
             plaintext: false,
+            account: None,
         })
     }
 }

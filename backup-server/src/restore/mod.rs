@@ -665,7 +665,10 @@ pub fn restore_as(
         Target::Maildir(d) => Box::new(maildir::Maildir::new(d, owner)?),
         Target::Mbox(f) => Box::new(mbox::Mbox::new(f, single_folder, owner)?),
         Target::Eml(d) => Box::new(eml::Eml::new(d, owner)?),
-        Target::Imap(t) => Box::new(imap::ImapSink::connect(t, user)?),
+        Target::Imap(t) => Box::new(imap::ImapSink::connect(
+            t,
+            t.account.as_deref().unwrap_or(user),
+        )?),
         Target::Cyrus(t) => Box::new(cyrus::CyrusSink::connect(t, user)?),
     };
     let mut rep = RestoreReport {

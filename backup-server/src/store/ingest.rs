@@ -65,6 +65,12 @@ struct PendingTombstone {
 /// State carried from entry to entry while ingesting.
 pub(crate) struct Ingest {
     user: String,
+    /// The store's directory, where `former-names` (store/rename.rs) lists the names the
+    /// store had before: their run markers are the store's own. Read only when a run
+    /// marker names another user (almost never: no file is opened per backup).
+    dir: Option<std::path::PathBuf>,
+    /// `former-names` once read.
+    former: Option<Vec<String>>,
     next_id: i64,
     header: Option<PendingHeader>,
     tombstones: Vec<PendingTombstone>,
@@ -79,10 +85,28 @@ impl Ingest {
             .sql(&db.path)?;
         Ok(Ingest {
             user: user.to_owned(),
+            dir: db.path.parent().map(|d| d.to_path_buf()),
+            former: None,
             next_id: max + 1,
             header: None,
             tombstones: Vec::new(),
         })
+    }
+
+    /// Whether the store was once `user`'s (its `former-names` lists it).
+    fn is_former_name(&mut self, user: &str) -> Result<bool> {
+        if self.former.is_none() {
+            let names = match &self.dir {
+                Some(dir) => super::rename::former_names(dir).map_err(|source| StoreError::Io {
+                    path: dir.join(super::rename::FORMER_NAMES_FILE),
+                    op: "reading the store's former names",
+                    source,
+                })?,
+                None => Vec::new(),
+            };
+            self.former = Some(names);
+        }
+        Ok(self.former.iter().flatten().any(|n| n == user))
     }
 
     /// Whether a tombstone of `unique_id` waits for its run's end.
@@ -208,7 +232,7 @@ impl Ingest {
                     .sql(&db.path)?;
             }
             EntryMeta::Run(r) => {
-                if r.user != self.user {
+                if r.user != self.user && !self.is_former_name(&r.user)? {
                     return Err(StoreError::WrongUser {
                         path: db.path.clone(),
                         expected: self.user.clone(),

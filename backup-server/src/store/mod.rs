@@ -35,6 +35,7 @@ mod layout;
 mod lock;
 mod open;
 mod reindex;
+mod rename;
 mod run;
 mod usage;
 
@@ -57,6 +58,7 @@ pub(crate) use open::open_index_read_only;
 pub use open::{LockedDir, OpenReport, Store, StoreReader};
 pub(crate) use reindex::Rebuild;
 pub use reindex::{rebuild_index, ReindexReport};
+pub use rename::{move_store, MoveError, MoveOutcome, FORMER_NAMES_FILE};
 pub use run::{Added, CommitSummary, FolderSnapshot, MessageInfo, MetaFileData, RunEnd, RunWriter};
 pub use usage::{EntryState, Usage};
 
