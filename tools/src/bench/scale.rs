@@ -160,7 +160,10 @@ pub fn run(s: &Setup) -> Result<String> {
             .map(|l| l.median().wall)
     };
     let mut ratios = String::new();
-    for l in lines.iter().filter(|l| l.users == largest) {
+    for l in lines
+        .iter()
+        .filter(|l| l.users == largest && l.median().wall > 0.0)
+    {
         for w in ["W1", "W2"] {
             let Some(peer) = l.what.strip_prefix(&format!("{w} ")) else {
                 continue;
