@@ -212,8 +212,9 @@ fn new_user_fixed_cost() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
-    let tmp = tempfile::tempdir_in(std::env::var("MB_FIXED_ROOT").unwrap_or_else(|_| "/tmp".into()))
-        .unwrap();
+    let tmp =
+        tempfile::tempdir_in(std::env::var("MB_FIXED_ROOT").unwrap_or_else(|_| "/tmp".into()))
+            .unwrap();
     let (mut open, mut run_t, mut commit, mut close) = (vec![], vec![], vec![], vec![]);
     for u in 0..users {
         let msgs: Vec<Vec<u8>> = (0..20).map(|i| message(u * 100 + i, 2000)).collect();
@@ -222,7 +223,13 @@ fn new_user_fixed_cost() {
                 let recs: Vec<Rec> = (0..5)
                     .map(|i| Rec::new(i as u32 + 1, &msgs[f * 5 + i]))
                     .collect();
-                Snap::new(&format!("uid-{u}-{f}"), &format!("user.u{u}.F{f}"), 1, &recs, 1)
+                Snap::new(
+                    &format!("uid-{u}-{f}"),
+                    &format!("user.u{u}.F{f}"),
+                    1,
+                    &recs,
+                    1,
+                )
             })
             .collect();
         let t = Instant::now();

@@ -644,8 +644,7 @@ fn create_store(dir: &UserDir, opts: &StoreOptions) -> Result<()> {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .sql(&tmp)?;
-        conn.execute_batch("PRAGMA synchronous=OFF")
-            .sql(&tmp)?;
+        conn.execute_batch("PRAGMA synchronous=OFF").sql(&tmp)?;
         conn.execute(
             "INSERT INTO store (id, user, data_file) VALUES (1, ?1, ?2)",
             params![dir.user(), name],
@@ -693,7 +692,11 @@ fn write_empty_index(path: &Path) -> Result<()> {
             }
             let b = std::fs::read(path).io(path, "reading the new empty index")?;
             let mut ignored = OpenReport::default();
-            for p in [with_suffix(path, "-wal"), with_suffix(path, "-shm"), path.to_path_buf()] {
+            for p in [
+                with_suffix(path, "-wal"),
+                with_suffix(path, "-shm"),
+                path.to_path_buf(),
+            ] {
                 remove(&p, &mut ignored)?;
             }
             EMPTY_INDEX.get_or_init(|| b)

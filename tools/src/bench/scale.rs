@@ -14,7 +14,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::measure::{self, daemon_cpu, daemon_peak_kib, describe, measure, reset_daemon_peak, Sample};
+use super::measure::{
+    self, daemon_cpu, daemon_peak_kib, describe, measure, reset_daemon_peak, Sample,
+};
 use super::peers::{remove, Paths, Tool};
 use super::rig::{self, run_logged, Backupd, Cyrus};
 use super::{last_line_starting, say};
@@ -129,7 +131,11 @@ pub fn run(s: &Setup) -> Result<String> {
     for l in &lines {
         let m = l.median();
         if m.wall == 0.0 {
-            let _ = writeln!(out, "| {} | {} | – | – | – | – | – | {} |", l.users, l.what, l.note);
+            let _ = writeln!(
+                out,
+                "| {} | {} | – | – | – | – | – | {} |",
+                l.users, l.what, l.note
+            );
             continue;
         }
         let per = m.wall / l.users as f64;
@@ -160,7 +166,10 @@ pub fn run(s: &Setup) -> Result<String> {
             .map(|l| l.median().wall)
     };
     let mut ratios = String::new();
-    for l in lines.iter().filter(|l| l.users == largest) {
+    for l in lines
+        .iter()
+        .filter(|l| l.users == largest && l.median().wall > 0.0)
+    {
         for w in ["W1", "W2"] {
             let Some(peer) = l.what.strip_prefix(&format!("{w} ")) else {
                 continue;
@@ -275,7 +284,10 @@ fn one_size(s: &Setup, n: u32, peers: &[Tool], lines: &mut Vec<Line>) -> Result<
         paths.reset(Tool::Ours, &cyrus, &s.log)?;
         l.samples.push(ours(&refresh)?);
     }
-    say(&format!("scale {n}: users refresh {:.2} s", l.median().wall));
+    say(&format!(
+        "scale {n}: users refresh {:.2} s",
+        l.median().wall
+    ));
     lines.push(l);
 
     // W1, ours and the peers interleaved.
@@ -310,17 +322,18 @@ fn one_size(s: &Setup, n: u32, peers: &[Tool], lines: &mut Vec<Line>) -> Result<
         }
     }
     for (t, l) in tools.iter().zip(w1.iter_mut()) {
-        l.note = format!(
-            "stored {:.1} MB",
-            paths.stored_bytes(*t)? as f64 / 1e6
-        );
+        l.note = format!("stored {:.1} MB", paths.stored_bytes(*t)? as f64 / 1e6);
     }
     lines.extend(w1);
     // Where a new user's time goes: one more first night, untimed, under strace -c.
     let first_size = s.sizes.first() == Some(&n);
     if first_size {
         paths.reset(Tool::Ours, &cyrus, &s.log)?;
-        let calls = syscalls(&paths.backup(Tool::Ours, &cyrus, 0), &work.join("w1.strace"), &s.log)?;
+        let calls = syscalls(
+            &paths.backup(Tool::Ours, &cyrus, 0),
+            &work.join("w1.strace"),
+            &s.log,
+        )?;
         lines.push(Line {
             users: n,
             what: "W1 mailbackup under strace -f -c (untimed)".into(),
@@ -359,7 +372,11 @@ fn one_size(s: &Setup, n: u32, peers: &[Tool], lines: &mut Vec<Line>) -> Result<
     }
     lines.extend(w2);
     if first_size {
-        let calls = syscalls(&paths.backup(Tool::Ours, &cyrus, 150), &work.join("w2.strace"), &s.log)?;
+        let calls = syscalls(
+            &paths.backup(Tool::Ours, &cyrus, 150),
+            &work.join("w2.strace"),
+            &s.log,
+        )?;
         lines.push(Line {
             users: n,
             what: "W2 mailbackup under strace -f -c (untimed)".into(),
@@ -513,7 +530,8 @@ fn syscalls(cmd: &Command, out: &std::path::Path, log: &std::path::Path) -> Resu
         .arg(cmd.get_program())
         .args(cmd.get_args());
     run_logged(&mut c, log)?;
-    let text = std::fs::read_to_string(out).with_context(|| format!("reading {}", out.display()))?;
+    let text =
+        std::fs::read_to_string(out).with_context(|| format!("reading {}", out.display()))?;
     // "% time     seconds  usecs/call     calls    errors syscall"
     let mut rows = Vec::new();
     for line in text.lines() {
