@@ -166,7 +166,7 @@ fn store_figures() {
     let diffed = t.elapsed().as_secs_f64();
     drop(run);
     println!(
-        "fetch list of it: a lookup per GUID {:.0} ms ({} asked); diffed against its {} stored records {:.0} ms ({} asked)",
+        "fetch list of it: a lookup per GUID {:.0} ms ({} to fetch); diffed against its {} stored records {:.0} ms ({} to fetch)",
         per_guid * 1e3,
         all.len(),
         stored.len(),

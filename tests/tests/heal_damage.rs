@@ -312,16 +312,17 @@ fn damaged_and_truncated_stores_heal() {
         .to_path_buf();
     {
         let c = rusqlite::Connection::open(&index).unwrap();
-        let inbox: String = c
+        // The folder's key in the index (schema version 3: `folders`).
+        let inbox: i64 = c
             .query_row(
-                "SELECT uniqueid FROM names WHERE folder = 'INBOX' ORDER BY time DESC LIMIT 1",
+                "SELECT folder_key FROM names WHERE folder = 'INBOX' ORDER BY time DESC LIMIT 1",
                 [],
                 |r| r.get(0),
             )
             .unwrap();
         let n = c
             .execute(
-                "DELETE FROM records WHERE uniqueid = ?1 AND uid = ?2 AND valid_to IS NULL",
+                "DELETE FROM records WHERE folder_key = ?1 AND uid = ?2 AND valid_to IS NULL",
                 rusqlite::params![inbox, gone],
             )
             .unwrap();
@@ -329,7 +330,7 @@ fn damaged_and_truncated_stores_heal() {
         let n = c
             .execute(
                 "UPDATE records SET flags = flags || ' \\Flagged-by-damage'
-                 WHERE uniqueid = ?1 AND uid = ?2 AND valid_to IS NULL",
+                 WHERE folder_key = ?1 AND uid = ?2 AND valid_to IS NULL",
                 rusqlite::params![inbox, reflagged],
             )
             .unwrap();

@@ -435,6 +435,18 @@ fn sqlite_uri(path: &Path, immutable: bool) -> String {
     uri
 }
 
+/// `sql` with every run of white space made one space, and none after `(` or `,` or before
+/// `)`: SQLite keeps each CREATE statement's text in the file, and on a small store the
+/// indentation alone took pages. For schema text only (no string literal holds those).
+fn compact_sql(sql: &str) -> String {
+    let words: Vec<&str> = sql.split_whitespace().collect();
+    let mut out = words.join(" ");
+    for (from, to) in [("( ", "("), (" )", ")"), (", ", ",")] {
+        out = out.replace(from, to);
+    }
+    out
+}
+
 /// How an index is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OpenMode {
@@ -617,9 +629,10 @@ impl IndexDb {
                 supported: SCHEMA_VERSION,
             });
         }
+        let layout = compact_sql(SCHEMA_V3);
         let mut steps: Vec<(&str, u32)> = Vec::new();
         if v == 0 {
-            steps.push((SCHEMA_V3, LAYOUT_VERSION));
+            steps.push((&layout, LAYOUT_VERSION));
         }
         let from = v.max(if v == 0 { LAYOUT_VERSION } else { 0 });
         for m in MIGRATIONS.iter().filter(|m| m.version > from) {
@@ -761,6 +774,22 @@ mod tests {
             IndexDb::open_read(&sub.join("absent"), true),
             Err(StoreError::Sqlite { .. })
         ));
+    }
+
+    #[test]
+    fn the_schema_is_kept_compact() {
+        let sql = compact_sql(SCHEMA_V3);
+        assert!(!sql.contains("  ") && !sql.contains('\n') && !sql.contains(", "));
+        assert!(sql.starts_with("CREATE TABLE store (id INTEGER PRIMARY KEY CHECK (id = 1),user"));
+        let dir = tempfile::tempdir().unwrap();
+        let db = IndexDb::open(&dir.path().join("i.sqlite3"), OpenMode::Create).unwrap();
+        let stored: i64 = db
+            .conn
+            .query_row("SELECT sum(length(sql)) FROM sqlite_master", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert!(stored < 3000, "{stored} bytes of schema text");
     }
 
     #[test]
