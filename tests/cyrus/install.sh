@@ -6,7 +6,8 @@
 set -eu
 
 # cyrus-replication: sync_server, which the restore-into-Cyrus tests write through.
-PACKAGES="cyrus-imapd cyrus-admin cyrus-clients cyrus-replication sasl2-bin libsasl2-modules python3 util-linux strace sqlite3"
+# postgresql-15: the fleet tests' private PostgreSQL (tests/postgres/start.sh).
+PACKAGES="cyrus-imapd cyrus-admin cyrus-clients cyrus-replication sasl2-bin libsasl2-modules python3 util-linux strace sqlite3 postgresql-15"
 
 missing=""
 for p in $PACKAGES; do
@@ -16,7 +17,8 @@ for p in $PACKAGES; do
     fi
 done
 
-if [ -z "$missing" ] && [ -x /usr/lib/cyrus/bin/master ] && [ -x /usr/lib/cyrus/bin/sync_server ]; then
+if [ -z "$missing" ] && [ -x /usr/lib/cyrus/bin/master ] && [ -x /usr/lib/cyrus/bin/sync_server ] \
+    && [ -x /usr/lib/postgresql/15/bin/initdb ]; then
     echo "install.sh: cyrus already installed"
     exit 0
 fi
