@@ -407,6 +407,37 @@ fn the_quiet_key_is_kept_by_success_and_skips_cleared_by_anything_else() {
     assert_eq!(key(&db), None);
 }
 
+/// What version 3 was: the same without the fleet's hosts, assignments and leases.
+const TO_VERSION_3: &str = "DROP INDEX users_host; DROP TABLE hosts;
+    ALTER TABLE users DROP COLUMN host; ALTER TABLE users DROP COLUMN lease_run;
+    ALTER TABLE users DROP COLUMN lease_until; PRAGMA user_version = 3;";
+
+#[test]
+fn a_version_3_state_db_gets_hosts_and_its_users_go_to_the_first_host_that_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.sqlite3");
+    {
+        let mut db = StateDb::open(&path).unwrap();
+        db.refresh_server("mail1", "m1:2912", &entries(&[("u", "default")]), &sets, 100)
+            .unwrap();
+        db.record_attempt(1, "u", 150, &Attempt::Done { messages_stored: 1, bytes_stored: 1 })
+            .unwrap();
+    }
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(TO_VERSION_3)
+        .unwrap();
+    let loc = backup_server::state::StateLocation::Sqlite(path.clone());
+    let mut db = StateDb::open_at(&loc, "backup1").unwrap();
+    let u = db.user("u").unwrap().unwrap();
+    assert_eq!((u.host, u.last_success), (None, Some(150)), "kept, no host yet");
+    // The next run plans and claims it as before: it becomes this host's.
+    assert_eq!(db.users_to_back_up("a").unwrap().len(), 1);
+    let run = db.begin_run(200, 1).unwrap();
+    assert_eq!(db.claim_users(run, &["u".into()], 200).unwrap(), ["u"]);
+    assert_eq!(db.user("u").unwrap().unwrap().host.as_deref(), Some("backup1"));
+}
+
 #[test]
 fn a_version_1_state_db_is_upgraded_in_place() {
     let dir = tempfile::tempdir().unwrap();
@@ -425,6 +456,7 @@ fn a_version_1_state_db_is_upgraded_in_place() {
     // What version 1 was: the same without users.quiet_key.
     {
         let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(TO_VERSION_3).unwrap();
         c.execute_batch("ALTER TABLE users DROP COLUMN quiet_key; PRAGMA user_version = 1;")
             .unwrap();
     }
@@ -458,6 +490,7 @@ fn a_version_2_state_db_keeps_its_keys_under_the_new_column_name() {
     // What version 2 was: the same column, called unchanged_key.
     {
         let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(TO_VERSION_3).unwrap();
         c.execute_batch(
             "ALTER TABLE users RENAME COLUMN quiet_key TO unchanged_key; PRAGMA user_version = 2;",
         )

@@ -136,9 +136,8 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .with_context(|| path.display().to_string())?;
-    f.write_all(text.as_bytes())?;
-    Ok(())
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// A directory under the system's temporary directory, removed with everything in it on drop

@@ -70,7 +70,7 @@ impl StateDb {
 
     /// Claims for run `run` the leases of those of `users` that are this host's (or no
     /// host's: they become this host's), still listed, and not leased by another live run;
-    /// returns the users claimed. Each batch of users is one transaction.
+    /// returns the users claimed, by name. Each batch of users is one transaction.
     pub fn claim_users(
         &mut self,
         run: i64,
@@ -109,6 +109,8 @@ impl StateDb {
                 claimed.push(r.text(0).map_err(|x| e(x.into()))?);
             }
         }
+        // RETURNING's order is the database's: by name, as the callers compare.
+        claimed.sort();
         Ok(claimed)
     }
 
