@@ -237,11 +237,12 @@ fn open_postgres(
     let client = crate::state::postgres::connect(target).map_err(pg_err)?;
     let conn = Conn::Postgres(std::cell::RefCell::new(PgConn::new(client)));
     let version = conn
-        .query_opt(
-            "SELECT version FROM state_schema",
-            vals![],
-        )
-        .map_err(|e| pg_err(format!("{e} (no state db here: nothing has been backed up or refreshed yet?)")))?
+        .query_opt("SELECT version FROM state_schema", vals![])
+        .map_err(|e| {
+            pg_err(format!(
+                "{e} (no state db here: nothing has been backed up or refreshed yet?)"
+            ))
+        })?
         .map(|r| r.int(0))
         .transpose()
         .map_err(|e| pg_err(e.to_string()))?

@@ -418,10 +418,24 @@ fn a_version_3_state_db_gets_hosts_and_its_users_go_to_the_first_host_that_runs(
     let path = dir.path().join("state.sqlite3");
     {
         let mut db = StateDb::open(&path).unwrap();
-        db.refresh_server("mail1", "m1:2912", &entries(&[("u", "default")]), &sets, 100)
-            .unwrap();
-        db.record_attempt(1, "u", 150, &Attempt::Done { messages_stored: 1, bytes_stored: 1 })
-            .unwrap();
+        db.refresh_server(
+            "mail1",
+            "m1:2912",
+            &entries(&[("u", "default")]),
+            &sets,
+            100,
+        )
+        .unwrap();
+        db.record_attempt(
+            1,
+            "u",
+            150,
+            &Attempt::Done {
+                messages_stored: 1,
+                bytes_stored: 1,
+            },
+        )
+        .unwrap();
     }
     rusqlite::Connection::open(&path)
         .unwrap()
@@ -430,12 +444,19 @@ fn a_version_3_state_db_gets_hosts_and_its_users_go_to_the_first_host_that_runs(
     let loc = backup_server::state::StateLocation::Sqlite(path.clone());
     let mut db = StateDb::open_at(&loc, "backup1").unwrap();
     let u = db.user("u").unwrap().unwrap();
-    assert_eq!((u.host, u.last_success), (None, Some(150)), "kept, no host yet");
+    assert_eq!(
+        (u.host, u.last_success),
+        (None, Some(150)),
+        "kept, no host yet"
+    );
     // The next run plans and claims it as before: it becomes this host's.
     assert_eq!(db.users_to_back_up("a").unwrap().len(), 1);
     let run = db.begin_run(200, 1).unwrap();
     assert_eq!(db.claim_users(run, &["u".into()], 200).unwrap(), ["u"]);
-    assert_eq!(db.user("u").unwrap().unwrap().host.as_deref(), Some("backup1"));
+    assert_eq!(
+        db.user("u").unwrap().unwrap().host.as_deref(),
+        Some("backup1")
+    );
 }
 
 #[test]

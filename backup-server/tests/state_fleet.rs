@@ -23,9 +23,7 @@ fn on_both(body: fn(Open<'_>)) {
         password_file: Some(pg.password_file()),
         ca_file: None,
     });
-    body(&|host| {
-        StateDb::open_at(&postgres, host).unwrap_or_else(|e| panic!("{e}\n{}", pg.log()))
-    });
+    body(&|host| StateDb::open_at(&postgres, host).unwrap_or_else(|e| panic!("{e}\n{}", pg.log())));
 }
 
 /// One test per backend for each body.
@@ -96,8 +94,14 @@ fn refresh_adds_moves_and_marks_vanished_users(open: Open<'_>) {
         )
         .unwrap();
     assert_eq!((c.listed, c.added, c.vanished, c.unassigned), (3, 3, 0, 1));
-    db.refresh_server("mail2", "m2:2912", &entries(&[("dave", "default")]), &sets, 1000)
-        .unwrap();
+    db.refresh_server(
+        "mail2",
+        "m2:2912",
+        &entries(&[("dave", "default")]),
+        &sets,
+        1000,
+    )
+    .unwrap();
     db.record_attempt(1, "bob", 1100, &done(5)).unwrap();
     let c = db
         .refresh_server(
@@ -110,16 +114,26 @@ fn refresh_adds_moves_and_marks_vanished_users(open: Open<'_>) {
         .unwrap();
     assert_eq!((c.listed, c.added, c.moved, c.vanished), (2, 0, 1, 1));
     let bob = db.user("bob").unwrap().expect("a vanished user is kept");
-    assert_eq!((bob.vanished_at, bob.last_success), (Some(2000), Some(1100)));
+    assert_eq!(
+        (bob.vanished_at, bob.last_success),
+        (Some(2000), Some(1100))
+    );
     assert_eq!(names(&db, "b"), ["alice"], "bob vanished, alice moved to b");
     assert_eq!(db.last_refresh("mail1").unwrap(), Some(2000));
     assert_eq!(db.last_refresh("mail3").unwrap(), None);
     let c = db
-        .refresh_server("mail1", "m1:2912", &entries(&[("alice", "p2"), ("bob", "p2")]), &sets, 3000)
+        .refresh_server(
+            "mail1",
+            "m1:2912",
+            &entries(&[("alice", "p2"), ("bob", "p2")]),
+            &sets,
+            3000,
+        )
         .unwrap();
     assert_eq!((c.returned, c.vanished), (1, 1), "bob back, carol gone");
     assert_eq!(db.user("bob").unwrap().unwrap().vanished_at, None);
-    db.refresh_failed("mail2", "m2:2912", "connection refused").unwrap();
+    db.refresh_failed("mail2", "m2:2912", "connection refused")
+        .unwrap();
     assert_eq!(db.last_refresh("mail2").unwrap(), Some(1000));
     assert_eq!(db.users().unwrap().len(), 4);
 }
@@ -130,8 +144,15 @@ fn attempts_count_and_only_success_moves_last_success(open: Open<'_>) {
         .unwrap();
     let run = db.begin_run(100, 1).unwrap();
     db.record_attempt(run, "u", 100, &done(3)).unwrap();
-    db.record_attempt(run, "u", 200, &Attempt::Failed { message: "boom".into() })
-        .unwrap();
+    db.record_attempt(
+        run,
+        "u",
+        200,
+        &Attempt::Failed {
+            message: "boom".into(),
+        },
+    )
+    .unwrap();
     db.record_attempt(
         run,
         "u",
@@ -148,11 +169,19 @@ fn attempts_count_and_only_success_moves_last_success(open: Open<'_>) {
     assert_eq!((u.last_success, u.last_attempt), (Some(100), Some(300)));
     assert_eq!(u.last_error.as_deref(), Some("INBOX uid 4: GUID mismatch"));
     assert_eq!(
-        (u.backups_ok, u.backups_incomplete, u.backups_failed, u.skips),
+        (
+            u.backups_ok,
+            u.backups_incomplete,
+            u.backups_failed,
+            u.skips
+        ),
         (1, 1, 1, 1)
     );
     let row = db
-        .query_ints("SELECT last_commit, messages_stored, bytes_stored FROM users WHERE name = 'u'", &[])
+        .query_ints(
+            "SELECT last_commit, messages_stored, bytes_stored FROM users WHERE name = 'u'",
+            &[],
+        )
         .unwrap();
     assert_eq!(row, [[Some(300), Some(4), Some(40)]]);
     // Byte sums past 32 bits (PostgreSQL's INTEGER would overflow: BIGINT it is).
@@ -163,8 +192,14 @@ fn attempts_count_and_only_success_moves_last_success(open: Open<'_>) {
 
 fn the_quiet_key_is_kept_by_success_and_cleared_by_anything_else(open: Open<'_>) {
     let mut db = open("h1");
-    db.refresh_server("mail1", "m1:2912", &entries(&[("u", "default")]), &sets, 100)
-        .unwrap();
+    db.refresh_server(
+        "mail1",
+        "m1:2912",
+        &entries(&[("u", "default")]),
+        &sets,
+        100,
+    )
+    .unwrap();
     let key = |db: &StateDb| db.user("u").unwrap().unwrap().quiet_key;
     db.begin_batch().unwrap();
     db.record_attempt(1, "u", 200, &done(0)).unwrap();
@@ -174,8 +209,15 @@ fn the_quiet_key_is_kept_by_success_and_cleared_by_anything_else(open: Open<'_>)
     db.record_attempt(2, "u", 300, &done(0)).unwrap();
     db.record_attempt(2, "u", 300, &Attempt::Skipped).unwrap();
     assert_eq!(key(&db).as_deref(), Some("k1 x"));
-    db.record_attempt(4, "u", 500, &Attempt::Failed { message: "x".into() })
-        .unwrap();
+    db.record_attempt(
+        4,
+        "u",
+        500,
+        &Attempt::Failed {
+            message: "x".into(),
+        },
+    )
+    .unwrap();
     assert_eq!(key(&db), None);
 }
 
@@ -216,7 +258,10 @@ fn the_schema_version_is_written_and_a_reopen_keeps_the_data(open: Open<'_>) {
     } else {
         "PRAGMA user_version"
     };
-    assert_eq!(db.query_ints(sql, &[]).unwrap(), [[Some(STATE_SCHEMA_VERSION)]]);
+    assert_eq!(
+        db.query_ints(sql, &[]).unwrap(),
+        [[Some(STATE_SCHEMA_VERSION)]]
+    );
     drop(db);
     let db = open("h1");
     assert_eq!(db.users().unwrap().len(), 1);
@@ -225,11 +270,23 @@ fn the_schema_version_is_written_and_a_reopen_keeps_the_data(open: Open<'_>) {
 fn refresh_gives_new_users_to_the_refreshing_host_and_assign_moves_them(open: Open<'_>) {
     let mut h1 = open("h1");
     let mut h2 = open("h2");
-    h1.refresh_server("mail1", "m1:2912", &entries(&[("a", "default"), ("b", "default")]), &sets, 10)
-        .unwrap();
+    h1.refresh_server(
+        "mail1",
+        "m1:2912",
+        &entries(&[("a", "default"), ("b", "default")]),
+        &sets,
+        10,
+    )
+    .unwrap();
     // h2 lists the same server: the users stay h1's.
-    h2.refresh_server("mail1", "m1:2912", &entries(&[("a", "default"), ("b", "default"), ("c", "default")]), &sets, 20)
-        .unwrap();
+    h2.refresh_server(
+        "mail1",
+        "m1:2912",
+        &entries(&[("a", "default"), ("b", "default"), ("c", "default")]),
+        &sets,
+        20,
+    )
+    .unwrap();
     let host = |db: &StateDb, u: &str| db.user(u).unwrap().unwrap().host;
     assert_eq!(host(&h1, "a").as_deref(), Some("h1"));
     assert_eq!(host(&h1, "c").as_deref(), Some("h2"), "new at h2's refresh");
@@ -238,11 +295,19 @@ fn refresh_gives_new_users_to_the_refreshing_host_and_assign_moves_them(open: Op
     assert_eq!(h1.assign_users(&["b".into()], "h2", 30).unwrap(), 1);
     assert_eq!(names(&h1, "a"), ["a"]);
     assert_eq!(names(&h2, "a"), ["b", "c"]);
-    let e = h1.assign_users(&["a".into(), "nobody".into()], "h2", 30).unwrap_err().to_string();
+    let e = h1
+        .assign_users(&["a".into(), "nobody".into()], "h2", 30)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no user nobody"), "{e}");
-    assert_eq!(host(&h1, "a").as_deref(), Some("h1"), "one transaction: nothing changed");
+    assert_eq!(
+        host(&h1, "a").as_deref(),
+        Some("h1"),
+        "one transaction: nothing changed"
+    );
     // A user of no host yet (a state db from before hosts) is anyone's until claimed.
-    h1.execute_sql("UPDATE users SET host = NULL WHERE name = 'a'", &[]).unwrap();
+    h1.execute_sql("UPDATE users SET host = NULL WHERE name = 'a'", &[])
+        .unwrap();
     assert_eq!(names(&h2, "a"), ["a", "b", "c"]);
     let run = h2.begin_run(40, 1).unwrap();
     assert_eq!(h2.claim_users(run, &["a".into()], 40).unwrap(), ["a"]);
@@ -251,8 +316,14 @@ fn refresh_gives_new_users_to_the_refreshing_host_and_assign_moves_them(open: Op
 
 fn a_lease_keeps_a_second_run_out_until_released_or_expired(open: Open<'_>) {
     let mut db = open("h1");
-    db.refresh_server("mail1", "m1:2912", &entries(&[("a", "default"), ("b", "default")]), &sets, 10)
-        .unwrap();
+    db.refresh_server(
+        "mail1",
+        "m1:2912",
+        &entries(&[("a", "default"), ("b", "default")]),
+        &sets,
+        10,
+    )
+    .unwrap();
     let all = ["a".to_string(), "b".to_string()];
     let r1 = db.begin_run(100, 2).unwrap();
     assert_eq!(db.claim_users(r1, &all, 100).unwrap(), all);
@@ -260,14 +331,22 @@ fn a_lease_keeps_a_second_run_out_until_released_or_expired(open: Open<'_>) {
     let mut second = open("h1");
     let r2 = second.begin_run(110, 2).unwrap();
     assert!(second.claim_users(r2, &all, 110).unwrap().is_empty());
-    assert_eq!(second.lease_holder("a", 110).unwrap(), Some(("h1".into(), r1)));
+    assert_eq!(
+        second.lease_holder("a", 110).unwrap(),
+        Some(("h1".into(), r1))
+    );
     // a is done (its lease freed); b's lease is renewed, then left to expire.
     db.record_attempt(r1, "a", 100, &done(1)).unwrap();
     assert_eq!(db.renew_leases(r1, 200).unwrap(), 1);
     assert_eq!(second.claim_users(r2, &all, 210).unwrap(), ["a"]);
-    assert!(second.claim_users(r2, &["b".into()], 200 + LEASE_SECS).unwrap().is_empty());
+    assert!(second
+        .claim_users(r2, &["b".into()], 200 + LEASE_SECS)
+        .unwrap()
+        .is_empty());
     assert_eq!(
-        second.claim_users(r2, &["b".into()], 201 + LEASE_SECS).unwrap(),
+        second
+            .claim_users(r2, &["b".into()], 201 + LEASE_SECS)
+            .unwrap(),
         ["b"],
         "expired"
     );
@@ -285,7 +364,8 @@ fn a_dead_run_of_this_host_frees_its_leases_at_once(open: Open<'_>) {
     let mut child = std::process::Command::new("true").spawn().unwrap();
     let dead = i64::from(child.id());
     child.wait().unwrap();
-    db.execute_sql("UPDATE runs SET pid = ?1 WHERE id = ?2", &[dead, r1]).unwrap();
+    db.execute_sql("UPDATE runs SET pid = ?1 WHERE id = ?2", &[dead, r1])
+        .unwrap();
     // Another host's next run cannot know the pid is dead: it waits for expiry.
     db.execute_sql("UPDATE users SET host = NULL", &[]).unwrap();
     let mut h2 = open("h2");
@@ -300,8 +380,14 @@ fn a_dead_run_of_this_host_frees_its_leases_at_once(open: Open<'_>) {
 
 fn hosts_lists_users_last_run_and_state(open: Open<'_>) {
     let mut h1 = open("h1");
-    h1.refresh_server("mail1", "m1:2912", &entries(&[("a", "default"), ("b", "default")]), &sets, 10)
-        .unwrap();
+    h1.refresh_server(
+        "mail1",
+        "m1:2912",
+        &entries(&[("a", "default"), ("b", "default")]),
+        &sets,
+        10,
+    )
+    .unwrap();
     h1.assign_users(&["b".into()], "h3", 20).unwrap();
     let r = h1.begin_run(100, 1).unwrap();
     let hosts = h1.hosts().unwrap();
@@ -311,7 +397,8 @@ fn hosts_lists_users_last_run_and_state(open: Open<'_>) {
     assert_eq!(hosts[0].last_run.as_ref().map(|r| r.0), Some(r));
     assert_eq!(hosts[0].state(101 + LEASE_SECS), "dead", "stopped renewing");
     assert_eq!((hosts[1].users, hosts[1].state(100)), (1, "never ran"));
-    h1.update_run(r, &Default::default(), "done", Some(150), None).unwrap();
+    h1.update_run(r, &Default::default(), "done", Some(150), None)
+        .unwrap();
     h1.release_leases(r, 150).unwrap();
     assert_eq!(h1.hosts().unwrap()[0].state(10_000), "idle");
 }

@@ -21,7 +21,13 @@ const SECRET: &str = "fleet-test-secret-0123456789abcdef";
 
 /// Writes host `host`'s config under `dir`: store root `store-<tag>`, the PostgreSQL state
 /// db, both mail servers, one RAID set per server and partition.
-fn write_config(dir: &Path, host: &str, tag: &str, pg: &PostgresInstance, servers: &[&Backupd]) -> PathBuf {
+fn write_config(
+    dir: &Path,
+    host: &str,
+    tag: &str,
+    pg: &PostgresInstance,
+    servers: &[&Backupd],
+) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join(format!("{host}-{tag}.toml"));
     let mut c = testkit::config::ServerConfig::new(dir.join(format!("store-{host}-{tag}")))
@@ -103,15 +109,34 @@ fn two_backup_hosts_share_one_postgres_and_a_killed_host_loses_nothing() {
     let cyrus1 = CyrusInstance::start().expect("starting Cyrus 1");
     let cyrus2 = CyrusInstance::start().expect("starting Cyrus 2");
     for (c, prefix) in [(&cyrus1, "m1u"), (&cyrus2, "m2u")] {
-        c.bulk(&["--users", "6", "--folders", "2", "--messages", "12", "--prefix", prefix])
-            .expect("bulk.py");
+        c.bulk(&[
+            "--users",
+            "6",
+            "--folders",
+            "2",
+            "--messages",
+            "12",
+            "--prefix",
+            prefix,
+        ])
+        .expect("bulk.py");
     }
+    // Each host has its own backupd on each mail server (same spool), so that what each
+    // host asked for is counted apart, and h1's can stop it at a chosen user.
     let b1 = Backupd::start(&cyrus1, SECRET);
     let b2 = Backupd::start(&cyrus2, SECRET);
+    let b1x = Backupd::start(&cyrus1, SECRET);
+    let b2x = Backupd::start(&cyrus2, SECRET);
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     let h1 = write_config(dir, "h1", "night", &pg, &[&b1, &b2]);
-    let h2 = write_config(dir, "h2", "night", &pg, &[&b1, &b2]);
+    let h2 = write_config(dir, "h2", "night", &pg, &[&b1x, &b2x]);
+    let listings = || {
+        (
+            b1.served.counts().0 + b1x.served.counts().0,
+            b2.served.counts().0 + b2x.served.counts().0,
+        )
+    };
 
     // h1 reads both user lists: every user is h1's; then every other user of each server
     // goes to h2, so each host backs up users of both mail servers.
@@ -139,18 +164,29 @@ fn two_backup_hosts_share_one_postgres_and_a_killed_host_loses_nothing() {
     assert!(u1.iter().any(|u| u.starts_with("m1u")) && u1.iter().any(|u| u.starts_with("m2u")));
 
     // The night: both hosts at once.
-    let listed_before = (b1.served.counts().0, b2.served.counts().0);
-    let c1 = run_command(&backup_server_bin(), &h1).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let c2 = run_command(&backup_server_bin(), &h2).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let (o1, o2) = (c1.wait_with_output().unwrap(), c2.wait_with_output().unwrap());
+    let listed_before = listings();
+    let c1 = run_command(&backup_server_bin(), &h1)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let c2 = run_command(&backup_server_bin(), &h2)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (o1, o2) = (
+        c1.wait_with_output().unwrap(),
+        c2.wait_with_output().unwrap(),
+    );
     assert_eq!(o1.status.code(), Some(0), "h1: {}", text(&o1));
     assert_eq!(o2.status.code(), Some(0), "h2: {}", text(&o2));
     assert_eq!(counts(&o1), (6, 0, 0, 0), "h1: {}", text(&o1));
     assert_eq!(counts(&o2), (6, 0, 0, 0), "h2: {}", text(&o2));
     // Every user backed up exactly once: each backupd listed each of its users once.
     let listed = (
-        b1.served.counts().0 - listed_before.0,
-        b2.served.counts().0 - listed_before.1,
+        listings().0 - listed_before.0,
+        listings().1 - listed_before.1,
     );
     assert_eq!(listed, (6, 6), "folder listings served by mail1, mail2");
     for u in db.users().unwrap() {
@@ -167,74 +203,126 @@ fn two_backup_hosts_share_one_postgres_and_a_killed_host_loses_nothing() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     for h in ["h1", "h2"] {
-        let line = out.lines().find(|l| l.starts_with(h)).unwrap_or_else(|| panic!("{out}"));
-        assert!(line.contains(" 6 ") && line.contains("idle") && line.contains("done"), "{line}");
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(h))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert!(
+            line.contains(" 6 ") && line.contains("idle") && line.contains("done"),
+            "{line}"
+        );
     }
     let o = cli(&h1, &["report"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("All users backed up complete within 24 h."), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("All users backed up complete within 24 h."),
+        "{}",
+        text(&o)
+    );
     let late = to_h2[0].clone();
     state_set_late(&pg, &late);
     let o = cli(&h1, &["report"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("1 users not backed up complete within 24 h"), "{out}");
-    let line = out.lines().find(|l| l.trim_start().starts_with(&late)).unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        out.contains("1 users not backed up complete within 24 h"),
+        "{out}"
+    );
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with(&late))
+        .unwrap_or_else(|| panic!("{out}"));
     assert!(line.contains("h2"), "the late user's host is named: {line}");
 
     // kill -9 of h1 mid-run, 10 times, while h2 runs beside it. Each trial starts both from
-    // fresh store roots (so both have a whole backup to do) on the same state db.
-    for i in 0..10 {
+    // fresh store roots (so both have a whole backup to do) on the same state db. h1 is
+    // stopped at its (k+1)-th user of mail1 (k = 0, 1, 2: h1 has 3 there) by its backupd's
+    // gate, an observable point whatever the machine's speed, and killed there.
+    let mine_on_mail1 = u1.iter().filter(|u| u.starts_with("m1u")).count() as u64;
+    assert_eq!(mine_on_mail1, 3);
+    for i in 0..10u64 {
         let tag = format!("trial{i}");
         let k1 = write_config(dir, "h1", &tag, &pg, &[&b1, &b2]);
-        let k2 = write_config(dir, "h2", &tag, &pg, &[&b1, &b2]);
-        let mut c1 = run_command(&backup_server_bin(), &k1).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-        let c2 = run_command(&backup_server_bin(), &k2).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        // The kill lands after h1 has taken its leases and i % 5 of its users have been
-        // recorded: an observable point in the state db, whatever the machine's speed.
-        let want = (i % 5) as i64;
-        let leased = wait::until_some("h1's run to take its leases, or to end", || {
-            if c1.try_wait().unwrap().is_some() {
-                return Some(None);
-            }
-            db.query_ints(
-                "SELECT max(id) FROM runs WHERE host = 'h1' AND status = 'running'
-                 AND id IN (SELECT lease_run FROM users)",
-                &[],
-            )
-            .unwrap()[0][0]
-            .map(Some)
+        let k2 = write_config(dir, "h2", &tag, &pg, &[&b1x, &b2x]);
+        let t0 = backup_server::backup::unix_now();
+        b1.served
+            .gate
+            .hold_after(b1.served.counts().0 + i % mine_on_mail1);
+        let mut c1 = run_command(&backup_server_bin(), &k1)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let c2 = run_command(&backup_server_bin(), &k2)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait::until("h1 to reach the gate", || {
+            assert!(
+                c1.try_wait().unwrap().is_none(),
+                "{tag}: h1 ended before the gate"
+            );
+            b1.served.gate.waiting() > 0
         });
-        let run = leased.unwrap_or_else(|| {
-            db.query_ints("SELECT max(id) FROM runs WHERE host = 'h1'", &[]).unwrap()[0][0].unwrap()
-        });
-        wait::until("h1 to record enough users, or to end", || {
-            c1.try_wait().unwrap().is_some()
-                || db.query_ints("SELECT count(*) FROM users WHERE last_run = ?1", &[run]).unwrap()[0][0]
-                    >= Some(want)
-        });
-        let landed = c1.try_wait().unwrap().is_none();
-        c1.kill().ok(); // SIGKILL
+        c1.kill().unwrap(); // SIGKILL
         c1.wait().unwrap();
+        b1.served.gate.open();
+        let run = db
+            .query_ints("SELECT max(id) FROM runs WHERE host = 'h1'", &[])
+            .unwrap()[0][0]
+            .unwrap();
         let o2 = c2.wait_with_output().unwrap();
         assert_eq!(o2.status.code(), Some(0), "{tag} h2: {}", text(&o2));
         assert_eq!(counts(&o2), (6, 0, 0, 0), "{tag} h2: {}", text(&o2));
-        if landed {
-            // h1's leases outlive it (another host could not tell it is dead before they
-            // expire); its own next run marks the run interrupted and takes them at once.
-            let held = db.query_ints("SELECT count(*) FROM users WHERE lease_run = ?1", &[run]).unwrap()[0][0];
-            assert!(held > Some(0), "{tag}: the killed run's leases are still recorded");
-        }
+        // h1's leases outlive it (another host cannot tell that it is dead before they
+        // expire): at least the user it was stopped at is still leased.
+        let held = db
+            .query_ints("SELECT count(*) FROM users WHERE lease_run = ?1", &[run])
+            .unwrap()[0][0]
+            .unwrap();
+        assert!(held >= 1, "{tag}: the killed run's leases");
+        // Its own next run marks the run interrupted and takes them back at once.
         let o = run_command(&backup_server_bin(), &k1).output().unwrap();
-        assert_eq!(o.status.code(), Some(0), "{tag} h1 after the kill: {}", text(&o));
-        assert_eq!(counts(&o), (6, 0, 0, 0), "{tag} h1 after the kill: {}", text(&o));
-        let status = db.query_ints(
-            "SELECT CASE status WHEN 'interrupted' THEN 1 WHEN 'done' THEN 2 ELSE 0 END FROM runs WHERE id = ?1",
-            &[run],
-        )
-        .unwrap()[0][0];
-        assert_eq!(status, Some(if landed { 1 } else { 2 }), "{tag}: the killed run's row");
-        assert_eq!(db.query_ints("SELECT count(*) FROM users WHERE lease_run IS NOT NULL", &[]).unwrap()[0][0], Some(0), "{tag}: leases left");
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{tag} h1 after the kill: {}",
+            text(&o)
+        );
+        assert_eq!(
+            counts(&o),
+            (6, 0, 0, 0),
+            "{tag} h1 after the kill: {}",
+            text(&o)
+        );
+        let status = db
+            .query_ints(
+                "SELECT CASE status WHEN 'interrupted' THEN 1 ELSE 0 END FROM runs WHERE id = ?1",
+                &[run],
+            )
+            .unwrap()[0][0];
+        assert_eq!(
+            status,
+            Some(1),
+            "{tag}: the killed run's row says interrupted"
+        );
+        assert_eq!(
+            db.query_ints(
+                "SELECT count(*) FROM users WHERE lease_run IS NOT NULL",
+                &[]
+            )
+            .unwrap()[0][0],
+            Some(0),
+            "{tag}: leases left"
+        );
+        // Every user backed up since the trial began; no store on two hosts.
+        for u in db.users().unwrap() {
+            assert!(
+                u.last_success >= Some(t0) && u.last_error.is_none(),
+                "{tag}: {u:?}"
+            );
+        }
         assert_eq!(stores(&store_root(&k1)), u1, "{tag}");
         assert_eq!(stores(&store_root(&k2)), u2, "{tag}");
         check_stores(&store_root(&k1), &u1, &tag);
@@ -244,7 +332,6 @@ fn two_backup_hosts_share_one_postgres_and_a_killed_host_loses_nothing() {
     }
     drop(pg);
 }
-
 /// Makes `user`'s last complete backup three days old (text parameter: plain SQL through
 /// the test's own PostgreSQL client).
 fn state_set_late(pg: &PostgresInstance, user: &str) {

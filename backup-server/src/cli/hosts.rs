@@ -10,7 +10,10 @@ use std::io::Write;
 
 fn when(t: Option<i64>) -> String {
     t.and_then(|s| jiff::Timestamp::from_second(s).ok())
-        .map_or_else(|| "-".into(), |t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
+        .map_or_else(
+            || "-".into(),
+            |t| t.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+        )
 }
 
 /// Lists the hosts; exit 2 when one is dead (a run recorded as running stopped renewing

@@ -45,7 +45,10 @@ pub fn run(config: &Config, a: &ReportArgs, out: &mut Out<impl Write>) -> anyhow
     let table = || -> anyhow::Result<String> {
         let mut t = table(&report);
         // A fleet's report names the late users' hosts; one SQLite host's stays as it was.
-        let fleet = matches!(config.state, backup_server::state::StateLocation::Postgres(_));
+        let fleet = matches!(
+            config.state,
+            backup_server::state::StateLocation::Postgres(_)
+        );
         if fleet && !report.all_recent() {
             let late = late_users_at(&config.state, now, a.max_age_hours).context("report")?;
             t.push_str(&late_table(&late));

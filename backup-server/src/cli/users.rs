@@ -37,8 +37,8 @@ pub fn run(
     let refresh = match command {
         UsersCommand::Refresh => true,
         UsersCommand::Assign { users, to } => {
-            let mut db = StateDb::open_at(&config.state, &config.host_name)
-                .context("users assign")?;
+            let mut db =
+                StateDb::open_at(&config.state, &config.host_name).context("users assign")?;
             let n = db
                 .assign_users(users, to, backup::unix_now())
                 .context("users assign")?;

@@ -255,7 +255,14 @@ impl postgres::types::ToSql for Value {
 
     fn accepts(ty: &postgres::types::Type) -> bool {
         use postgres::types::Type;
-        [Type::INT8, Type::INT4, Type::TEXT, Type::VARCHAR, Type::NAME].contains(ty)
+        [
+            Type::INT8,
+            Type::INT4,
+            Type::TEXT,
+            Type::VARCHAR,
+            Type::NAME,
+        ]
+        .contains(ty)
     }
 
     postgres::types::to_sql_checked!();

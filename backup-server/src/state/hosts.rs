@@ -161,7 +161,12 @@ impl StateDb {
     /// Assigns `users` to backup host `host` (`backup-server users assign`), in one
     /// transaction; an unknown user changes nothing. The store does not move: the new
     /// host's next run makes a full backup (docs/fleet.md).
-    pub fn assign_users(&mut self, users: &[String], host: &str, now: i64) -> Result<u64, StateError> {
+    pub fn assign_users(
+        &mut self,
+        users: &[String],
+        host: &str,
+        now: i64,
+    ) -> Result<u64, StateError> {
         let e = self.err();
         let location = self.location.clone();
         self.conn.transaction(&e, |c| -> Result<u64, StateError> {

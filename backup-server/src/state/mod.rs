@@ -333,8 +333,7 @@ impl StateDb {
                     .batch(&format!("PRAGMA user_version = {STATE_SCHEMA_VERSION}"))
                     .map_err(&e)?,
                 Dialect::Postgres => {
-                    c.execute("DELETE FROM state_schema", vals![])
-                        .map_err(&e)?;
+                    c.execute("DELETE FROM state_schema", vals![]).map_err(&e)?;
                     c.execute(
                         "INSERT INTO state_schema (version) VALUES (?1)",
                         vals![STATE_SCHEMA_VERSION],
@@ -387,7 +386,11 @@ impl StateDb {
 
     /// Runs a query of the state db's SQL on either backend; every column read as an
     /// integer (NULL: `None`). For tests and tools that look past this module.
-    pub fn query_ints(&self, sql: &str, params: &[i64]) -> Result<Vec<Vec<Option<i64>>>, StateError> {
+    pub fn query_ints(
+        &self,
+        sql: &str,
+        params: &[i64],
+    ) -> Result<Vec<Vec<Option<i64>>>, StateError> {
         let params: Vec<backend::Value> = params.iter().map(|v| (*v).into()).collect();
         let rows = self.conn.query(sql, &params).map_err(self.err())?;
         rows.iter()
@@ -413,79 +416,80 @@ impl StateDb {
     ) -> Result<RefreshCounts, StateError> {
         let e = self.err();
         let host = self.host.clone();
-        self.conn.transaction(&e, |c| -> Result<RefreshCounts, StateError> {
-            let mut counts = RefreshCounts::default();
-            c.batch("CREATE TEMP TABLE IF NOT EXISTS listed (name TEXT PRIMARY KEY)")
-                .map_err(&e)?;
-            c.execute("DELETE FROM listed", vals![]).map_err(&e)?;
-            for u in users {
-                counts.listed += 1;
-                let set = raidset_of(&u.partition);
-                if set.is_none() {
-                    counts.unassigned += 1;
-                }
-                c.execute(
-                    "INSERT INTO listed (name) VALUES (?1) ON CONFLICT DO NOTHING",
-                    vals![&u.user],
-                )
-                .map_err(&e)?;
-                let old = c
+        self.conn
+            .transaction(&e, |c| -> Result<RefreshCounts, StateError> {
+                let mut counts = RefreshCounts::default();
+                c.batch("CREATE TEMP TABLE IF NOT EXISTS listed (name TEXT PRIMARY KEY)")
+                    .map_err(&e)?;
+                c.execute("DELETE FROM listed", vals![]).map_err(&e)?;
+                for u in users {
+                    counts.listed += 1;
+                    let set = raidset_of(&u.partition);
+                    if set.is_none() {
+                        counts.unassigned += 1;
+                    }
+                    c.execute(
+                        "INSERT INTO listed (name) VALUES (?1) ON CONFLICT DO NOTHING",
+                        vals![&u.user],
+                    )
+                    .map_err(&e)?;
+                    let old = c
                     .query_opt(
                         "SELECT server, partition, raidset, vanished_at FROM users WHERE name = ?1",
                         vals![&u.user],
                     )
                     .map_err(&e)?;
-                match old {
-                    None => {
-                        counts.added += 1;
-                        c.execute(
-                            "INSERT INTO users (name, server, partition, raidset, first_seen,
+                    match old {
+                        None => {
+                            counts.added += 1;
+                            c.execute(
+                                "INSERT INTO users (name, server, partition, raidset, first_seen,
                              last_seen, host) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
-                            vals![&u.user, server, &u.partition, set, now, &host],
-                        )
-                        .map_err(&e)?;
-                    }
-                    Some(row) => {
-                        let col = |x: backend::ColumnError| e(x.into());
-                        let (os, op, oset, ovan) = (
-                            row.text(0).map_err(col)?,
-                            row.text(1).map_err(col)?,
-                            row.opt_text(2).map_err(col)?,
-                            row.opt_int(3).map_err(col)?,
-                        );
-                        if os != server || op != u.partition || oset != set {
-                            counts.moved += 1;
+                                vals![&u.user, server, &u.partition, set, now, &host],
+                            )
+                            .map_err(&e)?;
                         }
-                        if ovan.is_some() {
-                            counts.returned += 1;
-                        }
-                        c.execute(
-                            "UPDATE users SET server = ?2, partition = ?3, raidset = ?4,
+                        Some(row) => {
+                            let col = |x: backend::ColumnError| e(x.into());
+                            let (os, op, oset, ovan) = (
+                                row.text(0).map_err(col)?,
+                                row.text(1).map_err(col)?,
+                                row.opt_text(2).map_err(col)?,
+                                row.opt_int(3).map_err(col)?,
+                            );
+                            if os != server || op != u.partition || oset != set {
+                                counts.moved += 1;
+                            }
+                            if ovan.is_some() {
+                                counts.returned += 1;
+                            }
+                            c.execute(
+                                "UPDATE users SET server = ?2, partition = ?3, raidset = ?4,
                              last_seen = ?5, vanished_at = NULL, host = COALESCE(host, ?6)
                              WHERE name = ?1",
-                            vals![&u.user, server, &u.partition, set, now, &host],
-                        )
-                        .map_err(&e)?;
+                                vals![&u.user, server, &u.partition, set, now, &host],
+                            )
+                            .map_err(&e)?;
+                        }
                     }
                 }
-            }
-            counts.vanished = c
+                counts.vanished = c
                 .execute(
                     "UPDATE users SET vanished_at = ?2 WHERE server = ?1 AND vanished_at IS NULL
                      AND name NOT IN (SELECT name FROM listed)",
                     vals![server, now],
                 )
                 .map_err(&e)?;
-            c.execute(
-                "INSERT INTO servers (name, address, last_refresh, last_error)
+                c.execute(
+                    "INSERT INTO servers (name, address, last_refresh, last_error)
                  VALUES (?1, ?2, ?3, NULL) ON CONFLICT (name) DO UPDATE
                  SET address = ?2, last_refresh = ?3, last_error = NULL",
-                vals![server, address, now],
-            )
-            .map_err(&e)?;
-            c.execute("DELETE FROM listed", vals![]).map_err(&e)?;
-            Ok(counts)
-        })
+                    vals![server, address, now],
+                )
+                .map_err(&e)?;
+                c.execute("DELETE FROM listed", vals![]).map_err(&e)?;
+                Ok(counts)
+            })
     }
 
     /// Records that a server's user list could not be read (its users are left as they were).

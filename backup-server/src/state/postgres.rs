@@ -20,9 +20,9 @@ pub struct PostgresTarget {
 
 /// Why a `state_db` URL cannot be used (checked when the config is read).
 pub fn check_url(url: &str) -> Result<(), String> {
-    let config: postgres::Config = url
-        .parse()
-        .map_err(|e| format!("not a PostgreSQL URL ({e}); expected postgres://USER@HOST:PORT/DB"))?;
+    let config: postgres::Config = url.parse().map_err(|e| {
+        format!("not a PostgreSQL URL ({e}); expected postgres://USER@HOST:PORT/DB")
+    })?;
     if config.get_password().is_some() {
         return Err(
             "holds a password: put it in state_db_password_file (the URL is logged)".into(),
@@ -51,8 +51,8 @@ pub fn connect(target: &PostgresTarget) -> Result<postgres::Client, String> {
     }
     config.application_name("backup-server");
     if let Some(file) = &target.password_file {
-        let secret = crate::client::load_secret(file)
-            .map_err(|e| format!("state_db_password_file: {e}"))?;
+        let secret =
+            crate::client::load_secret(file).map_err(|e| format!("state_db_password_file: {e}"))?;
         let mut pw = secret.expose().to_vec();
         while pw.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
             pw.pop();
