@@ -235,7 +235,7 @@ fn open_postgres(
         message,
     };
     let client = crate::state::postgres::connect(target).map_err(pg_err)?;
-    let conn = Conn::Postgres(std::cell::RefCell::new(PgConn::new(client)));
+    let conn = Conn::Postgres(Box::new(std::cell::RefCell::new(PgConn::new(client))));
     let version = conn
         .query_opt("SELECT version FROM state_schema", vals![])
         .map_err(|e| {

@@ -171,7 +171,7 @@ pub enum Conn {
     /// SQLite: statements go through its statement cache.
     Sqlite(rusqlite::Connection),
     /// PostgreSQL: statements prepared once per connection, kept by their text.
-    Postgres(RefCell<PgConn>),
+    Postgres(Box<RefCell<PgConn>>),
 }
 
 impl std::fmt::Debug for Conn {

@@ -270,7 +270,7 @@ impl StateDb {
             message,
         })?;
         let db = StateDb {
-            conn: Conn::Postgres(std::cell::RefCell::new(PgConn::new(client))),
+            conn: Conn::Postgres(Box::new(std::cell::RefCell::new(PgConn::new(client)))),
             location: target.url.clone(),
             path: PathBuf::from(&target.url),
             host: host.to_string(),
