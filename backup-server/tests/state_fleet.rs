@@ -402,3 +402,56 @@ fn hosts_lists_users_last_run_and_state(open: Open<'_>) {
     h1.release_leases(r, 150).unwrap();
     assert_eq!(h1.hosts().unwrap()[0].state(10_000), "idle");
 }
+
+/// The same users (ages 0 h to 100 h, never, vanished) on both backends: report.sql and its
+/// PostgreSQL twin give the same rows, and the same late users with their hosts.
+#[test]
+fn the_report_and_its_postgres_twin_give_the_same_rows_and_late_users() {
+    const NOW: i64 = 1_795_406_400;
+    let fill = |db: &mut StateDb| {
+        let users: Vec<(String, String)> =
+            (0..12).map(|i| (format!("u{i:02}"), "default".to_string())).collect();
+        let list: Vec<(&str, &str)> = users.iter().map(|(u, p)| (u.as_str(), p.as_str())).collect();
+        db.refresh_server("mail1", "m1:2912", &entries(&list), &sets, NOW - 1000)
+            .unwrap();
+        db.assign_users(&["u03".into(), "u07".into()], "h2", NOW).unwrap();
+        for (i, age_secs) in [0, 60, 3599, 3600, 5 * 3600, 23 * 3600, 24 * 3600, 25 * 3600, 100 * 3600, -50]
+            .into_iter()
+            .enumerate()
+        {
+            db.record_attempt(1, &format!("u{i:02}"), NOW - age_secs, &done(1)).unwrap();
+        }
+        // u10 never backed up; u11 vanished (left out).
+        db.execute_sql("UPDATE users SET vanished_at = ?1 WHERE name = 'u11'", &[NOW]).unwrap();
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = StateLocation::Sqlite(dir.path().join("state.sqlite3"));
+    fill(&mut StateDb::open_at(&sqlite, "h1").unwrap());
+    let pg = PostgresInstance::start().unwrap();
+    let postgres = StateLocation::Postgres(PostgresTarget {
+        url: pg.url(),
+        password_file: Some(pg.password_file()),
+        ca_file: None,
+    });
+    fill(&mut StateDb::open_at(&postgres, "h1").unwrap());
+    use backup_server::report::{age_report_at, late_users_at};
+    for max in [0, 1, 24, 36] {
+        let a = age_report_at(&sqlite, NOW, max).unwrap();
+        let b = age_report_at(&postgres, NOW, max).unwrap();
+        assert_eq!(a, b, "max_age_hours {max}");
+        assert_eq!(
+            late_users_at(&sqlite, NOW, max).unwrap(),
+            late_users_at(&postgres, NOW, max).unwrap(),
+            "max_age_hours {max}"
+        );
+    }
+    let a = age_report_at(&sqlite, NOW, 24).unwrap();
+    assert_eq!((a.users(), a.over_max_age(), a.never_backed_up()), (11, 4, 1));
+    let late = late_users_at(&postgres, NOW, 24).unwrap();
+    let named: Vec<(&str, Option<&str>)> =
+        late.oldest.iter().map(|u| (u.name.as_str(), u.host.as_deref())).collect();
+    assert_eq!(
+        named,
+        [("u10", Some("h1")), ("u08", Some("h1")), ("u07", Some("h2")), ("u06", Some("h1"))]
+    );
+}
