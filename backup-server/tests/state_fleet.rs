@@ -409,20 +409,41 @@ fn hosts_lists_users_last_run_and_state(open: Open<'_>) {
 fn the_report_and_its_postgres_twin_give_the_same_rows_and_late_users() {
     const NOW: i64 = 1_795_406_400;
     let fill = |db: &mut StateDb| {
-        let users: Vec<(String, String)> =
-            (0..12).map(|i| (format!("u{i:02}"), "default".to_string())).collect();
-        let list: Vec<(&str, &str)> = users.iter().map(|(u, p)| (u.as_str(), p.as_str())).collect();
+        let users: Vec<(String, String)> = (0..12)
+            .map(|i| (format!("u{i:02}"), "default".to_string()))
+            .collect();
+        let list: Vec<(&str, &str)> = users
+            .iter()
+            .map(|(u, p)| (u.as_str(), p.as_str()))
+            .collect();
         db.refresh_server("mail1", "m1:2912", &entries(&list), &sets, NOW - 1000)
             .unwrap();
-        db.assign_users(&["u03".into(), "u07".into()], "h2", NOW).unwrap();
-        for (i, age_secs) in [0, 60, 3599, 3600, 5 * 3600, 23 * 3600, 24 * 3600, 25 * 3600, 100 * 3600, -50]
-            .into_iter()
-            .enumerate()
+        db.assign_users(&["u03".into(), "u07".into()], "h2", NOW)
+            .unwrap();
+        for (i, age_secs) in [
+            0,
+            60,
+            3599,
+            3600,
+            5 * 3600,
+            23 * 3600,
+            24 * 3600,
+            25 * 3600,
+            100 * 3600,
+            -50,
+        ]
+        .into_iter()
+        .enumerate()
         {
-            db.record_attempt(1, &format!("u{i:02}"), NOW - age_secs, &done(1)).unwrap();
+            db.record_attempt(1, &format!("u{i:02}"), NOW - age_secs, &done(1))
+                .unwrap();
         }
         // u10 never backed up; u11 vanished (left out).
-        db.execute_sql("UPDATE users SET vanished_at = ?1 WHERE name = 'u11'", &[NOW]).unwrap();
+        db.execute_sql(
+            "UPDATE users SET vanished_at = ?1 WHERE name = 'u11'",
+            &[NOW],
+        )
+        .unwrap();
     };
     let dir = tempfile::tempdir().unwrap();
     let sqlite = StateLocation::Sqlite(dir.path().join("state.sqlite3"));
@@ -446,12 +467,57 @@ fn the_report_and_its_postgres_twin_give_the_same_rows_and_late_users() {
         );
     }
     let a = age_report_at(&sqlite, NOW, 24).unwrap();
-    assert_eq!((a.users(), a.over_max_age(), a.never_backed_up()), (11, 4, 1));
+    assert_eq!(
+        (a.users(), a.over_max_age(), a.never_backed_up()),
+        (11, 4, 1)
+    );
     let late = late_users_at(&postgres, NOW, 24).unwrap();
-    let named: Vec<(&str, Option<&str>)> =
-        late.oldest.iter().map(|u| (u.name.as_str(), u.host.as_deref())).collect();
+    let named: Vec<(&str, Option<&str>)> = late
+        .oldest
+        .iter()
+        .map(|u| (u.name.as_str(), u.host.as_deref()))
+        .collect();
     assert_eq!(
         named,
-        [("u10", Some("h1")), ("u08", Some("h1")), ("u07", Some("h2")), ("u06", Some("h1"))]
+        [
+            ("u10", Some("h1")),
+            ("u08", Some("h1")),
+            ("u07", Some("h2")),
+            ("u06", Some("h1"))
+        ]
     );
+}
+
+/// TLS to the database: with `state_db_ca_file` the server's certificate is verified (and
+/// the server takes TLS connections only); an unrelated CA is refused, and so is a plain
+/// connection.
+#[test]
+fn tls_to_postgres_is_verified_against_the_ca_file() {
+    let pg = PostgresInstance::start_tls().unwrap();
+    let at = |ca_file: Option<std::path::PathBuf>| {
+        StateLocation::Postgres(PostgresTarget {
+            url: pg.url(),
+            password_file: Some(pg.password_file()),
+            ca_file,
+        })
+    };
+    let mut db = StateDb::open_at(&at(Some(pg.ca_file())), "h1")
+        .unwrap_or_else(|e| panic!("{e}\n{}", pg.log()));
+    db.refresh_server("m", "m:1", &entries(&[("u", "default")]), &sets, 10)
+        .unwrap();
+    assert_eq!(db.users().unwrap().len(), 1);
+    let e = StateDb::open_at(&at(Some(pg.other_ca_file())), "h1")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&pg.url()) && e.contains("cannot connect"), "{e}");
+    assert!(
+        e.to_lowercase().contains("certificate"),
+        "names the certificate: {e}"
+    );
+    let e = StateDb::open_at(&at(None), "h1").unwrap_err().to_string();
+    assert!(
+        e.contains("no encryption") || e.contains("pg_hba.conf"),
+        "{e}"
+    );
+    assert!(!e.contains(pg.password()), "{e}");
 }

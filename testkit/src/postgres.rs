@@ -32,6 +32,15 @@ fn scripts() -> PathBuf {
 impl PostgresInstance {
     /// Starts one (a few seconds: initdb, then the server).
     pub fn start() -> Result<PostgresInstance> {
+        Self::start_with(false)
+    }
+
+    /// Starts one that accepts only TLS, its certificate issued by [`Self::ca_file`].
+    pub fn start_tls() -> Result<PostgresInstance> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Result<PostgresInstance> {
         let dir = TempDir::new()?;
         let port = TcpListener::bind(("127.0.0.1", 0))
             .and_then(|l| l.local_addr())
@@ -49,6 +58,7 @@ impl PostgresInstance {
             .arg(port.to_string())
             .args([ROLE, DATABASE])
             .arg(&pwfile)
+            .args(tls.then_some("tls"))
             .output()
             .map_err(|e| format!("tests/postgres/start.sh: {e}"))?;
         let pg = PostgresInstance {
@@ -112,6 +122,16 @@ impl PostgresInstance {
             ));
         }
         Ok(format!("postgres://{ROLE}@127.0.0.1:{}/{name}", self.port))
+    }
+
+    /// The CA that issued the server's certificate (a [`Self::start_tls`] instance).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.0.join("tls/ca.pem")
+    }
+
+    /// A CA unrelated to the server's certificate (a [`Self::start_tls`] instance).
+    pub fn other_ca_file(&self) -> PathBuf {
+        self.dir.0.join("tls/other-ca.pem")
     }
 
     /// The server's log (for a failing test's message).

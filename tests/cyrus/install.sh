@@ -6,8 +6,9 @@
 set -eu
 
 # cyrus-replication: sync_server, which the restore-into-Cyrus tests write through.
-# postgresql-15: the fleet tests' private PostgreSQL (tests/postgres/start.sh).
-PACKAGES="cyrus-imapd cyrus-admin cyrus-clients cyrus-replication sasl2-bin libsasl2-modules python3 util-linux strace sqlite3 postgresql-15"
+# postgresql-15, openssl: the fleet tests' private PostgreSQL and its test certificates
+# (tests/postgres/start.sh).
+PACKAGES="cyrus-imapd cyrus-admin cyrus-clients cyrus-replication sasl2-bin libsasl2-modules python3 util-linux strace sqlite3 postgresql-15 openssl"
 
 missing=""
 for p in $PACKAGES; do

@@ -4,13 +4,17 @@
 # authentication only, one role ROLE (no superuser) with the password in PWFILE owning database DB; the
 # superuser pgadmin has the same password.
 #
-#   start.sh DIR PORT ROLE DB PWFILE
+#   start.sh DIR PORT ROLE DB PWFILE [tls]
+#
+# With `tls`: a test CA (DIR/tls/ca.pem) and a server certificate for 127.0.0.1 made with
+# openssl, `ssl = on`, and only TLS connections accepted; DIR/tls/other-ca.pem is an
+# unrelated CA (a client trusting it must refuse the server).
 #
 # initdb refuses to run as root, so the cluster belongs to the unprivileged system user
 # mailbackup-pg, created here when missing (idempotent; concurrent tests serialise on a lock).
 # stop.sh DIR stops it. Never touches a system PostgreSQL cluster.
 set -eu
-dir=$1 port=$2 role=$3 db=$4 pwfile=$5
+dir=$1 port=$2 role=$3 db=$4 pwfile=$5 tls=${6:-}
 bin=/usr/lib/postgresql/15/bin
 pguser=mailbackup-pg
 
@@ -51,6 +55,26 @@ CONF
 cat >"$dir/data/pg_hba.conf" <<HBA
 host all all 127.0.0.1/32 scram-sha-256
 HBA
+if [ "$tls" = tls ]; then
+    t="$dir/tls"
+    mkdir -p "$t"
+    for ca in ca other-ca; do
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+            -subj "/CN=mailbackup test $ca" -keyout "$t/$ca.key" -out "$t/$ca.pem" 2>/dev/null
+    done
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+        -keyout "$t/server.key" -out "$t/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\n' >"$t/ext"
+    openssl x509 -req -in "$t/server.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial \
+        -days 2 -extfile "$t/ext" -out "$t/server.pem" 2>/dev/null
+    install -o $pguser -m 0600 "$t/server.key" "$dir/data/server.key"
+    install -o $pguser -m 0644 "$t/server.pem" "$dir/data/server.crt"
+    printf "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n" >>"$dir/data/postgresql.conf"
+    # TLS only: a client without it finds no pg_hba entry.
+    echo "hostssl all all 127.0.0.1/32 scram-sha-256" >"$dir/data/pg_hba.conf"
+    # The admin's psql below must use it too.
+    export PGSSLMODE=require
+fi
 as_pg $bin/pg_ctl -D "$dir/data" -l "$dir/data/server.log" -w -t 60 start >/dev/null \
     || { cat "$dir/data/server.log" >&2; exit 1; }
 # The program's role is no superuser: it owns its database and nothing else (docs/fleet.md).
