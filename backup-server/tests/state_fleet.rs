@@ -18,12 +18,17 @@ fn on_both(body: fn(Open<'_>)) {
     let sqlite = StateLocation::Sqlite(dir.path().join("state.sqlite3"));
     body(&|host| StateDb::open_at(&sqlite, host).unwrap());
     let pg = PostgresInstance::start().unwrap();
-    let postgres = StateLocation::Postgres(PostgresTarget {
+    let postgres = location(&pg, None);
+    body(&|host| StateDb::open_at(&postgres, host).unwrap_or_else(|e| panic!("{e}\n{}", pg.log())));
+}
+
+/// The private PostgreSQL as a state db location, with TLS verified by `ca_file` if given.
+fn location(pg: &PostgresInstance, ca_file: Option<std::path::PathBuf>) -> StateLocation {
+    StateLocation::Postgres(PostgresTarget {
         url: pg.url(),
         password_file: Some(pg.password_file()),
-        ca_file: None,
-    });
-    body(&|host| StateDb::open_at(&postgres, host).unwrap_or_else(|e| panic!("{e}\n{}", pg.log())));
+        ca_file,
+    })
 }
 
 /// One test per backend for each body.
@@ -449,11 +454,7 @@ fn the_report_and_its_postgres_twin_give_the_same_rows_and_late_users() {
     let sqlite = StateLocation::Sqlite(dir.path().join("state.sqlite3"));
     fill(&mut StateDb::open_at(&sqlite, "h1").unwrap());
     let pg = PostgresInstance::start().unwrap();
-    let postgres = StateLocation::Postgres(PostgresTarget {
-        url: pg.url(),
-        password_file: Some(pg.password_file()),
-        ca_file: None,
-    });
+    let postgres = location(&pg, None);
     fill(&mut StateDb::open_at(&postgres, "h1").unwrap());
     use backup_server::report::{age_report_at, late_users_at};
     for max in [0, 1, 24, 36] {
@@ -494,13 +495,7 @@ fn the_report_and_its_postgres_twin_give_the_same_rows_and_late_users() {
 #[test]
 fn tls_to_postgres_is_verified_against_the_ca_file() {
     let pg = PostgresInstance::start_tls().unwrap();
-    let at = |ca_file: Option<std::path::PathBuf>| {
-        StateLocation::Postgres(PostgresTarget {
-            url: pg.url(),
-            password_file: Some(pg.password_file()),
-            ca_file,
-        })
-    };
+    let at = |ca_file| location(&pg, ca_file);
     let mut db = StateDb::open_at(&at(Some(pg.ca_file())), "h1")
         .unwrap_or_else(|e| panic!("{e}\n{}", pg.log()));
     db.refresh_server("m", "m:1", &entries(&[("u", "default")]), &sets, 10)
