@@ -387,7 +387,7 @@ pub fn queues(
                 server: row.server,
                 config: config.path.clone(),
             },
-            Some(row) if row.host.as_ref().is_some_and(|h| h != db.host()) => {
+            Some(row) if db.is_postgres() && row.host.as_ref().is_some_and(|h| h != db.host()) => {
                 RequestError::OtherHost {
                     user,
                     host: row.host.unwrap_or_default(),

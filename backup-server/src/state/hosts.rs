@@ -55,6 +55,21 @@ impl HostRow {
 }
 
 impl StateDb {
+    /// The SQL that gives a claimed user to this host, and the condition "the user is this
+    /// host's to back up", this host's name being the parameter `param`. PostgreSQL (a
+    /// fleet): the users assigned to it or to no host yet, which become its own. SQLite (one
+    /// host): every user, whatever host name it was given, so that a machine whose hostname
+    /// changed still backs up all its users (and they take the new name).
+    pub(super) fn ownership(&self, param: &str) -> (String, String) {
+        match self.conn.dialect() {
+            Dialect::Postgres => (
+                format!("COALESCE(host, {param})"),
+                format!("(host = {param} OR host IS NULL)"),
+            ),
+            Dialect::Sqlite => (param.to_string(), format!("({param} IS NOT NULL)")),
+        }
+    }
+
     /// Records a sign of life of this host (and its latest run).
     pub(super) fn host_heartbeat(&self, run: Option<i64>, now: i64) -> Result<(), StateError> {
         self.conn
@@ -81,13 +96,14 @@ impl StateDb {
             Dialect::Sqlite => "",
             Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
         };
+        let (take, mine) = self.ownership("?1");
         let mut claimed = Vec::new();
         for chunk in users.chunks(CLAIM_BATCH) {
             let places: Vec<String> = (0..chunk.len()).map(|k| format!("?{}", k + 5)).collect();
             let sql = format!(
-                "UPDATE users SET host = COALESCE(host, ?1), lease_run = ?2, lease_until = ?3
+                "UPDATE users SET host = {take}, lease_run = ?2, lease_until = ?3
                  WHERE name IN (SELECT name FROM users WHERE name IN ({})
-                   AND (host = ?1 OR host IS NULL) AND vanished_at IS NULL
+                   AND {mine} AND vanished_at IS NULL
                    AND (lease_until IS NULL OR lease_until < ?4
                         OR lease_run NOT IN (SELECT id FROM runs WHERE status = 'running'))
                    {lock})

@@ -545,14 +545,15 @@ impl StateDb {
         self.user_rows(&format!("{USER_COLUMNS} ORDER BY name"), vals![])
     }
 
-    /// The users of RAID set `raidset` still listed that are this host's (or no host's
-    /// yet), in backup order: never backed up first, then oldest last successful backup
-    /// first (ties by name, so the order is stable).
+    /// The users of RAID set `raidset` still listed that are this host's (on PostgreSQL:
+    /// assigned to it or to no host yet; on SQLite, one host: all), in backup order: never
+    /// backed up first, then oldest last successful backup first (ties by name, so the
+    /// order is stable).
     pub fn users_to_back_up(&self, raidset: &str) -> Result<Vec<UserRow>, StateError> {
+        let (_, mine) = self.ownership("?2");
         self.user_rows(
             &format!(
-                "{USER_COLUMNS} WHERE raidset = ?1 AND vanished_at IS NULL
-                 AND (host = ?2 OR host IS NULL)
+                "{USER_COLUMNS} WHERE raidset = ?1 AND vanished_at IS NULL AND {mine}
                  ORDER BY last_success IS NOT NULL, last_success, name"
             ),
             vals![raidset, &self.host],
