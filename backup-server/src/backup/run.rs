@@ -443,7 +443,8 @@ fn claim(
         for u in q.users.iter().filter(|u| !claimed.contains(&u.name)) {
             let holder = match db.lease_holder(&u.name, now)? {
                 Some((host, run)) => format!("run {run} of backup host {host}"),
-                None => "another backup host (it was assigned away meanwhile)".into(),
+                // Gone between the claim and this look: vanished, reassigned, or freed.
+                None => "another run, or it changed meanwhile (vanished or reassigned)".into(),
             };
             let line = format!("user {}: skipped: its lease is held by {holder}", u.name);
             progress.log(&mut || tracing::warn!("{line}"));
@@ -625,7 +626,8 @@ where
         (Ok(r), Ok(())) => Ok(r),
         (Err(e), _) | (Ok(_), Err(e)) => Err(e),
     };
-    // Users not reached (stopped, or failed run): their leases are free for the next run.
+    // Users not reached (a stopped run): their leases are freed for the next run. A failed
+    // run's are free anyway once its row no longer says `running`.
     let result = result.and_then(|r| db.release_leases(run_id, unix_now()).map(|_| r));
     match result {
         Ok(report) => {
