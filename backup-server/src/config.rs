@@ -16,8 +16,14 @@ pub struct Config {
     pub path: PathBuf,
     /// Where the per-user stores live.
     pub store_root: PathBuf,
-    /// The state db (an SQLite file). Default `<store_root>/state.sqlite3`.
+    /// The SQLite state db. Default `<store_root>/state.sqlite3`; unused when `state` is
+    /// PostgreSQL.
     pub state_db: PathBuf,
+    /// Where the state db is: the SQLite file `state_db`, or the PostgreSQL database a
+    /// `state_db = "postgres://..."` names (docs/fleet.md).
+    pub state: crate::state::StateLocation,
+    /// This backup host's name in the state db (`host_name`; default: the machine's hostname).
+    pub host_name: String,
     /// Worker threads backing up users at once. Default 8.
     pub workers: usize,
     /// Users handed out to a worker at once from one RAID set. Default 50.
@@ -111,6 +117,9 @@ pub enum ConfigError {
 struct RawConfig {
     store_root: PathBuf,
     state_db: Option<PathBuf>,
+    state_db_password_file: Option<PathBuf>,
+    state_db_ca_file: Option<PathBuf>,
+    host_name: Option<String>,
     #[serde(default = "default_workers")]
     workers: usize,
     #[serde(default = "default_batch_size")]
@@ -493,14 +502,57 @@ impl Config {
             });
         }
         let store_root = resolve(&raw.store_root);
-        let state_db = match raw.state_db {
-            Some(p) => resolve(&p),
-            None => store_root.join("state.sqlite3"),
+        let url = raw
+            .state_db
+            .as_ref()
+            .and_then(|p| p.to_str())
+            .filter(|p| crate::state::postgres::is_postgres_url(p))
+            .map(str::to_string);
+        let state_db = match (&raw.state_db, &url) {
+            (Some(p), None) => resolve(p),
+            _ => store_root.join("state.sqlite3"),
+        };
+        let state = match url {
+            Some(url) => {
+                crate::state::postgres::check_url(&url)
+                    .map_err(|m| invalid("state_db".into(), m))?;
+                crate::state::StateLocation::Postgres(crate::state::PostgresTarget {
+                    url,
+                    password_file: raw.state_db_password_file.as_deref().map(resolve),
+                    ca_file: raw.state_db_ca_file.as_deref().map(resolve),
+                })
+            }
+            None => {
+                for (key, v) in [
+                    ("state_db_password_file", &raw.state_db_password_file),
+                    ("state_db_ca_file", &raw.state_db_ca_file),
+                ] {
+                    if v.is_some() {
+                        return Err(invalid(
+                            key.into(),
+                            "only for a PostgreSQL state_db (postgres://...)".into(),
+                        ));
+                    }
+                }
+                crate::state::StateLocation::Sqlite(state_db.clone())
+            }
+        };
+        let host_name = match raw.host_name {
+            Some(h) if h.trim().is_empty() || h.len() > 255 => {
+                return Err(invalid(
+                    "host_name".into(),
+                    "must be 1 to 255 characters, not blank".into(),
+                ))
+            }
+            Some(h) => h,
+            None => crate::state::machine_hostname(),
         };
         Ok(Config {
             path: path.to_path_buf(),
             store_root,
             state_db,
+            state,
+            host_name,
             workers: raw.workers,
             batch_size: raw.batch_size,
             batches_per_raidset: raw.batches_per_raidset,

@@ -18,6 +18,19 @@ use std::time::Duration;
 /// docs/report.sql, as the sqlite3 shell runs it.
 pub const REPORT_SQL: &str = include_str!("../../docs/report.sql");
 
+/// docs/report-postgres.sql: the same report on a PostgreSQL state db (a fleet).
+pub const REPORT_POSTGRES_SQL: &str = include_str!("../../docs/report-postgres.sql");
+
+/// The late users listed by name at most (all are counted per host).
+pub const LATE_LISTED: usize = 100;
+
+/// Users at or over the limit (or never backed up), oldest first, with their backup host.
+/// The same text on both databases (numbered parameters: now, max_age_hours).
+const LATE_SQL: &str = "SELECT name, host, last_success FROM users
+ WHERE vanished_at IS NULL
+   AND (last_success IS NULL OR last_success <= CAST(?1 AS BIGINT) - CAST(?2 AS BIGINT) * 3600)
+ ORDER BY last_success IS NOT NULL, last_success, name";
+
 /// The limit when `--max-age-hours` is not given (also the SQL's own default).
 pub const DEFAULT_MAX_AGE_HOURS: u32 = 24;
 
@@ -37,6 +50,14 @@ pub enum ReportError {
         path: PathBuf,
         /// What SQLite said.
         source: rusqlite::Error,
+    },
+    /// The state db could not be reached or read (the late users' query, or PostgreSQL).
+    #[error("state db {location}: {message}")]
+    Read {
+        /// The URL.
+        location: String,
+        /// What went wrong.
+        message: String,
     },
     /// The file is not a state db this program knows.
     #[error("state db {path}: expected schema version 1..={STATE_SCHEMA_VERSION}, found {found}", path = .path.display())]
@@ -161,4 +182,137 @@ pub fn age_report(path: &Path, now: i64, max_age_hours: u32) -> Result<AgeReport
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// A user at or over the limit, and the backup host it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LateUser {
+    /// User id.
+    pub name: String,
+    /// Its backup host (`None`: not assigned yet).
+    pub host: Option<String>,
+    /// Start of its last complete backup (`None`: never).
+    pub last_success: Option<i64>,
+}
+
+/// The late users of the fleet: counted per backup host, the oldest named.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LateUsers {
+    /// Per host (`None`: no host yet), by name: late users.
+    pub by_host: std::collections::BTreeMap<Option<String>, u64>,
+    /// The oldest [`LATE_LISTED`], never backed up first.
+    pub oldest: Vec<LateUser>,
+}
+
+fn late_users(
+    conn: &crate::state::backend::Conn,
+    now: i64,
+    max_age_hours: u32,
+) -> Result<LateUsers, crate::state::DbError> {
+    use crate::state::backend::vals;
+    let mut late = LateUsers::default();
+    for r in conn.query(LATE_SQL, vals![now, i64::from(max_age_hours)])? {
+        let host = r.opt_text(1)?;
+        *late.by_host.entry(host.clone()).or_default() += 1;
+        if late.oldest.len() < LATE_LISTED {
+            late.oldest.push(LateUser {
+                name: r.text(0)?,
+                host,
+                last_success: r.opt_int(2)?,
+            });
+        }
+    }
+    Ok(late)
+}
+
+/// A PostgreSQL state db, connected, its schema version checked (the report creates nothing).
+fn open_postgres(
+    target: &crate::state::PostgresTarget,
+) -> Result<crate::state::backend::Conn, ReportError> {
+    use crate::state::backend::{vals, Conn, PgConn};
+    let pg_err = |message: String| ReportError::Read {
+        location: target.url.clone(),
+        message,
+    };
+    let client = crate::state::postgres::connect(target).map_err(pg_err)?;
+    let conn = Conn::Postgres(Box::new(std::cell::RefCell::new(PgConn::new(client))));
+    let version = conn
+        .query_opt("SELECT version FROM state_schema", vals![])
+        .map_err(|e| {
+            pg_err(format!(
+                "{e} (no state db here: nothing has been backed up or refreshed yet?)"
+            ))
+        })?
+        .map(|r| r.int(0))
+        .transpose()
+        .map_err(|e| pg_err(e.to_string()))?
+        .unwrap_or(0);
+    if !(1..=STATE_SCHEMA_VERSION).contains(&version) {
+        return Err(pg_err(format!(
+            "expected schema version 1..={STATE_SCHEMA_VERSION}, found {version}"
+        )));
+    }
+    Ok(conn)
+}
+
+/// The report from the state db at `location` (SQLite: docs/report.sql; PostgreSQL:
+/// docs/report-postgres.sql), ages computed against `now` and marked at `max_age_hours`.
+pub fn age_report_at(
+    location: &crate::state::StateLocation,
+    now: i64,
+    max_age_hours: u32,
+) -> Result<AgeReport, ReportError> {
+    use crate::state::backend::vals;
+    match location {
+        crate::state::StateLocation::Sqlite(path) => age_report(path, now, max_age_hours),
+        crate::state::StateLocation::Postgres(target) => {
+            let conn = open_postgres(target)?;
+            let rows = conn
+                .query(REPORT_POSTGRES_SQL, vals![now, i64::from(max_age_hours)])
+                .and_then(|rows| {
+                    rows.iter()
+                        .map(|r| {
+                            Ok(AgeRow {
+                                age_hours: r.opt_int(0)?.map(|a| a.max(0) as u64),
+                                users: r.int(1)?.max(0) as u64,
+                                over: r.int(2)? != 0,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, crate::state::DbError>>()
+                })
+                .map_err(|e| ReportError::Read {
+                    location: target.url.clone(),
+                    message: e.to_string(),
+                })?;
+            Ok(AgeReport {
+                now,
+                max_age_hours,
+                rows,
+            })
+        }
+    }
+}
+
+/// The late users of the state db at `location`, per backup host and the oldest by name.
+pub fn late_users_at(
+    location: &crate::state::StateLocation,
+    now: i64,
+    max_age_hours: u32,
+) -> Result<LateUsers, ReportError> {
+    match location {
+        crate::state::StateLocation::Sqlite(path) => {
+            let conn = crate::state::backend::Conn::Sqlite(open_state_db(path)?);
+            late_users(&conn, now, max_age_hours).map_err(|e| ReportError::Read {
+                location: path.display().to_string(),
+                message: e.to_string(),
+            })
+        }
+        crate::state::StateLocation::Postgres(target) => {
+            let conn = open_postgres(target)?;
+            late_users(&conn, now, max_age_hours).map_err(|e| ReportError::Read {
+                location: target.url.clone(),
+                message: e.to_string(),
+            })
+        }
+    }
 }

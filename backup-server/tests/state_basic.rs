@@ -1,4 +1,5 @@
-//! The state db: refresh, per-user attempts, schema version; the config file's errors.
+//! The SQLite state db's own rules (WAL, schema versions and upgrades) and the config
+//! file's errors. What the state db does on either backend is in state_fleet.rs.
 
 use backup_server::config::{Config, ConfigError};
 use backup_server::state::{Attempt, StateDb, STATE_SCHEMA_VERSION};
@@ -20,189 +21,6 @@ fn sets(p: &str) -> Option<String> {
         "p2" => Some("b".into()),
         _ => None,
     }
-}
-
-#[test]
-fn refresh_adds_moves_and_marks_vanished_users() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut db = StateDb::open(&dir.path().join("sub/state.sqlite3")).unwrap();
-    let c = db
-        .refresh_server(
-            "mail1",
-            "m1:2912",
-            &entries(&[("alice", "default"), ("bob", "p2"), ("carol", "p9")]),
-            &sets,
-            1000,
-        )
-        .unwrap();
-    assert_eq!((c.listed, c.added, c.vanished, c.unassigned), (3, 3, 0, 1));
-    db.refresh_server(
-        "mail2",
-        "m2:2912",
-        &entries(&[("dave", "default")]),
-        &sets,
-        1000,
-    )
-    .unwrap();
-    db.record_attempt(
-        1,
-        "bob",
-        1100,
-        &Attempt::Done {
-            messages_stored: 5,
-            bytes_stored: 50,
-        },
-    )
-    .unwrap();
-
-    // bob vanished from mail1, alice moved partition; mail2 is not touched.
-    let c = db
-        .refresh_server(
-            "mail1",
-            "m1:2912",
-            &entries(&[("alice", "p2"), ("carol", "p9")]),
-            &sets,
-            2000,
-        )
-        .unwrap();
-    assert_eq!((c.listed, c.added, c.moved, c.vanished), (2, 0, 1, 1));
-    let bob = db.user("bob").unwrap().expect("a vanished user is kept");
-    assert_eq!(bob.vanished_at, Some(2000));
-    assert_eq!(bob.last_success, Some(1100), "its history is kept");
-    assert!(db
-        .users_to_back_up("b")
-        .unwrap()
-        .iter()
-        .all(|u| u.name != "bob"));
-    let alice = db.user("alice").unwrap().unwrap();
-    assert_eq!(
-        (alice.partition.as_str(), alice.raidset.as_deref()),
-        ("p2", Some("b"))
-    );
-    assert_eq!(db.user("dave").unwrap().unwrap().vanished_at, None);
-    assert_eq!(db.last_refresh("mail1").unwrap(), Some(2000));
-    assert_eq!(db.last_refresh("mail2").unwrap(), Some(1000));
-    assert_eq!(db.last_refresh("mail3").unwrap(), None);
-
-    // A second refresh does not move the vanishing time; bob coming back clears it.
-    let c = db
-        .refresh_server(
-            "mail1",
-            "m1:2912",
-            &entries(&[("alice", "p2")]),
-            &sets,
-            3000,
-        )
-        .unwrap();
-    assert_eq!(c.vanished, 1, "carol only");
-    assert_eq!(db.user("bob").unwrap().unwrap().vanished_at, Some(2000));
-    let c = db
-        .refresh_server(
-            "mail1",
-            "m1:2912",
-            &entries(&[("alice", "p2"), ("bob", "p2")]),
-            &sets,
-            4000,
-        )
-        .unwrap();
-    assert_eq!(c.returned, 1);
-    assert_eq!(db.user("bob").unwrap().unwrap().vanished_at, None);
-
-    // A user that moved to another server is not marked vanished by the old one.
-    db.refresh_server(
-        "mail2",
-        "m2:2912",
-        &entries(&[("dave", "default"), ("alice", "default")]),
-        &sets,
-        5000,
-    )
-    .unwrap();
-    db.refresh_server("mail1", "m1:2912", &entries(&[("bob", "p2")]), &sets, 5001)
-        .unwrap();
-    let alice = db.user("alice").unwrap().unwrap();
-    assert_eq!((alice.server.as_str(), alice.vanished_at), ("mail2", None));
-
-    // A failed refresh keeps the last good time and records why.
-    db.refresh_failed("mail2", "m2:2912", "connection refused")
-        .unwrap();
-    assert_eq!(db.last_refresh("mail2").unwrap(), Some(5000));
-    assert_eq!(db.users().unwrap().len(), 4);
-}
-
-#[test]
-fn last_successful_backup_only_on_success() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut db = StateDb::open(&dir.path().join("state.sqlite3")).unwrap();
-    db.refresh_server("m", "m:1", &entries(&[("u", "default")]), &sets, 10)
-        .unwrap();
-    let run = db.begin_run(100, 1).unwrap();
-    db.record_attempt(
-        run,
-        "u",
-        100,
-        &Attempt::Done {
-            messages_stored: 3,
-            bytes_stored: 300,
-        },
-    )
-    .unwrap();
-    db.record_attempt(
-        run,
-        "u",
-        200,
-        &Attempt::Failed {
-            message: "boom".into(),
-        },
-    )
-    .unwrap();
-    let u = db.user("u").unwrap().unwrap();
-    assert_eq!((u.last_success, u.last_attempt), (Some(100), Some(200)));
-    assert_eq!(u.last_error.as_deref(), Some("boom"));
-    db.record_attempt(
-        run,
-        "u",
-        300,
-        &Attempt::Incomplete {
-            messages_stored: 1,
-            bytes_stored: 10,
-            message: "INBOX uid 4: GUID mismatch".into(),
-        },
-    )
-    .unwrap();
-    db.record_attempt(run, "u", 400, &Attempt::Skipped).unwrap();
-    let u = db.user("u").unwrap().unwrap();
-    assert_eq!((u.last_success, u.last_attempt), (Some(100), Some(300)));
-    assert_eq!(u.last_error.as_deref(), Some("INBOX uid 4: GUID mismatch"));
-    assert_eq!(
-        (
-            u.backups_ok,
-            u.backups_incomplete,
-            u.backups_failed,
-            u.skips
-        ),
-        (1, 1, 1, 1)
-    );
-    let (commit, stored): (Option<i64>, i64) = db
-        .connection()
-        .query_row(
-            "SELECT last_commit, messages_stored FROM users WHERE name = 'u'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!((commit, stored), (Some(300), 4));
-    db.record_attempt(
-        run,
-        "u",
-        500,
-        &Attempt::Done {
-            messages_stored: 0,
-            bytes_stored: 0,
-        },
-    )
-    .unwrap();
-    let u = db.user("u").unwrap().unwrap();
-    assert_eq!((u.last_success, u.last_error), (Some(500), None));
 }
 
 #[test]
@@ -267,6 +85,54 @@ fn config_defaults_and_relative_paths() {
 }
 
 #[test]
+fn config_postgres_state_db_and_host_name() {
+    use backup_server::state::StateLocation;
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.state, StateLocation::Sqlite(c.state_db.clone()));
+    assert_eq!(c.host_name, backup_server::state::machine_hostname());
+    let c = parse(&format!(
+        "state_db = \"postgres://mb@db1:5432/mailbackup\"\nstate_db_password_file = \"db.pw\"\n\
+         state_db_ca_file = \"ca.pem\"\nhost_name = \"backup1\"\n{GOOD}"
+    ))
+    .unwrap();
+    let StateLocation::Postgres(t) = &c.state else {
+        panic!("{:?}", c.state)
+    };
+    assert_eq!(t.url, "postgres://mb@db1:5432/mailbackup");
+    assert_eq!(
+        t.password_file.as_deref(),
+        Some(Path::new("/etc/mailbackup/db.pw"))
+    );
+    assert_eq!(
+        t.ca_file.as_deref(),
+        Some(Path::new("/etc/mailbackup/ca.pem"))
+    );
+    assert_eq!(c.host_name, "backup1");
+    let cases: &[(&str, &str)] = &[
+        (
+            "state_db = \"postgres://mb:hunter2@db1/x\"",
+            "key state_db: holds a password",
+        ),
+        (
+            "state_db_password_file = \"db.pw\"",
+            "key state_db_password_file: only for a PostgreSQL",
+        ),
+        (
+            "state_db = \"postgres://db1/x\"",
+            "key state_db: names no user",
+        ),
+        ("host_name = \" \"", "key host_name"),
+    ];
+    for (line, want) in cases {
+        let e = parse(&format!("{line}\n{GOOD}")).unwrap_err().to_string();
+        assert!(
+            e.contains(want) && !e.contains("hunter2"),
+            "want {want:?} in: {e}"
+        );
+    }
+}
+
+#[test]
 fn config_errors_name_the_key_and_the_file() {
     let cases: &[(&str, &str)] = &[
         (&GOOD.replace("store_root", "stor_root"), "stor_root"),
@@ -321,101 +187,23 @@ fn ls_at_takes_rfc3339_or_unix_seconds() {
     );
 }
 
+/// What version 4 was: the same without the lifecycle's columns.
+const TO_VERSION_4: &str = "ALTER TABLE users DROP COLUMN removed_at;
+    ALTER TABLE users DROP COLUMN renamed_to; ALTER TABLE users DROP COLUMN store_from;
+    PRAGMA user_version = 4;";
+
+/// What version 3 was (after [`TO_VERSION_4`]): the same without the fleet's hosts,
+/// assignments and leases.
+const TO_VERSION_3: &str = "DROP INDEX users_host; DROP TABLE hosts;
+    ALTER TABLE users DROP COLUMN host; ALTER TABLE users DROP COLUMN lease_run;
+    ALTER TABLE users DROP COLUMN lease_until; PRAGMA user_version = 3;";
+
 #[test]
-fn a_run_killed_before_it_closed_its_record_is_marked_interrupted() {
-    // A run whose process died (kill -9) leaves its row 'running'; the next run closes it.
+fn a_version_3_state_db_gets_hosts_and_its_users_go_to_the_first_host_that_runs() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.sqlite3");
-    let mut db = StateDb::open(&path).unwrap();
-    let ours = db.begin_run(100, 1).unwrap();
-    let mut child = std::process::Command::new("true").spawn().unwrap();
-    let dead_pid = child.id();
-    child.wait().unwrap();
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute(
-        "INSERT INTO runs (started, status, host, pid) SELECT 50, 'running', host, ?1 FROM runs WHERE id = ?2",
-        rusqlite::params![dead_pid, ours],
-    )
-    .unwrap();
-    let killed = conn.last_insert_rowid();
-
-    db.begin_run(200, 1).unwrap();
-    let status = |id: i64| -> (String, Option<i64>) {
-        conn.query_row("SELECT status, ended FROM runs WHERE id = ?1", [id], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap()
-    };
-    assert_eq!(status(killed), ("interrupted".to_string(), Some(200)));
-    assert_eq!(
-        status(ours),
-        ("running".to_string(), None),
-        "a live run is left alone"
-    );
-}
-
-#[test]
-fn the_quiet_key_is_kept_by_success_and_skips_cleared_by_anything_else() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut db = StateDb::open(&dir.path().join("state.sqlite3")).unwrap();
-    db.refresh_server(
-        "mail1",
-        "m1:2912",
-        &entries(&[("u", "default")]),
-        &sets,
-        100,
-    )
-    .unwrap();
-    let key = |db: &StateDb| db.user("u").unwrap().unwrap().quiet_key;
-    assert_eq!(key(&db), None);
-    let done = Attempt::Done {
-        messages_stored: 0,
-        bytes_stored: 0,
-    };
-    db.begin_batch().unwrap();
-    db.record_attempt(1, "u", 200, &done).unwrap();
-    db.set_quiet_key("u", Some("k1 x")).unwrap();
-    db.end_batch().unwrap();
-    assert_eq!(key(&db).as_deref(), Some("k1 x"));
-    // A later success without a new key leaves it; a skip (locked) too.
-    db.record_attempt(2, "u", 300, &done).unwrap();
-    db.record_attempt(2, "u", 300, &Attempt::Skipped).unwrap();
-    assert_eq!(key(&db).as_deref(), Some("k1 x"));
-    // Whatever the store holds after an incomplete or failed attempt, not that.
-    db.record_attempt(
-        3,
-        "u",
-        400,
-        &Attempt::Incomplete {
-            messages_stored: 1,
-            bytes_stored: 1,
-            message: "m".into(),
-        },
-    )
-    .unwrap();
-    assert_eq!(key(&db), None);
-    db.set_quiet_key("u", Some("k1 y")).unwrap();
-    db.record_attempt(
-        4,
-        "u",
-        500,
-        &Attempt::Failed {
-            message: "x".into(),
-        },
-    )
-    .unwrap();
-    assert_eq!(key(&db), None);
-}
-
-/// What turns a version 4 users table back into version 3's.
-const WITHOUT_V4: &str = "ALTER TABLE users DROP COLUMN removed_at; \
-    ALTER TABLE users DROP COLUMN renamed_to; ALTER TABLE users DROP COLUMN store_from; ";
-
-/// A state db with user `u` (and its quiet key `key`) turned back into an older version by
-/// `downgrade`, then opened by this version, which must have upgraded it.
-fn upgraded(path: &std::path::Path, key: Option<&str>, downgrade: &str) -> StateDb {
     {
-        let mut db = StateDb::open(path).unwrap();
+        let mut db = StateDb::open(&path).unwrap();
         db.refresh_server(
             "mail1",
             "m1:2912",
@@ -424,30 +212,68 @@ fn upgraded(path: &std::path::Path, key: Option<&str>, downgrade: &str) -> State
             100,
         )
         .unwrap();
-        db.set_quiet_key("u", key).unwrap();
+        db.record_attempt(
+            1,
+            "u",
+            150,
+            &Attempt::Done {
+                messages_stored: 1,
+                bytes_stored: 1,
+            },
+        )
+        .unwrap();
     }
-    rusqlite::Connection::open(path)
-        .unwrap()
-        .execute_batch(downgrade)
-        .unwrap();
-    let db = StateDb::open(path).unwrap();
-    let v: i64 = db
-        .connection()
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(v, STATE_SCHEMA_VERSION);
-    db
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch(TO_VERSION_4).unwrap();
+    c.execute_batch(TO_VERSION_3).unwrap();
+    drop(c);
+    let loc = backup_server::state::StateLocation::Sqlite(path.clone());
+    let mut db = StateDb::open_at(&loc, "backup1").unwrap();
+    let u = db.user("u").unwrap().unwrap();
+    assert_eq!(
+        (u.host, u.last_success),
+        (None, Some(150)),
+        "kept, no host yet"
+    );
+    // The next run plans and claims it as before: it becomes this host's.
+    assert_eq!(db.users_to_back_up("a").unwrap().len(), 1);
+    let run = db.begin_run(200, 1).unwrap();
+    assert_eq!(db.claim_users(run, &["u".into()], 200).unwrap(), ["u"]);
+    assert_eq!(
+        db.user("u").unwrap().unwrap().host.as_deref(),
+        Some("backup1")
+    );
 }
 
 #[test]
 fn a_version_1_state_db_is_upgraded_in_place() {
     let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.sqlite3");
+    {
+        let mut db = StateDb::open(&path).unwrap();
+        db.refresh_server(
+            "mail1",
+            "m1:2912",
+            &entries(&[("u", "default")]),
+            &sets,
+            100,
+        )
+        .unwrap();
+    }
     // What version 1 was: the same without users.quiet_key.
-    let mut db = upgraded(
-        &dir.path().join("state.sqlite3"),
-        None,
-        &format!("{WITHOUT_V4}ALTER TABLE users DROP COLUMN quiet_key; PRAGMA user_version = 1;"),
-    );
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(TO_VERSION_4).unwrap();
+        c.execute_batch(TO_VERSION_3).unwrap();
+        c.execute_batch("ALTER TABLE users DROP COLUMN quiet_key; PRAGMA user_version = 1;")
+            .unwrap();
+    }
+    let mut db = StateDb::open(&path).unwrap();
+    let v: i64 = db
+        .connection()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, STATE_SCHEMA_VERSION);
     let u = db.user("u").unwrap().unwrap();
     assert_eq!((u.name.as_str(), u.quiet_key), ("u", None));
     db.set_quiet_key("u", Some("k")).unwrap();
@@ -456,28 +282,66 @@ fn a_version_1_state_db_is_upgraded_in_place() {
 #[test]
 fn a_version_2_state_db_keeps_its_keys_under_the_new_column_name() {
     let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.sqlite3");
+    {
+        let mut db = StateDb::open(&path).unwrap();
+        db.refresh_server(
+            "mail1",
+            "m1:2912",
+            &entries(&[("u", "default")]),
+            &sets,
+            100,
+        )
+        .unwrap();
+        db.set_quiet_key("u", Some("k1 abc")).unwrap();
+    }
     // What version 2 was: the same column, called unchanged_key.
-    let db = upgraded(
-        &dir.path().join("state.sqlite3"),
-        Some("k1 abc"),
-        &format!(
-            "{WITHOUT_V4}ALTER TABLE users RENAME COLUMN quiet_key TO unchanged_key; \
-             PRAGMA user_version = 2;"
-        ),
-    );
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(TO_VERSION_4).unwrap();
+        c.execute_batch(TO_VERSION_3).unwrap();
+        c.execute_batch(
+            "ALTER TABLE users RENAME COLUMN quiet_key TO unchanged_key; PRAGMA user_version = 2;",
+        )
+        .unwrap();
+    }
+    let db = StateDb::open(&path).unwrap();
+    let v: i64 = db
+        .connection()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, STATE_SCHEMA_VERSION);
     let u = db.user("u").unwrap().unwrap();
     assert_eq!(u.quiet_key.as_deref(), Some("k1 abc"), "the key survives");
 }
 
 #[test]
-fn a_version_3_state_db_gains_the_lifecycle_columns() {
+fn a_version_4_state_db_gains_the_lifecycle_columns() {
     let dir = tempfile::tempdir().unwrap();
-    let db = upgraded(
-        &dir.path().join("state.sqlite3"),
-        Some("k1 abc"),
-        &format!("{WITHOUT_V4}PRAGMA user_version = 3;"),
-    );
-    let (removed, renamed, from): (Option<i64>, Option<String>, Option<String>) = db
+    let path = dir.path().join("state.sqlite3");
+    {
+        let mut db = StateDb::open(&path).unwrap();
+        db.refresh_server(
+            "mail1",
+            "m1:2912",
+            &entries(&[("u", "default")]),
+            &sets,
+            100,
+        )
+        .unwrap();
+        db.set_quiet_key("u", Some("k1 abc")).unwrap();
+    }
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(TO_VERSION_4)
+        .unwrap();
+    let db = StateDb::open(&path).unwrap();
+    let v: i64 = db
+        .connection()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, STATE_SCHEMA_VERSION);
+    let cols: (Option<i64>, Option<String>, Option<String>) = db
         .connection()
         .query_row(
             "SELECT removed_at, renamed_to, store_from FROM users WHERE name = 'u'",
@@ -485,9 +349,10 @@ fn a_version_3_state_db_gains_the_lifecycle_columns() {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
-    assert_eq!((removed, renamed, from), (None, None, None));
+    assert_eq!(cols, (None, None, None));
     assert_eq!(
         db.user("u").unwrap().unwrap().quiet_key.as_deref(),
-        Some("k1 abc")
+        Some("k1 abc"),
+        "the key survives"
     );
 }

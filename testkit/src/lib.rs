@@ -9,10 +9,12 @@
 //!   reaches, never a slow machine.
 //! * [`config`]: backup-server configuration files and secret files.
 //! * [`population`]: the made-up state db the report's benchmarks run over.
+//! * [`postgres`]: a private PostgreSQL 15 on loopback (the state db of a fleet).
 //! * [`python`]: restored Maildirs and mboxes read back with Python's `mailbox` module.
 
 pub mod config;
 pub mod population;
+pub mod postgres;
 pub mod python;
 mod rng;
 pub mod wait;

@@ -6,7 +6,9 @@
 set -eu
 
 # cyrus-replication: sync_server, which the restore-into-Cyrus tests write through.
-PACKAGES="cyrus-imapd cyrus-admin cyrus-clients cyrus-replication sasl2-bin libsasl2-modules python3 util-linux strace sqlite3"
+# postgresql-15, openssl: the fleet tests' private PostgreSQL and its test certificates
+# (tests/postgres/start.sh).
+PACKAGES="cyrus-imapd cyrus-admin cyrus-clients cyrus-replication sasl2-bin libsasl2-modules python3 util-linux strace sqlite3 postgresql-15 openssl"
 
 missing=""
 for p in $PACKAGES; do
@@ -16,7 +18,8 @@ for p in $PACKAGES; do
     fi
 done
 
-if [ -z "$missing" ] && [ -x /usr/lib/cyrus/bin/master ] && [ -x /usr/lib/cyrus/bin/sync_server ]; then
+if [ -z "$missing" ] && [ -x /usr/lib/cyrus/bin/master ] && [ -x /usr/lib/cyrus/bin/sync_server ] \
+    && [ -x /usr/lib/postgresql/15/bin/initdb ]; then
     echo "install.sh: cyrus already installed"
     exit 0
 fi

@@ -6,12 +6,14 @@
 //! and the setup the backup and restore tests share (`rig`: backupd in process, backups,
 //! the backup-server binary and its configuration). Without Cyrus: `memspool`, a real
 //! backupd over an in-memory spool whose faults the test sets, and `proxy`, a frame-level
-//! TCP proxy that closes the connection or rewrites a reply at a chosen frame.
+//! TCP proxy that closes the connection or rewrites a reply at a chosen frame. For the fleet
+//! tests: `postgres`, a private PostgreSQL 15 on loopback.
 
 pub mod admin_actions;
 pub mod cyrus;
 pub mod folder_state;
 pub mod memspool;
+pub mod postgres;
 pub mod proxy;
 pub mod readers;
 pub mod rig;

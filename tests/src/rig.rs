@@ -30,6 +30,46 @@ pub struct Served {
     pub meta_copies: AtomicU64,
     /// Message files opened.
     pub messages_opened: AtomicU64,
+    /// Holds folder listings past a count (a run stopped at a chosen user).
+    pub gate: Gate,
+}
+
+/// Holds the folder listings after the n-th until opened: a test stops a run in the middle
+/// of a user's backup, at a point it observes ([`Gate::waiting`]) instead of a guessed delay.
+#[derive(Debug, Default)]
+pub struct Gate {
+    hold_after: std::sync::Mutex<Option<u64>>,
+    opened: std::sync::Condvar,
+    waiting: AtomicU64,
+}
+
+impl Gate {
+    /// Listings after the `n`-th (counted by [`Served::listings`]) wait.
+    pub fn hold_after(&self, n: u64) {
+        *self.hold_after.lock().unwrap() = Some(n);
+    }
+
+    /// Lets every listing through.
+    pub fn open(&self) {
+        *self.hold_after.lock().unwrap() = None;
+        self.opened.notify_all();
+    }
+
+    /// Listings waiting at the gate now.
+    pub fn waiting(&self) -> u64 {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    fn pass(&self, n: u64) {
+        let mut hold = self.hold_after.lock().unwrap();
+        if hold.is_some_and(|h| n > h) {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            while hold.is_some_and(|h| n > h) {
+                hold = self.opened.wait(hold).unwrap();
+            }
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
 
 impl Served {
@@ -54,7 +94,8 @@ impl SpoolAccess for CountingSpool {
         self.spool.users()
     }
     fn folders(&self, user: &str) -> Result<UserListing, SpoolError> {
-        self.served.listings.fetch_add(1, Ordering::Relaxed);
+        let n = self.served.listings.fetch_add(1, Ordering::Relaxed) + 1;
+        self.served.gate.pass(n);
         self.spool.folders(user)
     }
     fn copy_meta(&self, user: &str, uniqueid: &str) -> Result<MetaCopy, SpoolError> {

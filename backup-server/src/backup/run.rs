@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::scheduler::{
     self, Backend, Event, RaidSetQueue, ScheduledUser, SchedulerOptions, UserDone,
 };
-use crate::state::{Attempt, RefreshCounts, StateDb, StateError};
+use crate::state::{Attempt, RefreshCounts, StateDb, StateError, RENEW_EVERY};
 use crate::store::StoreOptions;
 use formats::protocol::{Secret, SecretError};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -116,6 +116,16 @@ pub enum RequestError {
         user: String,
         /// Its server.
         server: String,
+    },
+    /// The user belongs to another backup host (docs/fleet.md).
+    #[error("--user {user}: belongs to backup host {host}, not {this} (move it with `backup-server users assign {user} --to {this}`)")]
+    OtherHost {
+        /// The user.
+        user: String,
+        /// Its host.
+        host: String,
+        /// This host's `host_name`.
+        this: String,
     },
     /// The user's partition is on no RAID set.
     #[error("--user {user}: partition {partition:?} of server {server} is in no [[raidset]] of {config}", config = .config.display())]
@@ -383,6 +393,13 @@ pub fn queues(
                 server: row.server,
                 config: config.path.clone(),
             },
+            Some(row) if db.is_postgres() && row.host.as_ref().is_some_and(|h| h != db.host()) => {
+                RequestError::OtherHost {
+                    user,
+                    host: row.host.unwrap_or_default(),
+                    this: db.host().to_string(),
+                }
+            }
             Some(_) => continue,
         };
         return Err(wrong(bad));
@@ -411,6 +428,42 @@ pub fn queues(
         }
     }
     Ok(queues)
+}
+
+/// Takes the leases of the run's users (docs/fleet.md); a user whose lease another live run
+/// holds is left out of the queues and counted as skipped, naming the holder.
+fn claim(
+    db: &mut StateDb,
+    run_id: i64,
+    queues: &mut Vec<RaidSetQueue>,
+    summary: &mut RunSummary,
+    progress: &mut dyn RunProgress,
+) -> Result<(), StateError> {
+    let now = unix_now();
+    for q in queues.iter_mut() {
+        let names: Vec<String> = q.users.iter().map(|u| u.name.clone()).collect();
+        let claimed: BTreeSet<String> = db.claim_users(run_id, &names, now)?.into_iter().collect();
+        if claimed.len() == names.len() {
+            continue;
+        }
+        for u in q.users.iter().filter(|u| !claimed.contains(&u.name)) {
+            let holder = match db.lease_holder(&u.name, now)? {
+                Some((host, run)) => format!("run {run} of backup host {host}"),
+                // Gone between the claim and this look: vanished, reassigned, or freed.
+                None => "another run, or it changed meanwhile (vanished or reassigned)".into(),
+            };
+            let line = format!("user {}: skipped: its lease is held by {holder}", u.name);
+            progress.log(&mut || tracing::warn!("{line}"));
+            summary.users_skipped += 1;
+            if summary.problems.len() < super::summary::MAX_LISTED {
+                summary.problems.push(line);
+            }
+            db.record_attempt(run_id, &u.name, now, &Attempt::Skipped)?;
+        }
+        q.users.retain(|u| claimed.contains(&u.name));
+    }
+    queues.retain(|q| !q.users.is_empty());
+    Ok(())
 }
 
 /// Records one user's result in the state db and the summary, and logs it.
@@ -491,7 +544,7 @@ where
     B: Backend<Outcome = Result<UserOutcome, BackupError>>,
 {
     let t0 = Instant::now();
-    let mut db = StateDb::open(&config.state_db)?;
+    let mut db = StateDb::open_at(&config.state, &config.host_name)?;
     let refreshed = refresh(config, &mut db, req.force_refresh)?;
     let mut unreachable = refreshed.failed() as u64;
     // A user asked for by name but not known yet: maybe new since the last refresh.
@@ -501,7 +554,7 @@ where
     {
         unreachable = refresh(config, &mut db, true)?.failed() as u64;
     }
-    let queues = match queues(config, &db, req) {
+    let mut queues = match queues(config, &db, req) {
         Ok(q) => q,
         Err(RunError::Request { source, .. }) => {
             return Err(RunError::Request {
@@ -525,6 +578,8 @@ where
         servers_unreachable: unreachable,
         ..Default::default()
     };
+    claim(&mut db, run_id, &mut queues, &mut summary, progress)?;
+    let mut last_renewal = Instant::now();
     progress.start(planned);
     let mut last_row = Instant::now();
     let mut batch = (0usize, Instant::now());
@@ -536,6 +591,10 @@ where
         batches_per_raidset: config.batches_per_raidset,
     };
     let result = scheduler::run_events(backend, queues, opts, stop, |event| {
+        if last_renewal.elapsed() >= RENEW_EVERY {
+            last_renewal = Instant::now();
+            db.renew_leases(run_id, unix_now())?;
+        }
         let done = match event {
             Event::Done(done) => done,
             Event::Idle => {
@@ -582,6 +641,9 @@ where
         let kept = crate::lifecycle::keep_recreated(config, &mut db, user, *started)?;
         tracing::info!(user = %user, kept_as = %kept, "user deleted and created again in Cyrus: the old store kept aside");
     }
+    // Users not reached (a stopped run): their leases are freed for the next run. A failed
+    // run's are free anyway once its row no longer says `running`.
+    let result = result.and_then(|r| db.release_leases(run_id, unix_now()).map(|_| r));
     match result {
         Ok(report) => {
             summary.users_not_reached = report.users_not_reached;

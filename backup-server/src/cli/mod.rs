@@ -7,6 +7,7 @@
 //! ([`Status`]).
 
 mod compact;
+mod hosts;
 mod ls;
 mod repair;
 mod report;
@@ -48,6 +49,9 @@ pub enum Command {
         #[command(subcommand)]
         command: users::UsersCommand,
     },
+    /// The backup hosts sharing the state db: their users, last run, and whether a run is
+    /// under way, idle or dead (docs/fleet.md).
+    Hosts,
     /// Folders and messages of a user's backup, as of a point in time.
     Ls(ls::LsArgs),
     /// The backup-age report: users by whole hours since their last complete backup; exit 2
@@ -88,6 +92,7 @@ pub fn execute(cli: &Cli, stop: &AtomicBool) -> anyhow::Result<Status> {
         Command::Users { command } => {
             with(Out::new(stdout), |out| users::run(&config, command, out))
         }
+        Command::Hosts => with(Out::new(stdout), |out| hosts::run(&config, out)),
         // Many lines: written in blocks rather than a write each.
         Command::Ls(a) => with(Out::new(io::BufWriter::new(stdout)), |out| {
             ls::run(&config, a, out)

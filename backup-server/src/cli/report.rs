@@ -6,7 +6,9 @@
 use super::{Out, Status};
 use anyhow::Context;
 use backup_server::config::Config;
-use backup_server::report::{age_report, AgeReport, DEFAULT_MAX_AGE_HOURS};
+use backup_server::report::{
+    age_report_at, late_users_at, AgeReport, LateUsers, DEFAULT_MAX_AGE_HOURS,
+};
 use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -39,13 +41,26 @@ pub struct ReportArgs {
 /// printing nothing).
 pub fn run(config: &Config, a: &ReportArgs, out: &mut Out<impl Write>) -> anyhow::Result<Status> {
     let now = a.now.map_or_else(system_now, |t| t.secs);
-    let report = age_report(&config.state_db, now, a.max_age_hours).context("report")?;
+    let report = age_report_at(&config.state, now, a.max_age_hours).context("report")?;
+    let table = || -> anyhow::Result<String> {
+        let mut t = table(&report);
+        // A fleet's report names the late users' hosts; one SQLite host's stays as it was.
+        let fleet = matches!(
+            config.state,
+            backup_server::state::StateLocation::Postgres(_)
+        );
+        if fleet && !report.all_recent() {
+            let late = late_users_at(&config.state, now, a.max_age_hours).context("report")?;
+            t.push_str(&late_table(&late));
+        }
+        Ok(t)
+    };
     match &a.mail_to {
         Some(to) => mail(&report, to, &sendmail_path()).context("report")?,
         None => out.text(&match a.format.as_str() {
             "json" => json(&report),
             "prometheus" => prometheus(&report),
-            _ => table(&report),
+            _ => table()?,
         })?,
     }
     Ok(status(&report))
@@ -106,6 +121,40 @@ fn table(r: &AgeReport) -> String {
             "{over} users not backed up complete within {h} h ({} never).",
             r.never_backed_up()
         );
+    }
+    s
+}
+
+/// The late users per backup host, then the oldest of them by name with their host.
+fn late_table(late: &LateUsers) -> String {
+    let host = |h: &Option<String>| h.clone().unwrap_or_else(|| "(no host yet)".into());
+    let mut s = String::new();
+    let _ = writeln!(s);
+    let _ = writeln!(s, "Late users by backup host:");
+    for (h, n) in &late.by_host {
+        let _ = writeln!(s, "  {:<24} {n:>9}", host(h));
+    }
+    let listed = late.oldest.len() as u64;
+    let total: u64 = late.by_host.values().sum();
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "Oldest late users{}:",
+        if listed < total {
+            format!(" ({listed} of {total})")
+        } else {
+            String::new()
+        }
+    );
+    for u in &late.oldest {
+        let when = u
+            .last_success
+            .and_then(|t| jiff::Timestamp::from_second(t).ok())
+            .map_or_else(
+                || "never".to_string(),
+                |t| t.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+            );
+        let _ = writeln!(s, "  {:<32} {:<24} {when}", u.name, host(&u.host));
     }
     s
 }

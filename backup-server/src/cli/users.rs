@@ -1,5 +1,6 @@
 //! `backup-server users refresh`: every server's user list read into the state db
-//! ([`backup_server::backup::refresh`]), one line per server.
+//! ([`backup_server::backup::refresh`]), one line per server; `users assign U... --to HOST`:
+//! users given to a backup host (docs/fleet.md).
 
 use super::{Out, Status};
 use anyhow::Context;
@@ -11,8 +12,19 @@ use std::io::Write;
 /// `backup-server users ...`.
 #[derive(Debug, clap::Subcommand)]
 pub enum UsersCommand {
-    /// Read every backupd's user list into the state db (vanished users are marked).
+    /// Read every backupd's user list into the state db (vanished users are marked; users
+    /// of no backup host yet become this host's).
     Refresh,
+    /// Give users to a backup host (docs/fleet.md). The store does not move: that host's
+    /// next run backs them up in full.
+    Assign {
+        /// The users.
+        #[arg(required = true)]
+        users: Vec<String>,
+        /// The backup host (its `host_name`).
+        #[arg(long, value_name = "HOST")]
+        to: String,
+    },
 }
 
 /// Runs `users refresh`: exit 0 when every server answered, 2 when some did not, 1 when
@@ -22,8 +34,22 @@ pub fn run(
     command: &UsersCommand,
     out: &mut Out<impl Write>,
 ) -> anyhow::Result<Status> {
-    let UsersCommand::Refresh = command;
-    let report = StateDb::open(&config.state_db)
+    let refresh = match command {
+        UsersCommand::Refresh => true,
+        UsersCommand::Assign { users, to } => {
+            let mut db =
+                StateDb::open_at(&config.state, &config.host_name).context("users assign")?;
+            let n = db
+                .assign_users(users, to, backup::unix_now())
+                .context("users assign")?;
+            out.line(format_args!("{n} users assigned to backup host {to}"))?;
+            false
+        }
+    };
+    if !refresh {
+        return Ok(Status::Ok);
+    }
+    let report = StateDb::open_at(&config.state, &config.host_name)
         .and_then(|mut db| backup::refresh(config, &mut db, true))
         .context("users refresh")?;
     for (server, r) in &report.servers {

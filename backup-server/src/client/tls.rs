@@ -161,7 +161,8 @@ fn read_pem(what: &str, path: &Path) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-fn read_certs(what: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// The certificates of a PEM file (a CA file), the file named in every error.
+pub(crate) fn read_certs(what: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let bytes = read_pem(what, path)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()

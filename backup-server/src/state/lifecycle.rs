@@ -2,7 +2,7 @@
 //! (docs/backup-server.md, "Users that vanish, are renamed or move"). The decisions are
 //! [`crate::lifecycle`]'s; these are the rows they read and write.
 //!
-//! The columns (schema version 4): `removed_at` (a vanished user's store was removed when
+//! The columns (schema version 5): `removed_at` (a vanished user's store was removed when
 //! its retention ended; the row stays), `renamed_to` (the user was renamed in Cyrus and its
 //! store is now that user's), `store_from` (this user's store is still under that name and
 //! is to be moved to this one: recorded before the move, cleared after it, so a crash in
@@ -10,7 +10,7 @@
 //! state db.
 
 use super::{StateDb, StateError};
-use rusqlite::params;
+use super::backend::{vals, Row, Value};
 
 /// A vanished user whose store is still kept (not removed, not handed to another name).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,88 +43,85 @@ const FRESH: &str = "last_success = NULL, last_commit = NULL, last_attempt = NUL
     backups_failed = 0, skips = 0, messages_stored = 0, bytes_stored = 0, quiet_key = NULL";
 
 impl StateDb {
-    fn vanished_where(
-        &self,
-        cond: &str,
-        p: impl rusqlite::Params,
-    ) -> Result<Vec<VanishedStore>, StateError> {
-        let mut st = self
+    fn vanished_where(&self, cond: &str, p: &[Value]) -> Result<Vec<VanishedStore>, StateError> {
+        let rows = self
             .conn
-            .prepare(&format!(
-                "SELECT name, server, vanished_at FROM users
-                 WHERE vanished_at IS NOT NULL AND removed_at IS NULL AND renamed_to IS NULL
-                 AND store_from IS NULL {cond} ORDER BY name"
-            ))
+            .query(
+                &format!(
+                    "SELECT name, server, vanished_at FROM users
+                     WHERE vanished_at IS NOT NULL AND removed_at IS NULL AND renamed_to IS NULL
+                     AND store_from IS NULL {cond} ORDER BY name"
+                ),
+                p,
+            )
             .map_err(self.err())?;
-        let rows = st
-            .query_map(p, |r| {
+        rows.iter()
+            .map(|r| {
                 Ok(VanishedStore {
-                    name: r.get(0)?,
-                    server: r.get(1)?,
-                    vanished_at: r.get(2)?,
+                    name: r.text(0)?,
+                    server: r.text(1)?,
+                    vanished_at: r.int(2)?,
                 })
             })
-            .map_err(self.err())?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(self.err())?;
-        Ok(rows)
+            .collect::<Result<Vec<_>, super::backend::ColumnError>>()
+            .map_err(|x| self.err()(x.into()))
     }
 
     /// Vanished users whose stores are kept, by name.
     pub fn vanished_stores(&self) -> Result<Vec<VanishedStore>, StateError> {
-        self.vanished_where("", [])
+        self.vanished_where("", vals![])
     }
 
     /// Vanished users whose stores are kept and who vanished at or before `cutoff`: their
     /// retention is over.
     pub fn vanished_before(&self, cutoff: i64) -> Result<Vec<VanishedStore>, StateError> {
-        self.vanished_where("AND vanished_at <= ?1", [cutoff])
+        self.vanished_where("AND vanished_at <= ?1", vals![cutoff])
+    }
+
+    fn text_pairs(&self, sql: &str) -> Result<Vec<(String, String)>, StateError> {
+        let rows: Vec<Row> = self.conn.query(sql, vals![]).map_err(self.err())?;
+        rows.iter()
+            .map(|r| Ok((r.text(0)?, r.text(1)?)))
+            .collect::<Result<Vec<_>, super::backend::ColumnError>>()
+            .map_err(|x| self.err()(x.into()))
     }
 
     /// Listed users in a RAID set that have never had a backup committed and wait for no
     /// store: what a user renamed in Cyrus looks like under its new name (name, server).
     pub fn never_backed_up(&self) -> Result<Vec<(String, String)>, StateError> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT name, server FROM users WHERE vanished_at IS NULL AND last_commit IS NULL
-                 AND store_from IS NULL AND raidset IS NOT NULL ORDER BY name",
-            )
-            .map_err(self.err())?;
-        let rows = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(self.err())?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(self.err())?;
-        Ok(rows)
+        self.text_pairs(
+            "SELECT name, server FROM users WHERE vanished_at IS NULL AND last_commit IS NULL
+             AND store_from IS NULL AND raidset IS NOT NULL ORDER BY name",
+        )
     }
 
     /// Records that `from` was renamed `to` in Cyrus, in one transaction: `to` takes
     /// `from`'s backup history and is to take its store (`store_from`); `from` stays,
     /// vanished (since `now` if it was not yet), naming `to`.
     pub fn record_rename(&mut self, from: &str, to: &str, now: i64) -> Result<(), StateError> {
-        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        let e = self.err();
         let sets: Vec<String> = HISTORY
             .split(',')
             .map(|c| c.trim())
             .map(|c| format!("{c} = (SELECT {c} FROM users WHERE name = ?1)"))
             .collect();
-        tx.execute(
-            &format!(
-                "UPDATE users SET store_from = ?1, quiet_key = NULL, {} WHERE name = ?2",
-                sets.join(", ")
-            ),
-            params![from, to],
-        )
-        .map_err(self.err())?;
-        tx.execute(
-            "UPDATE users SET renamed_to = ?2, vanished_at = coalesce(vanished_at, ?3),
-             quiet_key = NULL WHERE name = ?1",
-            params![from, to, now],
-        )
-        .map_err(self.err())?;
-        tx.commit().map_err(self.err())?;
-        Ok(())
+        self.conn.transaction(&e, |c| {
+            c.execute(
+                &format!(
+                    "UPDATE users SET store_from = ?1, quiet_key = NULL, {} WHERE name = ?2",
+                    sets.join(", ")
+                ),
+                vals![from, to],
+            )
+            .map_err(&e)?;
+            c.execute(
+                "UPDATE users SET renamed_to = ?2, vanished_at = coalesce(vanished_at, ?3),
+                 quiet_key = NULL WHERE name = ?1",
+                vals![from, to, now],
+            )
+            .map_err(&e)?;
+            Ok(())
+        })
     }
 
     /// Records that `user` was deleted and created again in Cyrus: the earlier user's store
@@ -137,51 +134,45 @@ impl StateDb {
         kept_as: &str,
         vanished_at: i64,
     ) -> Result<(), StateError> {
-        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
-        tx.execute(
-            &format!(
-                "INSERT INTO users (name, server, partition, raidset, last_seen, vanished_at,
-                 store_from, {HISTORY})
-                 SELECT ?2, server, partition, NULL, last_seen, ?3, ?1, {HISTORY}
-                 FROM users WHERE name = ?1"
-            ),
-            params![user, kept_as, vanished_at],
-        )
-        .map_err(self.err())?;
-        tx.execute(
-            &format!("UPDATE users SET first_seen = last_seen, {FRESH} WHERE name = ?1"),
-            params![user],
-        )
-        .map_err(self.err())?;
-        tx.commit().map_err(self.err())?;
-        Ok(())
+        let e = self.err();
+        self.conn.transaction(&e, |c| {
+            c.execute(
+                &format!(
+                    "INSERT INTO users (name, server, partition, raidset, last_seen, vanished_at,
+                     store_from, host, {HISTORY})
+                     SELECT ?2, server, partition, NULL, last_seen, ?3, ?1, host, {HISTORY}
+                     FROM users WHERE name = ?1"
+                ),
+                vals![user, kept_as, vanished_at],
+            )
+            .map_err(&e)?;
+            c.execute(
+                &format!("UPDATE users SET first_seen = last_seen, {FRESH} WHERE name = ?1"),
+                vals![user],
+            )
+            .map_err(&e)?;
+            Ok(())
+        })
     }
 
     /// Stores recorded as still to be moved, by user.
     pub fn pending_moves(&self) -> Result<Vec<PendingMove>, StateError> {
-        let mut st = self
-            .conn
-            .prepare(
+        Ok(self
+            .text_pairs(
                 "SELECT name, store_from FROM users WHERE store_from IS NOT NULL ORDER BY name",
-            )
-            .map_err(self.err())?;
-        let rows = st
-            .query_map([], |r| {
-                Ok(PendingMove {
-                    user: r.get(0)?,
-                    from: r.get(1)?,
-                })
-            })
-            .map_err(self.err())?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(self.err())?;
-        Ok(rows)
+            )?
+            .into_iter()
+            .map(|(user, from)| PendingMove { user, from })
+            .collect())
     }
 
     /// Records that `user`'s store is now under its own name.
     pub fn store_moved(&mut self, user: &str) -> Result<(), StateError> {
         self.conn
-            .execute("UPDATE users SET store_from = NULL WHERE name = ?1", [user])
+            .execute(
+                "UPDATE users SET store_from = NULL WHERE name = ?1",
+                vals![user],
+            )
             .map_err(self.err())?;
         Ok(())
     }
@@ -192,7 +183,7 @@ impl StateDb {
             .execute(
                 "UPDATE users SET removed_at = ?2, quiet_key = NULL
                  WHERE name = ?1 AND vanished_at IS NOT NULL",
-                params![user, now],
+                vals![user, now],
             )
             .map_err(self.err())?;
         Ok(())
@@ -202,21 +193,19 @@ impl StateDb {
     /// its retention, or handed to the user it was renamed to): the row starts afresh, as
     /// a new user's. Returns their names.
     pub fn reset_returned(&mut self) -> Result<Vec<String>, StateError> {
-        let names: Vec<String> = {
-            let mut st = self
-                .conn
-                .prepare(
-                    "SELECT name FROM users WHERE vanished_at IS NULL
-                     AND (removed_at IS NOT NULL OR renamed_to IS NOT NULL) ORDER BY name",
-                )
-                .map_err(self.err())?;
-            let rows = st
-                .query_map([], |r| r.get(0))
-                .map_err(self.err())?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(self.err())?;
-            rows
-        };
+        let rows = self
+            .conn
+            .query(
+                "SELECT name FROM users WHERE vanished_at IS NULL
+                 AND (removed_at IS NOT NULL OR renamed_to IS NOT NULL) ORDER BY name",
+                vals![],
+            )
+            .map_err(self.err())?;
+        let names = rows
+            .iter()
+            .map(|r| r.text(0))
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(|x| self.err()(x.into()))?;
         for n in &names {
             self.conn
                 .execute(
@@ -224,7 +213,7 @@ impl StateDb {
                         "UPDATE users SET removed_at = NULL, renamed_to = NULL,
                          first_seen = last_seen, {FRESH} WHERE name = ?1"
                     ),
-                    [n],
+                    vals![n],
                 )
                 .map_err(self.err())?;
         }
