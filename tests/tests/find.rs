@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 
 use backup_server::find::{find, FindQuery, FoundMessage, FoundState};
 use backup_server::store::StoreOptions;
-use formats::Guid;
+use formats::{Guid, Timestamp};
 use tests::rig::{backup, backup_server_bin, now, text, write_config, Backupd};
 use tests::CyrusInstance;
 
@@ -112,7 +112,12 @@ fn find_by_each_criterion_then_restore_what_was_found() {
     let mut c = backupd.connect();
     let o = backup(&mut c, &root, &opts, USER).unwrap();
     assert!(o.incomplete.is_empty(), "{o:?}");
-    let t1 = now();
+    // `find` takes whole seconds: a time after the first backup and before any change is
+    // the next second, so wait for the clock to reach it before changing anything.
+    let t1 = Timestamp::from_secs(now().secs + 1);
+    while now() <= t1 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 
     // The overdue reminder expunged, the folder Old deleted; a second backup.
     assert_eq!(
