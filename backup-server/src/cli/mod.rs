@@ -9,6 +9,7 @@
 mod compact;
 mod find;
 mod ls;
+mod manual;
 mod repair;
 mod report;
 mod restore;
@@ -73,11 +74,25 @@ pub enum Command {
     /// Restore mail from a user's backup into Maildir, mbox, .eml files, an IMAP account or
     /// Cyrus itself, as it was (docs/restore.md).
     Restore(Box<restore::RestoreArgs>),
+    /// Write the manual pages (this program's and one per subcommand) into a directory.
+    Manpages(manual::ManpagesArgs),
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions(manual::CompletionsArgs),
 }
 
 /// Runs the command. `stop` is set by SIGINT/SIGTERM. An error is what to print on stderr
 /// (or, when [`Status::of`] says [`Status::ReaderGone`], nothing).
 pub fn execute(cli: &Cli, stop: &AtomicBool) -> anyhow::Result<Status> {
+    // Generated from the definitions alone: no configuration needed (nor read).
+    match &cli.command {
+        Command::Manpages(a) => {
+            return with(Out::new(io::stdout()), |out| manual::manpages(a, out));
+        }
+        Command::Completions(a) => {
+            return with(Out::new(io::stdout()), |out| manual::completions(a, out));
+        }
+        _ => {}
+    }
     let config = Config::load(&cli.config).inspect_err(|e| tracing::error!("{e}"))?;
     // A store root or state db others can write is refused; one they can read, said.
     let warnings = backup_server::private::check_places(&config.store_root, &config.state_db)?;
@@ -104,6 +119,7 @@ pub fn execute(cli: &Cli, stop: &AtomicBool) -> anyhow::Result<Status> {
         Command::Repair(a) => with(Out::new(stdout), |out| repair::run(&config, a, out)),
         Command::Compact(a) => with(Out::new(stdout), |out| compact::run(&config, a, out)),
         Command::Restore(a) => with(Out::new(stdout), |out| restore::run(&config, a, out)),
+        Command::Manpages(_) | Command::Completions(_) => unreachable!("handled above"),
     }
 }
 
