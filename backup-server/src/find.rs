@@ -75,7 +75,11 @@ impl std::fmt::Display for FoundState {
                 write!(f, "expunged on {}", rfc3339(Timestamp::from_secs(*at)))
             }
             FoundState::FolderDeleted { at } => {
-                write!(f, "folder deleted on {}", rfc3339(Timestamp::from_secs(*at)))
+                write!(
+                    f,
+                    "folder deleted on {}",
+                    rfc3339(Timestamp::from_secs(*at))
+                )
             }
         }
     }
@@ -294,8 +298,7 @@ pub fn find_in(reader: &StoreReader, q: &FindQuery) -> Result<FindReport, FindEr
 /// Whether a message's fields match every criterion given.
 fn matches(q: &FindQuery, h: &MessageHeaders, internaldate: i64) -> bool {
     let text = |want: &Option<String>, have: &str| {
-        want.as_deref()
-            .is_none_or(|w| contains_folded(have, w))
+        want.as_deref().is_none_or(|w| contains_folded(have, w))
     };
     let date = h.date.unwrap_or(internaldate);
     text(&q.from, &h.from)
@@ -356,10 +359,7 @@ fn folders_up_to(cat: &Catalog, at: Option<Timestamp>) -> Result<Vec<Folder>, St
 /// A message's header fields: from the header index, or read from the data file when the
 /// index has no row for it. `None` when the store does not hold the message. The flag says
 /// whether they came from the index.
-fn headers_of(
-    cat: &Catalog,
-    guid: &Guid,
-) -> Result<Option<(MessageHeaders, bool)>, StoreError> {
+fn headers_of(cat: &Catalog, guid: &Guid) -> Result<Option<(MessageHeaders, bool)>, StoreError> {
     let db = &cat.db;
     let sql_err = |source| StoreError::Sqlite {
         path: db.path.clone(),

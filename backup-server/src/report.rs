@@ -175,9 +175,8 @@ pub fn late_users(
     let age = "CASE WHEN last_success IS NULL THEN NULL
                     WHEN last_success >= :now THEN 0
                     ELSE (:now - last_success) / 3600 END";
-    let late = format!(
-        "vanished_at IS NULL AND (last_success IS NULL OR ({age}) >= :max_age_hours)"
-    );
+    let late =
+        format!("vanished_at IS NULL AND (last_success IS NULL OR ({age}) >= :max_age_hours)");
     let total: i64 = conn.query_row(
         &format!("SELECT count(*) FROM users WHERE {late}"),
         named_params! {":now": now, ":max_age_hours": max_age_hours},

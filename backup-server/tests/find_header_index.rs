@@ -40,7 +40,12 @@ fn filled_by_runs_absent_before_added_by_a_writer_and_completed_by_reindex() {
     // Messages over 4 KiB are spooled: the run's other path to the header block.
     o.verify_in_memory = 4096;
     let first = vec![
-        mail(1, "Bob Smith <bob@example.com>", "=?UTF-8?Q?Facture_d=C3=A9cembre?=", 500),
+        mail(
+            1,
+            "Bob Smith <bob@example.com>",
+            "=?UTF-8?Q?Facture_d=C3=A9cembre?=",
+            500,
+        ),
         mail(2, "carol@example.org", "Lunch", 100_000),
         mail(3, "\"Dupont, Renée\" <renee@example.fr>", "Réunion", 2000),
     ];
@@ -60,7 +65,15 @@ fn filled_by_runs_absent_before_added_by_a_writer_and_completed_by_reindex() {
     let (s, notes) = subjects(&root, &all);
     assert_eq!(s, ["Facture décembre", "Lunch", "Réunion"]);
     assert!(notes.is_empty(), "{notes:?}");
-    let r = find(&root, USER, &FindQuery { from: Some("RENÉE".into()), ..all.clone() }).unwrap();
+    let r = find(
+        &root,
+        USER,
+        &FindQuery {
+            from: Some("RENÉE".into()),
+            ..all.clone()
+        },
+    )
+    .unwrap();
     assert_eq!(r.messages.len(), 1);
     assert_eq!(r.messages[0].folder, "Données");
     assert_eq!(r.messages[0].state, FoundState::Live);
@@ -70,10 +83,8 @@ fn filled_by_runs_absent_before_added_by_a_writer_and_completed_by_reindex() {
     let index = UserDir::new(&root, USER).unwrap().index_path();
     {
         let c = rusqlite::Connection::open(&index).unwrap();
-        c.execute_batch(
-            "DROP TABLE headers; DROP TABLE headers_start; PRAGMA user_version = 2;",
-        )
-        .unwrap();
+        c.execute_batch("DROP TABLE headers; DROP TABLE headers_start; PRAGMA user_version = 2;")
+            .unwrap();
     }
     let (s, notes) = subjects(&root, &all);
     assert_eq!(s, ["Facture décembre", "Lunch", "Réunion"]);
@@ -111,7 +122,8 @@ fn filled_by_runs_absent_before_added_by_a_writer_and_completed_by_reindex() {
     // A headers row that differs from the message is found.
     {
         let c = rusqlite::Connection::open(&index).unwrap();
-        c.execute("UPDATE headers SET subject = 'forged'", []).unwrap();
+        c.execute("UPDATE headers SET subject = 'forged'", [])
+            .unwrap();
     }
     let v = verify_user(&root, USER);
     assert!(!v.is_clean());

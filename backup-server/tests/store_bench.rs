@@ -235,7 +235,8 @@ fn header_index_cost() {
     let vacuumed = |drop_headers: bool| -> u64 {
         let copy = root.path().join(format!("copy-{drop_headers}.sqlite3"));
         let c = rusqlite::Connection::open(&idx).unwrap();
-        c.execute("VACUUM INTO ?1", [copy.to_str().unwrap()]).unwrap();
+        c.execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
+            .unwrap();
         drop(c);
         let c = rusqlite::Connection::open(&copy).unwrap();
         if drop_headers {

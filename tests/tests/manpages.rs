@@ -17,7 +17,11 @@ fn every_generated_page_renders_with_man() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let listed = String::from_utf8(o.stdout).unwrap();
     let pages: Vec<&str> = listed.lines().collect();
-    for want in ["backup-server.1", "backup-server-find.1", "backup-server-restore.1"] {
+    for want in [
+        "backup-server.1",
+        "backup-server-find.1",
+        "backup-server-restore.1",
+    ] {
         assert!(pages.iter().any(|p| p.ends_with(want)), "{listed}");
     }
     for page in pages {
@@ -35,7 +39,10 @@ fn every_generated_page_renders_with_man() {
             .unwrap()
             .to_string_lossy()
             .into_owned();
-        assert!(shown.contains("NAME") && shown.contains(&name), "{page}: {shown}");
+        assert!(
+            shown.contains("NAME") && shown.contains(&name),
+            "{page}: {shown}"
+        );
         assert!(shown.contains("OPTIONS"), "{page}: {shown}");
     }
 }

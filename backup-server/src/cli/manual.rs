@@ -80,7 +80,10 @@ mod tests {
         let mut want = vec!["backup-server".to_owned()];
         names(&Cli::command(), "backup-server", &mut want);
         assert!(want.contains(&"backup-server-find".to_owned()), "{want:?}");
-        assert!(want.contains(&"backup-server-users-refresh".to_owned()), "{want:?}");
+        assert!(
+            want.contains(&"backup-server-users-refresh".to_owned()),
+            "{want:?}"
+        );
         for name in &want {
             let p = dir.path().join(format!("{name}.1"));
             assert!(pages.contains(&p), "no page {}: {pages:?}", p.display());

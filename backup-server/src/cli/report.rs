@@ -6,7 +6,9 @@
 use super::{Out, Status};
 use anyhow::Context;
 use backup_server::config::Config;
-use backup_server::report::{age_report, late_users_in, AgeReport, LateUser, DEFAULT_MAX_AGE_HOURS};
+use backup_server::report::{
+    age_report, late_users_in, AgeReport, LateUser, DEFAULT_MAX_AGE_HOURS,
+};
 use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -167,6 +167,9 @@ From: not a header\r\n";
         assert!(h.subject.len() <= FIELD_MAX);
         assert!(h.subject.chars().all(|c| c == 'é'));
         assert_eq!(extract(b""), MessageHeaders::default());
-        assert_eq!(extract(b"\x00\xff\xfe garbage"), extract(b"\x00\xff\xfe garbage"));
+        assert_eq!(
+            extract(b"\x00\xff\xfe garbage"),
+            extract(b"\x00\xff\xfe garbage")
+        );
     }
 }

@@ -331,9 +331,7 @@ fn insert_headers(db: &IndexDb, id: i64, h: &super::headers::MessageHeaders) -> 
             "INSERT INTO headers (entry, from_addr, to_addr, subject, date, message_id)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
-        .and_then(|mut st| {
-            st.execute(params![id, h.from, h.to, h.subject, h.date, h.message_id])
-        })
+        .and_then(|mut st| st.execute(params![id, h.from, h.to, h.subject, h.date, h.message_id]))
         .sql(&db.path)?;
     Ok(())
 }

@@ -349,12 +349,7 @@ impl<'s> RunWriter<'s> {
             check_guid(guid, Guid(hasher.finalize().into()))?;
             tmp.seek(SeekFrom::Start(0))
                 .io(&dir, "rewinding a spool file")?;
-            self.append_message(
-                meta,
-                len,
-                BufReader::with_capacity(64 * 1024, tmp),
-                &head,
-            )?
+            self.append_message(meta, len, BufReader::with_capacity(64 * 1024, tmp), &head)?
         };
         self.summary.messages_stored += 1;
         self.summary.message_bytes += len;

@@ -64,9 +64,7 @@ pub fn decode(name: &str) -> Result<String, Mutf7Error> {
         if run.is_empty() {
             out.push('&');
         } else {
-            let bytes = engine()
-                .decode(run)
-                .map_err(|_| err(i + 1, "bad base64"))?;
+            let bytes = engine().decode(run).map_err(|_| err(i + 1, "bad base64"))?;
             if bytes.len() % 2 != 0 {
                 return Err(err(i + 1, "an odd number of UTF-16 bytes"));
             }
@@ -142,7 +140,10 @@ mod tests {
             decode("~peter/mail/&U,BTFw-/&ZeVnLIqe-").unwrap(),
             "~peter/mail/台北/日本語"
         );
-        assert_eq!(encode("~peter/mail/台北/日本語"), "~peter/mail/&U,BTFw-/&ZeVnLIqe-");
+        assert_eq!(
+            encode("~peter/mail/台北/日本語"),
+            "~peter/mail/&U,BTFw-/&ZeVnLIqe-"
+        );
         assert_eq!(decode("Tom &- Jerry").unwrap(), "Tom & Jerry");
         assert_eq!(encode("Tom & Jerry"), "Tom &- Jerry");
         assert_eq!(encode("INBOX"), "INBOX");
@@ -152,7 +153,10 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_modified_utf7() {
-        assert_eq!(decode("a&AOk").unwrap_err().why, "an & without its closing -");
+        assert_eq!(
+            decode("a&AOk").unwrap_err().why,
+            "an & without its closing -"
+        );
         assert!(decode("a&A-").is_err());
         assert!(decode("caf\u{e9}").is_err());
         // A lone high surrogate.
