@@ -13,9 +13,11 @@
 
 use std::path::Path;
 
+use formats::archive::{EntryMeta, ScanEvent, Scanner};
 use formats::imap::mutf7;
 use formats::{Guid, Timestamp};
 use rusqlite::OptionalExtension;
+use std::collections::HashMap;
 use std::io::Read;
 
 use crate::point_in_time::rfc3339;
@@ -214,6 +216,8 @@ pub fn find_in(reader: &StoreReader, q: &FindQuery) -> Result<FindReport, FindEr
     let mut report = FindReport::default();
     let mut from_data_file = 0u64;
     let mut not_held = 0u64;
+    let mut unreadable = 0u64;
+    let scanned = unindexed_headers(cat).map_err(read)?;
     let mut more = false;
     'folders: for f in &folders {
         let mut records = Vec::new();
@@ -243,12 +247,14 @@ pub fn find_in(reader: &StoreReader, q: &FindQuery) -> Result<FindReport, FindEr
                 not_held += 1;
                 continue;
             }
-            let Some((h, indexed)) = headers_of(cat, &m.guid).map_err(read)? else {
+            let Some((h, source)) = headers_of(cat, &m.guid, &scanned).map_err(read)? else {
                 not_held += 1;
                 continue;
             };
-            if !indexed {
-                from_data_file += 1;
+            match source {
+                Source::Index => {}
+                Source::DataFile => from_data_file += 1,
+                Source::Unreadable => unreadable += 1,
             }
             if !matches(q, &h, m.internal_date.secs) {
                 continue;
@@ -284,6 +290,12 @@ pub fn find_in(reader: &StoreReader, q: &FindQuery) -> Result<FindReport, FindEr
         report.notes.push(format!(
             "{from_data_file} messages' headers were read from the data file (stored before \
              the store had a header index): `backup-server reindex --user {user}` indexes them"
+        ));
+    }
+    if unreadable > 0 {
+        report.notes.push(format!(
+            "{unreadable} messages' copies could not be read (damage): searched by folder, \
+             date and state only; `backup-server verify --user {user}` names them"
         ));
     }
     if not_held > 0 {
@@ -356,54 +368,138 @@ fn folders_up_to(cat: &Catalog, at: Option<Timestamp>) -> Result<Vec<Folder>, St
     Ok(out)
 }
 
-/// A message's header fields: from the header index, or read from the data file when the
-/// index has no row for it. `None` when the store does not hold the message. The flag says
-/// whether they came from the index.
-fn headers_of(cat: &Catalog, guid: &Guid) -> Result<Option<(MessageHeaders, bool)>, StoreError> {
+/// Where a message's header fields came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The header index.
+    Index,
+    /// Its header block, read from the data file.
+    DataFile,
+    /// Nowhere: its copy could not be read (damage); searched with empty fields.
+    Unreadable,
+}
+
+/// Messages without header rows past which the data file is read in one pass rather than
+/// one message at a time (each of which inflates its chunk up to the message).
+const SCAN_FROM: usize = 32;
+
+/// The header fields of the messages the header index lacks (a store made before it), by
+/// entry id, read in one pass over the data file: empty when there are few (they are read
+/// one at a time). What the pass cannot read (damage, a torn tail) is left out, and read
+/// one at a time too.
+fn unindexed_headers(cat: &Catalog) -> Result<HashMap<i64, MessageHeaders>, StoreError> {
+    let db = &cat.db;
+    let wanted: HashMap<(u64, u64), i64> = db
+        .conn
+        .prepare_cached(
+            "SELECT e.id, e.chunk, e.header_offset FROM messages m
+             JOIN entries e ON e.id = m.entry
+             LEFT JOIN headers h ON h.entry = m.entry WHERE h.entry IS NULL",
+        )
+        .and_then(|mut st| {
+            st.query_map([], |r| {
+                Ok((
+                    (r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64),
+                    r.get(0)?,
+                ))
+            })?
+            .collect()
+        })
+        .map_err(|source| StoreError::Sqlite {
+            path: db.path.clone(),
+            source,
+        })?;
+    let mut out = HashMap::new();
+    if wanted.len() < SCAN_FROM {
+        return Ok(out);
+    }
+    let mut scanner = Scanner::new(cat.data.reader(0));
+    let mut head = Vec::new();
+    while out.len() < wanted.len() {
+        match scanner.next_event() {
+            Ok(ScanEvent::Entry(mut e)) => {
+                if !matches!(e.header.meta, EntryMeta::Message(_)) {
+                    continue;
+                }
+                let key = (e.location.chunk_offset, e.location.header_offset);
+                let Some(&id) = wanted.get(&key) else {
+                    continue;
+                };
+                head.clear();
+                if (&mut e)
+                    .take(HEADER_BLOCK_MAX as u64)
+                    .read_to_end(&mut head)
+                    .is_ok()
+                {
+                    out.insert(id, extract(&head));
+                }
+            }
+            Ok(ScanEvent::End(_)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// A message's header fields: from the header index, from `scanned` (see
+/// [`unindexed_headers`]), or read from the data file. `None` when the store does not hold
+/// the message.
+fn headers_of(
+    cat: &Catalog,
+    guid: &Guid,
+    scanned: &HashMap<i64, MessageHeaders>,
+) -> Result<Option<(MessageHeaders, Source)>, StoreError> {
     let db = &cat.db;
     let sql_err = |source| StoreError::Sqlite {
         path: db.path.clone(),
         source,
     };
-    let row: Option<Option<MessageHeaders>> = db
+    let row: Option<(i64, Option<MessageHeaders>)> = db
         .conn
         .prepare_cached(
-            "SELECT h.entry IS NOT NULL, h.from_addr, h.to_addr, h.subject, h.date,
+            "SELECT m.entry, h.entry IS NOT NULL, h.from_addr, h.to_addr, h.subject, h.date,
                     h.message_id
              FROM messages m LEFT JOIN headers h ON h.entry = m.entry WHERE m.guid = ?1",
         )
         .and_then(|mut st| {
             st.query_row([&guid.0[..]], |r| {
-                if !r.get::<_, bool>(0)? {
-                    return Ok(None);
+                let entry: i64 = r.get(0)?;
+                if !r.get::<_, bool>(1)? {
+                    return Ok((entry, None));
                 }
-                Ok(Some(MessageHeaders {
-                    from: r.get(1)?,
-                    to: r.get(2)?,
-                    subject: r.get(3)?,
-                    date: r.get(4)?,
-                    message_id: r.get(5)?,
-                }))
+                Ok((
+                    entry,
+                    Some(MessageHeaders {
+                        from: r.get(2)?,
+                        to: r.get(3)?,
+                        subject: r.get(4)?,
+                        date: r.get(5)?,
+                        message_id: r.get(6)?,
+                    }),
+                ))
             })
             .optional()
         })
         .map_err(sql_err)?;
-    match row {
+    let entry = match row {
         None => return Ok(None),
-        Some(Some(h)) => return Ok(Some((h, true))),
-        Some(None) => {}
+        Some((_, Some(h))) => return Ok(Some((h, Source::Index))),
+        Some((entry, None)) => entry,
+    };
+    if let Some(h) = scanned.get(&entry) {
+        return Ok(Some((h.clone(), Source::DataFile)));
     }
-    let Some(mut r) = cat.open_message(guid)? else {
-        return Ok(None);
+    // One message: its chunk inflated up to it. A copy that cannot be read is still a
+    // message the user had: found by folder, date and state, with empty header fields.
+    let Ok(Some(mut r)) = cat.open_message(guid) else {
+        return Ok(Some((MessageHeaders::default(), Source::Unreadable)));
     };
     let mut head = Vec::new();
-    (&mut r)
+    match (&mut r)
         .take(HEADER_BLOCK_MAX as u64)
         .read_to_end(&mut head)
-        .map_err(|source| StoreError::Io {
-            path: cat.data_path().to_path_buf(),
-            op: "reading a message's header block",
-            source,
-        })?;
-    Ok(Some((extract(&head), false)))
+    {
+        Ok(_) => Ok(Some((extract(&head), Source::DataFile))),
+        Err(_) => Ok(Some((MessageHeaders::default(), Source::Unreadable))),
+    }
 }

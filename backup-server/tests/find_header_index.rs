@@ -139,3 +139,54 @@ fn filled_by_runs_absent_before_added_by_a_writer_and_completed_by_reindex() {
     let v = verify_user(&root, USER);
     assert!(v.is_clean(), "{v:#?}");
 }
+
+#[test]
+fn a_store_before_the_index_is_searched_in_one_pass_over_its_data_file() {
+    // More unindexed messages than are read one at a time: one scan of the data file.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let clock = TestClock::at(1_800_000_000);
+    let mut o = opts(&clock);
+    o.chunk_cap = 8 * 1024;
+    let msgs: Vec<Vec<u8>> = (0..40)
+        .map(|i| {
+            mail(
+                100 + i,
+                &format!("S{i} <s{i}@example.com>"),
+                &format!("Nummer {i}"),
+                1500,
+            )
+        })
+        .collect();
+    let recs: Vec<Rec> = msgs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Rec::new(i as u32 + 1, m))
+        .collect();
+    let mut store = Store::open(&root, USER, o).unwrap();
+    commit_run(
+        &mut store,
+        &msgs,
+        &[&Snap::new("u-i", "INBOX", 9, &recs, clock.secs())],
+    );
+    drop(store);
+    let index = UserDir::new(&root, USER).unwrap().index_path();
+    let c = rusqlite::Connection::open(&index).unwrap();
+    c.execute_batch("DROP TABLE headers; DROP TABLE headers_start; PRAGMA user_version = 2;")
+        .unwrap();
+    drop(c);
+    let r = find(&root, USER, &FindQuery::default()).unwrap();
+    assert_eq!(r.messages.len(), 40);
+    for m in &r.messages {
+        let i = m.uid - 1;
+        assert_eq!(m.subject, format!("Nummer {i}"));
+        assert_eq!(m.from, format!("S{i} <s{i}@example.com>"));
+    }
+    assert_eq!(r.notes.len(), 1, "{:?}", r.notes);
+    assert!(r.notes[0].starts_with("40 messages' headers were read from the data file"));
+    let q = FindQuery {
+        subject: Some("NUMMER 17".into()),
+        ..FindQuery::default()
+    };
+    assert_eq!(find(&root, USER, &q).unwrap().messages[0].uid, 18);
+}
