@@ -153,6 +153,68 @@ impl AgeReport {
     }
 }
 
+/// A user at or over the limit, or never backed up complete: who the report names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LateUser {
+    /// The user.
+    pub user: String,
+    /// Whole hours since its last complete backup started; `None`: never.
+    pub age_hours: Option<u64>,
+}
+
+/// The late users (as [`AgeRow::over`] counts them: vanished ones left out), never backed
+/// up first, then the oldest backups first, then by name; the first `limit` (`None`: all),
+/// and how many there are in all.
+pub fn late_users(
+    conn: &Connection,
+    now: i64,
+    max_age_hours: u32,
+    limit: Option<usize>,
+) -> rusqlite::Result<(Vec<LateUser>, u64)> {
+    // The same ages as docs/report.sql (a last_success after `now` counts as 0 hours).
+    let age = "CASE WHEN last_success IS NULL THEN NULL
+                    WHEN last_success >= :now THEN 0
+                    ELSE (:now - last_success) / 3600 END";
+    let late =
+        format!("vanished_at IS NULL AND (last_success IS NULL OR ({age}) >= :max_age_hours)");
+    let total: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM users WHERE {late}"),
+        named_params! {":now": now, ":max_age_hours": max_age_hours},
+        |r| r.get(0),
+    )?;
+    let limit = limit.map_or(-1, |l| l.min(i64::MAX as usize) as i64);
+    let mut st = conn.prepare(&format!(
+        "SELECT name, {age} FROM users WHERE {late}
+         ORDER BY last_success IS NOT NULL, last_success, name LIMIT :limit"
+    ))?;
+    let users = st
+        .query_map(
+            named_params! {":now": now, ":max_age_hours": max_age_hours, ":limit": limit},
+            |r| {
+                Ok(LateUser {
+                    user: r.get(0)?,
+                    age_hours: r.get::<_, Option<i64>>(1)?.map(|a| a.max(0) as u64),
+                })
+            },
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok((users, total.max(0) as u64))
+}
+
+/// [`late_users`] from the state db at `path` (opened read-only).
+pub fn late_users_in(
+    path: &Path,
+    now: i64,
+    max_age_hours: u32,
+    limit: Option<usize>,
+) -> Result<(Vec<LateUser>, u64), ReportError> {
+    let conn = open_state_db(path)?;
+    late_users(&conn, now, max_age_hours, limit).map_err(|source| ReportError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// The report from the state db at `path` (opened read-only), ages computed against `now`
 /// (unix seconds) and marked at `max_age_hours`.
 pub fn age_report(path: &Path, now: i64, max_age_hours: u32) -> Result<AgeReport, ReportError> {

@@ -6,7 +6,8 @@
 set -eu
 
 # cyrus-replication: sync_server, which the restore-into-Cyrus tests write through.
-PACKAGES="cyrus-imapd cyrus-admin cyrus-clients cyrus-replication sasl2-bin libsasl2-modules python3 util-linux strace sqlite3"
+# man-db: `man -l` of backup-server's generated pages (tests/tests/manpages.rs).
+PACKAGES="cyrus-imapd cyrus-admin cyrus-clients cyrus-replication sasl2-bin libsasl2-modules python3 util-linux strace sqlite3 man-db"
 
 missing=""
 for p in $PACKAGES; do

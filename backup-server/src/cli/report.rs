@@ -6,7 +6,9 @@
 use super::{Out, Status};
 use anyhow::Context;
 use backup_server::config::Config;
-use backup_server::report::{age_report, AgeReport, DEFAULT_MAX_AGE_HOURS};
+use backup_server::report::{
+    age_report, late_users_in, AgeReport, LateUser, DEFAULT_MAX_AGE_HOURS,
+};
 use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,6 +35,18 @@ pub struct ReportArgs {
     /// The clock to compute ages against (default: now): RFC 3339 or unix seconds.
     #[arg(long, value_parser = backup_server::point_in_time::parse_time)]
     now: Option<formats::Timestamp>,
+    /// Name every late user (by default the first 20: never backed up, then the oldest).
+    #[arg(long)]
+    all: bool,
+}
+
+/// Late users named when `--all` is not given.
+const LATE_SHOWN: usize = 20;
+
+/// The late users named, and how many there are.
+struct Late {
+    users: Vec<LateUser>,
+    total: u64,
 }
 
 /// Makes the report from the configured state db and prints it (or mails the table,
@@ -40,12 +54,16 @@ pub struct ReportArgs {
 pub fn run(config: &Config, a: &ReportArgs, out: &mut Out<impl Write>) -> anyhow::Result<Status> {
     let now = a.now.map_or_else(system_now, |t| t.secs);
     let report = age_report(&config.state_db, now, a.max_age_hours).context("report")?;
+    let limit = (!a.all).then_some(LATE_SHOWN);
+    let (users, total) =
+        late_users_in(&config.state_db, now, a.max_age_hours, limit).context("report")?;
+    let late = Late { users, total };
     match &a.mail_to {
-        Some(to) => mail(&report, to, &sendmail_path()).context("report")?,
+        Some(to) => mail(&report, &late_lines(&late), to, &sendmail_path()).context("report")?,
         None => out.text(&match a.format.as_str() {
-            "json" => json(&report),
+            "json" => json(&report, &late.users),
             "prometheus" => prometheus(&report),
-            _ => table(&report),
+            _ => table(&report) + &late_lines(&late),
         })?,
     }
     Ok(status(&report))
@@ -110,8 +128,38 @@ fn table(r: &AgeReport) -> String {
     s
 }
 
-/// One JSON object on one line (fields in docs/backup-server.md).
-fn json(r: &AgeReport) -> String {
+/// The late users by name, after the table: the first [`LATE_SHOWN`] unless `--all`.
+fn late_lines(late: &Late) -> String {
+    let mut s = String::new();
+    if late.users.is_empty() {
+        return s;
+    }
+    let shown = late.users.len() as u64;
+    if shown < late.total {
+        let _ = writeln!(
+            s,
+            "\nLate users (the first {shown} of {}; --all names every one):",
+            late.total
+        );
+    } else {
+        let _ = writeln!(s, "\nLate users:");
+    }
+    for u in &late.users {
+        match u.age_hours {
+            Some(h) => {
+                let _ = writeln!(s, "  {}\t{h} h", u.user);
+            }
+            None => {
+                let _ = writeln!(s, "  {}\tnever", u.user);
+            }
+        }
+    }
+    s
+}
+
+/// One JSON object on one line (fields in docs/backup-server.md); `late`: the late users
+/// named.
+fn json(r: &AgeReport, late: &[LateUser]) -> String {
     // Only integers, booleans and null: written by hand, no JSON crate needed.
     let mut s = String::new();
     let _ = write!(
@@ -133,6 +181,18 @@ fn json(r: &AgeReport) -> String {
             if i == 0 { "" } else { "," },
             row.users,
             row.over
+        );
+    }
+    s.push_str("],\"late\":[");
+    for (i, u) in late.iter().enumerate() {
+        let name = serde_json::to_string(&u.user).unwrap_or_else(|_| "\"\"".into());
+        let age = u
+            .age_hours
+            .map_or_else(|| "null".to_string(), |a| a.to_string());
+        let _ = write!(
+            s,
+            "{}{{\"user\":{name},\"age_hours\":{age}}}",
+            if i == 0 { "" } else { "," }
         );
     }
     s.push_str("]}\n");
@@ -197,8 +257,9 @@ fn prometheus(r: &AgeReport) -> String {
     s
 }
 
-/// The mail `--mail-to` sends: headers (sendmail adds From, Date, Message-ID) and the table.
-fn mail_message(r: &AgeReport, to: &str) -> String {
+/// The mail `--mail-to` sends: headers (sendmail adds From, Date, Message-ID), the table
+/// and `late` (the late users' lines).
+fn mail_message(r: &AgeReport, late: &str, to: &str) -> String {
     let over = r.over_max_age();
     let subject = if over == 0 {
         format!(
@@ -213,7 +274,7 @@ fn mail_message(r: &AgeReport, to: &str) -> String {
         )
     };
     format!(
-        "To: {to}\nSubject: {subject}\nAuto-Submitted: auto-generated\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n{}",
+        "To: {to}\nSubject: {subject}\nAuto-Submitted: auto-generated\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n{}{late}",
         table(r)
     )
 }
@@ -266,7 +327,7 @@ fn sendmail_path() -> PathBuf {
 }
 
 /// Hands the table to `sendmail -i -- TO` and waits for it to take the mail.
-fn mail(report: &AgeReport, to: &str, sendmail: &Path) -> Result<(), MailError> {
+fn mail(report: &AgeReport, late: &str, to: &str, sendmail: &Path) -> Result<(), MailError> {
     if to.trim().is_empty() || to.contains(['\r', '\n']) || to.starts_with('-') {
         return Err(MailError::BadAddress(to.to_string()));
     }
@@ -282,7 +343,7 @@ fn mail(report: &AgeReport, to: &str, sendmail: &Path) -> Result<(), MailError> 
     let written = child
         .stdin
         .take()
-        .map(|mut stdin| stdin.write_all(mail_message(report, to).as_bytes()));
+        .map(|mut stdin| stdin.write_all(mail_message(report, late, to).as_bytes()));
     // stdin is closed here (dropped), so sendmail sees the end of the message.
     let status = child.wait().map_err(|source| MailError::Wait {
         path: path(),
@@ -368,14 +429,38 @@ mod tests {
     #[test]
     fn json_and_prometheus() {
         assert_eq!(
-            json(&sample()),
+            json(
+                &sample(),
+                &[
+                    LateUser {
+                        user: "b\"ob".into(),
+                        age_hours: None
+                    },
+                    LateUser {
+                        user: "carol".into(),
+                        age_hours: Some(30)
+                    }
+                ]
+            ),
             format!(
                 "{{\"now\":{NOW},\"max_age_hours\":24,\"users\":8,\"never_backed_up\":2,\"over_max_age\":4,\"rows\":[\
                  {{\"age_hours\":0,\"users\":3,\"over\":false}},\
                  {{\"age_hours\":23,\"users\":1,\"over\":false}},\
                  {{\"age_hours\":24,\"users\":2,\"over\":true}},\
-                 {{\"age_hours\":null,\"users\":2,\"over\":true}}]}}\n"
+                 {{\"age_hours\":null,\"users\":2,\"over\":true}}],\
+                 \"late\":[{{\"user\":\"b\\\"ob\",\"age_hours\":null}},{{\"user\":\"carol\",\"age_hours\":30}}]}}\n"
             )
+        );
+        let late = Late {
+            users: vec![LateUser {
+                user: "dave".into(),
+                age_hours: Some(25),
+            }],
+            total: 3,
+        };
+        assert_eq!(
+            late_lines(&late),
+            "\nLate users (the first 1 of 3; --all names every one):\n  dave\t25 h\n"
         );
         let p = prometheus(&sample());
         let samples: Vec<&str> = p.lines().filter(|l| !l.starts_with('#')).collect();
@@ -396,15 +481,15 @@ mod tests {
 
     #[test]
     fn the_mail_and_refused_addresses() {
-        let m = mail_message(&sample(), "ops@example.org");
+        let m = mail_message(&sample(), "", "ops@example.org");
         assert!(m.starts_with(
             "To: ops@example.org\nSubject: mailbackup: 4 users not backed up within 24 h\n"
         ));
         assert!(m.ends_with(&format!("\n\n{}", table(&sample()))));
-        let m = mail_message(&report(&[(Some(1), 2, false)]), "ops");
+        let m = mail_message(&report(&[(Some(1), 2, false)]), "", "ops");
         assert!(m.contains("\nSubject: mailbackup: all 2 users backed up within 24 h\n"));
         for bad in ["", "-oQ/tmp", "a\nBcc: b"] {
-            let e = mail(&sample(), bad, Path::new("/nonexistent")).unwrap_err();
+            let e = mail(&sample(), "", bad, Path::new("/nonexistent")).unwrap_err();
             assert!(matches!(e, MailError::BadAddress(_)), "{bad:?}: {e}");
         }
     }
