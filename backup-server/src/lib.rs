@@ -17,6 +17,7 @@
 //! * [`compact`]: rewriting stores whose dirty ratio passes a threshold.
 //! * [`repair`]: a new store from the intact chunks of a damaged or truncated data file.
 //! * [`report`]: the backup-age report.
+//! * [`console`]: the support staff's web console (`backup-server console`).
 //! * [`private`]: stores, indexes, locks and the state db created 0700/0600 whatever the
 //!   umask; places others can write refused.
 //!
@@ -27,6 +28,7 @@ pub mod backup;
 pub mod client;
 pub mod compact;
 pub mod config;
+pub mod console;
 pub mod ls;
 pub mod point_in_time;
 pub mod private;

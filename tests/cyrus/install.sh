@@ -6,7 +6,8 @@
 set -eu
 
 # cyrus-replication: sync_server, which the restore-into-Cyrus tests write through.
-PACKAGES="cyrus-imapd cyrus-admin cyrus-clients cyrus-replication sasl2-bin libsasl2-modules python3 util-linux strace sqlite3"
+# chromium, chromium-driver: the console's tests drive a headless Chromium (WebDriver).
+PACKAGES="cyrus-imapd cyrus-admin cyrus-clients cyrus-replication sasl2-bin libsasl2-modules python3 util-linux strace sqlite3 chromium chromium-driver"
 
 missing=""
 for p in $PACKAGES; do

@@ -7,6 +7,7 @@
 //! ([`Status`]).
 
 mod compact;
+mod console;
 mod ls;
 mod repair;
 mod report;
@@ -68,11 +69,23 @@ pub enum Command {
     /// Restore mail from a user's backup into Maildir, mbox, .eml files, an IMAP account or
     /// Cyrus itself, as it was (docs/restore.md).
     Restore(Box<restore::RestoreArgs>),
+    /// The support staff's web console: sign in, browse a user's backup as of any time,
+    /// open a message, restore or download messages (docs/console.md).
+    Console(console::ConsoleArgs),
 }
 
 /// Runs the command. `stop` is set by SIGINT/SIGTERM. An error is what to print on stderr
 /// (or, when [`Status::of`] says [`Status::ReaderGone`], nothing).
 pub fn execute(cli: &Cli, stop: &AtomicBool) -> anyhow::Result<Status> {
+    // Writing an account needs no configuration file.
+    if let Command::Console(a) = &cli.command {
+        let mut out = Out::new(io::stdout());
+        if let Some(r) = console::without_config(a, &mut out) {
+            let s = r?;
+            out.flush()?;
+            return Ok(s);
+        }
+    }
     let config = Config::load(&cli.config).inspect_err(|e| tracing::error!("{e}"))?;
     // A store root or state db others can write is refused; one they can read, said.
     let warnings = backup_server::private::check_places(&config.store_root, &config.state_db)?;
@@ -96,6 +109,7 @@ pub fn execute(cli: &Cli, stop: &AtomicBool) -> anyhow::Result<Status> {
         Command::Repair(a) => with(Out::new(stdout), |out| repair::run(&config, a, out)),
         Command::Compact(a) => with(Out::new(stdout), |out| compact::run(&config, a, out)),
         Command::Restore(a) => with(Out::new(stdout), |out| restore::run(&config, a, out)),
+        Command::Console(a) => with(Out::new(stdout), |out| console::run(&config, a, stop, out)),
     }
 }
 
