@@ -1,4 +1,4 @@
-//! The command line: `backup-server --config FILE run | users refresh | ls | restore | verify
+//! The command line: `backup-server --config FILE run | users refresh | ls | find | restore | verify
 //! | reindex | repair | compact | report`.
 //!
 //! A module of the binary: one file per subcommand, each parsing its arguments, calling the
@@ -8,6 +8,7 @@
 
 mod compact;
 mod console;
+mod find;
 mod ls;
 mod repair;
 mod report;
@@ -51,6 +52,10 @@ pub enum Command {
     },
     /// Folders and messages of a user's backup, as of a point in time.
     Ls(ls::LsArgs),
+    /// Messages of a user's backup by sender, recipient, subject, date or folder, live,
+    /// expunged or in deleted folders; each with the GUID `restore --guid` takes. Exit 2
+    /// when nothing matched.
+    Find(find::FindArgs),
     /// The backup-age report: users by whole hours since their last complete backup; exit 2
     /// when any is at or over the limit (docs/backup-server.md).
     Report(report::ReportArgs),
@@ -102,6 +107,9 @@ pub fn execute(cli: &Cli, stop: &AtomicBool) -> anyhow::Result<Status> {
         // Many lines: written in blocks rather than a write each.
         Command::Ls(a) => with(Out::new(io::BufWriter::new(stdout)), |out| {
             ls::run(&config, a, out)
+        }),
+        Command::Find(a) => with(Out::new(io::BufWriter::new(stdout)), |out| {
+            find::run(&config, a, out)
         }),
         Command::Report(a) => with(Out::new(stdout), |out| report::run(&config, a, out)),
         Command::Verify(a) => with(Out::new(stdout), |out| verify::verify(&config, a, out)),

@@ -12,7 +12,8 @@
 //!   sign-in and sign-out; [`sessions`]: the session cookie; [`csrf`]: every POST's token;
 //!   [`throttle`]: sign-in failures.
 //! * [`pages`]: the pages that show (users, a user's timeline and folders, a folder, a
-//!   message); [`actions`]: restore and download; [`display`]: a message made safe to show.
+//!   message); [`search`]: `find` over a user's backup; [`actions`]: restore and download;
+//!   [`display`]: a message made safe to show.
 //! * [`audit`]: the audit log; [`security_headers`]: CSP and friends on every answer;
 //!   [`templates`]: the pages' templates.
 //!
@@ -25,6 +26,7 @@ pub mod auth;
 pub mod csrf;
 pub mod display;
 pub mod pages;
+pub mod search;
 pub mod security_headers;
 pub mod sessions;
 pub mod templates;
@@ -168,6 +170,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/user", get(pages::user))
         .route("/folder", get(pages::folder))
         .route("/message", get(pages::message))
+        .route("/search", get(search::search))
         .route("/restore", post(actions::restore_post))
         .route("/download", post(actions::download))
         .layer(axum::middleware::from_fn_with_state(

@@ -10,12 +10,13 @@ use serde::Serialize;
 /// The style sheet (the only thing the pages load).
 const STYLE: &str = include_str!("templates/style.css");
 
-const PAGES: [(&str, &str); 9] = [
+const PAGES: [(&str, &str); 10] = [
     ("base.html", include_str!("templates/base.html")),
     ("signin.html", include_str!("templates/signin.html")),
     ("users.html", include_str!("templates/users.html")),
     ("user.html", include_str!("templates/user.html")),
     ("folder.html", include_str!("templates/folder.html")),
+    ("search.html", include_str!("templates/search.html")),
     ("message.html", include_str!("templates/message.html")),
     ("actions.html", include_str!("templates/actions.html")),
     ("done.html", include_str!("templates/done.html")),

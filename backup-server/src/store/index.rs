@@ -57,10 +57,39 @@ pub const MIGRATIONS: &[Migration] = &[
         what: "damaged messages (healed by the next run)",
         sql: SCHEMA_V2,
     },
+    Migration {
+        version: 3,
+        what: "header index (From, To/Cc, Subject, Date, Message-ID of each message)",
+        sql: SCHEMA_HEADERS,
+    },
 ];
 
 /// The schema version this program writes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
+
+/// The header index (version 3): each stored message's From, To and Cc, decoded Subject,
+/// Date (unix seconds) and Message-ID, for `find` (docs/store.md, `headers`). Derived
+/// from the data file (reindex rebuilds it), keyed by the message's entry. An index made
+/// before this step has no rows for the messages it already held: `headers_start` names
+/// the first entry the table covers (the entries after those of the upgraded index; 1 for
+/// an index that had the table from the start), so verify compares only rows a rebuild and
+/// the index can both have, and `find` reads the older messages' header blocks from the
+/// data file (until a reindex covers them).
+const SCHEMA_HEADERS: &str = r#"
+CREATE TABLE headers (
+    entry INTEGER PRIMARY KEY REFERENCES entries(id) DEFERRABLE INITIALLY DEFERRED,
+    from_addr TEXT NOT NULL,
+    to_addr TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    date INTEGER,
+    message_id TEXT NOT NULL
+);
+CREATE TABLE headers_start (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    entry INTEGER NOT NULL
+);
+INSERT INTO headers_start (id, entry) VALUES (1, (SELECT coalesce(max(id), 0) + 1 FROM entries));
+"#;
 
 /// Version 2: the messages found damaged (by verify, a restore or a repair), so the next
 /// run fetches them again while Cyrus still has them (docs/store.md, "Damage and healing").
@@ -204,6 +233,7 @@ pub const TABLES: &[&str] = &[
     "snapshots",
     "records",
     "user_files",
+    "headers",
 ];
 
 /// `path` as an SQLite URI opening it read-only and immutable: every byte but the
@@ -321,19 +351,26 @@ impl IndexDb {
                 supported: SCHEMA_VERSION,
             });
         }
-        if v == 1 {
-            // Version 1 lacks only `damaged`: read it as a store with no damage recorded
-            // (an empty table of the session's own, in memory), so ls, restore and verify
-            // work on stores no run has upgraded yet.
-            db.conn
-                .execute_batch(&SCHEMA_V2.replace("CREATE TABLE", "CREATE TEMP TABLE"))
-                .sql(path)?;
-        } else if v < SCHEMA_VERSION {
+        if v == 0 {
             return Err(StoreError::IndexTooOld {
                 path: path.to_path_buf(),
                 found: v,
                 expected: SCHEMA_VERSION,
             });
+        }
+        // Versions 1 and 2 lack only tables a writer adds empty (or nearly): read them as
+        // a store with no damage recorded and no header rows (empty tables of the
+        // session's own, in memory), so ls, restore, verify and find work on stores no run
+        // has upgraded yet.
+        if v < 2 {
+            db.conn
+                .execute_batch(&SCHEMA_V2.replace("CREATE TABLE", "CREATE TEMP TABLE"))
+                .sql(path)?;
+        }
+        if v < 3 {
+            db.conn
+                .execute_batch(&SCHEMA_HEADERS.replace("CREATE TABLE", "CREATE TEMP TABLE"))
+                .sql(path)?;
         }
         Ok(db)
     }
