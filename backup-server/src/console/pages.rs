@@ -9,6 +9,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{Redirect, Response};
 use axum::Extension;
+use formats::imap::mutf7;
 use formats::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -209,7 +210,10 @@ struct RunLine {
 
 #[derive(Debug, Serialize)]
 struct FolderLine {
+    /// As the store holds it (modified UTF-7): what links carry.
     name: String,
+    /// In UTF-8, as staff read it.
+    label: String,
     messages: String,
     copied: String,
 }
@@ -282,6 +286,7 @@ pub async fn user(
                     .as_ref()
                     .map_or("-".into(), |s| s.exists.to_string()),
                 copied: f.snapshot.as_ref().map_or("-".into(), |s| rfc3339(s.time)),
+                label: mutf7::decode_or_keep(&f.name),
                 name: f.name,
             })
             .collect();
@@ -407,8 +412,9 @@ pub async fn folder(
         StatusCode::OK,
         "folder.html",
         minijinja::context! {
-            title => &q.f, who => &ctx.who, csrf => &ctx.session.csrf, proxy => ctx.proxy,
-            user => &q.u, folder => &q.f, at => at.map(rfc3339).unwrap_or_default(),
+            title => mutf7::decode_or_keep(&q.f), who => &ctx.who, csrf => &ctx.session.csrf,
+            proxy => ctx.proxy, user => &q.u, folder => &q.f,
+            folder_label => mutf7::decode_or_keep(&q.f), at => at.map(rfc3339).unwrap_or_default(),
             when => when(at), total, messages, page, pages => total.div_ceil(PAGE_SIZE),
             targets => app.target_names(), whole_ok => true,
         },
@@ -473,7 +479,8 @@ pub async fn message(
         minijinja::context! {
             title => if shown.subject.is_empty() { "(no subject)" } else { shown.subject.as_str() },
             who => &ctx.who, csrf => &ctx.session.csrf, proxy => ctx.proxy,
-            user => &q.u, folder => &q.f, uid => q.uid, at => at.map(rfc3339).unwrap_or_default(),
+            user => &q.u, folder => &q.f, uid => q.uid,
+            folder_label => mutf7::decode_or_keep(&q.f), at => at.map(rfc3339).unwrap_or_default(),
             when => when(at), m => &shown, size => m.size, guid => m.guid.to_hex(),
             internal_date => crate::restore::imap::imap_date(m.internal_date),
             flags => if m.flags.is_empty() { "none".to_owned() } else { m.flags.join(" ") },
