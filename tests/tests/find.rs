@@ -154,7 +154,10 @@ fn find_by_each_criterion_then_restore_what_was_found() {
     assert_eq!(invoice.folder, "INBOX");
     assert_eq!(invoice.uid, uid_of["invoice"]);
     assert_eq!(invoice.from, "Bob Smith <bob@example.com>");
-    assert_eq!(invoice.to, "finder@example.org, Dave <dave@example.net>");
+    assert_eq!(
+        invoice.to,
+        "finder@example.org, Dave <dave@example.net>"
+    );
     assert_eq!(invoice.subject, "Facture décembre");
     assert_eq!(invoice.date, Some(1_795_509_000));
     assert_eq!(invoice.message_id, "inv-1@example.com");
@@ -180,12 +183,7 @@ fn find_by_each_criterion_then_restore_what_was_found() {
 
     // Each criterion alone.
     let q = FindQuery::default;
-    let from = |s: &str| {
-        keys(&run(FindQuery {
-            from: Some(s.into()),
-            ..q()
-        }))
-    };
+    let from = |s: &str| keys(&run(FindQuery { from: Some(s.into()), ..q() }));
     assert_eq!(from("BOB"), set(&["invoice"]));
     assert_eq!(from("carol@example"), set(&["greetings"]));
     assert_eq!(from("renée"), set(&["meeting"]));
@@ -193,17 +191,9 @@ fn find_by_each_criterion_then_restore_what_was_found() {
     assert_eq!(from("jörg"), set(&["plan"]));
     assert_eq!(from("example.net"), set(&["overdue"]));
     assert_eq!(from("nobody"), set(&[]));
-    let to = keys(&run(FindQuery {
-        to: Some("dave".into()),
-        ..q()
-    }));
+    let to = keys(&run(FindQuery { to: Some("dave".into()), ..q() }));
     assert_eq!(to, set(&["invoice"]));
-    let subject = |s: &str| {
-        keys(&run(FindQuery {
-            subject: Some(s.into()),
-            ..q()
-        }))
-    };
+    let subject = |s: &str| keys(&run(FindQuery { subject: Some(s.into()), ..q() }));
     assert_eq!(subject("DÉCEMBRE"), set(&["invoice"]));
     assert_eq!(subject("köln"), set(&["greetings"]));
     assert_eq!(subject("réunion"), set(&["meeting"]));
@@ -215,28 +205,12 @@ fn find_by_each_criterion_then_restore_what_was_found() {
         ..q()
     }));
     assert_eq!(dated, set(&["overdue"]));
-    let folder = |f: &str| {
-        keys(&run(FindQuery {
-            folder: Some(f.into()),
-            ..q()
-        }))
-    };
+    let folder = |f: &str| keys(&run(FindQuery { folder: Some(f.into()), ..q() }));
     assert_eq!(folder("Données"), set(&["meeting"]));
     assert_eq!(folder("Donn&AOk-es"), set(&["meeting"]));
     assert_eq!(folder("Old"), set(&["plan"]));
-    assert!(find(
-        &root,
-        USER,
-        &FindQuery {
-            folder: Some("Nowhere".into()),
-            ..q()
-        }
-    )
-    .is_err());
-    let deleted = keys(&run(FindQuery {
-        deleted_only: true,
-        ..q()
-    }));
+    assert!(find(&root, USER, &FindQuery { folder: Some("Nowhere".into()), ..q() }).is_err());
+    let deleted = keys(&run(FindQuery { deleted_only: true, ..q() }));
     assert_eq!(deleted, set(&["plan", "overdue"]));
     // As of the first backup, nothing was gone yet.
     let then = run(FindQuery {
@@ -245,10 +219,7 @@ fn find_by_each_criterion_then_restore_what_was_found() {
         ..q()
     });
     assert_eq!(keys(&then), set(&[]));
-    let then = run(FindQuery {
-        at: Some(t1.secs),
-        ..q()
-    });
+    let then = run(FindQuery { at: Some(t1.secs), ..q() });
     assert!(then.iter().all(|m| m.state == FoundState::Live), "{then:?}");
     assert_eq!(then.len(), 5);
     // Criteria together: and.
@@ -259,29 +230,13 @@ fn find_by_each_criterion_then_restore_what_was_found() {
         ..q()
     }));
     assert_eq!(both, set(&["plan"]));
-    let limited = find(
-        &root,
-        USER,
-        &FindQuery {
-            limit: Some(2),
-            ..q()
-        },
-    )
-    .unwrap();
+    let limited = find(&root, USER, &FindQuery { limit: Some(2), ..q() }).unwrap();
     assert_eq!(limited.messages.len(), 2);
-    assert!(
-        limited.notes[0].contains("more than 2"),
-        "{:?}",
-        limited.notes
-    );
+    assert!(limited.notes[0].contains("more than 2"), "{:?}", limited.notes);
 
     // ---- the command: a table with UTF-8 folder names, JSON lines, exit 2 on no match.
     let bin = backup_server_bin();
-    let o = cmd(
-        &bin,
-        &config,
-        &["find", "--user", USER, "--folder", "Données"],
-    );
+    let o = cmd(&bin, &config, &["find", "--user", USER, "--folder", "Données"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let out = String::from_utf8(o.stdout).unwrap();
     let lines: Vec<&str> = out.lines().collect();
@@ -298,15 +253,7 @@ fn find_by_each_criterion_then_restore_what_was_found() {
     let o = cmd(
         &bin,
         &config,
-        &[
-            "find",
-            "--user",
-            USER,
-            "--from",
-            "jörg",
-            "--deleted",
-            "--json",
-        ],
+        &["find", "--user", USER, "--from", "jörg", "--deleted", "--json"],
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let out = String::from_utf8(o.stdout).unwrap();
