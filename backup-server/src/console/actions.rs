@@ -119,7 +119,7 @@ pub async fn restore_post(
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
     if let Err(r) = check(&app, &ctx, &form, "restore") {
-        return r;
+        return *r;
     }
     let picked = match Picked::from_form(&form) {
         Ok(p) => p,
@@ -159,7 +159,7 @@ pub async fn restore_post(
     };
     let detail = format!("{} into {name}", picked.describe());
     if let Err(r) = audit(&app, &ctx, "restore", &picked.user, detail, &outcome) {
-        return r;
+        return *r;
     }
     let (ok, summary, notes) = match done {
         Ok(r) => (
@@ -247,7 +247,7 @@ pub async fn download(
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
     if let Err(r) = check(&app, &ctx, &form, "download") {
-        return r;
+        return *r;
     }
     let picked = match Picked::from_form(&form) {
         Ok(p) => p,
@@ -301,7 +301,7 @@ pub async fn download(
         if eml { "eml" } else { "mbox" }
     );
     if let Err(r) = audit(&app, &ctx, "download", &picked.user, detail, &outcome) {
-        return r;
+        return *r;
     }
     let (body, _) = match done {
         Ok(d) => d,

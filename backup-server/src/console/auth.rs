@@ -138,7 +138,7 @@ pub async fn signin(
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
     if let Err(r) = check(&app, &ctx, &form, "sign-in") {
-        return r;
+        return *r;
     }
     let name = field(&form, "name").unwrap_or_default().trim().to_owned();
     let password = field(&form, "password").unwrap_or_default().to_owned();
@@ -214,7 +214,7 @@ pub async fn signout(
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
     if let Err(r) = check(&app, &ctx, &form, "sign-out") {
-        return r;
+        return *r;
     }
     app.sessions.end(&ctx.session.id);
     if let Err(e) = app.audit.log(&Entry {

@@ -29,7 +29,7 @@ pub fn check(
     ctx: &Ctx,
     form: &[(String, String)],
     action: &str,
-) -> Result<(), Response> {
+) -> Result<(), Box<Response>> {
     if field(form, "csrf").is_some_and(|t| ctx.session.csrf_ok(t)) {
         return Ok(());
     }
@@ -44,11 +44,11 @@ pub fn check(
     if let Err(e) = logged {
         tracing::error!("{e}");
     }
-    Err(super::pages::error_page(
+    Err(Box::new(super::pages::error_page(
         app,
         ctx,
         StatusCode::FORBIDDEN,
         "Refused",
         "This form did not carry this session's security token (CSRF). Reload the page and try again.",
-    ))
+    )))
 }

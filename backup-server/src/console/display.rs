@@ -11,7 +11,7 @@
 
 use std::collections::HashSet;
 
-use mail_parser::{Address, MessageParser, PartType};
+use mail_parser::{Address, Message, MessageParser, PartType};
 
 /// The longest message parsed for display: larger ones show their first bytes only
 /// (a download gets the whole message).
@@ -59,9 +59,14 @@ fn addresses(a: Option<&Address<'_>>) -> String {
 
 /// The headers alone (From, To, Cc, Subject, Date, Message-ID) of a message's header block.
 pub fn headers(raw: &[u8]) -> Shown {
-    let Some(m) = MessageParser::default().parse_headers(raw) else {
-        return Shown::default();
-    };
+    MessageParser::default()
+        .parse_headers(raw)
+        .map(|m| header_fields(&m))
+        .unwrap_or_default()
+}
+
+/// The header fields shown, of a parsed message.
+fn header_fields(m: &Message<'_>) -> Shown {
     Shown {
         from: addresses(m.from()),
         to: addresses(m.to()),
@@ -99,15 +104,10 @@ pub fn message(raw: &[u8]) -> Shown {
         String::new()
     };
     Shown {
-        from: addresses(m.from()),
-        to: addresses(m.to()),
-        cc: addresses(m.cc()),
-        subject: m.subject().unwrap_or_default().to_owned(),
-        date: m.date().map(|d| d.to_rfc3339()).unwrap_or_default(),
-        message_id: m.message_id().unwrap_or_default().to_owned(),
         html,
         text,
         cut,
+        ..header_fields(&m)
     }
 }
 

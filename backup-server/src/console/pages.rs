@@ -19,7 +19,7 @@ use super::display;
 use super::App;
 use crate::point_in_time::{parse_time, rfc3339, when};
 use crate::state::StateDb;
-use crate::store::{Catalog, StoreReader};
+use crate::store::{Catalog, FolderAt, StoreReader};
 
 /// Users listed at most on the users page (narrow it with the name filter).
 pub const MAX_USERS_SHOWN: usize = 500;
@@ -63,7 +63,7 @@ pub(crate) fn audit(
     user: &str,
     detail: String,
     outcome: &str,
-) -> Result<(), Response> {
+) -> Result<(), Box<Response>> {
     app.audit
         .log(&Entry {
             who: ctx.who(),
@@ -74,13 +74,13 @@ pub(crate) fn audit(
             outcome: outcome.to_owned(),
         })
         .map_err(|e| {
-            error_page(
+            Box::new(error_page(
                 app,
                 ctx,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Audit log",
                 &e.to_string(),
-            )
+            ))
         })
 }
 
@@ -230,6 +230,18 @@ struct UserRowView {
     last_error: Option<String>,
 }
 
+/// The page's `at`, or the error page saying why it is not a time.
+fn at_asked(app: &App, ctx: &Ctx, at: Option<&str>) -> Result<Option<Timestamp>, Box<Response>> {
+    parse_at(at).map_err(|e| Box::new(error_page(app, ctx, StatusCode::BAD_REQUEST, "Time", &e)))
+}
+
+/// The folder named `name` as of `at`.
+fn folder_then(cat: &Catalog, name: &str, at: Option<Timestamp>) -> Result<FolderAt, String> {
+    cat.folder_at(name, at)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no folder {name:?} as of {}", when(at)))
+}
+
 fn open(app: &App, user: &str) -> Result<StoreReader, String> {
     StoreReader::open(&app.settings.store_root, user).map_err(|e| e.to_string())
 }
@@ -241,9 +253,9 @@ pub async fn user(
     Extension(ctx): Extension<Ctx>,
     Query(q): Query<UserQuery>,
 ) -> Response {
-    let at = match parse_at(q.at.as_deref()) {
+    let at = match at_asked(&app, &ctx, q.at.as_deref()) {
         Ok(a) => a,
-        Err(e) => return error_page(&app, &ctx, StatusCode::BAD_REQUEST, "Time", &e),
+        Err(r) => return *r,
     };
     let app2 = Arc::clone(&app);
     let user = q.u.clone();
@@ -302,7 +314,7 @@ pub async fn user(
         format!("as of {}", when(at)),
         &outcome,
     ) {
-        return r;
+        return *r;
     }
     let (row, runs, folders) = match got {
         Ok(g) => g,
@@ -359,9 +371,9 @@ pub async fn folder(
     Extension(ctx): Extension<Ctx>,
     Query(q): Query<FolderQuery>,
 ) -> Response {
-    let at = match parse_at(q.at.as_deref()) {
+    let at = match at_asked(&app, &ctx, q.at.as_deref()) {
         Ok(a) => a,
-        Err(e) => return error_page(&app, &ctx, StatusCode::BAD_REQUEST, "Time", &e),
+        Err(r) => return *r,
     };
     let page = q.page.unwrap_or(1).max(1);
     let app2 = Arc::clone(&app);
@@ -369,10 +381,7 @@ pub async fn folder(
     let got = blocking(move || {
         let reader = open(&app2, &user)?;
         let cat = reader.catalog();
-        let f = cat
-            .folder_at(&name, at)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("no folder {name:?} as of {}", when(at)))?;
+        let f = folder_then(cat, &name, at)?;
         let mut all = Vec::new();
         cat.messages_at(&f.unique_id, at, false, |m| {
             all.push(m);
@@ -402,7 +411,7 @@ pub async fn folder(
     let outcome = got.as_ref().map_or_else(|e| e.clone(), |_| "ok".into());
     let detail = format!("folder {:?} as of {}, page {page}", q.f, when(at));
     if let Err(r) = audit(&app, &ctx, "list-folder", &q.u, detail, &outcome) {
-        return r;
+        return *r;
     }
     let (total, messages) = match got {
         Ok(g) => g,
@@ -436,19 +445,16 @@ pub async fn message(
     Extension(ctx): Extension<Ctx>,
     Query(q): Query<MessageQuery>,
 ) -> Response {
-    let at = match parse_at(q.at.as_deref()) {
+    let at = match at_asked(&app, &ctx, q.at.as_deref()) {
         Ok(a) => a,
-        Err(e) => return error_page(&app, &ctx, StatusCode::BAD_REQUEST, "Time", &e),
+        Err(r) => return *r,
     };
     let app2 = Arc::clone(&app);
     let (user, name, uid) = (q.u.clone(), q.f.clone(), q.uid);
     let got = blocking(move || {
         let reader = open(&app2, &user)?;
         let cat = reader.catalog();
-        let f = cat
-            .folder_at(&name, at)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("no folder {name:?} as of {}", when(at)))?;
+        let f = folder_then(cat, &name, at)?;
         let m = cat
             .message_at(&f.unique_id, uid, at)
             .map_err(|e| e.to_string())?
@@ -467,7 +473,7 @@ pub async fn message(
     let outcome = got.as_ref().map_or_else(|e| e.clone(), |_| "ok".into());
     let detail = format!("folder {:?} UID {} as of {}", q.f, q.uid, when(at));
     if let Err(r) = audit(&app, &ctx, "open-message", &q.u, detail, &outcome) {
-        return r;
+        return *r;
     }
     let (m, shown) = match got {
         Ok(g) => g,

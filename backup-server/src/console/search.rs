@@ -103,7 +103,7 @@ pub async fn search(
             Err(e) => e.clone(),
         };
         if let Err(r) = audit(&app, &ctx, "search", &f.u, detail, &outcome) {
-            return r;
+            return *r;
         }
         let report = match got {
             Ok(r) => r,
