@@ -21,6 +21,7 @@
 //! * [`report`]: the backup-age report.
 //! * [`lifecycle`]: users deleted, renamed, created again or moved in Cyrus, followed at
 //!   refresh; deleted users' stores removed after their retention.
+//! * [`console`]: the support staff's web console (`backup-server console`).
 //! * [`private`]: stores, indexes, locks and the state db created 0700/0600 whatever the
 //!   umask; places others can write refused.
 //!
@@ -31,6 +32,7 @@ pub mod backup;
 pub mod client;
 pub mod compact;
 pub mod config;
+pub mod console;
 pub mod find;
 pub mod lifecycle;
 pub mod ls;

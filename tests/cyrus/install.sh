@@ -7,7 +7,8 @@ set -eu
 
 # cyrus-replication: sync_server, which the restore-into-Cyrus tests write through.
 # man-db: `man -l` of backup-server's generated pages (tests/tests/manpages.rs).
-PACKAGES="cyrus-imapd cyrus-admin cyrus-clients cyrus-replication sasl2-bin libsasl2-modules python3 util-linux strace sqlite3 man-db"
+# chromium, chromium-driver: the console's tests drive a headless Chromium (WebDriver).
+PACKAGES="cyrus-imapd cyrus-admin cyrus-clients cyrus-replication sasl2-bin libsasl2-modules python3 util-linux strace sqlite3 man-db chromium chromium-driver"
 
 missing=""
 for p in $PACKAGES; do

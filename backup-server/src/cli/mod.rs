@@ -7,6 +7,7 @@
 //! ([`Status`]).
 
 mod compact;
+mod console;
 mod find;
 mod ls;
 mod manual;
@@ -80,6 +81,9 @@ pub enum Command {
     Manpages(manual::ManpagesArgs),
     /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
     Completions(manual::CompletionsArgs),
+    /// The support staff's web console: sign in, browse a user's backup as of any time,
+    /// open a message, restore or download messages (docs/console.md).
+    Console(console::ConsoleArgs),
 }
 
 /// Runs the command. `stop` is set by SIGINT/SIGTERM. An error is what to print on stderr
@@ -94,6 +98,15 @@ pub fn execute(cli: &Cli, stop: &AtomicBool) -> anyhow::Result<Status> {
             return with(Out::new(io::stdout()), |out| manual::completions(a, out));
         }
         _ => {}
+    }
+    // Writing an account needs no configuration file.
+    if let Command::Console(a) = &cli.command {
+        let mut out = Out::new(io::stdout());
+        if let Some(r) = console::without_config(a, &mut out) {
+            let s = r?;
+            out.flush()?;
+            return Ok(s);
+        }
     }
     let config = Config::load(&cli.config).inspect_err(|e| tracing::error!("{e}"))?;
     // A store root or state db others can write is refused; one they can read, said.
@@ -122,6 +135,7 @@ pub fn execute(cli: &Cli, stop: &AtomicBool) -> anyhow::Result<Status> {
         Command::Compact(a) => with(Out::new(stdout), |out| compact::run(&config, a, out)),
         Command::Restore(a) => with(Out::new(stdout), |out| restore::run(&config, a, out)),
         Command::Manpages(_) | Command::Completions(_) => unreachable!("handled above"),
+        Command::Console(a) => with(Out::new(stdout), |out| console::run(&config, a, stop, out)),
     }
 }
 
