@@ -10,6 +10,8 @@
 //! * [`backup`]: the nightly backup: one user's plan, quiet check and backup, the run and
 //!   `users refresh` put together, and what a run did; [`scheduler`]: feeders per RAID set
 //!   and worker threads; [`state`]: the state db.
+//! * [`find`]: a user's messages by sender, recipient, subject, date and folder, with
+//!   where each is now (live, expunged, in a deleted folder).
 //! * [`ls`]: a store's folders and messages as of a point in time; [`point_in_time`]: times
 //!   as the command line takes them and output shows them.
 //! * [`restore`]: mail back out into Maildir, mbox, .eml files or an IMAP account.
@@ -19,6 +21,7 @@
 //! * [`report`]: the backup-age report.
 //! * [`lifecycle`]: users deleted, renamed, created again or moved in Cyrus, followed at
 //!   refresh; deleted users' stores removed after their retention.
+//! * [`console`]: the support staff's web console (`backup-server console`).
 //! * [`private`]: stores, indexes, locks and the state db created 0700/0600 whatever the
 //!   umask; places others can write refused.
 //!
@@ -29,6 +32,8 @@ pub mod backup;
 pub mod client;
 pub mod compact;
 pub mod config;
+pub mod console;
+pub mod find;
 pub mod lifecycle;
 pub mod ls;
 pub mod point_in_time;

@@ -21,9 +21,6 @@ pub const REPORT_SQL: &str = include_str!("../../docs/report.sql");
 /// docs/report-postgres.sql: the same report on a PostgreSQL state db (a fleet).
 pub const REPORT_POSTGRES_SQL: &str = include_str!("../../docs/report-postgres.sql");
 
-/// The late users listed by name at most (all are counted per host).
-pub const LATE_LISTED: usize = 100;
-
 /// Users at or over the limit (or never backed up), oldest first, with their backup host.
 /// The same text on both databases (numbered parameters: now, max_age_hours).
 const LATE_SQL: &str = "SELECT name, host, last_success FROM users
@@ -174,6 +171,17 @@ impl AgeReport {
     }
 }
 
+/// A user at or over the limit, or never backed up complete: who the report names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LateUser {
+    /// The user.
+    pub user: String,
+    /// Whole hours since its last complete backup started; `None`: never.
+    pub age_hours: Option<u64>,
+    /// Its backup host (`None`: not assigned yet, or one SQLite host's own user).
+    pub host: Option<String>,
+}
+
 /// The report from the state db at `path` (opened read-only), ages computed against `now`
 /// (unix seconds) and marked at `max_age_hours`.
 pub fn age_report(path: &Path, now: i64, max_age_hours: u32) -> Result<AgeReport, ReportError> {
@@ -184,41 +192,37 @@ pub fn age_report(path: &Path, now: i64, max_age_hours: u32) -> Result<AgeReport
     })
 }
 
-/// A user at or over the limit, and the backup host it belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LateUser {
-    /// User id.
-    pub name: String,
-    /// Its backup host (`None`: not assigned yet).
-    pub host: Option<String>,
-    /// Start of its last complete backup (`None`: never).
-    pub last_success: Option<i64>,
-}
-
 /// The late users of the fleet: counted per backup host, the oldest named.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LateUsers {
     /// Per host (`None`: no host yet), by name: late users.
     pub by_host: std::collections::BTreeMap<Option<String>, u64>,
-    /// The oldest [`LATE_LISTED`], never backed up first.
+    /// The oldest first (never backed up first, then by last complete backup, then by
+    /// name): all of them, or the first `limit` given to [`late_users_at`].
     pub oldest: Vec<LateUser>,
+    /// How many users are late in all.
+    pub total: u64,
 }
 
 fn late_users(
     conn: &crate::state::backend::Conn,
     now: i64,
     max_age_hours: u32,
+    limit: Option<usize>,
 ) -> Result<LateUsers, crate::state::DbError> {
     use crate::state::backend::vals;
     let mut late = LateUsers::default();
     for r in conn.query(LATE_SQL, vals![now, i64::from(max_age_hours)])? {
         let host = r.opt_text(1)?;
         *late.by_host.entry(host.clone()).or_default() += 1;
-        if late.oldest.len() < LATE_LISTED {
+        late.total += 1;
+        if limit.is_none_or(|l| late.oldest.len() < l) {
+            // The same ages as docs/report.sql (a last_success after `now` counts as 0 hours).
+            let age_hours = r.opt_int(2)?.map(|t| (now.saturating_sub(t)).max(0) as u64 / 3600);
             late.oldest.push(LateUser {
-                name: r.text(0)?,
+                user: r.text(0)?,
+                age_hours,
                 host,
-                last_success: r.opt_int(2)?,
             });
         }
     }
@@ -293,23 +297,26 @@ pub fn age_report_at(
     }
 }
 
-/// The late users of the state db at `location`, per backup host and the oldest by name.
+/// The late users of the state db at `location` (as [`AgeRow::over`] counts them:
+/// vanished users left out), per backup host, and the oldest by name: the first `limit`
+/// (`None`: all).
 pub fn late_users_at(
     location: &crate::state::StateLocation,
     now: i64,
     max_age_hours: u32,
+    limit: Option<usize>,
 ) -> Result<LateUsers, ReportError> {
     match location {
         crate::state::StateLocation::Sqlite(path) => {
             let conn = crate::state::backend::Conn::Sqlite(open_state_db(path)?);
-            late_users(&conn, now, max_age_hours).map_err(|e| ReportError::Read {
+            late_users(&conn, now, max_age_hours, limit).map_err(|e| ReportError::Read {
                 location: path.display().to_string(),
                 message: e.to_string(),
             })
         }
         crate::state::StateLocation::Postgres(target) => {
             let conn = open_postgres(target)?;
-            late_users(&conn, now, max_age_hours).map_err(|e| ReportError::Read {
+            late_users(&conn, now, max_age_hours, limit).map_err(|e| ReportError::Read {
                 location: target.url.clone(),
                 message: e.to_string(),
             })

@@ -31,6 +31,8 @@ use std::path::{Path, PathBuf};
 use formats::archive::{ArchiveError, EntryMeta, ScanEvent, Scanner, Tail};
 use formats::Guid;
 
+use crate::store::headers::HEADER_BLOCK_MAX;
+
 use crate::store::{
     compare_indexes, is_data_file_name, open_index_read_only, record_damage, DamageAt, IndexDb,
     IndexFault, Rebuild, ReindexReport, RowFault, StoreError, StoreOptions, StoreReader, UserDir,
@@ -1063,7 +1065,10 @@ fn scan(
                 if let EntryMeta::Message(m) = &e.header.meta {
                     let guid = m.guid;
                     stats.messages += 1;
-                    match e.sha1() {
+                    buf.clear();
+                    let hashed = e.sha1_keeping(&mut buf, HEADER_BLOCK_MAX);
+                    with_data = hashed.is_ok();
+                    match hashed {
                         Ok(sha1) if sha1 != guid => found.push(Fault::WrongHash {
                             data: data.to_path_buf(),
                             entry: entry.clone(),
@@ -1082,7 +1087,7 @@ fn scan(
                             entry: entry.clone(),
                         });
                     }
-                } else if Rebuild::wants_data(&e.header.meta) {
+                } else if Rebuild::wants_data(&e.header.meta).is_some() {
                     buf.clear();
                     if e.read_to_end(&mut buf).is_err() {
                         // As above: the scanner's next step says what it was.

@@ -57,6 +57,10 @@ fn expected_24() -> Vec<AgeRow> {
     ]
 }
 
+/// The late users the table and the mail name after it, at [`NOW`] with 24 h: never backed
+/// up first, then the oldest (all five fit under the default of 20).
+const LATE_24: &str = "\nLate users:\n  i\tnever\n  j\tnever\n  h\t100 h\n  g\t24 h\n  f\t24 h\n";
+
 /// The binary's table of `expected_24()`.
 const TABLE_24: &str = "\
 Backup age at 2026-11-23 04:00:00 UTC: users by whole hours since their last complete backup
@@ -276,7 +280,7 @@ fn binary_table_and_exit_status() {
     let (_dir, config) = setup();
     let out = run(&config, &["--now", "2026-11-23T04:00:00Z"], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), TABLE_24);
+    assert_eq!(text(&out.stdout), format!("{TABLE_24}{LATE_24}"));
     let t = text(&out.stdout);
     assert!(t.contains("      24          2  over\n"), "{t}");
     assert!(t.contains("   never          2  over\n"), "{t}");
@@ -336,7 +340,9 @@ fn binary_json_and_prometheus() {
 {{\"age_hours\":23,\"users\":1,\"over\":false}},\
 {{\"age_hours\":24,\"users\":2,\"over\":true}},\
 {{\"age_hours\":100,\"users\":1,\"over\":true}},\
-{{\"age_hours\":null,\"users\":2,\"over\":true}}]}}\n"
+{{\"age_hours\":null,\"users\":2,\"over\":true}}],\
+\"late\":[{{\"user\":\"i\",\"age_hours\":null}},{{\"user\":\"j\",\"age_hours\":null}},\
+{{\"user\":\"h\",\"age_hours\":100}},{{\"user\":\"g\",\"age_hours\":24}},{{\"user\":\"f\",\"age_hours\":24}}]}}\n"
         )
     );
 
@@ -422,7 +428,8 @@ fn binary_mails_the_table() {
         "{mail}"
     );
     assert!(mail.contains("\nSubject: mailbackup: 5 users not backed up within 24 h\n"));
-    assert!(mail.ends_with(&format!("\n\n{table}")), "{mail}");
+    // The table, then the late users by name.
+    assert!(mail.ends_with(&format!("\n\n{table}{LATE_24}")), "{mail}");
 
     // sendmail refusing the mail fails the report.
     std::fs::write(&fake, "#!/bin/sh\ncat >/dev/null\nexit 75\n").unwrap();

@@ -471,8 +471,8 @@ fn the_report_and_its_postgres_twin_give_the_same_rows_and_late_users() {
         let b = age_report_at(&postgres, NOW, max).unwrap();
         assert_eq!(a, b, "max_age_hours {max}");
         assert_eq!(
-            late_users_at(&sqlite, NOW, max).unwrap(),
-            late_users_at(&postgres, NOW, max).unwrap(),
+            late_users_at(&sqlite, NOW, max, None).unwrap(),
+            late_users_at(&postgres, NOW, max, None).unwrap(),
             "max_age_hours {max}"
         );
     }
@@ -481,11 +481,11 @@ fn the_report_and_its_postgres_twin_give_the_same_rows_and_late_users() {
         (a.users(), a.over_max_age(), a.never_backed_up()),
         (11, 4, 1)
     );
-    let late = late_users_at(&postgres, NOW, 24).unwrap();
+    let late = late_users_at(&postgres, NOW, 24, None).unwrap();
     let named: Vec<(&str, Option<&str>)> = late
         .oldest
         .iter()
-        .map(|u| (u.name.as_str(), u.host.as_deref()))
+        .map(|u| (u.user.as_str(), u.host.as_deref()))
         .collect();
     assert_eq!(
         named,

@@ -370,3 +370,91 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// What the header index costs (ignored by default; run with
+/// `cargo test -p backup-server --test store_bench header_index_cost -- --ignored --nocapture`):
+/// 4,000 messages made from the captured spool's (tests/fixtures: real Cyrus deliveries,
+/// each made distinct by a first header line) stored in one run; the index's size with its
+/// `headers` rows and without them (both copies vacuumed), and the time `extract` takes
+/// over the same messages against the whole run's.
+#[test]
+#[ignore]
+fn header_index_cost() {
+    use backup_server::store::headers::{extract, header_block};
+    fn files(dir: &std::path::Path, out: &mut Vec<Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if p.is_dir() {
+                files(&p, out);
+            } else if name.ends_with('.') && name[..name.len() - 1].parse::<u32>().is_ok() {
+                out.push(std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut real = Vec::new();
+    files(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/cyrus-3.6/spool"),
+        &mut real,
+    );
+    assert!(!real.is_empty());
+    let msgs: Vec<Vec<u8>> = (0..4000)
+        .map(|i| {
+            let mut m = format!("X-Seq: {i}\r\n").into_bytes();
+            m.extend_from_slice(&real[i % real.len()]);
+            m
+        })
+        .collect();
+    let bytes: usize = msgs.iter().map(Vec::len).sum();
+    let root = tempfile::tempdir().unwrap();
+    let mut store = Store::open(root.path(), "bench", StoreOptions::default()).unwrap();
+    let t = Instant::now();
+    let mut run = store.begin_run().unwrap();
+    for m in &msgs {
+        run.add_message(guid(m), m.len() as u64, &m[..], MessageInfo::default())
+            .unwrap();
+    }
+    let recs: Vec<Rec> = msgs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Rec::new(i as u32 + 1, m))
+        .collect();
+    run.add_folder_snapshot(Snap::new("u1", "user.bench", 1, &recs, 1).as_snapshot())
+        .unwrap();
+    let data_len = run.commit(RunEnd::Complete).unwrap().data_len;
+    let run_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for m in &msgs {
+        std::hint::black_box(extract(header_block(m)));
+    }
+    let extract_secs = t.elapsed().as_secs_f64();
+    let idx = store.dir().index_path();
+    drop(store);
+    let vacuumed = |drop_headers: bool| -> u64 {
+        let copy = root.path().join(format!("copy-{drop_headers}.sqlite3"));
+        let c = rusqlite::Connection::open(&idx).unwrap();
+        c.execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
+            .unwrap();
+        drop(c);
+        let c = rusqlite::Connection::open(&copy).unwrap();
+        if drop_headers {
+            c.execute_batch("DROP TABLE headers; VACUUM;").unwrap();
+        }
+        drop(c);
+        std::fs::metadata(&copy).unwrap().len()
+    };
+    let (with, without) = (vacuumed(false), vacuumed(true));
+    println!(
+        "header index: {} messages ({:.1} MB, data file {data_len} bytes); index {with} bytes with headers ({:.1} % of the data file), \
+         {without} without ({:.1} %): +{:.1} %, {:.0} bytes a message; \
+         run {run_secs:.2} s, header extraction {extract_secs:.3} s ({:.1} us a message, {:.1} % of the run)",
+        msgs.len(),
+        bytes as f64 / 1e6,
+        100.0 * with as f64 / data_len as f64,
+        100.0 * without as f64 / data_len as f64,
+        100.0 * (with - without) as f64 / without as f64,
+        (with - without) as f64 / msgs.len() as f64,
+        extract_secs * 1e6 / msgs.len() as f64,
+        100.0 * extract_secs / run_secs
+    );
+}

@@ -331,9 +331,32 @@ fn a_version_2_store_reads_verifies_upgrades_and_takes_new_runs() {
     let v = verify_user(root.path(), USER);
     assert!(v.is_clean(), "{:#?}", v.faults);
 
-    // Reindex gives the same rows (folder keys included).
+    // Reindex gives the same rows (folder keys included), and header rows for the messages
+    // stored before the upgrade too (the upgraded index has them from its `headers_start`
+    // on: one past the copied index's last entry).
     let index = UserDir::new(root.path(), USER).unwrap().index_path();
-    let before = dump_tables(&index);
+    let start = |index: &Path| -> i64 {
+        rusqlite::Connection::open(index)
+            .unwrap()
+            .query_row("SELECT entry FROM headers_start", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(start(&index), 64, "one past the copied index's last entry");
+    let entry_of = |row: &String| -> i64 {
+        row.strip_prefix("Integer(")
+            .and_then(|r| r.split(')').next())
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let split = |mut tables: Vec<(String, Vec<String>)>, from: i64| {
+        let i = tables.iter().position(|(t, _)| t == "headers").unwrap();
+        let (_, rows) = tables.remove(i);
+        let rows: Vec<String> = rows.into_iter().filter(|r| entry_of(r) >= from).collect();
+        (tables, rows)
+    };
+    let (before, before_headers) = split(dump_tables(&index), 0);
+    assert_eq!(before_headers.len(), 1, "{before_headers:?}");
     let (store, _) = UserDir::new(root.path(), USER)
         .unwrap()
         .lock()
@@ -341,7 +364,19 @@ fn a_version_2_store_reads_verifies_upgrades_and_takes_new_runs() {
         .reindex(opts(&clock))
         .unwrap();
     drop(store);
-    assert_eq!(dump_tables(&index), before);
+    assert_eq!(start(&index), 1);
+    let (after, after_headers) = split(dump_tables(&index), 0);
+    assert_eq!(after, before);
+    let messages = after
+        .iter()
+        .find(|(t, _)| t == "entries")
+        .unwrap()
+        .1
+        .iter()
+        .filter(|r| r.contains("Text(\"message\")"))
+        .count();
+    assert_eq!(after_headers.len(), messages);
+    assert_eq!(split(dump_tables(&index), 64).1, before_headers);
 
     // The damaged message healed by a good copy (a reindex forgot the mark: mark it again).
     let mut store = Store::open(root.path(), USER, opts(&clock)).unwrap();

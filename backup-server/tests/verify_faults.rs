@@ -155,7 +155,8 @@ fn a_deleted_index_row_is_found_and_named() {
     let root = tempfile::tempdir().unwrap();
     let data = build(root.path());
     let index = UserDir::new(root.path(), USER).unwrap().index_path();
-    // A message's entry row and its messages row, as a lost write would leave them.
+    // A message's entry row, its messages row and its headers row, as a lost write would
+    // leave them.
     let (chunk, hoff, g): (i64, i64, Vec<u8>) = {
         let c = rusqlite::Connection::open(&index).unwrap();
         let row = c
@@ -168,6 +169,12 @@ fn a_deleted_index_row_is_found_and_named() {
             .unwrap();
         c.execute("DELETE FROM messages WHERE guid = ?1", [&row.2])
             .unwrap();
+        c.execute(
+            "DELETE FROM headers WHERE entry IN
+             (SELECT id FROM entries WHERE chunk = ?1 AND header_offset = ?2)",
+            [row.0, row.1],
+        )
+        .unwrap();
         c.execute(
             "DELETE FROM entries WHERE chunk = ?1 AND header_offset = ?2",
             [row.0, row.1],

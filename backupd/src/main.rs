@@ -119,6 +119,8 @@ fn serve(path: &Path) -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // No colour codes in the journal (systemd gives stderr a socket) or a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = Config::load(path)?;
     // Read while still root: the secret file and the TLS key may be root's alone.

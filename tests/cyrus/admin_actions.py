@@ -8,6 +8,7 @@
     admin_actions.py HOST IMAP_PORT expunge --user U --folder F [--uids SET]
     admin_actions.py HOST IMAP_PORT share-seen --owner U --folder F --reader R [--uids SET]
     admin_actions.py HOST IMAP_PORT sieve-activate --user U --script NAME --sieve-port P
+    admin_actions.py HOST IMAP_PORT append --user U --folder F --file PATH
 
 Folder names as the owner sees them, on the wire (modified UTF-7). The instances accept any
 password and have the unixhierarchysep + altnamespace namespace: the admin names a user's
@@ -121,6 +122,22 @@ def expunge(a):
     return "user=%s folder=%s uids=%s" % (a.user, a.folder, ",".join(map(str, uids)))
 
 
+def append(a):
+    """As the user: CREATE F (UTF-8, sent in modified UTF-7) unless it exists, then APPEND
+    the file's bytes as they are; prints the UID from APPENDUID."""
+    im = login(a.host, a.imap_port, a.user)
+    name = cyrlib.mutf7_encode(a.folder)
+    im.command("CREATE %s" % quote(name), check=False)
+    with open(a.file, "rb") as f:
+        body = f.read()
+    _, text, _ = im.command("APPEND %s" % quote(name), literals=[(body, "")])
+    im.logout()
+    m = re.search(r"APPENDUID \d+ (\d+)", text)
+    if not m:
+        raise cyrlib.ProtocolError("APPEND gave no APPENDUID: %r" % text)
+    return "user=%s uids=%s" % (a.user, m.group(1))
+
+
 def share_seen(a):
     im = login(a.host, a.imap_port, "admin")
     im.command("SETACL %s %s lrs" % (quote("user/%s/%s" % (a.owner, a.folder)), quote(a.reader)))
@@ -190,6 +207,12 @@ def main():
     p.add_argument("--reader", required=True)
     p.add_argument("--uids", type=uid_set, default="1:*")
     p.set_defaults(run=share_seen)
+
+    p = sub.add_parser("append")
+    p.add_argument("--user", required=True)
+    p.add_argument("--folder", required=True)
+    p.add_argument("--file", required=True)
+    p.set_defaults(run=append)
 
     p = sub.add_parser("sieve-activate")
     p.add_argument("--user", required=True)

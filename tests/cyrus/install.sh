@@ -8,7 +8,9 @@ set -eu
 # cyrus-replication: sync_server, which the restore-into-Cyrus tests write through.
 # postgresql-15, openssl: the fleet tests' private PostgreSQL and its test certificates
 # (tests/postgres/start.sh).
-PACKAGES="cyrus-imapd cyrus-admin cyrus-clients cyrus-replication sasl2-bin libsasl2-modules python3 util-linux strace sqlite3 postgresql-15 openssl"
+PACKAGES="cyrus-imapd cyrus-admin cyrus-clients cyrus-replication sasl2-bin libsasl2-modules python3 util-linux strace sqlite3 postgresql-15 openssl man-db chromium chromium-driver"
+# man-db: `man -l` of backup-server's generated pages (tests/tests/manpages.rs).
+# chromium, chromium-driver: the console's tests drive a headless Chromium (WebDriver).
 
 missing=""
 for p in $PACKAGES; do

@@ -73,6 +73,21 @@ impl CyrusInstance {
         self.admin_action(&args).map(|_| ())
     }
 
+    /// As `user`, appends `message` (its bytes as they are) to `folder` (named in UTF-8;
+    /// created first when missing). Returns the UID it got.
+    pub fn append(&self, user: &str, folder: &str, message: &[u8]) -> Result<u32> {
+        let file = tempfile::NamedTempFile::new().context("a file for the message")?;
+        std::fs::write(file.path(), message).context("writing the message")?;
+        let path = file.path().to_str().context("temp path")?.to_owned();
+        let summary = self.admin_action(&[
+            "append", "--user", user, "--folder", folder, "--file", &path,
+        ])?;
+        uids_of(&summary)?
+            .first()
+            .copied()
+            .ok_or_else(|| anyhow!("append gave no UID: {:?}", summary.line))
+    }
+
     /// Creates a user with an empty INBOX, as `admin`: `CREATE user/<user>`.
     pub fn create_user(&self, user: &str) -> Result<()> {
         self.admin_action(&["create-user", "--user", user])

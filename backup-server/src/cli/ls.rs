@@ -25,6 +25,7 @@ use anyhow::Context;
 use backup_server::config::Config;
 use backup_server::ls::{ls, Listing};
 use backup_server::point_in_time::{rfc3339, when};
+use formats::imap::mutf7;
 use formats::Timestamp;
 use std::io::Write;
 
@@ -34,7 +35,8 @@ pub struct LsArgs {
     /// The user.
     #[arg(long)]
     user: String,
-    /// Only this folder (its messages are listed).
+    /// Only this folder (its messages are listed), named in UTF-8 as listed (Données);
+    /// the modified UTF-7 form (Donn&AOk-es) is taken too.
     #[arg(long)]
     folder: Option<String>,
     /// The point in time: RFC 3339 (2026-11-23T04:00:00Z) or unix seconds.
@@ -44,7 +46,8 @@ pub struct LsArgs {
 
 /// Prints the listing.
 pub fn run(config: &Config, a: &LsArgs, out: &mut Out<impl Write>) -> anyhow::Result<Status> {
-    let listing = ls(&config.store_root, &a.user, a.folder.as_deref(), a.at).context("ls")?;
+    let folder = a.folder.as_deref().map(mutf7::from_typed);
+    let listing = ls(&config.store_root, &a.user, folder.as_deref(), a.at).context("ls")?;
     print(&listing, out)?;
     Ok(Status::Ok)
 }
@@ -72,14 +75,18 @@ fn print(listing: &Listing, out: &mut Out<impl Write>) -> Result<(), OutputError
                 match &f.snapshot {
                     Some(s) => out.line(format_args!(
                         "{}\t{}\t{}\t{}\t{}\t{}",
-                        f.name,
+                        mutf7::decode_or_keep(&f.name),
                         s.exists,
                         s.uidvalidity,
                         s.last_uid,
                         rfc3339(s.time),
                         f.unique_id
                     ))?,
-                    None => out.line(format_args!("{}\t-\t-\t-\t-\t{}", f.name, f.unique_id))?,
+                    None => out.line(format_args!(
+                        "{}\t-\t-\t-\t-\t{}",
+                        mutf7::decode_or_keep(&f.name),
+                        f.unique_id
+                    ))?,
                 }
             }
         }
@@ -92,7 +99,8 @@ fn print(listing: &Listing, out: &mut Out<impl Write>) -> Result<(), OutputError
             messages,
         } => {
             out.line(format_args!(
-                "# user {user}, folder {folder} (unique id {unique_id}), as of {}: {} messages, snapshot {}",
+                "# user {user}, folder {} (unique id {unique_id}), as of {}: {} messages, snapshot {}",
+                mutf7::decode_or_keep(folder),
                 when(*at),
                 snapshot.exists,
                 rfc3339(snapshot.time)

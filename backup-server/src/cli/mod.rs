@@ -1,4 +1,4 @@
-//! The command line: `backup-server --config FILE run | users refresh | ls | restore | verify
+//! The command line: `backup-server --config FILE run | users refresh | ls | find | restore | verify
 //! | reindex | repair | compact | report`.
 //!
 //! A module of the binary: one file per subcommand, each parsing its arguments, calling the
@@ -8,7 +8,10 @@
 
 mod compact;
 mod hosts;
+mod console;
+mod find;
 mod ls;
+mod manual;
 mod repair;
 mod report;
 mod restore;
@@ -54,6 +57,10 @@ pub enum Command {
     Hosts,
     /// Folders and messages of a user's backup, as of a point in time.
     Ls(ls::LsArgs),
+    /// Messages of a user's backup by sender, recipient, subject, date or folder, live,
+    /// expunged or in deleted folders; each with the GUID `restore --guid` takes. Exit 2
+    /// when nothing matched.
+    Find(find::FindArgs),
     /// The backup-age report: users by whole hours since their last complete backup; exit 2
     /// when any is at or over the limit (docs/backup-server.md).
     Report(report::ReportArgs),
@@ -74,11 +81,37 @@ pub enum Command {
     /// Restore mail from a user's backup into Maildir, mbox, .eml files, an IMAP account or
     /// Cyrus itself, as it was (docs/restore.md).
     Restore(Box<restore::RestoreArgs>),
+    /// Write the manual pages (this program's and one per subcommand) into a directory.
+    Manpages(manual::ManpagesArgs),
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions(manual::CompletionsArgs),
+    /// The support staff's web console: sign in, browse a user's backup as of any time,
+    /// open a message, restore or download messages (docs/console.md).
+    Console(console::ConsoleArgs),
 }
 
 /// Runs the command. `stop` is set by SIGINT/SIGTERM. An error is what to print on stderr
 /// (or, when [`Status::of`] says [`Status::ReaderGone`], nothing).
 pub fn execute(cli: &Cli, stop: &AtomicBool) -> anyhow::Result<Status> {
+    // Generated from the definitions alone: no configuration needed (nor read).
+    match &cli.command {
+        Command::Manpages(a) => {
+            return with(Out::new(io::stdout()), |out| manual::manpages(a, out));
+        }
+        Command::Completions(a) => {
+            return with(Out::new(io::stdout()), |out| manual::completions(a, out));
+        }
+        _ => {}
+    }
+    // Writing an account needs no configuration file.
+    if let Command::Console(a) = &cli.command {
+        let mut out = Out::new(io::stdout());
+        if let Some(r) = console::without_config(a, &mut out) {
+            let s = r?;
+            out.flush()?;
+            return Ok(s);
+        }
+    }
     let config = Config::load(&cli.config).inspect_err(|e| tracing::error!("{e}"))?;
     // A store root or state db others can write is refused; one they can read, said.
     let warnings = backup_server::private::check_places(&config.store_root, &config.state_db)?;
@@ -97,12 +130,17 @@ pub fn execute(cli: &Cli, stop: &AtomicBool) -> anyhow::Result<Status> {
         Command::Ls(a) => with(Out::new(io::BufWriter::new(stdout)), |out| {
             ls::run(&config, a, out)
         }),
+        Command::Find(a) => with(Out::new(io::BufWriter::new(stdout)), |out| {
+            find::run(&config, a, out)
+        }),
         Command::Report(a) => with(Out::new(stdout), |out| report::run(&config, a, out)),
         Command::Verify(a) => with(Out::new(stdout), |out| verify::verify(&config, a, out)),
         Command::Reindex(a) => with(Out::new(stdout), |out| verify::reindex(&config, a, out)),
         Command::Repair(a) => with(Out::new(stdout), |out| repair::run(&config, a, out)),
         Command::Compact(a) => with(Out::new(stdout), |out| compact::run(&config, a, out)),
         Command::Restore(a) => with(Out::new(stdout), |out| restore::run(&config, a, out)),
+        Command::Manpages(_) | Command::Completions(_) => unreachable!("handled above"),
+        Command::Console(a) => with(Out::new(stdout), |out| console::run(&config, a, stop, out)),
     }
 }
 

@@ -7,7 +7,7 @@ use super::{Out, Status};
 use anyhow::Context;
 use backup_server::config::Config;
 use backup_server::report::{
-    age_report_at, late_users_at, AgeReport, LateUsers, DEFAULT_MAX_AGE_HOURS,
+    age_report_at, late_users_at, AgeReport, LateUser, LateUsers, DEFAULT_MAX_AGE_HOURS,
 };
 use std::fmt::Write as _;
 use std::io::Write;
@@ -35,32 +35,33 @@ pub struct ReportArgs {
     /// The clock to compute ages against (default: now): RFC 3339 or unix seconds.
     #[arg(long, value_parser = backup_server::point_in_time::parse_time)]
     now: Option<formats::Timestamp>,
+    /// Name every late user (by default the first 20: never backed up, then the oldest).
+    #[arg(long)]
+    all: bool,
 }
+
+/// Late users named when `--all` is not given.
+const LATE_SHOWN: usize = 20;
 
 /// Makes the report from the configured state db and prints it (or mails the table,
 /// printing nothing).
 pub fn run(config: &Config, a: &ReportArgs, out: &mut Out<impl Write>) -> anyhow::Result<Status> {
     let now = a.now.map_or_else(system_now, |t| t.secs);
     let report = age_report_at(&config.state, now, a.max_age_hours).context("report")?;
-    let table = || -> anyhow::Result<String> {
-        let mut t = table(&report);
-        // A fleet's report names the late users' hosts; one SQLite host's stays as it was.
-        let fleet = matches!(
-            config.state,
-            backup_server::state::StateLocation::Postgres(_)
-        );
-        if fleet && !report.all_recent() {
-            let late = late_users_at(&config.state, now, a.max_age_hours).context("report")?;
-            t.push_str(&late_table(&late));
-        }
-        Ok(t)
-    };
+    let limit = (!a.all).then_some(LATE_SHOWN);
+    let late =
+        late_users_at(&config.state, now, a.max_age_hours, limit).context("report")?;
+    // A fleet's report names the late users' hosts; one SQLite host's has no host column.
+    let fleet = matches!(
+        config.state,
+        backup_server::state::StateLocation::Postgres(_)
+    );
     match &a.mail_to {
-        Some(to) => mail(&report, to, &sendmail_path()).context("report")?,
+        Some(to) => mail(&report, &late_lines(&late, fleet), to, &sendmail_path()).context("report")?,
         None => out.text(&match a.format.as_str() {
-            "json" => json(&report),
+            "json" => json(&report, &late.oldest),
             "prometheus" => prometheus(&report),
-            _ => table()?,
+            _ => table(&report) + &late_lines(&late, fleet),
         })?,
     }
     Ok(status(&report))
@@ -125,42 +126,44 @@ fn table(r: &AgeReport) -> String {
     s
 }
 
-/// The late users per backup host, then the oldest of them by name with their host.
-fn late_table(late: &LateUsers) -> String {
-    let host = |h: &Option<String>| h.clone().unwrap_or_else(|| "(no host yet)".into());
+/// The late users after the table: on a fleet, counted per backup host; then by name (with
+/// their host on a fleet), the first [`LATE_SHOWN`] unless `--all`.
+fn late_lines(late: &LateUsers, fleet: bool) -> String {
     let mut s = String::new();
-    let _ = writeln!(s);
-    let _ = writeln!(s, "Late users by backup host:");
-    for (h, n) in &late.by_host {
-        let _ = writeln!(s, "  {:<24} {n:>9}", host(h));
+    if late.oldest.is_empty() {
+        return s;
     }
-    let listed = late.oldest.len() as u64;
-    let total: u64 = late.by_host.values().sum();
-    let _ = writeln!(s);
-    let _ = writeln!(
-        s,
-        "Oldest late users{}:",
-        if listed < total {
-            format!(" ({listed} of {total})")
-        } else {
-            String::new()
+    let host = |h: &Option<String>| h.clone().unwrap_or_else(|| "(no host yet)".into());
+    if fleet {
+        let _ = writeln!(s, "\nLate users by backup host:");
+        for (h, n) in &late.by_host {
+            let _ = writeln!(s, "  {:<24} {n:>9}", host(h));
         }
-    );
+    }
+    let shown = late.oldest.len() as u64;
+    if shown < late.total {
+        let _ = writeln!(
+            s,
+            "\nLate users (the first {shown} of {}; --all names every one):",
+            late.total
+        );
+    } else {
+        let _ = writeln!(s, "\nLate users:");
+    }
     for u in &late.oldest {
-        let when = u
-            .last_success
-            .and_then(|t| jiff::Timestamp::from_second(t).ok())
-            .map_or_else(
-                || "never".to_string(),
-                |t| t.strftime("%Y-%m-%d %H:%M UTC").to_string(),
-            );
-        let _ = writeln!(s, "  {:<32} {:<24} {when}", u.name, host(&u.host));
+        let age = u.age_hours.map_or_else(|| "never".to_string(), |h| format!("{h} h"));
+        if fleet {
+            let _ = writeln!(s, "  {}\t{age}\t{}", u.user, host(&u.host));
+        } else {
+            let _ = writeln!(s, "  {}\t{age}", u.user);
+        }
     }
     s
 }
 
-/// One JSON object on one line (fields in docs/backup-server.md).
-fn json(r: &AgeReport) -> String {
+/// One JSON object on one line (fields in docs/backup-server.md); `late`: the late users
+/// named.
+fn json(r: &AgeReport, late: &[LateUser]) -> String {
     // Only integers, booleans and null: written by hand, no JSON crate needed.
     let mut s = String::new();
     let _ = write!(
@@ -182,6 +185,18 @@ fn json(r: &AgeReport) -> String {
             if i == 0 { "" } else { "," },
             row.users,
             row.over
+        );
+    }
+    s.push_str("],\"late\":[");
+    for (i, u) in late.iter().enumerate() {
+        let name = serde_json::to_string(&u.user).unwrap_or_else(|_| "\"\"".into());
+        let age = u
+            .age_hours
+            .map_or_else(|| "null".to_string(), |a| a.to_string());
+        let _ = write!(
+            s,
+            "{}{{\"user\":{name},\"age_hours\":{age}}}",
+            if i == 0 { "" } else { "," }
         );
     }
     s.push_str("]}\n");
@@ -246,8 +261,9 @@ fn prometheus(r: &AgeReport) -> String {
     s
 }
 
-/// The mail `--mail-to` sends: headers (sendmail adds From, Date, Message-ID) and the table.
-fn mail_message(r: &AgeReport, to: &str) -> String {
+/// The mail `--mail-to` sends: headers (sendmail adds From, Date, Message-ID), the table
+/// and `late` (the late users' lines).
+fn mail_message(r: &AgeReport, late: &str, to: &str) -> String {
     let over = r.over_max_age();
     let subject = if over == 0 {
         format!(
@@ -262,7 +278,7 @@ fn mail_message(r: &AgeReport, to: &str) -> String {
         )
     };
     format!(
-        "To: {to}\nSubject: {subject}\nAuto-Submitted: auto-generated\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n{}",
+        "To: {to}\nSubject: {subject}\nAuto-Submitted: auto-generated\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n{}{late}",
         table(r)
     )
 }
@@ -315,7 +331,7 @@ fn sendmail_path() -> PathBuf {
 }
 
 /// Hands the table to `sendmail -i -- TO` and waits for it to take the mail.
-fn mail(report: &AgeReport, to: &str, sendmail: &Path) -> Result<(), MailError> {
+fn mail(report: &AgeReport, late: &str, to: &str, sendmail: &Path) -> Result<(), MailError> {
     if to.trim().is_empty() || to.contains(['\r', '\n']) || to.starts_with('-') {
         return Err(MailError::BadAddress(to.to_string()));
     }
@@ -331,7 +347,7 @@ fn mail(report: &AgeReport, to: &str, sendmail: &Path) -> Result<(), MailError> 
     let written = child
         .stdin
         .take()
-        .map(|mut stdin| stdin.write_all(mail_message(report, to).as_bytes()));
+        .map(|mut stdin| stdin.write_all(mail_message(report, late, to).as_bytes()));
     // stdin is closed here (dropped), so sendmail sees the end of the message.
     let status = child.wait().map_err(|source| MailError::Wait {
         path: path(),
@@ -417,14 +433,47 @@ mod tests {
     #[test]
     fn json_and_prometheus() {
         assert_eq!(
-            json(&sample()),
+            json(
+                &sample(),
+                &[
+                    LateUser {
+                        user: "b\"ob".into(),
+                        age_hours: None,
+                        host: None
+                    },
+                    LateUser {
+                        user: "carol".into(),
+                        age_hours: Some(30),
+                        host: None
+                    }
+                ]
+            ),
             format!(
                 "{{\"now\":{NOW},\"max_age_hours\":24,\"users\":8,\"never_backed_up\":2,\"over_max_age\":4,\"rows\":[\
                  {{\"age_hours\":0,\"users\":3,\"over\":false}},\
                  {{\"age_hours\":23,\"users\":1,\"over\":false}},\
                  {{\"age_hours\":24,\"users\":2,\"over\":true}},\
-                 {{\"age_hours\":null,\"users\":2,\"over\":true}}]}}\n"
+                 {{\"age_hours\":null,\"users\":2,\"over\":true}}],\
+                 \"late\":[{{\"user\":\"b\\\"ob\",\"age_hours\":null}},{{\"user\":\"carol\",\"age_hours\":30}}]}}\n"
             )
+        );
+        let late = LateUsers {
+            by_host: [(Some("backup1".to_string()), 3)].into_iter().collect(),
+            oldest: vec![LateUser {
+                user: "dave".into(),
+                age_hours: Some(25),
+                host: Some("backup1".into()),
+            }],
+            total: 3,
+        };
+        assert_eq!(
+            late_lines(&late, false),
+            "\nLate users (the first 1 of 3; --all names every one):\n  dave\t25 h\n"
+        );
+        assert_eq!(
+            late_lines(&late, true),
+            "\nLate users by backup host:\n  backup1                          3\n\
+             \nLate users (the first 1 of 3; --all names every one):\n  dave\t25 h\tbackup1\n"
         );
         let p = prometheus(&sample());
         let samples: Vec<&str> = p.lines().filter(|l| !l.starts_with('#')).collect();
@@ -445,15 +494,15 @@ mod tests {
 
     #[test]
     fn the_mail_and_refused_addresses() {
-        let m = mail_message(&sample(), "ops@example.org");
+        let m = mail_message(&sample(), "", "ops@example.org");
         assert!(m.starts_with(
             "To: ops@example.org\nSubject: mailbackup: 4 users not backed up within 24 h\n"
         ));
         assert!(m.ends_with(&format!("\n\n{}", table(&sample()))));
-        let m = mail_message(&report(&[(Some(1), 2, false)]), "ops");
+        let m = mail_message(&report(&[(Some(1), 2, false)]), "", "ops");
         assert!(m.contains("\nSubject: mailbackup: all 2 users backed up within 24 h\n"));
         for bad in ["", "-oQ/tmp", "a\nBcc: b"] {
-            let e = mail(&sample(), bad, Path::new("/nonexistent")).unwrap_err();
+            let e = mail(&sample(), "", bad, Path::new("/nonexistent")).unwrap_err();
             assert!(matches!(e, MailError::BadAddress(_)), "{bad:?}: {e}");
         }
     }

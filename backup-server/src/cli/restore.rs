@@ -16,7 +16,8 @@ pub struct RestoreArgs {
     /// The user.
     #[arg(long)]
     user: String,
-    /// Only this folder, as `ls` names it (e.g. INBOX, Work/Sub).
+    /// Only this folder, as `ls` names it, in UTF-8 (e.g. INBOX, Work/Sub, Données; the
+    /// modified UTF-7 form Donn&AOk-es is taken too).
     #[arg(long)]
     folder: Option<String>,
     /// With --folder: its subfolders too.
@@ -96,7 +97,7 @@ fn parse_guid(s: &str) -> Result<Guid, String> {
 /// the first backup), each named in a note; 1 on failure.
 pub fn run(config: &Config, a: &RestoreArgs, out: &mut Out<impl Write>) -> anyhow::Result<Status> {
     let sel = Selection {
-        folder: a.folder.clone(),
+        folder: a.folder.as_deref().map(formats::imap::mutf7::from_typed),
         subfolders: a.subfolders,
         uid: a.uid,
         guid: a.guid,

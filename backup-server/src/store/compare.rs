@@ -57,11 +57,21 @@ pub const DERIVED_TABLES: &[(&str, &[&str])] = &[
     ("snapshots", &["folder_key", "run"]),
     ("records", &["folder_key", "uid", "from_run"]),
     ("user_files", &["entry"]),
+    // Only from the index's `headers_start` on: the rows of messages stored before the
+    // store had the table are nothing the index lacks (see `compare_indexes`).
+    ("headers", &["entry"]),
 ];
 
 /// Tables of the index that hold findings about the data rather than its structure, so a
-/// rebuild cannot imply them and verify does not compare them.
-pub const NOT_DERIVED: &[&str] = &["damaged"];
+/// rebuild cannot imply them and verify does not compare them. `headers_start` says from
+/// which entry the header index covers the data file: when the store got the table, not
+/// what the data file holds.
+pub const NOT_DERIVED: &[&str] = &["damaged", "headers_start"];
+
+/// Tables added by a schema step after the first, with the version that added them: an
+/// index of an older version lacks their declarations (a reader holds them as temporary
+/// tables), which the schema comparison then leaves out.
+const ADDED: &[(i64, &str)] = &[(2, "damaged"), (4, "headers"), (4, "headers_start")];
 
 /// The folder a row is about, as far as the row says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,15 +188,21 @@ pub(crate) fn compare_indexes(
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .sql(&db.path)
     };
-    let not_derived = if version(found)? < version(implied)? {
-        NOT_DERIVED
-            .iter()
-            .map(|t| format!("'{t}'"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    } else {
-        String::new()
-    };
+    let found_version = version(found)?;
+    let not_derived = ADDED
+        .iter()
+        .filter(|(v, _)| *v > found_version)
+        .map(|(_, t)| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // The first entry the index's header index covers (an index upgraded to it keeps no
+    // rows for the messages it held before).
+    let headers_start: i64 = found
+        .conn
+        .query_row("SELECT entry FROM headers_start WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .sql(&found.path)?;
     compare_table(
         implied,
         found,
@@ -211,8 +227,13 @@ pub(crate) fn compare_indexes(
             .iter()
             .map(|c| format!("\"{c}\""))
             .collect();
+        let filter = if *table == "headers" {
+            format!("WHERE entry >= {headers_start}")
+        } else {
+            String::new()
+        };
         let sql = format!(
-            "SELECT {} FROM {table} ORDER BY {}",
+            "SELECT {} FROM {table} {filter} ORDER BY {}",
             cols.join(", "),
             key.join(", ")
         );

@@ -74,10 +74,47 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: COPY_V2_TO_V3,
         copy: true,
     },
+    Migration {
+        version: 4,
+        what: "header index (From, To/Cc, Subject, Date, Message-ID of each message)",
+        sql: SCHEMA_HEADERS,
+        copy: false,
+    },
 ];
 
 /// The schema version this program writes.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
+
+/// The header index (version 4, in place on a version 3 index): each stored message's From, To and Cc, decoded Subject,
+/// Date (unix seconds) and Message-ID, for `find` (docs/store.md, `headers`). Derived
+/// from the data file (reindex rebuilds it), keyed by the message's entry. An index made
+/// before this step has no rows for the messages it already held: `headers_start` names
+/// the first entry the table covers (the entries after those of the upgraded index; 1 for
+/// an index that had the table from the start; for an index copied from version 1 or 2,
+/// the entries after those copied), so verify compares only rows a rebuild and
+/// the index can both have, and `find` reads the older messages' header blocks from the
+/// data file (until a reindex covers them).
+const SCHEMA_HEADERS: &str = r#"
+CREATE TABLE headers (
+    entry INTEGER PRIMARY KEY REFERENCES entries(id) DEFERRABLE INITIALLY DEFERRED,
+    from_addr TEXT NOT NULL,
+    to_addr TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    date INTEGER,
+    message_id TEXT NOT NULL
+);
+CREATE TABLE headers_start (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    entry INTEGER NOT NULL
+);
+INSERT INTO headers_start (id, entry) VALUES (1, (SELECT coalesce(max(id), 0) + 1 FROM entries));
+"#;
+
+/// After [`COPY_V2_TO_V3`] into a new index (which has the `headers` step already, from
+/// an empty `entries`: `headers_start` 1): the copied messages have no header rows, so
+/// the table covers only the entries after them.
+const HEADERS_START_AFTER_COPY: &str =
+    "UPDATE headers_start SET entry = (SELECT coalesce(max(id), 0) + 1 FROM entries);";
 
 /// The version whose whole layout [`SCHEMA_V3`] creates: a new index starts there, and an
 /// index older than it is copied ([`COPY_V2_TO_V3`]), not altered in place.
@@ -412,6 +449,7 @@ pub const TABLES: &[&str] = &[
     "snapshots",
     "records",
     "user_files",
+    "headers",
 ];
 
 /// `path` as an SQLite URI opening it read-only, and `immutable` when asked: every byte
@@ -545,6 +583,13 @@ impl IndexDb {
                 supported: SCHEMA_VERSION,
             });
         }
+        if v == 0 {
+            return Err(StoreError::IndexTooOld {
+                path: path.to_path_buf(),
+                found: v,
+                expected: SCHEMA_VERSION,
+            });
+        }
         if v < LAYOUT_VERSION {
             // An index no writer has upgraded yet (a quiet user's, say): read a copy of it
             // at the current layout, made in memory (never written anywhere), so ls,
@@ -554,12 +599,14 @@ impl IndexDb {
             mem.copy_from(path, v, Some(immutable))?;
             return Ok(mem);
         }
+        // Version 3 lacks only the header index, which a writer adds empty (its
+        // `headers_start` one past the last entry): read it as a store with no header rows
+        // (empty tables of the session's own, in memory), so ls, restore, verify and find
+        // work on stores no run has upgraded yet.
         if v < SCHEMA_VERSION {
-            return Err(StoreError::IndexTooOld {
-                path: path.to_path_buf(),
-                found: v,
-                expected: SCHEMA_VERSION,
-            });
+            db.conn
+                .execute_batch(&SCHEMA_HEADERS.replace("CREATE TABLE", "CREATE TEMP TABLE"))
+                .sql(path)?;
         }
         Ok(db)
     }
@@ -583,7 +630,9 @@ impl IndexDb {
             .execute("ATTACH DATABASE ?1 AS old", [&name])
             .sql(old)?;
         let damaged = if version >= 2 { COPY_DAMAGED } else { "" };
-        let sql = format!("BEGIN IMMEDIATE; {COPY_V2_TO_V3} {damaged} COMMIT;");
+        let sql = format!(
+            "BEGIN IMMEDIATE; {COPY_V2_TO_V3} {damaged} {HEADERS_START_AFTER_COPY} COMMIT;"
+        );
         let copied = self.conn.execute_batch(&sql).sql(old);
         if copied.is_err() {
             let _ = self.conn.execute_batch("ROLLBACK");
@@ -629,17 +678,18 @@ impl IndexDb {
                 supported: SCHEMA_VERSION,
             });
         }
-        let layout = compact_sql(SCHEMA_V3);
-        let mut steps: Vec<(&str, u32)> = Vec::new();
+        // Compacted, as every step's schema text is kept in the file (the in-place steps
+        // hold no string literal either).
+        let mut steps: Vec<(String, u32)> = Vec::new();
         if v == 0 {
-            steps.push((&layout, LAYOUT_VERSION));
+            steps.push((compact_sql(SCHEMA_V3), LAYOUT_VERSION));
         }
         let from = v.max(if v == 0 { LAYOUT_VERSION } else { 0 });
         for m in MIGRATIONS.iter().filter(|m| m.version > from) {
             if m.copy {
                 break;
             }
-            steps.push((m.sql, m.version));
+            steps.push((compact_sql(m.sql), m.version));
         }
         for (sql, version) in steps {
             let sql = format!("BEGIN IMMEDIATE; {sql} PRAGMA user_version = {version}; COMMIT;");
@@ -789,7 +839,8 @@ mod tests {
                 r.get(0)
             })
             .unwrap();
-        assert!(stored < 3000, "{stored} bytes of schema text");
+        // The version 3 layout and the header index (version 4).
+        assert!(stored < 3300, "{stored} bytes of schema text");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! * message: a `messages` row (the first entry of a GUID wins; a later duplicate stays
 //!   only in `entries`, where compaction counts it dirty), unless the copy it names is
 //!   marked damaged (`damaged`): then the new entry replaces it and the mark is deleted.
+//!   A `headers` row of the entry from its header block (`super::headers`), every copy.
 //! * folder-meta: a `meta_files` row; a cyrus.header is parsed for its keyword names; a
 //!   cyrus.index becomes a `snapshots` row and is diffed against the folder's current
 //!   `records` rows (see [`apply_index`]).
@@ -136,7 +137,9 @@ impl Ingest {
     }
 
     /// Records one entry and what it means. `data` is the entry's bytes for a cyrus.header
-    /// or cyrus.index (the only kinds whose content the index reads), `None` otherwise.
+    /// or cyrus.index, the message's first bytes (at least its header block, up to
+    /// [`HEADER_BLOCK_MAX`](super::headers::HEADER_BLOCK_MAX)) for a message, `None`
+    /// otherwise (a message given `None` gets no `headers` row).
     pub(crate) fn entry(
         &mut self,
         db: &IndexDb,
@@ -194,6 +197,9 @@ impl Ingest {
                     )
                     .and_then(|mut st| st.execute([&m.guid.0[..]]))
                     .sql(&db.path)?;
+                if let Some(head) = data {
+                    insert_headers(db, id, &super::headers::extract(head))?;
+                }
             }
             EntryMeta::FolderMeta(f) => self.folder_meta(db, id, time, f, data)?,
             EntryMeta::NameLink(l) if l.deleted => self.tombstones.push(PendingTombstone {
@@ -340,6 +346,17 @@ fn stat_cols(s: Option<&FileStat>) -> (Option<i64>, Option<String>, Option<i64>)
         ),
         None => (None, None, None),
     }
+}
+
+fn insert_headers(db: &IndexDb, id: i64, h: &super::headers::MessageHeaders) -> Result<()> {
+    db.conn
+        .prepare_cached(
+            "INSERT INTO headers (entry, from_addr, to_addr, subject, date, message_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .and_then(|mut st| st.execute(params![id, h.from, h.to, h.subject, h.date, h.message_id]))
+        .sql(&db.path)?;
+    Ok(())
 }
 
 /// The key of folder `unique_id` in `folders`, given it now if it has none. Called only

@@ -29,6 +29,7 @@ pub use compare::{CompareCounts, RowDiff, RowFault, RowFolder, DERIVED_TABLES, N
 pub use damage::{record_damage, DamageAt, DamageRecording, DamagedMessage, Place};
 mod datafile;
 mod error;
+pub mod headers;
 mod index;
 mod ingest;
 mod layout;
@@ -49,6 +50,7 @@ pub use datafile::PositionalReader;
 pub use error::{ReadBlocker, Result, StoreError};
 pub(crate) use index::IndexDb;
 pub use index::{Migration, MIGRATIONS, SCHEMA_VERSION, TABLES};
+pub(crate) use ingest::{from_ns, to_ns};
 pub use layout::{
     data_file_name, data_file_secs, encode_name, is_data_file_name, UserDir, DATA_PREFIX,
     DATA_SUFFIX, INDEX_FILE, INDEX_NEW_FILE, INDEX_TMP_FILE, LOCK_FILE, READERS_LOCK_FILE,

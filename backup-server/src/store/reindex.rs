@@ -114,9 +114,9 @@ fn fill(
             match ev {
                 ScanEvent::ChunkStart { .. } => rebuild.chunk_start()?,
                 ScanEvent::Entry(mut e) => {
-                    let data = if Rebuild::wants_data(&e.header.meta) {
+                    let data = if let Some(max) = Rebuild::wants_data(&e.header.meta) {
                         buf.clear();
-                        if e.read_to_end(&mut buf).is_err() {
+                        if (&mut e).take(max).read_to_end(&mut buf).is_err() {
                             // The scanner keeps the error; its next event says what it
                             // was: the file ending inside this chunk (a torn tail, the
                             // chunk rolled back) or damage (an error).
@@ -194,10 +194,15 @@ impl<'a> Rebuild<'a> {
         })
     }
 
-    /// Whether an entry's data is read into the index (cyrus.header and cyrus.index only):
-    /// the caller passes it to [`Rebuild::entry`].
-    pub(crate) fn wants_data(meta: &EntryMeta) -> bool {
-        matches!(meta, EntryMeta::FolderMeta(f) if f.file != MetaFile::Annotations)
+    /// How much of an entry's data is read into the index, `None` for none: all of a
+    /// cyrus.header or cyrus.index, a message's beginning (its header block, for the header
+    /// index). The caller passes it to [`Rebuild::entry`].
+    pub(crate) fn wants_data(meta: &EntryMeta) -> Option<u64> {
+        match meta {
+            EntryMeta::FolderMeta(f) if f.file != MetaFile::Annotations => Some(u64::MAX),
+            EntryMeta::Message(_) => Some(super::headers::HEADER_BLOCK_MAX as u64),
+            _ => None,
+        }
     }
 
     /// A chunk begins.

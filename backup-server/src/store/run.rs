@@ -314,7 +314,10 @@ impl<'s> RunWriter<'s> {
                 check_guid(guid, Guid(Sha1::digest(&buf).into()))
             });
             let loc = match checked {
-                Ok(()) => self.append_message(meta, len, &buf[..]),
+                Ok(()) => {
+                    let head = &buf[..buf.len().min(super::headers::HEADER_BLOCK_MAX)];
+                    self.append_message(meta, len, &buf[..], head)
+                }
                 Err(e) => Err(e),
             };
             self.buf = buf;
@@ -325,6 +328,8 @@ impl<'s> RunWriter<'s> {
             let mut hasher = Sha1::new();
             let mut chunk = vec![0u8; 64 * 1024];
             let mut got = 0u64;
+            // The beginning, for the header index.
+            let mut head = Vec::new();
             let mut src = (&mut data).take(len);
             loop {
                 let n = src.read(&mut chunk).map_err(|source| StoreError::Source {
@@ -335,6 +340,8 @@ impl<'s> RunWriter<'s> {
                     break;
                 }
                 hasher.update(&chunk[..n]);
+                let want = super::headers::HEADER_BLOCK_MAX.saturating_sub(head.len());
+                head.extend_from_slice(&chunk[..n.min(want)]);
                 tmp.write_all(&chunk[..n])
                     .io(&dir, "writing a spool file")?;
                 got += n as u64;
@@ -349,25 +356,27 @@ impl<'s> RunWriter<'s> {
             check_guid(guid, Guid(hasher.finalize().into()))?;
             tmp.seek(SeekFrom::Start(0))
                 .io(&dir, "rewinding a spool file")?;
-            self.append_message(meta, len, BufReader::with_capacity(64 * 1024, tmp))?
+            self.append_message(meta, len, BufReader::with_capacity(64 * 1024, tmp), &head)?
         };
         self.summary.messages_stored += 1;
         self.summary.message_bytes += len;
         Ok(Added::Stored(loc))
     }
 
+    /// Appends a message entry; `head` is its beginning, for the header index.
     fn append_message(
         &mut self,
         mut meta: EntryMeta,
         len: u64,
         data: impl Read,
+        head: &[u8],
     ) -> Result<EntryLocation> {
         let t = self.tick();
         if let EntryMeta::Message(m) = &mut meta {
             m.time = t;
         }
         self.room(len)?;
-        self.append(&meta, len, data, None)
+        self.append(&meta, len, data, Some(head))
     }
 
     /// Stores a folder's snapshot: its meta files, in one chunk, after a name link when

@@ -80,14 +80,24 @@ impl<R: Read> ScannedEntry<'_, R> {
     /// Reads the rest of the data and returns its SHA-1, as a [`Guid`]: for a message, its
     /// GUID if the data is intact. Call it before reading any data to hash all of it.
     pub fn sha1(&mut self) -> Result<Guid, ArchiveError> {
+        self.sha1_keeping(&mut Vec::new(), 0)
+    }
+
+    /// [`ScannedEntry::sha1`], keeping the first `max` bytes of the data in `head`
+    /// (appended): verify hashes a message and reads its header block in one pass.
+    pub fn sha1_keeping(&mut self, head: &mut Vec<u8>, max: usize) -> Result<Guid, ArchiveError> {
         let mut hasher = Sha1::new();
         let mut buf = vec![0u8; 64 * 1024];
+        let mut kept = 0;
         loop {
             let n = self.chunk.read_data(&mut buf)?;
             if n == 0 {
                 return Ok(Guid(hasher.finalize().into()));
             }
             hasher.update(&buf[..n]);
+            let take = n.min(max - kept);
+            head.extend_from_slice(&buf[..take]);
+            kept += take;
         }
     }
 }

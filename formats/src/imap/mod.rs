@@ -8,7 +8,10 @@
 //!   [`ResponseError`], never an allocation of its choosing.
 //! * [`tokens`]: a response's text split into atoms, strings (quoted or literal), NIL and
 //!   parentheses.
+//! * [`mutf7`]: folder names between modified UTF-7 (the wire, the store) and UTF-8 (the
+//!   command line).
 
+pub mod mutf7;
 pub mod response;
 pub mod tokens;
 
