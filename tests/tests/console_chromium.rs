@@ -347,6 +347,12 @@ fn console_signs_in_browses_shows_html_safely_refuses_csrf_and_restores_into_cyr
         let gone = cyrus.folder_state(USER, &[], false).unwrap();
         assert!(gone.folder(FOLDER).is_none());
         c.find(Locator::Id("restore")).await.unwrap().click().await.unwrap();
+        // The restore takes a moment: wait for its page rather than read the old one.
+        c.wait()
+            .at_most(std::time::Duration::from_secs(60))
+            .for_element(Locator::Css("#outcome"))
+            .await
+            .unwrap();
         let outcome = text_of(&c, "#outcome").await;
         assert!(outcome.starts_with("Restored 1 messages"), "{outcome}");
         shot(&c, "restored").await;

@@ -421,6 +421,16 @@ pub enum IndexError {
         /// The record size in the file.
         found: u32,
     },
+    /// A minor version without a CRC whose header checks as one with a CRC would, with the
+    /// minor version of that one: a damaged minor version (a bit flip from a version with a
+    /// CRC to an older one), which would otherwise read the file with the wrong layout.
+    #[error("at byte 8: minor version {found} has no CRC, but the header checks as version {crc_version}'s: the minor version is damaged")]
+    DamagedVersion {
+        /// The minor version in the file.
+        found: u32,
+        /// The version whose header CRC the bytes match.
+        crc_version: u32,
+    },
     /// The header's CRC does not match its bytes.
     #[error("at byte {offset}: expected header CRC {computed:#010x}, found {stored:#010x}")]
     BadHeaderCrc {
@@ -1088,6 +1098,24 @@ fn parse_header_layout(data: &[u8]) -> Result<(IndexHeader, IndexLayout), IndexE
     let layout = IndexLayout::of(version).ok_or(IndexError::UnknownVersion { found: version })?;
     if data.len() < layout.header_size {
         return Err(short(0, "index header", layout.header_size, data.len()));
+    }
+    if !layout.has_crc() {
+        // The minor version itself decides whether the header has a CRC: a flipped bit can
+        // turn a version with one (12 to 15) into one without (6 to 10), which no CRC would
+        // catch. Such a header still checks with its own CRC under its true version.
+        for l in SIZES.iter().filter_map(|s| IndexLayout::of(s.0)) {
+            if !l.has_crc() || data.len() < l.header_size {
+                continue;
+            }
+            let mut head = data[..l.header_size].to_vec();
+            head[8..12].copy_from_slice(&l.version.to_be_bytes());
+            if check_crc(&head).is_ok() {
+                return Err(IndexError::DamagedVersion {
+                    found: version,
+                    crc_version: l.version,
+                });
+            }
+        }
     }
     if layout.has_crc() {
         let end = layout.header_size - 4;
