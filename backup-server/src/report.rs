@@ -218,7 +218,9 @@ fn late_users(
         late.total += 1;
         if limit.is_none_or(|l| late.oldest.len() < l) {
             // The same ages as docs/report.sql (a last_success after `now` counts as 0 hours).
-            let age_hours = r.opt_int(2)?.map(|t| (now.saturating_sub(t)).max(0) as u64 / 3600);
+            let age_hours = r
+                .opt_int(2)?
+                .map(|t| (now.saturating_sub(t)).max(0) as u64 / 3600);
             late.oldest.push(LateUser {
                 user: r.text(0)?,
                 age_hours,

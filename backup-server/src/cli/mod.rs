@@ -7,9 +7,9 @@
 //! ([`Status`]).
 
 mod compact;
-mod hosts;
 mod console;
 mod find;
+mod hosts;
 mod ls;
 mod manual;
 mod repair;

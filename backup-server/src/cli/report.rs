@@ -49,15 +49,16 @@ pub fn run(config: &Config, a: &ReportArgs, out: &mut Out<impl Write>) -> anyhow
     let now = a.now.map_or_else(system_now, |t| t.secs);
     let report = age_report_at(&config.state, now, a.max_age_hours).context("report")?;
     let limit = (!a.all).then_some(LATE_SHOWN);
-    let late =
-        late_users_at(&config.state, now, a.max_age_hours, limit).context("report")?;
+    let late = late_users_at(&config.state, now, a.max_age_hours, limit).context("report")?;
     // A fleet's report names the late users' hosts; one SQLite host's has no host column.
     let fleet = matches!(
         config.state,
         backup_server::state::StateLocation::Postgres(_)
     );
     match &a.mail_to {
-        Some(to) => mail(&report, &late_lines(&late, fleet), to, &sendmail_path()).context("report")?,
+        Some(to) => {
+            mail(&report, &late_lines(&late, fleet), to, &sendmail_path()).context("report")?
+        }
         None => out.text(&match a.format.as_str() {
             "json" => json(&report, &late.oldest),
             "prometheus" => prometheus(&report),
@@ -151,7 +152,9 @@ fn late_lines(late: &LateUsers, fleet: bool) -> String {
         let _ = writeln!(s, "\nLate users:");
     }
     for u in &late.oldest {
-        let age = u.age_hours.map_or_else(|| "never".to_string(), |h| format!("{h} h"));
+        let age = u
+            .age_hours
+            .map_or_else(|| "never".to_string(), |h| format!("{h} h"));
         if fleet {
             let _ = writeln!(s, "  {}\t{age}\t{}", u.user, host(&u.host));
         } else {

@@ -9,8 +9,8 @@
 //! between leaves the intent to finish, never two stores). Plain SQL, as the rest of the
 //! state db.
 
-use super::{StateDb, StateError};
 use super::backend::{vals, Row, Value};
+use super::{StateDb, StateError};
 
 /// A vanished user whose store is still kept (not removed, not handed to another name).
 #[derive(Debug, Clone, PartialEq, Eq)]
