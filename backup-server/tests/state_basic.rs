@@ -245,12 +245,11 @@ fn a_version_3_state_db_gets_hosts_and_its_users_go_to_the_first_host_that_runs(
     );
 }
 
-#[test]
-fn a_version_1_state_db_is_upgraded_in_place() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.sqlite3");
+/// A state db with user `u` (and its quiet key `key`) turned back into an older version by
+/// `downgrade` (applied in order), then opened by this version, which must have upgraded it.
+fn upgraded(path: &std::path::Path, key: Option<&str>, downgrade: &[&str]) -> StateDb {
     {
-        let mut db = StateDb::open(&path).unwrap();
+        let mut db = StateDb::open(path).unwrap();
         db.refresh_server(
             "mail1",
             "m1:2912",
@@ -259,21 +258,35 @@ fn a_version_1_state_db_is_upgraded_in_place() {
             100,
         )
         .unwrap();
+        db.set_quiet_key("u", key).unwrap();
     }
-    // What version 1 was: the same without users.quiet_key.
-    {
-        let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch(TO_VERSION_4).unwrap();
-        c.execute_batch(TO_VERSION_3).unwrap();
-        c.execute_batch("ALTER TABLE users DROP COLUMN quiet_key; PRAGMA user_version = 1;")
-            .unwrap();
+    let c = rusqlite::Connection::open(path).unwrap();
+    for sql in downgrade {
+        c.execute_batch(sql).unwrap();
     }
-    let mut db = StateDb::open(&path).unwrap();
+    drop(c);
+    let db = StateDb::open(path).unwrap();
     let v: i64 = db
         .connection()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(v, STATE_SCHEMA_VERSION);
+    db
+}
+
+#[test]
+fn a_version_1_state_db_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    // What version 1 was: the same without users.quiet_key.
+    let mut db = upgraded(
+        &dir.path().join("state.sqlite3"),
+        None,
+        &[
+            TO_VERSION_4,
+            TO_VERSION_3,
+            "ALTER TABLE users DROP COLUMN quiet_key; PRAGMA user_version = 1;",
+        ],
+    );
     let u = db.user("u").unwrap().unwrap();
     assert_eq!((u.name.as_str(), u.quiet_key), ("u", None));
     db.set_quiet_key("u", Some("k")).unwrap();
@@ -282,35 +295,16 @@ fn a_version_1_state_db_is_upgraded_in_place() {
 #[test]
 fn a_version_2_state_db_keeps_its_keys_under_the_new_column_name() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.sqlite3");
-    {
-        let mut db = StateDb::open(&path).unwrap();
-        db.refresh_server(
-            "mail1",
-            "m1:2912",
-            &entries(&[("u", "default")]),
-            &sets,
-            100,
-        )
-        .unwrap();
-        db.set_quiet_key("u", Some("k1 abc")).unwrap();
-    }
     // What version 2 was: the same column, called unchanged_key.
-    {
-        let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch(TO_VERSION_4).unwrap();
-        c.execute_batch(TO_VERSION_3).unwrap();
-        c.execute_batch(
+    let db = upgraded(
+        &dir.path().join("state.sqlite3"),
+        Some("k1 abc"),
+        &[
+            TO_VERSION_4,
+            TO_VERSION_3,
             "ALTER TABLE users RENAME COLUMN quiet_key TO unchanged_key; PRAGMA user_version = 2;",
-        )
-        .unwrap();
-    }
-    let db = StateDb::open(&path).unwrap();
-    let v: i64 = db
-        .connection()
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(v, STATE_SCHEMA_VERSION);
+        ],
+    );
     let u = db.user("u").unwrap().unwrap();
     assert_eq!(u.quiet_key.as_deref(), Some("k1 abc"), "the key survives");
 }
@@ -318,29 +312,11 @@ fn a_version_2_state_db_keeps_its_keys_under_the_new_column_name() {
 #[test]
 fn a_version_4_state_db_gains_the_lifecycle_columns() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.sqlite3");
-    {
-        let mut db = StateDb::open(&path).unwrap();
-        db.refresh_server(
-            "mail1",
-            "m1:2912",
-            &entries(&[("u", "default")]),
-            &sets,
-            100,
-        )
-        .unwrap();
-        db.set_quiet_key("u", Some("k1 abc")).unwrap();
-    }
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .execute_batch(TO_VERSION_4)
-        .unwrap();
-    let db = StateDb::open(&path).unwrap();
-    let v: i64 = db
-        .connection()
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(v, STATE_SCHEMA_VERSION);
+    let db = upgraded(
+        &dir.path().join("state.sqlite3"),
+        Some("k1 abc"),
+        &[TO_VERSION_4],
+    );
     let cols: (Option<i64>, Option<String>, Option<String>) = db
         .connection()
         .query_row(
